@@ -1,0 +1,90 @@
+// Gatehouse console: small enhancements on top of server-rendered forms.
+// Everything here is optional: without JavaScript the forms still work.
+(() => {
+  'use strict';
+
+  const ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.~!@#%^*';
+  const GENERATED_LENGTH = 24;
+
+  /** A password of GENERATED_LENGTH characters drawn without modulo bias. */
+  function generatePassword() {
+    const out = [];
+    const limit = 256 - (256 % ALPHABET.length);
+    while (out.length < GENERATED_LENGTH) {
+      const bytes = crypto.getRandomValues(new Uint8Array(GENERATED_LENGTH * 2));
+      for (const b of bytes) {
+        if (b < limit && out.length < GENERATED_LENGTH) out.push(ALPHABET[b % ALPHABET.length]);
+      }
+    }
+    return out.join('');
+  }
+
+  function setStatus(id, text) {
+    const status = document.querySelector(`[data-copy-status="${CSS.escape(id)}"]`);
+    if (status) status.textContent = text;
+  }
+
+  function enhance(root) {
+    root.querySelectorAll('[data-password-tools]').forEach((tools) => {
+      tools.hidden = false;
+    });
+  }
+
+  document.addEventListener('click', async (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+
+    const generate = target.closest('[data-generate-password]');
+    if (generate) {
+      const id = generate.getAttribute('data-generate-password');
+      const input = document.getElementById(id);
+      if (!input) return;
+      input.value = generatePassword();
+      input.type = 'text'; // visible, so it can be read and copied before saving
+      input.focus();
+      input.select();
+      setStatus(id, 'A new password is in the field. Copy it now: it is not shown again after saving.');
+      return;
+    }
+
+    const copy = target.closest('[data-copy-password]');
+    if (copy) {
+      const id = copy.getAttribute('data-copy-password');
+      const input = document.getElementById(id);
+      if (!input || !input.value) {
+        setStatus(id, 'Nothing to copy yet.');
+        return;
+      }
+      try {
+        await navigator.clipboard.writeText(input.value);
+        setStatus(id, 'Copied.');
+      } catch {
+        input.type = 'text';
+        input.select();
+        setStatus(id, 'Select and copy the password by hand (Ctrl+C).');
+      }
+      return;
+    }
+  });
+
+  // Close an open row menu when focus or a click moves elsewhere, or on Escape.
+  document.addEventListener('click', (event) => {
+    document.querySelectorAll('details.dropdown[open]').forEach((menu) => {
+      if (!menu.contains(event.target)) menu.removeAttribute('open');
+    });
+  });
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape') return;
+    const menu = event.target instanceof Element ? event.target.closest('details.dropdown[open]') : null;
+    if (menu) {
+      menu.removeAttribute('open');
+      menu.querySelector('summary')?.focus();
+    }
+  });
+
+  document.addEventListener('DOMContentLoaded', () => enhance(document));
+  document.addEventListener('htmx:after:swap', (event) => {
+    const target = event.target instanceof Element ? event.target : document;
+    enhance(target.isConnected ? target : document);
+  });
+})();

@@ -1,0 +1,65 @@
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const flag = z
+  .enum(['0', '1', 'true', 'false', ''])
+  .default('0')
+  .transform((v) => v === '1' || v === 'true');
+const optionalText = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v === '' ? undefined : v));
+
+/**
+ * Every setting Gatehouse reads from the environment. Broker limits are chosen
+ * on purpose (see README, "Broker limits"): Aedes' own defaults let one stalled
+ * subscriber block delivery for everyone.
+ */
+export const configSchema = z.object({
+  PORT: port.default(3000),
+  MQTT_PORT: port.default(1883),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATABASE_URL: optionalText.pipe(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+      .optional(),
+  ),
+  DATA_DIR: z.string().min(1).default('./data'),
+  ADMIN_USERNAME: optionalText,
+  ADMIN_PASSWORD: optionalText,
+  TRUST_PROXY: flag,
+  /** A subscriber whose socket stays full this long is disconnected. */
+  MQTT_DRAIN_TIMEOUT_MS: positiveInt.default(5000),
+  /** Deliveries in flight through the broker's message bus at once. */
+  MQTT_CONCURRENCY: positiveInt.default(1000),
+  /** Time a new connection has to send CONNECT. */
+  MQTT_CONNECT_TIMEOUT_MS: positiveInt.default(10000),
+  /** Largest keepalive (seconds) a client may ask for; 0 = no limit. */
+  MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).default(3600),
+  /** Longest accepted MQTT client id. */
+  MQTT_MAX_CLIENT_ID_LENGTH: positiveInt.default(128),
+  /** QoS 1/2 messages queued per client while it is connecting. */
+  MQTT_QUEUE_LIMIT: positiveInt.default(100),
+  /** Largest accepted MQTT packet, in bytes. */
+  MQTT_MAX_PACKET_BYTES: positiveInt.default(1024 * 1024),
+  /** Open MQTT connections (TCP and WebSocket together). */
+  MQTT_MAX_CONNECTIONS: positiveInt.default(10000),
+  /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
+  MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {}
+
+/** Parses the environment once; a bad value names its variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const result = configSchema.safeParse(env);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return result.data;
+}

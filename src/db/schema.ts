@@ -1,0 +1,127 @@
+import { sql } from 'drizzle-orm';
+import {
+  check,
+  index,
+  integer,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow();
+const updatedAt = () => timestamp('updated_at', { withTimezone: true }).notNull().defaultNow();
+
+/** Credentials devices use. `auth_type` leaves room for certificates. */
+export const clients = pgTable(
+  'clients',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    name: text('name').notNull(),
+    authType: text('auth_type', { enum: ['password'] }).notNull().default('password'),
+    username: text('username').notNull(),
+    passwordHash: text('password_hash').notNull(),
+    /** Bumped on every edit: a cached credential with an older version is stale. */
+    version: integer('version').notNull().default(1),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('clients_username_key').on(t.username),
+    index('clients_name_idx').on(sql`lower(${t.name})`),
+  ],
+);
+
+/** Operators who may sign in to the console. */
+export const administrators = pgTable(
+  'administrators',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    username: text('username').notNull(),
+    passwordHash: text('password_hash').notNull(),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [uniqueIndex('administrators_username_key').on(t.username)],
+);
+
+/** Console sessions; only the SHA-256 of the token is stored. */
+export const adminSessions = pgTable(
+  'admin_sessions',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    administratorId: integer('administrator_id')
+      .notNull()
+      .references(() => administrators.id, { onDelete: 'cascade' }),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('admin_sessions_administrator_idx').on(t.administratorId)],
+);
+
+/** A named bundle of topic permissions. */
+export const groups = pgTable(
+  'groups',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    name: text('name').notNull(),
+    description: text('description').notNull().default(''),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [uniqueIndex('groups_name_key').on(t.name)],
+);
+
+/** One ordered permission row of a group. */
+export const groupPermissions = pgTable(
+  'group_permissions',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    groupId: integer('group_id')
+      .notNull()
+      .references(() => groups.id, { onDelete: 'cascade' }),
+    position: integer('position').notNull(),
+    effect: text('effect', { enum: ['allow', 'deny'] }).notNull(),
+    action: text('action', { enum: ['publish', 'subscribe'] }).notNull(),
+    topic: text('topic').notNull(),
+  },
+  (t) => [
+    index('group_permissions_group_idx').on(t.groupId, t.position),
+    check('group_permissions_effect_check', sql`${t.effect} in ('allow', 'deny')`),
+    check('group_permissions_action_check', sql`${t.action} in ('publish', 'subscribe')`),
+  ],
+);
+
+/**
+ * Which clients join which groups. `match_by = 'client'` names a client row;
+ * `match_by = 'client_id'` matches the MQTT client id exactly or with `*`.
+ */
+export const groupRules = pgTable(
+  'group_rules',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    position: integer('position').notNull(),
+    matchBy: text('match_by', { enum: ['client', 'client_id'] }).notNull(),
+    clientId: integer('client_id').references(() => clients.id, { onDelete: 'cascade' }),
+    value: text('value').notNull().default(''),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('group_rules_client_idx').on(t.clientId),
+    check('group_rules_match_by_check', sql`${t.matchBy} in ('client', 'client_id')`),
+  ],
+);
+
+export const groupRuleGroups = pgTable(
+  'group_rule_groups',
+  {
+    ruleId: integer('rule_id')
+      .notNull()
+      .references(() => groupRules.id, { onDelete: 'cascade' }),
+    groupId: integer('group_id')
+      .notNull()
+      .references(() => groups.id, { onDelete: 'cascade' }),
+  },
+  (t) => [primaryKey({ columns: [t.ruleId, t.groupId] }), index('group_rule_groups_group_idx').on(t.groupId)],
+);

@@ -1,0 +1,238 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Database } from '../db';
+import { type AuthType, findCredentialsByUsername } from './clients';
+import { hashPassword, verifyPasswordHash } from './password';
+
+export type Transport = 'tcp' | 'ws';
+
+export interface AuthenticateInput {
+  username?: string;
+  password?: Buffer | string;
+  /** The MQTT client id from CONNECT. */
+  clientId: string;
+  remoteAddress?: string;
+  transport: Transport;
+}
+
+/** Who a connection is, once authenticated. */
+export interface Principal {
+  /** The `clients` row. */
+  clientRowId: number;
+  username: string;
+  authType: AuthType;
+  /** The MQTT client id from CONNECT. */
+  mqttClientId: string;
+  transport: Transport;
+  remoteAddress?: string;
+}
+
+export type AuthFailure =
+  /** No username or no password: there are no anonymous connections. */
+  | 'missing_credentials'
+  /** Unknown username or wrong password: never told apart. */
+  | 'bad_credentials'
+  /** Too many recent failures for this username or address. */
+  | 'throttled'
+  /** The database could not be asked. */
+  | 'unavailable';
+
+export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: AuthFailure };
+
+export interface AuthenticatorOptions {
+  /** Argon2id verifies running at once; more wait their turn. */
+  maxConcurrentVerifies?: number;
+  /** Failures for one username before back-off starts. */
+  failuresBeforeBackoff?: number;
+  /** Failures from one address before back-off starts (higher: fleets share NAT addresses). */
+  addressFailuresBeforeBackoff?: number;
+  /** Longest back-off after repeated failures. */
+  maxBackoffMs?: number;
+  /** Verified credentials remembered per process. */
+  cacheSize?: number;
+  now?: () => number;
+}
+
+export interface Authenticator {
+  authenticate(input: AuthenticateInput): Promise<AuthResult>;
+  /** Forgets the verified-credential cache and failure counts. */
+  reset(): void;
+  /** Counters since start: Argon2id verifies run, and connects served from the cache. */
+  stats(): { verifies: number; cacheHits: number };
+}
+
+interface CachedCredential {
+  version: number;
+  clientRowId: number;
+  passwordMac: Buffer;
+}
+
+/**
+ * The one authentication path for every listener. One database read per
+ * CONNECT; a verified password is remembered as an HMAC under a per-process
+ * key together with the row's version, so a reconnect storm costs no Argon2id
+ * work and any edit of the client (which bumps its version) is a cache miss.
+ */
+export function createAuthenticator(db: Database, options: AuthenticatorOptions = {}): Authenticator {
+  const now = options.now ?? Date.now;
+  const cacheSize = options.cacheSize ?? 10_000;
+  const macKey = randomBytes(32);
+  const cache = new Map<string, CachedCredential>();
+  const verifySlots = createSemaphore(options.maxConcurrentVerifies ?? 4);
+  const maxBackoffMs = options.maxBackoffMs ?? 60_000;
+  const usernameFailures = createFailureTracker({ threshold: options.failuresBeforeBackoff ?? 5, maxBackoffMs, now });
+  const addressFailures = createFailureTracker({ threshold: options.addressFailuresBeforeBackoff ?? 20, maxBackoffMs, now });
+  // Verified against when the username is unknown, so both failures cost the same.
+  let dummyHash: Promise<string> | undefined;
+  const counters = { verifies: 0, cacheHits: 0 };
+
+  const mac = (password: Buffer) => createHmac('sha256', macKey).update(password).digest();
+
+  async function authenticate(input: AuthenticateInput): Promise<AuthResult> {
+    const username = input.username ?? '';
+    const password = input.password === undefined ? Buffer.alloc(0) : Buffer.from(input.password);
+    if (!username || password.length === 0) return { ok: false, reason: 'missing_credentials' };
+
+    const address = input.remoteAddress;
+    let row;
+    try {
+      row = await findCredentialsByUsername(db, username);
+    } catch {
+      return { ok: false, reason: 'unavailable' };
+    }
+
+    const passwordMac = mac(password);
+    const cached = cache.get(username);
+    if (row && cached && cached.version === row.version && cached.clientRowId === row.id) {
+      // A device that proved this very password before is not locked out by
+      // someone guessing its username or sharing its (NAT) address: back-off
+      // only gates the costly verifies.
+      if (timingSafeEqual(cached.passwordMac, passwordMac)) {
+        counters.cacheHits++;
+        usernameFailures.succeed(username);
+        return { ok: true, principal: principalFor(row, input) };
+      }
+    }
+    if (usernameFailures.isLocked(username) || (address && addressFailures.isLocked(address))) {
+      return { ok: false, reason: 'throttled' };
+    }
+
+    const passwordText = password.toString('utf8');
+    const valid = await verifySlots.run(async () => {
+      counters.verifies++;
+      if (row) return verifyPasswordHash(row.passwordHash, passwordText);
+      dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
+      await verifyPasswordHash(await dummyHash, passwordText);
+      return false;
+    });
+
+    if (!row || !valid) {
+      usernameFailures.fail(username);
+      if (address) addressFailures.fail(address);
+      return { ok: false, reason: 'bad_credentials' };
+    }
+    usernameFailures.succeed(username);
+    cache.delete(username);
+    cache.set(username, { version: row.version, clientRowId: row.id, passwordMac });
+    if (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
+    return { ok: true, principal: principalFor(row, input) };
+  }
+
+  return {
+    authenticate,
+    reset() {
+      cache.clear();
+      usernameFailures.clear();
+      addressFailures.clear();
+    },
+    stats: () => ({ ...counters }),
+  };
+}
+
+function principalFor(
+  row: { id: number; username: string; authType: AuthType },
+  input: AuthenticateInput,
+): Principal {
+  return {
+    clientRowId: row.id,
+    username: row.username,
+    authType: row.authType,
+    mqttClientId: input.clientId,
+    transport: input.transport,
+    remoteAddress: input.remoteAddress,
+  };
+}
+
+/** Runs at most `limit` tasks at once; the rest wait in order. */
+export function createSemaphore(limit: number) {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return {
+    async run<T>(task: () => Promise<T>): Promise<T> {
+      if (active >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+      active++;
+      try {
+        return await task();
+      } finally {
+        active--;
+        waiting.shift()?.();
+      }
+    },
+  };
+}
+
+interface FailureEntry {
+  count: number;
+  lockedUntil: number;
+  lastFailure: number;
+}
+
+/**
+ * Counts failures per key. After `threshold` failures each further failure
+ * doubles a lock-out (1 s, 2 s, 4 s … up to `maxBackoffMs`); entries are
+ * forgotten 15 minutes after their last failure. Bounded in size.
+ */
+export function createFailureTracker(options: { threshold: number; maxBackoffMs: number; now: () => number; maxEntries?: number }) {
+  const entries = new Map<string, FailureEntry>();
+  const forgetAfterMs = 15 * 60_000;
+  const maxEntries = options.maxEntries ?? 100_000;
+
+  function current(key: string): FailureEntry | undefined {
+    const entry = entries.get(key);
+    if (entry && options.now() - entry.lastFailure > forgetAfterMs) {
+      entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  return {
+    isLocked(key: string): boolean {
+      const entry = current(key);
+      return entry !== undefined && entry.lockedUntil > options.now();
+    },
+    /** Milliseconds until `key` may try again (0 when not locked). */
+    retryAfterMs(key: string): number {
+      const entry = current(key);
+      return entry ? Math.max(0, entry.lockedUntil - options.now()) : 0;
+    },
+    fail(key: string): void {
+      const at = options.now();
+      const entry = current(key) ?? { count: 0, lockedUntil: 0, lastFailure: at };
+      entry.count++;
+      entry.lastFailure = at;
+      if (entry.count >= options.threshold) {
+        const backoff = Math.min(1000 * 2 ** (entry.count - options.threshold), options.maxBackoffMs);
+        entry.lockedUntil = at + backoff;
+      }
+      entries.delete(key);
+      entries.set(key, entry);
+      if (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
+    },
+    succeed(key: string): void {
+      entries.delete(key);
+    },
+    clear(): void {
+      entries.clear();
+    },
+  };
+}

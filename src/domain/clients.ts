@@ -1,0 +1,183 @@
+import { and, asc, count, eq, ilike, or, sql } from 'drizzle-orm';
+import { z } from 'zod';
+import { type Database, isUniqueViolation, schema } from '../db';
+import { ConflictError } from './errors';
+import { hashPassword } from './password';
+import { parseInput } from './validation';
+
+const { clients } = schema;
+
+export const AUTH_TYPE_LABELS = { password: 'Username/Password' } as const;
+export type AuthType = keyof typeof AUTH_TYPE_LABELS;
+
+/** A client as the console sees it: never the password hash. */
+export interface Client {
+  id: number;
+  name: string;
+  authType: AuthType;
+  username: string;
+  version: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export const CLIENTS_PAGE_SIZE = 50;
+
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+export const clientNameSchema = z
+  .string({ error: 'Enter a name.' })
+  .trim()
+  .min(1, 'Enter a name.')
+  .max(100, 'Use at most 100 characters.')
+  .refine((v) => !CONTROL_CHARACTERS.test(v), 'Remove control characters.');
+
+export const usernameSchema = z
+  .string({ error: 'Enter a username.' })
+  .min(1, 'Enter a username.')
+  .max(128, 'Use at most 128 characters.')
+  .refine((v) => !/\s/u.test(v) && !CONTROL_CHARACTERS.test(v), 'Spaces and control characters are not allowed.');
+
+export const passwordSchema = z
+  .string({ error: 'Enter a password.' })
+  .min(8, 'Use at least 8 characters.')
+  .max(256, 'Use at most 256 characters.');
+
+const createClientSchema = z.object({
+  name: clientNameSchema,
+  username: usernameSchema,
+  password: passwordSchema,
+});
+
+const updateClientSchema = z.object({
+  name: clientNameSchema,
+  username: usernameSchema,
+  // Empty keeps the current password.
+  password: z.union([z.literal(''), passwordSchema]).optional().default(''),
+});
+
+export type ClientInput = { name?: unknown; username?: unknown; password?: unknown };
+
+const publicColumns = {
+  id: clients.id,
+  name: clients.name,
+  authType: clients.authType,
+  username: clients.username,
+  version: clients.version,
+  createdAt: clients.createdAt,
+  updatedAt: clients.updatedAt,
+};
+
+const USERNAME_TAKEN = 'This username is already used by another client.';
+
+/** Creates a client; throws ValidationError or ConflictError (username taken). */
+export async function createClient(db: Database, input: ClientInput): Promise<Client> {
+  const data = parseInput(createClientSchema, input);
+  const passwordHash = await hashPassword(data.password);
+  try {
+    const [row] = await db
+      .insert(clients)
+      .values({ name: data.name, username: data.username, passwordHash })
+      .returning(publicColumns);
+    return row!;
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
+    throw error;
+  }
+}
+
+/**
+ * Updates a client; an empty password keeps the current one. Returns null when
+ * the client does not exist. Live connections are left alone: the new state
+ * applies at their next CONNECT.
+ */
+export async function updateClient(db: Database, id: number, input: ClientInput): Promise<Client | null> {
+  const data = parseInput(updateClientSchema, input);
+  const changes: Partial<typeof clients.$inferInsert> = {
+    name: data.name,
+    username: data.username,
+    updatedAt: new Date(),
+  };
+  if (data.password) changes.passwordHash = await hashPassword(data.password);
+  try {
+    const [row] = await db
+      .update(clients)
+      .set({ ...changes, version: sql`${clients.version} + 1` })
+      .where(eq(clients.id, id))
+      .returning(publicColumns);
+    return row ?? null;
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
+    throw error;
+  }
+}
+
+/** Deletes a client; returns the deleted client, or null if there was none. */
+export async function deleteClient(db: Database, id: number): Promise<Client | null> {
+  const [row] = await db.delete(clients).where(eq(clients.id, id)).returning(publicColumns);
+  return row ?? null;
+}
+
+export async function getClient(db: Database, id: number): Promise<Client | null> {
+  const [row] = await db.select(publicColumns).from(clients).where(eq(clients.id, id));
+  return row ?? null;
+}
+
+export interface ClientPage {
+  clients: Client[];
+  total: number;
+  page: number;
+  pageCount: number;
+  query: string;
+}
+
+/** One page of clients whose name or username contains `query` (case-insensitive). */
+export async function listClients(
+  db: Database,
+  options: { query?: string; page?: number } = {},
+): Promise<ClientPage> {
+  const query = (options.query ?? '').trim();
+  const where = query
+    ? or(ilike(clients.name, likePattern(query)), ilike(clients.username, likePattern(query)))
+    : undefined;
+  const [totals] = await db.select({ total: count() }).from(clients).where(where);
+  const total = totals?.total ?? 0;
+  const pageCount = Math.max(1, Math.ceil(total / CLIENTS_PAGE_SIZE));
+  const page = Math.min(Math.max(1, Math.trunc(options.page ?? 1) || 1), pageCount);
+  const rows = await db
+    .select(publicColumns)
+    .from(clients)
+    .where(where)
+    .orderBy(asc(sql`lower(${clients.name})`), asc(clients.id))
+    .limit(CLIENTS_PAGE_SIZE)
+    .offset((page - 1) * CLIENTS_PAGE_SIZE);
+  return { clients: rows, total, page, pageCount, query };
+}
+
+/** `%` and `_` typed by the user are matched literally. */
+export function likePattern(text: string): string {
+  return `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+/** What authentication needs: one row by username, in one query. */
+export interface ClientCredentials {
+  id: number;
+  username: string;
+  authType: AuthType;
+  passwordHash: string;
+  version: number;
+}
+
+export async function findCredentialsByUsername(db: Database, username: string): Promise<ClientCredentials | null> {
+  const [row] = await db
+    .select({
+      id: clients.id,
+      username: clients.username,
+      authType: clients.authType,
+      passwordHash: clients.passwordHash,
+      version: clients.version,
+    })
+    .from(clients)
+    .where(and(eq(clients.username, username), eq(clients.authType, 'password')));
+  return row ?? null;
+}

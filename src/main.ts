@@ -1,0 +1,48 @@
+import { ConfigError, loadConfig } from './config';
+import { DataDirLockedError } from './db/lock';
+import { startGatehouse } from './server';
+
+async function main() {
+  const config = loadConfig();
+  const gatehouse = await startGatehouse({ config });
+  const where = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST;
+  console.log(`Gatehouse is running (${gatehouse.database.driver}: ${gatehouse.database.location})`);
+  console.log(`  console         http://${where}:${gatehouse.httpPort}/`);
+  console.log(`  MQTT over TCP   mqtt://${where}:${gatehouse.mqttPort}`);
+  console.log(`  MQTT over WS    ws://${where}:${gatehouse.httpPort}/mqtt`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal} received, shutting down…`);
+    const force = setTimeout(() => {
+      console.error('Shutdown took too long; exiting.');
+      process.exit(1);
+    }, 10_000);
+    force.unref();
+    gatehouse.close().then(
+      () => {
+        console.log('Stopped.');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        console.error(`Shutdown failed: ${(error as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError || error instanceof DataDirLockedError) {
+    console.error(error.message);
+  } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+    console.error(`A port is already in use: ${(error as Error).message}. Set PORT or MQTT_PORT (0 picks a free port).`);
+  } else {
+    console.error('Gatehouse failed to start:', error);
+  }
+  process.exit(1);
+});

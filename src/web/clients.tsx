@@ -1,0 +1,131 @@
+import { type Context, Hono } from 'hono';
+import {
+  createClient,
+  deleteClient,
+  getClient,
+  listClients,
+  updateClient,
+  type ClientInput,
+} from '../domain/clients';
+import { ConflictError, ValidationError } from '../domain/errors';
+import {
+  ClientEditRow,
+  ClientForm,
+  ClientFormPage,
+  ClientRow,
+  ClientsPage,
+  DeleteClientPage,
+  type ClientFormValues,
+} from '../../views/clients';
+import { NotFoundPage } from '../../views/layout';
+import type { AppEnv } from './env';
+import { isHtmx, parseId, readForm, redirectAfterPost } from './http';
+
+/** `/clients`: the clients console. */
+export function clientRoutes() {
+  const clients = new Hono<AppEnv>();
+
+  clients.get('/', async (c) => {
+    const page = Number.parseInt(c.req.query('page') ?? '1', 10);
+    const result = await listClients(c.var.db, { query: c.req.query('q') ?? '', page });
+    return c.html(<ClientsPage result={result} />);
+  });
+
+  clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
+
+  clients.post('/', async (c) => {
+    const form = await readForm(c);
+    try {
+      await createClient(c.var.db, form);
+      return redirectAfterPost(c, '/clients');
+    } catch (error) {
+      const errors = formErrors(error);
+      const values = formValues(form);
+      const status = error instanceof ConflictError ? 409 : 422;
+      if (isHtmx(c)) return c.html(<ClientForm action="/clients" values={values} errors={errors} />, status);
+      return c.html(<ClientFormPage values={values} errors={errors} />, status);
+    }
+  });
+
+  clients.get('/:id/edit', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const values = { name: client.name, username: client.username };
+    if (isHtmx(c)) return c.html(<ClientEditRow client={client} values={values} />);
+    return c.html(<ClientFormPage client={client} values={values} />);
+  });
+
+  clients.get('/:id/row', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    return c.html(<ClientRow client={client} />);
+  });
+
+  const update = async (c: Context<AppEnv>) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const form = await readForm(c);
+    const inRow = isHtmx(c) && form._view === 'row';
+    try {
+      const updated = await updateClient(c.var.db, client.id, form);
+      if (!updated) return notFound(c);
+      if (inRow) return c.html(<ClientRow client={updated} />);
+      return redirectAfterPost(c, '/clients');
+    } catch (error) {
+      const errors = formErrors(error);
+      const values = formValues(form);
+      const status = error instanceof ConflictError ? 409 : 422;
+      if (inRow) return c.html(<ClientEditRow client={client} values={values} errors={errors} />, status);
+      if (isHtmx(c)) return c.html(<ClientForm action={`/clients/${client.id}`} values={values} errors={errors} editing />, status);
+      return c.html(<ClientFormPage client={client} values={values} errors={errors} />, status);
+    }
+  };
+  clients.post('/:id', update);
+  clients.put('/:id', update);
+  clients.patch('/:id', update);
+
+  clients.get('/:id/delete', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    return c.html(<DeleteClientPage client={client} />);
+  });
+
+  clients.post('/:id/delete', async (c) => {
+    const id = parseId(c.req.param('id'));
+    const deleted = id === null ? null : await deleteClient(c.var.db, id);
+    if (!deleted) return notFound(c);
+    return redirectAfterPost(c, '/clients');
+  });
+
+  clients.delete('/:id', async (c) => {
+    const id = parseId(c.req.param('id'));
+    const deleted = id === null ? null : await deleteClient(c.var.db, id);
+    if (!deleted) return notFound(c);
+    // The row that asked is swapped for nothing: it disappears.
+    return c.body('', 200);
+  });
+
+  return clients;
+}
+
+async function findClient(c: Context<AppEnv>) {
+  const id = parseId(c.req.param('id'));
+  return id === null ? null : getClient(c.var.db, id);
+}
+
+function notFound(c: Context<AppEnv>) {
+  return c.html(<NotFoundPage message="This client does not exist (it may have been deleted)." section="clients" />, 404);
+}
+
+function formErrors(error: unknown) {
+  if (error instanceof ValidationError || error instanceof ConflictError) return error.fieldErrors;
+  throw error;
+}
+
+/** What the user typed, to show again; the password is never echoed. */
+function formValues(form: ClientInput): ClientFormValues {
+  return {
+    name: typeof form.name === 'string' ? form.name : '',
+    username: typeof form.username === 'string' ? form.username : '',
+  };
+}

@@ -1,0 +1,39 @@
+import type { Context } from 'hono';
+
+/** True for requests made by htmx (it always sends `HX-Request: true`). */
+export function isHtmx(c: Context): boolean {
+  return c.req.header('hx-request') === 'true';
+}
+
+/**
+ * After a successful POST: a 303 for a plain form; for htmx, a 200 with
+ * `HX-Redirect`, which htmx 4 follows with a full page load (a 303 would be
+ * followed silently by fetch and its page swapped into the form).
+ */
+export function redirectAfterPost(c: Context, location: string): Response {
+  if (isHtmx(c)) {
+    c.header('HX-Redirect', location);
+    return c.body(null, 200);
+  }
+  return c.redirect(location, 303);
+}
+
+/** A positive integer id from a path segment, or null. */
+export function parseId(value: string | undefined): number | null {
+  if (!value || !/^[1-9][0-9]{0,9}$/.test(value)) return null;
+  const id = Number(value);
+  return id <= 2_147_483_647 ? id : null;
+}
+
+/** Form fields as strings (files and repeated fields: the first string wins). */
+export async function readForm(c: Context): Promise<Record<string, string>> {
+  const form: Record<string, string> = {};
+  const type = c.req.header('content-type') ?? '';
+  if (!type.includes('application/x-www-form-urlencoded') && !type.includes('multipart/form-data')) return form;
+  const body = await c.req.formData().catch(() => null);
+  if (!body) return form;
+  for (const [key, value] of body.entries()) {
+    if (typeof value === 'string' && !(key in form)) form[key] = value;
+  }
+  return form;
+}

@@ -1,0 +1,118 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { OpenDatabase } from '../src/db';
+import { createAuthenticator, createFailureTracker } from '../src/domain/authenticate';
+import { createClient, deleteClient, updateClient } from '../src/domain/clients';
+import * as password from '../src/domain/password';
+
+import { createTestDatabase, drivers } from './support/db';
+
+const tcp = (username: string | undefined, pw: string | undefined, extra: { remoteAddress?: string } = {}) => ({
+  username,
+  password: pw === undefined ? undefined : Buffer.from(pw),
+  clientId: 'test-client',
+  transport: 'tcp' as const,
+  ...extra,
+});
+
+describe.each(drivers)('authenticate() on %s', (driver) => {
+  let database: OpenDatabase;
+  beforeAll(async () => {
+    database = await createTestDatabase(driver);
+    await createClient(database.db, { name: 'Meter', username: 'meter', password: 'meter-password' });
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('accepts the right password and names the client', async () => {
+    const auth = createAuthenticator(database.db);
+    const result = await auth.authenticate({ ...tcp('meter', 'meter-password'), clientId: 'm-1', transport: 'ws' });
+    expect(result).toMatchObject({ ok: true, principal: { username: 'meter', mqttClientId: 'm-1', transport: 'ws', authType: 'password' } });
+  });
+
+  it('answers a wrong password and an unknown username alike', async () => {
+    const auth = createAuthenticator(database.db);
+    expect(await auth.authenticate(tcp('meter', 'not-the-password'))).toEqual({ ok: false, reason: 'bad_credentials' });
+    expect(await auth.authenticate(tcp('nobody-here', 'meter-password'))).toEqual({ ok: false, reason: 'bad_credentials' });
+  });
+
+  it('spends an Argon2id verify on unknown usernames too, so both failures cost the same', async () => {
+    const auth = createAuthenticator(database.db);
+    await auth.authenticate(tcp('nobody-1', 'wrong-password'));
+    await auth.authenticate(tcp('meter', 'wrong-password'));
+    expect(auth.stats().verifies).toBe(2);
+  });
+
+  it('refuses a missing username or password', async () => {
+    const auth = createAuthenticator(database.db);
+    expect(await auth.authenticate(tcp(undefined, 'meter-password'))).toEqual({ ok: false, reason: 'missing_credentials' });
+    expect(await auth.authenticate(tcp('meter', undefined))).toEqual({ ok: false, reason: 'missing_credentials' });
+    expect(await auth.authenticate(tcp('meter', ''))).toEqual({ ok: false, reason: 'missing_credentials' });
+  });
+
+  it('serves a repeated connect from its cache, and sees an edit or a delete at once', async () => {
+    const client = await createClient(database.db, { name: 'Cached', username: 'cached', password: 'first-password' });
+    const auth = createAuthenticator(database.db);
+    expect((await auth.authenticate(tcp('cached', 'first-password'))).ok).toBe(true);
+    // A hit skips Argon2id.
+    const before = auth.stats();
+    for (let i = 0; i < 5; i++) expect((await auth.authenticate(tcp('cached', 'first-password'))).ok).toBe(true);
+    expect(auth.stats()).toEqual({ verifies: before.verifies, cacheHits: before.cacheHits + 5 });
+    // A wrong password is never a hit.
+    expect((await auth.authenticate(tcp('cached', 'wrong-password'))).ok).toBe(false);
+    expect(auth.stats().verifies).toBe(before.verifies + 1);
+
+    await updateClient(database.db, client.id, { name: 'Cached', username: 'cached', password: 'second-password' });
+    expect((await auth.authenticate(tcp('cached', 'first-password'))).ok).toBe(false);
+    expect((await auth.authenticate(tcp('cached', 'second-password'))).ok).toBe(true);
+    await deleteClient(database.db, client.id);
+    expect((await auth.authenticate(tcp('cached', 'second-password'))).ok).toBe(false);
+  });
+
+  it('backs off after repeated failures from one address, without locking out a device whose password it already verified', async () => {
+    const auth = createAuthenticator(database.db, { failuresBeforeBackoff: 3, addressFailuresBeforeBackoff: 3 });
+    expect((await auth.authenticate(tcp('meter', 'meter-password', { remoteAddress: '10.0.0.1' }))).ok).toBe(true);
+    for (let i = 0; i < 3; i++) {
+      expect(await auth.authenticate(tcp('meter', `guess-${i}-xx`, { remoteAddress: '10.0.0.66' }))).toEqual({ ok: false, reason: 'bad_credentials' });
+    }
+    expect(await auth.authenticate(tcp('meter', 'guess-more', { remoteAddress: '10.0.0.66' }))).toEqual({ ok: false, reason: 'throttled' });
+    expect(await auth.authenticate(tcp('other', 'guess-more', { remoteAddress: '10.0.0.66' }))).toEqual({ ok: false, reason: 'throttled' });
+    // The username is locked for new guesses from elsewhere…
+    expect(await auth.authenticate(tcp('meter', 'guess-again', { remoteAddress: '10.0.0.77' }))).toEqual({ ok: false, reason: 'throttled' });
+    // …but the real device, whose password is cached, still gets in, even from the throttled (shared NAT) address.
+    expect((await auth.authenticate(tcp('meter', 'meter-password', { remoteAddress: '10.0.0.1' }))).ok).toBe(true);
+    expect((await auth.authenticate(tcp('meter', 'meter-password', { remoteAddress: '10.0.0.66' }))).ok).toBe(true);
+  });
+
+  it('reports the database being unreachable as unavailable', async () => {
+    const broken = await createTestDatabase(driver);
+    await broken.close();
+    const auth = createAuthenticator(broken.db);
+    expect(await auth.authenticate(tcp('meter', 'meter-password'))).toEqual({ ok: false, reason: 'unavailable' });
+  });
+});
+
+describe('failure tracker', () => {
+  it('doubles the lock-out after the threshold, caps it, and forgets after a success', () => {
+    let now = 0;
+    const tracker = createFailureTracker({ threshold: 2, maxBackoffMs: 4000, now: () => now });
+    tracker.fail('k');
+    expect(tracker.isLocked('k')).toBe(false);
+    tracker.fail('k');
+    expect(tracker.retryAfterMs('k')).toBe(1000);
+    tracker.fail('k');
+    expect(tracker.retryAfterMs('k')).toBe(2000);
+    tracker.fail('k');
+    tracker.fail('k');
+    expect(tracker.retryAfterMs('k')).toBe(4000);
+    now += 4001;
+    expect(tracker.isLocked('k')).toBe(false);
+    tracker.succeed('k');
+    tracker.fail('k');
+    expect(tracker.isLocked('k')).toBe(false);
+  });
+});
+
+it('verifyPasswordHash treats a malformed hash as a mismatch', async () => {
+  expect(await password.verifyPasswordHash('not-a-hash', 'whatever')).toBe(false);
+});

@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient, deleteClient, updateClient } from '../src/domain/clients';
+import type { Gatehouse } from '../src/server';
+import { drivers } from './support/db';
+import { startTestGatehouse } from './support/gatehouse';
+import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
+
+const transports: Transport[] = ['tcp', 'ws'];
+
+describe.each(drivers)('broker authentication on %s', (driver) => {
+  let gatehouse: Gatehouse;
+  beforeAll(async () => {
+    gatehouse = await startTestGatehouse(driver);
+    await createClient(gatehouse.database.db, { name: 'Sensor', username: 'sensor', password: 'sensor-password' });
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  describe.each(transports)('over %s', (transport) => {
+    it('accepts the right password', async () => {
+      const outcome = await tryConnect(brokerUrl(gatehouse, transport), { username: 'sensor', password: 'sensor-password' });
+      expect(outcome.ok).toBe(true);
+      if (outcome.ok) await endClient(outcome.client);
+    });
+
+    it('refuses a wrong password with CONNACK 4', async () => {
+      const outcome = await tryConnect(brokerUrl(gatehouse, transport), { username: 'sensor', password: 'wrong-password' });
+      expect(outcome).toMatchObject({ ok: false, code: 4 });
+    });
+
+    it('refuses an unknown username with the same CONNACK 4', async () => {
+      const outcome = await tryConnect(brokerUrl(gatehouse, transport), { username: 'ghost', password: 'sensor-password' });
+      expect(outcome).toMatchObject({ ok: false, code: 4 });
+    });
+
+    it('refuses a connection without username or password', async () => {
+      expect(await tryConnect(brokerUrl(gatehouse, transport), {})).toMatchObject({ ok: false, code: 4 });
+      expect(await tryConnect(brokerUrl(gatehouse, transport), { username: 'sensor' })).toMatchObject({ ok: false, code: 4 });
+    });
+  });
+
+  it('carries messages between a TCP and a WebSocket client both ways', async () => {
+    const tcp = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'sensor', password: 'sensor-password', clientId: 'pub-tcp' });
+    const ws = await connect(brokerUrl(gatehouse, 'ws'), { username: 'sensor', password: 'sensor-password', clientId: 'sub-ws' });
+    try {
+      await ws.subscribeAsync('plant/+/temperature', { qos: 1 });
+      await tcp.subscribeAsync('plant/commands', { qos: 1 });
+      const toWs = nextMessage(ws, 'plant/boiler/temperature');
+      await tcp.publishAsync('plant/boiler/temperature', '71.5', { qos: 1 });
+      expect((await toWs).payload).toBe('71.5');
+      const toTcp = nextMessage(tcp, 'plant/commands');
+      await ws.publishAsync('plant/commands', 'stop', { qos: 0 });
+      expect((await toTcp).payload).toBe('stop');
+    } finally {
+      await endClient(tcp);
+      await endClient(ws);
+    }
+  });
+
+  it('refuses subscriptions to $SYS but grants the other filters of the same SUBSCRIBE', async () => {
+    const client = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'sensor', password: 'sensor-password' });
+    try {
+      expect(await subscribeCodes(client, { '$SYS/#': { qos: 0 }, 'ok/topic': { qos: 1 } })).toEqual({ '$SYS/#': 128, 'ok/topic': 1 });
+    } finally {
+      await endClient(client);
+    }
+  });
+
+  it('leaves live connections alone when their client is edited or deleted, and applies the change at reconnect', async () => {
+    const edited = await createClient(gatehouse.database.db, { name: 'Edited', username: 'edited', password: 'old-password' });
+    const deleted = await createClient(gatehouse.database.db, { name: 'Deleted', username: 'deleted', password: 'doomed-password' });
+    const liveEdited = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'edited', password: 'old-password', clientId: 'live-edited' });
+    const liveDeleted = await connect(brokerUrl(gatehouse, 'ws'), { username: 'deleted', password: 'doomed-password', clientId: 'live-deleted' });
+    try {
+      await updateClient(gatehouse.database.db, edited.id, { name: 'Edited', username: 'edited', password: 'new-password' });
+      await deleteClient(gatehouse.database.db, deleted.id);
+
+      // Both sessions still work: a message goes from one to the other.
+      await liveDeleted.subscribeAsync('still/alive', { qos: 1 });
+      const received = nextMessage(liveDeleted, 'still/alive');
+      await liveEdited.publishAsync('still/alive', 'yes', { qos: 1 });
+      expect((await received).payload).toBe('yes');
+      expect(liveEdited.connected && liveDeleted.connected).toBe(true);
+
+      // New connections see the new state.
+      expect(await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'edited', password: 'old-password' })).toMatchObject({ ok: false, code: 4 });
+      const fresh = await tryConnect(brokerUrl(gatehouse, 'ws'), { username: 'edited', password: 'new-password' });
+      expect(fresh.ok).toBe(true);
+      if (fresh.ok) await endClient(fresh.client);
+      expect(await tryConnect(brokerUrl(gatehouse, 'ws'), { username: 'deleted', password: 'doomed-password' })).toMatchObject({ ok: false, code: 4 });
+    } finally {
+      await endClient(liveEdited);
+      await endClient(liveDeleted);
+    }
+  });
+});
+
+describe('broker when the database is unreachable', () => {
+  it('answers CONNACK 3 and keeps connected devices working', async () => {
+    const gatehouse = await startTestGatehouse('pglite');
+    try {
+      await createClient(gatehouse.database.db, { name: 'Device', username: 'device', password: 'device-password' });
+      const live = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'device', password: 'device-password' });
+      await live.subscribeAsync('loop', { qos: 0 });
+      await gatehouse.database.close();
+
+      for (const transport of transports) {
+        expect(await tryConnect(brokerUrl(gatehouse, transport), { username: 'device', password: 'device-password' })).toMatchObject({ ok: false, code: 3 });
+      }
+      const echo = nextMessage(live, 'loop');
+      await live.publishAsync('loop', 'still here');
+      expect((await echo).payload).toBe('still here');
+      await endClient(live);
+    } finally {
+      await gatehouse.broker.close();
+    }
+  });
+});

@@ -1,0 +1,50 @@
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { openDatabase, type OpenDatabase } from '../../src/db';
+import { requireOrSkip } from './env';
+
+export type DriverName = 'pglite' | 'postgres';
+
+const testDatabaseUrl = process.env.TEST_DATABASE_URL;
+
+/**
+ * The drivers every database-backed suite runs on: PGlite always, PostgreSQL
+ * when TEST_DATABASE_URL is set. Use with `describe.each(drivers)`.
+ */
+export const drivers: DriverName[] = [
+  'pglite',
+  ...(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(testDatabaseUrl), 'set TEST_DATABASE_URL=postgres://… to run the PostgreSQL suites')
+    ? (['postgres'] as const)
+    : []),
+];
+
+/**
+ * A fresh, migrated database. On PostgreSQL each call creates its own
+ * database (dropped again on close), so test files never share state.
+ */
+export async function createTestDatabase(driver: DriverName): Promise<OpenDatabase> {
+  if (driver === 'pglite') return openDatabase({ kind: 'pglite-memory' });
+  if (!testDatabaseUrl) throw new Error('TEST_DATABASE_URL is not set');
+  const name = `gatehouse_test_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database "${name}"`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(testDatabaseUrl);
+  url.pathname = `/${name}`;
+  const database = await openDatabase({ kind: 'postgres', url: url.toString(), maxConnections: 5 });
+  return {
+    ...database,
+    async close() {
+      await database.close();
+      const dropper = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} });
+      try {
+        await dropper.unsafe(`drop database if exists "${name}" with (force)`);
+      } finally {
+        await dropper.end();
+      }
+    },
+  };
+}

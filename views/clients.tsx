@@ -1,0 +1,310 @@
+import type { FieldErrors } from '../src/domain/errors';
+import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
+import { Field, FormAlert, formatTime, Layout } from './layout';
+
+export interface ClientFormValues {
+  name: string;
+  username: string;
+}
+
+const COLUMNS = 6;
+
+/** `/clients`: search, the table and paging. */
+export function ClientsPage(props: { result: ClientPage; notice?: string }) {
+  return (
+    <Layout title="Clients" section="clients">
+      <hgroup class="page-title">
+        <h1>Clients</h1>
+        <p>Credentials devices use to connect over MQTT.</p>
+      </hgroup>
+      {props.notice ? (
+        <p role="status" class="notice">
+          {props.notice}
+        </p>
+      ) : null}
+      <div class="toolbar">
+        <form
+          method="get"
+          action="/clients"
+          role="search"
+          hx-get="/clients"
+          hx-trigger="input changed delay:300ms from:find input, submit"
+          hx-target="#clients-results"
+          hx-select="#clients-results"
+          hx-swap="outerHTML"
+          hx-push-url="true"
+        >
+          <input
+            type="search"
+            name="q"
+            value={props.result.query}
+            placeholder="Search by name or username"
+            aria-label="Search clients"
+          />
+          <button type="submit">Search</button>
+        </form>
+        <a href="/clients/new" role="button">
+          New client
+        </a>
+      </div>
+      <ClientsResults result={props.result} />
+    </Layout>
+  );
+}
+
+/** The part of the page a search replaces. */
+export function ClientsResults(props: { result: ClientPage }) {
+  const { result } = props;
+  return (
+    <section id="clients-results" aria-label="Clients">
+      <p id="clients-count">
+        {result.query
+          ? `${result.total} ${result.total === 1 ? 'client matches' : 'clients match'} “${result.query}”.`
+          : `${result.total} ${result.total === 1 ? 'client' : 'clients'}.`}
+      </p>
+      {result.clients.length === 0 ? (
+        <div class="empty-state">
+          {result.query ? (
+            <p>
+              No client matches your search. <a href="/clients">Show all clients</a>
+            </p>
+          ) : (
+            <p>
+              No clients yet. <a href="/clients/new">Create the first client</a> to let a device connect.
+            </p>
+          )}
+        </div>
+      ) : (
+        <div class="overflow-auto">
+          <table class="striped">
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Authentication Type</th>
+                <th scope="col">Username</th>
+                <th scope="col">Created</th>
+                <th scope="col">Updated</th>
+                <th scope="col">
+                  <span class="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody id="clients-rows">
+              {result.clients.map((client) => (
+                <ClientRow client={client} />
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <Pagination result={result} />
+    </section>
+  );
+}
+
+function Pagination(props: { result: ClientPage }) {
+  const { page, pageCount, query } = props.result;
+  if (pageCount <= 1) return null;
+  const href = (p: number) => `/clients?${new URLSearchParams({ ...(query ? { q: query } : {}), page: String(p) })}`;
+  return (
+    <nav aria-label="Pages" class="pagination">
+      <ul>
+        <li>{page > 1 ? <a href={href(page - 1)}>Previous</a> : <span aria-disabled="true">Previous</span>}</li>
+        <li aria-current="page">{`Page ${page} of ${pageCount}`}</li>
+        <li>{page < pageCount ? <a href={href(page + 1)}>Next</a> : <span aria-disabled="true">Next</span>}</li>
+      </ul>
+    </nav>
+  );
+}
+
+/** One table row; its menu swaps the row for the edit form, or removes it. */
+export function ClientRow(props: { client: Client }) {
+  const { client } = props;
+  return (
+    <tr id={`client-${client.id}`}>
+      <th scope="row">{client.name}</th>
+      <td>{AUTH_TYPE_LABELS[client.authType]}</td>
+      <td>
+        <code>{client.username}</code>
+      </td>
+      <td>{formatTime(client.createdAt)}</td>
+      <td>{formatTime(client.updatedAt)}</td>
+      <td class="row-actions">
+        <details class="dropdown">
+          <summary aria-label={`Actions for ${client.name}`} role="button" class="outline secondary menu-button">
+            ⋮
+          </summary>
+          <ul dir="rtl">
+            <li>
+              <a
+                href={`/clients/${client.id}/edit`}
+                hx-get={`/clients/${client.id}/edit`}
+                hx-target={`#client-${client.id}`}
+                hx-swap="outerHTML"
+              >
+                Edit
+              </a>
+            </li>
+            <li>
+              <a
+                href={`/clients/${client.id}/delete`}
+                hx-delete={`/clients/${client.id}`}
+                hx-confirm={`Delete the client “${client.name}”? Devices using it can no longer connect.`}
+                hx-target={`#client-${client.id}`}
+                hx-swap="outerHTML"
+                class="danger"
+              >
+                Delete
+              </a>
+            </li>
+          </ul>
+        </details>
+      </td>
+    </tr>
+  );
+}
+
+/** The edit form swapped into the table in place of a row. */
+export function ClientEditRow(props: { client: Client; values: ClientFormValues; errors?: FieldErrors }) {
+  const { client } = props;
+  const id = `client-${client.id}`;
+  return (
+    <tr id={id} class="editing">
+      <td colspan={COLUMNS}>
+        <form
+          method="post"
+          action={`/clients/${client.id}`}
+          hx-post={`/clients/${client.id}`}
+          hx-target={`#${id}`}
+          hx-swap="outerHTML"
+          aria-label={`Edit ${client.name}`}
+          novalidate
+        >
+          <input type="hidden" name="_view" value="row" />
+          <ClientFields values={props.values} errors={props.errors} idPrefix={`${id}-`} editing />
+          <div class="form-actions">
+            <button type="submit">Save</button>
+            <a
+              href="/clients"
+              role="button"
+              class="secondary outline"
+              hx-get={`/clients/${client.id}/row`}
+              hx-target={`#${id}`}
+              hx-swap="outerHTML"
+            >
+              Cancel
+            </a>
+          </div>
+        </form>
+      </td>
+    </tr>
+  );
+}
+
+/** The fields shared by the new, edit and in-row forms. */
+function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; idPrefix?: string; editing?: boolean }) {
+  const errors = props.errors ?? {};
+  const prefix = props.idPrefix ?? '';
+  return (
+    <>
+      <FormAlert message={errors.form} />
+      <Field label="Client Name" name="name" id={`${prefix}name`} value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
+      <Field
+        label="Username"
+        name="username"
+        id={`${prefix}username`}
+        value={props.values.username}
+        error={errors.username}
+        hint="What the device sends in CONNECT. No spaces; case matters."
+        required
+        maxlength={128}
+        autocomplete="off"
+      />
+      <Field
+        label="Password"
+        name="password"
+        id={`${prefix}password`}
+        type="password"
+        error={errors.password}
+        hint={props.editing ? 'Leave empty to keep the current password. 8–256 characters.' : '8–256 characters. Shown only until you save.'}
+        required={!props.editing}
+        maxlength={256}
+        autocomplete="new-password"
+      >
+        <div class="password-tools" hidden data-password-tools={`${prefix}password`}>
+          <button type="button" class="secondary outline" data-generate-password={`${prefix}password`}>
+            Generate strong password
+          </button>
+          <button type="button" class="secondary outline" data-copy-password={`${prefix}password`}>
+            Copy
+          </button>
+          <span role="status" class="copy-status" data-copy-status={`${prefix}password`}></span>
+        </div>
+      </Field>
+    </>
+  );
+}
+
+/** The form as a page: `/clients/new` and `/clients/:id/edit`. */
+export function ClientFormPage(props: { client?: Client; values: ClientFormValues; errors?: FieldErrors }) {
+  const editing = props.client !== undefined;
+  const title = editing ? `Edit ${props.client!.name}` : 'New client';
+  const action = editing ? `/clients/${props.client!.id}` : '/clients';
+  return (
+    <Layout title={title} section="clients">
+      <nav aria-label="Breadcrumb">
+        <ul>
+          <li>
+            <a href="/clients">Clients</a>
+          </li>
+          <li>{title}</li>
+        </ul>
+      </nav>
+      <h1>{title}</h1>
+      <ClientForm action={action} values={props.values} errors={props.errors} editing={editing} />
+    </Layout>
+  );
+}
+
+/** Page form; htmx posts it and swaps it back with messages on a 4xx. */
+export function ClientForm(props: { action: string; values: ClientFormValues; errors?: FieldErrors; editing?: boolean }) {
+  return (
+    <form id="client-form" method="post" action={props.action} hx-post={props.action} hx-target="this" hx-swap="outerHTML" novalidate>
+      <ClientFields values={props.values} errors={props.errors} editing={props.editing} />
+      <div class="form-actions">
+        <button type="submit">{props.editing ? 'Save changes' : 'Create client'}</button>
+        <a href="/clients" role="button" class="secondary outline">
+          Cancel
+        </a>
+      </div>
+    </form>
+  );
+}
+
+/** The no-JavaScript delete confirmation. */
+export function DeleteClientPage(props: { client: Client }) {
+  const { client } = props;
+  return (
+    <Layout title={`Delete ${client.name}`} section="clients">
+      <article>
+        <header>
+          <h1>Delete client “{client.name}”?</h1>
+        </header>
+        <p>
+          Devices that use the username <code>{client.username}</code> can no longer connect. Devices connected now stay connected until
+          they disconnect.
+        </p>
+        <footer>
+          <form method="post" action={`/clients/${client.id}/delete`} class="form-actions">
+            <button type="submit" class="danger">
+              Delete client
+            </button>
+            <a href="/clients" role="button" class="secondary outline">
+              Keep it
+            </a>
+          </form>
+        </footer>
+      </article>
+    </Layout>
+  );
+}

@@ -1,0 +1,130 @@
+import { raw } from 'hono/html';
+import type { Child } from 'hono/jsx';
+
+export type Section = 'clients' | 'groups' | 'group-rules' | 'administrators';
+
+/** Links in the main navigation; later sections add themselves here. */
+export const navigation: Array<{ section: Section; href: string; label: string }> = [
+  { section: 'clients', href: '/clients', label: 'Clients' },
+];
+
+/**
+ * The page frame. Scripts are files only (the CSP forbids inline script);
+ * htmx is told not to inject its indicator <style> for the same reason.
+ */
+export function Layout(props: { title: string; section?: Section; children: Child; header?: Child }) {
+  return (
+    <>
+      {raw('<!doctype html>')}
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <meta name="htmx-config" content='{"includeIndicatorCSS":false}' />
+        <title>{`${props.title} · Gatehouse`}</title>
+        <link rel="stylesheet" href="/static/pico.min.css" />
+        <link rel="stylesheet" href="/static/app.css" />
+        <script src="/static/htmx.min.js" defer></script>
+        <script src="/static/app.js" defer></script>
+      </head>
+      <body>
+        <header class="container">
+          <nav aria-label="Main">
+            <ul>
+              <li>
+                <a href="/" class="brand">
+                  <strong>Gatehouse</strong>
+                </a>
+              </li>
+            </ul>
+            <ul>
+              {navigation.map((item) => (
+                <li>
+                  <a href={item.href} aria-current={props.section === item.section ? 'page' : undefined}>
+                    {item.label}
+                  </a>
+                </li>
+              ))}
+              {props.header}
+            </ul>
+          </nav>
+        </header>
+        <main class="container">{props.children}</main>
+      </body>
+    </html>
+    </>
+  );
+}
+
+/** A labelled input with its error message, wired for screen readers. */
+export function Field(props: {
+  label: string;
+  name: string;
+  id?: string;
+  type?: string;
+  value?: string;
+  error?: string;
+  hint?: string;
+  autocomplete?: string;
+  required?: boolean;
+  maxlength?: number;
+  children?: Child;
+}) {
+  const id = props.id ?? props.name;
+  const describedBy = [props.error ? `${id}-error` : '', props.hint ? `${id}-hint` : ''].filter(Boolean).join(' ');
+  return (
+    <label for={id}>
+      {props.label}
+      <input
+        id={id}
+        name={props.name}
+        type={props.type ?? 'text'}
+        value={props.value ?? ''}
+        autocomplete={props.autocomplete}
+        required={props.required}
+        maxlength={props.maxlength}
+        aria-invalid={props.error ? 'true' : undefined}
+        aria-describedby={describedBy || undefined}
+      />
+      {props.children}
+      {props.error ? <small id={`${id}-error`} class="field-error">{props.error}</small> : null}
+      {props.hint ? <small id={`${id}-hint`}>{props.hint}</small> : null}
+    </label>
+  );
+}
+
+/** A message at the top of a form, for errors that belong to no single field. */
+export function FormAlert(props: { message?: string }) {
+  if (!props.message) return null;
+  return (
+    <p role="alert" class="form-alert">
+      {props.message}
+    </p>
+  );
+}
+
+export function formatTime(date: Date) {
+  const iso = date.toISOString();
+  return <time datetime={iso}>{`${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`}</time>;
+}
+
+export function NotFoundPage(props: { message?: string; section?: Section }) {
+  return (
+    <Layout title="Not found" section={props.section}>
+      <h1>Not found</h1>
+      <p>{props.message ?? 'There is nothing at this address.'}</p>
+      <p>
+        <a href="/clients">Back to clients</a>
+      </p>
+    </Layout>
+  );
+}
+
+export function ErrorPage(props: { status: number; message: string }) {
+  return (
+    <Layout title="Error">
+      <h1>{props.status === 403 ? 'Forbidden' : 'Something went wrong'}</h1>
+      <p>{props.message}</p>
+    </Layout>
+  );
+}
