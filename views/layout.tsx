@@ -22,6 +22,7 @@ export function Layout(props: { title: string; section?: Section; children: Chil
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="htmx-config" content='{"includeIndicatorCSS":false}' />
         <title>{`${props.title} · Gatehouse`}</title>
+        <link rel="icon" href="/static/favicon.svg" type="image/svg+xml" />
         <link rel="stylesheet" href="/static/pico.min.css" />
         <link rel="stylesheet" href="/static/app.css" />
         <script src="/static/htmx.min.js" defer></script>

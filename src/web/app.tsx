@@ -21,6 +21,7 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'mqtt.min.js': { path: 'node_modules/mqtt/dist/mqtt.min.js', type: 'text/javascript; charset=utf-8' },
   'app.css': { path: 'public/app.css', type: 'text/css; charset=utf-8' },
   'app.js': { path: 'public/app.js', type: 'text/javascript; charset=utf-8' },
+  'favicon.svg': { path: 'public/favicon.svg', type: 'image/svg+xml' },
 };
 
 /** The console: every route, given its dependencies. */
@@ -48,6 +49,7 @@ export function createApp(deps: AppDeps) {
     return c.body(new Uint8Array(body));
   });
 
+  app.get('/favicon.ico', (c) => c.redirect('/static/favicon.svg', 301));
   app.get('/', (c) => c.redirect('/clients'));
   app.route('/clients', clientRoutes());
 

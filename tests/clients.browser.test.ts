@@ -1,0 +1,199 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser } from 'playwright-core';
+import { createClient, getClient, listClients } from '../src/domain/clients';
+import type { Gatehouse } from '../src/server';
+import { accessibilityViolations, browserAvailable, launchBrowser, openPage } from './support/browser';
+import { startTestGatehouse } from './support/gatehouse';
+import { brokerUrl, connect, endClient } from './support/mqtt';
+
+describe.runIf(browserAvailable)('clients console in Chromium', () => {
+  let gatehouse: Gatehouse;
+  let browser: Browser;
+  let base: string;
+
+  beforeAll(async () => {
+    gatehouse = await startTestGatehouse('pglite');
+    base = `http://127.0.0.1:${gatehouse.httpPort}`;
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await gatehouse?.close();
+  });
+
+  it('creates a client on the New client page, with a generated password', async () => {
+    const { context, page, problems } = await openPage(browser, { permissions: ['clipboard-read', 'clipboard-write'] });
+    try {
+      await page.goto(`${base}/clients`);
+      expect(await accessibilityViolations(page)).toEqual([]);
+      await page.getByRole('button', { name: 'New client' }).click();
+      await page.waitForURL(`${base}/clients/new`);
+      expect(await accessibilityViolations(page)).toEqual([]);
+
+      await page.getByLabel('Client Name').fill('Browser made');
+      await page.getByLabel('Username').fill('browser-made');
+      await page.getByRole('button', { name: 'Generate strong password' }).click();
+      const generated = await page.getByLabel('Password').inputValue();
+      expect(generated).toMatch(/^.{24}$/);
+      await page.getByRole('button', { name: 'Copy' }).click();
+      await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe(generated);
+
+      await page.getByRole('button', { name: 'Create client' }).click();
+      await page.waitForURL(`${base}/clients`);
+      await page.getByRole('rowheader', { name: 'Browser made' }).waitFor();
+
+      // The generated password is the one saved: a device can use it.
+      const device = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'browser-made', password: generated });
+      await endClient(device);
+      expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('shows the errors on the form and keeps what was typed', async () => {
+    const { context, page, problems } = await openPage(browser);
+    try {
+      await page.goto(`${base}/clients/new`);
+      await page.getByLabel('Client Name').fill('Kept name');
+      await page.getByLabel('Username').fill('bad username');
+      await page.getByLabel('Password').fill('short');
+      await page.getByRole('button', { name: 'Create client' }).click();
+      await page.getByText('Spaces and control characters are not allowed.').waitFor();
+      expect(await page.getByLabel('Client Name').inputValue()).toBe('Kept name');
+      expect(await page.getByLabel('Username').inputValue()).toBe('bad username');
+      await expect.poll(() => page.getByText('Use at least 8 characters.').count()).toBe(1);
+      expect(page.url()).toBe(`${base}/clients/new`);
+      expect(await accessibilityViolations(page)).toEqual([]);
+      // htmx swaps the 422 form in: no page load, no console error besides the 422 itself.
+      expect(problems().filter((p) => !p.includes('422'))).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('edits a client in place and deletes another through the three-dot menu', async () => {
+    const target = await createClient(gatehouse.database.db, { name: 'Menu target', username: 'menu-target', password: 'menu-password' });
+    await createClient(gatehouse.database.db, { name: 'Menu victim', username: 'menu-victim', password: 'menu-password' });
+    const { context, page, problems } = await openPage(browser);
+    try {
+      await page.goto(`${base}/clients`);
+      await page.getByRole('button', { name: 'Actions for Menu target' }).click();
+      await page.getByRole('link', { name: 'Edit' }).click();
+      const form = page.getByRole('form', { name: 'Edit Menu target' });
+      await form.waitFor();
+      expect(page.url()).toBe(`${base}/clients`); // swapped in, no page load
+      expect(await accessibilityViolations(page)).toEqual([]);
+      await form.getByLabel('Client Name').fill('Menu target renamed');
+      await form.getByRole('button', { name: 'Save' }).click();
+      await page.getByRole('rowheader', { name: 'Menu target renamed' }).waitFor();
+      expect((await getClient(gatehouse.database.db, target.id))?.name).toBe('Menu target renamed');
+
+      page.once('dialog', (dialog) => void dialog.accept());
+      await page.getByRole('button', { name: 'Actions for Menu victim' }).click();
+      await page.getByRole('row', { name: /Menu victim/ }).getByRole('link', { name: 'Delete' }).click();
+      await page.getByRole('rowheader', { name: 'Menu victim' }).waitFor({ state: 'detached' });
+      expect((await listClients(gatehouse.database.db, { query: 'Menu victim' })).total).toBe(0);
+      expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('opens the row menu and edits by keyboard alone', async () => {
+    await createClient(gatehouse.database.db, { name: 'Keyboard only', username: 'keyboard-only', password: 'keyboard-password' });
+    const { context, page } = await openPage(browser);
+    try {
+      await page.goto(`${base}/clients?q=keyboard`);
+      const menu = page.getByRole('button', { name: 'Actions for Keyboard only' });
+      await menu.focus();
+      await page.keyboard.press('Enter');
+      await page.keyboard.press('Tab');
+      expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Edit');
+      await page.keyboard.press('Enter');
+      await page.getByRole('form', { name: 'Edit Keyboard only' }).waitFor();
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('works with JavaScript turned off: create, edit page, delete confirmation', async () => {
+    const { context, page } = await openPage(browser, { javaScriptEnabled: false });
+    try {
+      await page.goto(`${base}/clients/new`);
+      // Without JavaScript the generator stays hidden; the form still works.
+      expect(await page.getByRole('button', { name: 'Generate strong password' }).isVisible()).toBe(false);
+      await page.getByLabel('Client Name').fill('No script');
+      await page.getByLabel('Username').fill('no script');
+      await page.getByLabel('Password').fill('noscript-password');
+      await page.getByRole('button', { name: 'Create client' }).click();
+      await page.getByText('Spaces and control characters are not allowed.').waitFor();
+      expect(await page.getByLabel('Client Name').inputValue()).toBe('No script');
+      await page.getByLabel('Username').fill('no-script');
+      await page.getByLabel('Password').fill('noscript-password');
+      await page.getByRole('button', { name: 'Create client' }).click();
+      await page.waitForURL(`${base}/clients`);
+
+      await page.getByRole('button', { name: 'Actions for No script' }).click();
+      await page.getByRole('row', { name: /No script/ }).getByRole('link', { name: 'Edit' }).click();
+      await page.waitForURL(/\/clients\/\d+\/edit$/);
+      await page.getByLabel('Client Name').fill('No script edited');
+      await page.getByRole('button', { name: 'Save changes' }).click();
+      await page.waitForURL(`${base}/clients`);
+
+      await page.getByRole('button', { name: 'Actions for No script edited' }).click();
+      await page.getByRole('row', { name: /No script edited/ }).getByRole('link', { name: 'Delete' }).click();
+      await page.waitForURL(/\/clients\/\d+\/delete$/);
+      await page.getByRole('button', { name: 'Delete client' }).click();
+      await page.waitForURL(`${base}/clients`);
+      expect(await page.getByRole('rowheader', { name: 'No script edited' }).count()).toBe(0);
+      expect((await listClients(gatehouse.database.db, { query: 'no-script' })).total).toBe(0);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('connects from a page with the mqtt browser bundle over ws://…/mqtt and receives a message', async () => {
+    await createClient(gatehouse.database.db, { name: 'Dashboard', username: 'dashboard', password: 'dashboard-password' });
+    const { context, page, problems } = await openPage(browser);
+    const publisher = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'dashboard', password: 'dashboard-password' });
+    try {
+      await page.goto(`${base}/clients`);
+      await page.addScriptTag({ url: '/static/mqtt.min.js' });
+      const url = `ws://127.0.0.1:${gatehouse.httpPort}/mqtt`;
+      await page.evaluate(
+        (url) =>
+          new Promise<void>((resolve, reject) => {
+            const mqtt = (window as unknown as { mqtt: { connect: (url: string, options: object) => any } }).mqtt;
+            const client = mqtt.connect(url, { username: 'dashboard', password: 'dashboard-password', reconnectPeriod: 0, timerVariant: 'native' });
+            (window as unknown as { received: string[] }).received = [];
+            client.on('message', (topic: string, payload: Uint8Array) => {
+              (window as unknown as { received: string[] }).received.push(`${topic}=${new TextDecoder().decode(payload)}`);
+            });
+            client.on('connect', () => client.subscribe('dashboard/feed', { qos: 1 }, (err: Error | null) => (err ? reject(err) : resolve())));
+            client.on('error', reject);
+          }),
+        url,
+      );
+      await publisher.publishAsync('dashboard/feed', 'hello browser', { qos: 1 });
+      await expect.poll(() => page.evaluate(() => (window as unknown as { received: string[] }).received)).toEqual(['dashboard/feed=hello browser']);
+
+      // A wrong password is refused in the browser too.
+      const refused = await page.evaluate(
+        (url) =>
+          new Promise<string>((resolve) => {
+            const mqtt = (window as unknown as { mqtt: { connect: (url: string, options: object) => any } }).mqtt;
+            const client = mqtt.connect(url, { username: 'dashboard', password: 'wrong-password', reconnectPeriod: 0, timerVariant: 'native' });
+            client.on('connect', () => resolve('connected'));
+            client.on('error', (error: Error & { code?: number }) => resolve(`refused ${error.code}`));
+          }),
+        url,
+      );
+      expect(refused).toBe('refused 4');
+      expect(problems()).toEqual([]);
+    } finally {
+      await endClient(publisher);
+      await context.close();
+    }
+  });
+});
