@@ -36,8 +36,12 @@ export const configSchema = z.object({
   MQTT_CONCURRENCY: positiveInt.default(1000),
   /** Time a new connection has to send CONNECT. */
   MQTT_CONNECT_TIMEOUT_MS: positiveInt.default(10000),
-  /** Largest keepalive (seconds) a client may ask for; 0 = no limit. */
-  MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).default(3600),
+  /**
+   * Largest keepalive (seconds) a client may ask for; 0 = no limit. Aedes then
+   * also refuses keepalive 0, with the non-3.1.1 CONNACK code 6, so the default
+   * leaves it off; TCP keepalive finds dead peers instead.
+   */
+  MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).default(0),
   /** Longest accepted MQTT client id. */
   MQTT_MAX_CLIENT_ID_LENGTH: positiveInt.default(128),
   /** QoS 1/2 messages queued per client while it is connecting. */

@@ -22,7 +22,7 @@ export const defaultBrokerLimits: BrokerLimits = {
   drainTimeoutMs: 5000,
   concurrency: 1000,
   connectTimeoutMs: 10000,
-  keepaliveLimitS: 3600,
+  keepaliveLimitS: 0,
   maxClientIdLength: 128,
   queueLimit: 100,
   maxPacketBytes: 1024 * 1024,
@@ -173,6 +173,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const tcpServer = net.createServer((socket) => {
     socket.setNoDelay(true);
+    // Finds peers that vanished without a FIN, even with MQTT keepalive 0.
+    socket.setKeepAlive(true, 60_000);
     handleConnection(socket, 'tcp', socket.remoteAddress);
   });
   tcpServer.on('error', (error) => log(`MQTT listener error: ${error.message}`));

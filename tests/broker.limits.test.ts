@@ -1,0 +1,131 @@
+import net from 'node:net';
+import mqttPacket from 'mqtt-packet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from '../src/domain/clients';
+import type { Gatehouse } from '../src/server';
+import { startTestGatehouse } from './support/gatehouse';
+import { brokerUrl, connect, endClient, nextMessage, tryConnect } from './support/mqtt';
+
+const credentials = { username: 'flood', password: 'flood-password' };
+
+/** A raw TCP MQTT client that subscribes and then never reads its socket again. */
+async function connectStalledSubscriber(port: number, topic: string): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  const parser = mqttPacket.parser();
+  const acks = new Promise<void>((resolve, reject) => {
+    parser.on('packet', (packet) => {
+      if (packet.cmd === 'connack' && packet.returnCode !== 0) reject(new Error(`CONNACK ${packet.returnCode}`));
+      if (packet.cmd === 'suback') resolve();
+    });
+  });
+  socket.on('data', (chunk) => parser.parse(chunk));
+  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'stalled', keepalive: 60, ...credentials, password: Buffer.from(credentials.password) }));
+  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] }));
+  await acks;
+  socket.removeAllListeners('data');
+  socket.pause(); // from here on the kernel buffers fill and the broker's writes back up
+  return socket;
+}
+
+describe('broker limits', () => {
+  let gatehouse: Gatehouse;
+  beforeAll(async () => {
+    gatehouse = await startTestGatehouse('pglite', { MQTT_DRAIN_TIMEOUT_MS: '3000', MQTT_MAX_PACKET_BYTES: '65536' });
+    await createClient(gatehouse.database.db, { name: 'Flood', ...credentials });
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  it('cuts off a subscriber that stopped reading during a QoS 0 flood while the others keep receiving', async () => {
+    const stalled = await connectStalledSubscriber(gatehouse.mqttPort, 'flood/data');
+    const cutOff = new Promise<void>((resolve) => {
+      gatehouse.broker.aedes.on('clientDisconnect', (client) => client.id === 'stalled' && resolve());
+      gatehouse.broker.aedes.on('clientError', (client) => client.id === 'stalled' && resolve());
+    });
+    let stalledGone = false;
+    void cutOff.then(() => (stalledGone = true));
+
+    const healthy = await connect(brokerUrl(gatehouse, 'tcp'), { ...credentials, clientId: 'healthy' });
+    const bystander = await connect(brokerUrl(gatehouse, 'ws'), { ...credentials, clientId: 'bystander' });
+    const publisher = await connect(brokerUrl(gatehouse, 'tcp'), { ...credentials, clientId: 'publisher' });
+    await healthy.subscribeAsync('flood/data', { qos: 0 });
+    await bystander.subscribeAsync('unrelated/topic', { qos: 1 });
+    let healthyReceived = 0;
+    healthy.on('message', () => healthyReceived++);
+
+    const payload = Buffer.alloc(4096, 'x');
+    let published = 0;
+    const deadline = Date.now() + 30_000;
+    try {
+      // Flood until the stalled subscriber is gone (bounded by the deadline).
+      while (!stalledGone && Date.now() < deadline) {
+        for (let i = 0; i < 50; i++) publisher.publish('flood/data', payload, { qos: 0 });
+        published += 50;
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        if (published % 5000 === 0) {
+          // Mid-flood, an unrelated subscriber still gets its message and a new device gets in.
+          const arrived = nextMessage(bystander, 'unrelated/topic', 5000);
+          await publisher.publishAsync('unrelated/topic', `at ${published}`, { qos: 1 });
+          await arrived;
+          const newcomer = await tryConnect(brokerUrl(gatehouse, 'tcp'), credentials);
+          expect(newcomer.ok).toBe(true);
+          if (newcomer.ok) await endClient(newcomer.client);
+        }
+      }
+      expect(stalledGone).toBe(true);
+      // The healthy subscriber kept receiving throughout (TCP delivers in order; QoS 0 loss only for the stalled one).
+      await expect.poll(() => healthyReceived, { timeout: 10_000 }).toBe(published);
+      // After the flood everything still flows.
+      const after = nextMessage(healthy, 'flood/data');
+      await publisher.publishAsync('flood/data', 'after', { qos: 0 });
+      expect((await after).payload).toBe('after');
+    } finally {
+      stalled.destroy();
+      await Promise.all([endClient(healthy), endClient(bystander), endClient(publisher)]);
+    }
+  });
+
+  it('closes a connection that announces a packet over the size limit, and stays up', async () => {
+    const client = await connect(brokerUrl(gatehouse, 'tcp'), { ...credentials, clientId: 'big-sender' });
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    client.publish('big/packet', Buffer.alloc(70_000, 'y'), { qos: 0 });
+    await closed;
+    await endClient(client);
+    const other = await tryConnect(brokerUrl(gatehouse, 'ws'), credentials);
+    expect(other.ok).toBe(true);
+    if (other.ok) await endClient(other.client);
+  });
+
+  it('delivers a packet just under the size limit', async () => {
+    const client = await connect(brokerUrl(gatehouse, 'tcp'), { ...credentials, clientId: 'fits' });
+    try {
+      await client.subscribeAsync('fits/packet');
+      const arrived = nextMessage(client, 'fits/packet');
+      client.publish('fits/packet', Buffer.alloc(60_000, 'z'), { qos: 0 });
+      expect((await arrived).payload).toHaveLength(60_000);
+    } finally {
+      await endClient(client);
+    }
+  });
+
+  it('refuses connections beyond the maximum', async () => {
+    const small = await startTestGatehouse('pglite', { MQTT_MAX_CONNECTIONS: '2' });
+    try {
+      await createClient(small.database.db, { name: 'Flood', ...credentials });
+      const a = await connect(brokerUrl(small, 'tcp'), credentials);
+      const b = await connect(brokerUrl(small, 'ws'), credentials);
+      const third = await tryConnect(brokerUrl(small, 'tcp'), credentials);
+      expect(third.ok).toBe(false);
+      await endClient(a);
+      await expect.poll(() => small.broker.connectionCount()).toBe(1);
+      const fourth = await tryConnect(brokerUrl(small, 'ws'), credentials);
+      expect(fourth.ok).toBe(true);
+      if (fourth.ok) await endClient(fourth.client);
+      await endClient(b);
+    } finally {
+      await small.close();
+    }
+  });
+});

@@ -1,0 +1,64 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config';
+import { describePostgresUrl } from '../src/db';
+import { acquireDataDirLock, DataDirLockedError } from '../src/db/lock';
+
+describe('configuration', () => {
+  it('has the documented defaults', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      PORT: 3000,
+      MQTT_PORT: 1883,
+      HOST: '0.0.0.0',
+      DATABASE_URL: undefined,
+      DATA_DIR: './data',
+      TRUST_PROXY: false,
+      MQTT_DRAIN_TIMEOUT_MS: 5000,
+      MQTT_MAX_PACKET_BYTES: 1048576,
+    });
+  });
+
+  it('accepts port 0 and a postgres URL, treating empty values as unset', () => {
+    const config = loadConfig({ PORT: '0', MQTT_PORT: '0', DATABASE_URL: 'postgresql://u:p@db:5432/gh', ADMIN_USERNAME: '' });
+    expect(config).toMatchObject({ PORT: 0, MQTT_PORT: 0, DATABASE_URL: 'postgresql://u:p@db:5432/gh', ADMIN_USERNAME: undefined });
+  });
+
+  it.each([
+    ['PORT', '70000'],
+    ['MQTT_PORT', 'abc'],
+    ['DATABASE_URL', 'mysql://localhost/db'],
+    ['TRUST_PROXY', 'maybe'],
+    ['MQTT_DRAIN_TIMEOUT_MS', '-1'],
+  ])('refuses %s=%s with a message naming it', (name, value) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^Invalid configuration:\\n\\s+${name}:`));
+  });
+
+  it('never prints database credentials', () => {
+    expect(describePostgresUrl('postgres://admin:hunter2@db.example:5432/gatehouse')).toBe('postgres://db.example:5432/gatehouse');
+  });
+});
+
+describe('data directory lock', () => {
+  it('is exclusive, released on release, and taken over from a process that is gone', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-lock-'));
+    try {
+      const lock = await acquireDataDirLock(dir);
+      await expect(acquireDataDirLock(dir)).rejects.toBeInstanceOf(DataDirLockedError);
+      await lock.release();
+      const again = await acquireDataDirLock(dir);
+      await again.release();
+
+      // A lock left by a crashed process (a pid that does not run) is stale.
+      await writeFile(path.join(dir, 'gatehouse.lock'), '2147483646');
+      const takeover = await acquireDataDirLock(dir);
+      expect(await readFile(path.join(dir, 'gatehouse.lock'), 'utf8')).toBe(String(process.pid));
+      await takeover.release();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
