@@ -13,12 +13,12 @@ describe('configuration', () => {
       PORT: 3000,
       MQTT_PORT: 1883,
       HOST: '0.0.0.0',
-      DATABASE_URL: undefined,
       DATA_DIR: './data',
       TRUST_PROXY: false,
       MQTT_DRAIN_TIMEOUT_MS: 5000,
       MQTT_MAX_PACKET_BYTES: 1048576,
     });
+    expect(config.DATABASE_URL).toBeUndefined();
   });
 
   it('accepts port 0 and a postgres URL, treating empty values as unset', () => {
