@@ -82,6 +82,49 @@
     }
   });
 
+  // hx-confirm asks in a <dialog> (styled by Pico, focus kept inside) rather
+  // than the browser's window.confirm.
+  let confirmDialog = null;
+  function confirmInDialog(message, confirmLabel) {
+    if (!confirmDialog) {
+      confirmDialog = document.createElement('dialog');
+      confirmDialog.setAttribute('aria-labelledby', 'confirm-dialog-message');
+      confirmDialog.innerHTML =
+        '<article><p id="confirm-dialog-message"></p><footer>' +
+        '<button type="button" class="secondary outline" value="cancel">Cancel</button> ' +
+        '<button type="button" class="danger" value="confirm"></button></footer></article>';
+      document.body.append(confirmDialog);
+    }
+    confirmDialog.querySelector('#confirm-dialog-message').textContent = message;
+    confirmDialog.querySelector('button[value="confirm"]').textContent = confirmLabel;
+    return new Promise((resolve) => {
+      const finish = (answer) => {
+        confirmDialog.removeEventListener('click', onClick);
+        confirmDialog.removeEventListener('cancel', onCancel);
+        confirmDialog.close();
+        resolve(answer);
+      };
+      const onClick = (event) => {
+        const button = event.target instanceof Element ? event.target.closest('button') : null;
+        if (button) finish(button.value === 'confirm');
+      };
+      const onCancel = () => finish(false);
+      confirmDialog.addEventListener('click', onClick);
+      confirmDialog.addEventListener('cancel', onCancel);
+      confirmDialog.showModal();
+      confirmDialog.querySelector('button[value="cancel"]').focus();
+    });
+  }
+
+  document.addEventListener('htmx:confirm', (event) => {
+    const source = event.target instanceof Element ? event.target : null;
+    const message = source?.getAttribute('hx-confirm');
+    if (!message || typeof event.detail?.issueRequest !== 'function') return;
+    event.preventDefault();
+    const label = source.getAttribute('data-confirm-label') || 'Confirm';
+    confirmInDialog(message, label).then((yes) => (yes ? event.detail.issueRequest() : event.detail.dropRequest()));
+  });
+
   document.addEventListener('DOMContentLoaded', () => enhance(document));
   document.addEventListener('htmx:after:swap', (event) => {
     const target = event.target instanceof Element ? event.target : document;

@@ -89,9 +89,17 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       await page.getByRole('rowheader', { name: 'Menu target renamed' }).waitFor();
       expect((await getClient(gatehouse.database.db, target.id))?.name).toBe('Menu target renamed');
 
-      page.once('dialog', (dialog) => void dialog.accept());
       await page.getByRole('button', { name: 'Actions for Menu victim' }).click();
       await page.getByRole('row', { name: /Menu victim/ }).getByRole('link', { name: 'Delete' }).click();
+      // The confirmation is a <dialog>: Cancel keeps the row, Delete client removes it.
+      const dialog = page.getByRole('dialog', { name: /Delete the client “Menu victim”/ });
+      await dialog.getByRole('button', { name: 'Cancel' }).click();
+      await dialog.waitFor({ state: 'hidden' });
+      expect((await listClients(gatehouse.database.db, { query: 'Menu victim' })).total).toBe(1);
+      await page.getByRole('button', { name: 'Actions for Menu victim' }).click();
+      await page.getByRole('row', { name: /Menu victim/ }).getByRole('link', { name: 'Delete' }).click();
+      expect(await accessibilityViolations(page)).toEqual([]);
+      await dialog.getByRole('button', { name: 'Delete client' }).click();
       await page.getByRole('rowheader', { name: 'Menu victim' }).waitFor({ state: 'detached' });
       expect((await listClients(gatehouse.database.db, { query: 'Menu victim' })).total).toBe(0);
       expect(problems()).toEqual([]);

@@ -150,6 +150,7 @@ export function ClientRow(props: { client: Client }) {
                 href={`/clients/${client.id}/delete`}
                 hx-delete={`/clients/${client.id}`}
                 hx-confirm={`Delete the client “${client.name}”? Devices using it can no longer connect.`}
+                data-confirm-label="Delete client"
                 hx-target={`#client-${client.id}`}
                 hx-swap="outerHTML"
                 class="danger"
