@@ -53,7 +53,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
       log,
     });
-    const app = createApp({ db: database.db, log });
+    const app = createApp({ db: database.db, live: broker, log });
     const mqttPort = await broker.listenTcp(config.MQTT_PORT, config.HOST);
     httpServer = await new Promise<HttpServer>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(server as HttpServer));

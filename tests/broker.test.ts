@@ -58,6 +58,22 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     }
   });
 
+  it('counts live sessions per client, shown in the clients table', async () => {
+    const client = await createClient(gatehouse.database.db, { name: 'Counted', username: 'counted', password: 'counted-password' });
+    const sessions = () => gatehouse.broker.sessionsByClient().get(client.id) ?? 0;
+    const a = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'counted', password: 'counted-password', clientId: 'counted-a' });
+    const b = await connect(brokerUrl(gatehouse, 'ws'), { username: 'counted', password: 'counted-password', clientId: 'counted-b' });
+    await expect.poll(sessions).toBe(2);
+    const html = await (await gatehouse.app.request('/clients?q=counted')).text();
+    expect(html).toMatch(/<code>counted<\/code><\/td><td>2<\/td>/);
+    // A refused connection is not a session.
+    await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'counted', password: 'wrong-password' });
+    await endClient(a);
+    await expect.poll(sessions).toBe(1);
+    await endClient(b);
+    await expect.poll(sessions).toBe(0);
+  });
+
   it('refuses subscriptions to $SYS but grants the other filters of the same SUBSCRIBE', async () => {
     const client = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'sensor', password: 'sensor-password' });
     try {

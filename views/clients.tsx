@@ -7,10 +7,10 @@ export interface ClientFormValues {
   username: string;
 }
 
-const COLUMNS = 6;
+const COLUMNS = 7;
 
 /** `/clients`: search, the table and paging. */
-export function ClientsPage(props: { result: ClientPage; notice?: string }) {
+export function ClientsPage(props: { result: ClientPage; sessions: ReadonlyMap<number, number>; notice?: string }) {
   return (
     <Layout title="Clients" section="clients">
       <hgroup class="page-title">
@@ -47,13 +47,13 @@ export function ClientsPage(props: { result: ClientPage; notice?: string }) {
           New client
         </a>
       </div>
-      <ClientsResults result={props.result} />
+      <ClientsResults result={props.result} sessions={props.sessions} />
     </Layout>
   );
 }
 
 /** The part of the page a search replaces. */
-export function ClientsResults(props: { result: ClientPage }) {
+export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMap<number, number> }) {
   const { result } = props;
   return (
     <section id="clients-results" aria-label="Clients">
@@ -82,6 +82,7 @@ export function ClientsResults(props: { result: ClientPage }) {
                 <th scope="col">Name</th>
                 <th scope="col">Authentication Type</th>
                 <th scope="col">Username</th>
+                <th scope="col">Live sessions</th>
                 <th scope="col">Created</th>
                 <th scope="col">Updated</th>
                 <th scope="col">
@@ -91,7 +92,7 @@ export function ClientsResults(props: { result: ClientPage }) {
             </thead>
             <tbody id="clients-rows">
               {result.clients.map((client) => (
-                <ClientRow client={client} />
+                <ClientRow client={client} sessions={props.sessions.get(client.id) ?? 0} />
               ))}
             </tbody>
           </table>
@@ -118,7 +119,7 @@ function Pagination(props: { result: ClientPage }) {
 }
 
 /** One table row; its menu swaps the row for the edit form, or removes it. */
-export function ClientRow(props: { client: Client }) {
+export function ClientRow(props: { client: Client; sessions: number }) {
   const { client } = props;
   return (
     <tr id={`client-${client.id}`}>
@@ -127,6 +128,7 @@ export function ClientRow(props: { client: Client }) {
       <td>
         <code>{client.username}</code>
       </td>
+      <td>{props.sessions}</td>
       <td>{formatTime(client.createdAt)}</td>
       <td>{formatTime(client.updatedAt)}</td>
       <td class="row-actions">

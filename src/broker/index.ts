@@ -52,6 +52,8 @@ export interface Broker {
   attachWebSocket(server: HttpServer, path?: string): void;
   /** Live connections (TCP and WebSocket). */
   connectionCount(): number;
+  /** Authenticated sessions now open, per `clients` row id. */
+  sessionsByClient(): ReadonlyMap<number, number>;
   /** Stops accepting, closes every connection and the broker. */
   close(): Promise<void>;
 }
@@ -181,6 +183,23 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const wsServers: WebSocketServer[] = [];
 
+  const sessionCounts = new Map<number, number>();
+  const counted = new WeakSet<AedesClient>();
+  aedes.on('client', (client) => {
+    const principal = principals.get(client);
+    if (!principal) return;
+    counted.add(client);
+    sessionCounts.set(principal.clientRowId, (sessionCounts.get(principal.clientRowId) ?? 0) + 1);
+  });
+  aedes.on('clientDisconnect', (client) => {
+    const principal = principals.get(client);
+    if (!principal || !counted.has(client)) return;
+    counted.delete(client);
+    const left = (sessionCounts.get(principal.clientRowId) ?? 1) - 1;
+    if (left > 0) sessionCounts.set(principal.clientRowId, left);
+    else sessionCounts.delete(principal.clientRowId);
+  });
+
   aedes.on('clientError', (client, error) => {
     if (!/stalled|drain timeout/.test(error.message)) return;
     log(`client ${client.id} disconnected: ${error.message}`);
@@ -218,6 +237,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       });
     },
     connectionCount: () => connections.size,
+    sessionsByClient: () => sessionCounts,
     async close() {
       await new Promise<void>((resolve) => tcpServer.close(() => resolve()));
       for (const stream of connections) stream.destroy();

@@ -4,11 +4,12 @@ import { Hono } from 'hono';
 import type { Database } from '../db';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
 import { clientRoutes } from './clients';
-import type { AppEnv } from './env';
+import type { AppEnv, LiveState } from './env';
 import { securityHeaders } from './security';
 
 export interface AppDeps {
   db: Database;
+  live?: LiveState;
   log?: (message: string) => void;
 }
 
@@ -29,10 +30,12 @@ export function createApp(deps: AppDeps) {
   const log = deps.log ?? ((message: string) => console.error(message));
   const app = new Hono<AppEnv>();
   const cache = new Map<string, Buffer>();
+  const live: LiveState = deps.live ?? { sessionsByClient: () => new Map() };
 
   app.use(securityHeaders());
   app.use(async (c, next) => {
     c.set('db', deps.db);
+    c.set('live', live);
     await next();
   });
 

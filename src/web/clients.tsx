@@ -28,7 +28,7 @@ export function clientRoutes() {
   clients.get('/', async (c) => {
     const page = Number.parseInt(c.req.query('page') ?? '1', 10);
     const result = await listClients(c.var.db, { query: c.req.query('q') ?? '', page });
-    return c.html(<ClientsPage result={result} />);
+    return c.html(<ClientsPage result={result} sessions={c.var.live.sessionsByClient()} />);
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
@@ -58,7 +58,7 @@ export function clientRoutes() {
   clients.get('/:id/row', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<ClientRow client={client} />);
+    return c.html(<ClientRow client={client} sessions={c.var.live.sessionsByClient().get(client.id) ?? 0} />);
   });
 
   const update = async (c: Context<AppEnv>) => {
@@ -69,7 +69,7 @@ export function clientRoutes() {
     try {
       const updated = await updateClient(c.var.db, client.id, form);
       if (!updated) return notFound(c);
-      if (inRow) return c.html(<ClientRow client={updated} />);
+      if (inRow) return c.html(<ClientRow client={updated} sessions={c.var.live.sessionsByClient().get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
