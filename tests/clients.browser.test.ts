@@ -108,6 +108,25 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
     }
   });
 
+  it('filters the table as the operator types, without a page load', async () => {
+    await createClient(gatehouse.database.db, { name: 'Searchable alpha', username: 'search-alpha', password: 'search-password' });
+    await createClient(gatehouse.database.db, { name: 'Searchable beta', username: 'search-beta', password: 'search-password' });
+    const { context, page, problems } = await openPage(browser);
+    try {
+      await page.goto(`${base}/clients`);
+      await page.evaluate(() => ((window as unknown as { marker: boolean }).marker = true));
+      await page.getByRole('searchbox', { name: 'Search clients' }).fill('alpha');
+      await page.getByRole('rowheader', { name: 'Searchable beta' }).waitFor({ state: 'detached' });
+      expect(await page.getByRole('rowheader', { name: 'Searchable alpha' }).count()).toBe(1);
+      expect(await page.getByText('1 client matches “alpha”.').count()).toBe(1);
+      expect(page.url()).toBe(`${base}/clients?q=alpha`);
+      expect(await page.evaluate(() => (window as unknown as { marker?: boolean }).marker)).toBe(true); // same page
+      expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
   it('opens the row menu and edits by keyboard alone', async () => {
     await createClient(gatehouse.database.db, { name: 'Keyboard only', username: 'keyboard-only', password: 'keyboard-password' });
     const { context, page } = await openPage(browser);

@@ -28,7 +28,7 @@ export function ClientsPage(props: { result: ClientPage; sessions: ReadonlyMap<n
           action="/clients"
           role="search"
           hx-get="/clients"
-          hx-trigger="input changed delay:300ms from:find input, submit"
+          hx-trigger="input changed delay:300ms, submit"
           hx-target="#clients-results"
           hx-select="#clients-results"
           hx-swap="outerHTML"
