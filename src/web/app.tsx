@@ -1,15 +1,27 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
+import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
+import { createSignInGuard, type SignInGuard } from '../domain/administrators';
+import type { SetupToken } from '../domain/setup';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
+import { administratorRoutes } from './administrators';
+import { authRoutes } from './auth';
 import { clientRoutes } from './clients';
 import type { AppEnv } from './env';
 import { securityHeaders } from './security';
+import { requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
   db: Database;
   log?: (message: string) => void;
+  /** Honour X-Forwarded-Proto/-Host/-For (TRUST_PROXY=1). */
+  trustProxy?: boolean;
+  /** The one-time setup token, when Gatehouse started without an administrator. */
+  setup?: SetupToken;
+  /** Sign-in checks and their throttle (one per process by default). */
+  signIn?: SignInGuard;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -29,11 +41,24 @@ export function createApp(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   const cache = new Map<string, Buffer>();
 
+  const trustProxy = deps.trustProxy ?? false;
+  const signIn = deps.signIn ?? createSignInGuard(deps.db);
+
   app.use(securityHeaders());
+  // Lets the layout show who is signed in without every view passing it down.
+  app.use(contextStorage());
   app.use(async (c, next) => {
     c.set('db', deps.db);
     await next();
   });
+  app.use(
+    sameOriginGuard({
+      trustProxy,
+      refuse: (c) => c.html(<ErrorPage status={403} message="This request did not come from a page of this console, so it was refused." />, 403),
+    }),
+  );
+  // Every route below needs a signed-in administrator, except the public paths.
+  app.use(requireAdministrator({ trustProxy }));
 
   app.get('/static/:file', async (c) => {
     const file = staticFiles[c.req.param('file')];
@@ -49,7 +74,9 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get('/', (c) => c.redirect('/clients'));
+  app.route('/', authRoutes({ signIn, setup: deps.setup, trustProxy, log }));
   app.route('/clients', clientRoutes());
+  app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   app.onError((error, c) => {

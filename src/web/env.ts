@@ -4,5 +4,9 @@ import type { Database } from '../db';
 export interface AppEnv {
   Variables: {
     db: Database;
+    /** The signed-in administrator (set on every route but the public ones). */
+    administrator?: { id: number; username: string };
+    /** SHA-256 of the current session token, to end or replace this session. */
+    sessionTokenHash?: string;
   };
 }
