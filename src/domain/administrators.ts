@@ -165,7 +165,7 @@ export async function setAdministratorPassword(db: Database, id: number, newPass
       .where(eq(administrators.id, id))
       .returning(publicColumns);
     if (!row) return null;
-    await deleteSessionsOfAdministrator(tx as unknown as Database, id);
+    await deleteSessionsOfAdministrator(tx, id);
     return row;
   });
 }
@@ -208,6 +208,8 @@ export interface SignInGuard {
     address?: string,
   ): Promise<{ ok: true } | { ok: false; reason: 'throttled'; retryAfterMs: number }>;
   reset(): void;
+  /** Argon2id verifies run since start (unknown usernames included). */
+  stats(): { verifies: number };
 }
 
 /**
@@ -231,6 +233,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
   // sign-in posts waits here instead of starving device CONNECTs.
   const verifySlots = createSemaphore(2);
   let dummyHash: Promise<string> | undefined;
+  let verifies = 0;
 
   function throttled(username: string, address: string | undefined) {
     const retryAfterMs = Math.max(usernameFailures.retryAfterMs(username), address ? addressFailures.retryAfterMs(address) : 0);
@@ -246,6 +249,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       .where(eq(administrators.username, username))
       .then((rows) => rows[0]);
     const valid = await verifySlots.run(async () => {
+      verifies++;
       if (row) return verifyPasswordHash(row.passwordHash, password);
       dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
       await verifyPasswordHash(await dummyHash, password);
@@ -295,5 +299,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       usernameFailures.clear();
       addressFailures.clear();
     },
+
+    stats: () => ({ verifies }),
   };
 }
