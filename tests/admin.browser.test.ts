@@ -1,5 +1,5 @@
 import { AxeBuilder } from '@axe-core/playwright';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { schema } from '../src/db';
 import { createClient } from '../src/domain/clients';
@@ -13,6 +13,22 @@ async function expectNoAxeViolations(page: Page) {
     violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`),
     `axe on ${page.url()}`,
   ).toEqual([]);
+}
+
+/**
+ * Clicks something with an hx-confirm, says yes, and waits for `gone` to
+ * leave the page, whether the console asks with window.confirm() or in its
+ * own <dialog>.
+ */
+async function confirmAndWaitGone(page: Page, click: () => Promise<void>, gone: Locator) {
+  const accept = (dialog: { accept(): Promise<void> }) => void dialog.accept();
+  page.once('dialog', accept);
+  await click();
+  const modal = page.locator('dialog[open]');
+  await expect.poll(async () => (await modal.count()) > 0 || (await gone.count()) === 0).toBe(true);
+  if ((await modal.count()) > 0) await modal.locator('button[value="confirm"]').click();
+  await gone.waitFor({ state: 'detached' });
+  page.off('dialog', accept);
 }
 
 describe.runIf(chromiumAvailable)('the console in Chromium, signed in', () => {
@@ -81,10 +97,12 @@ describe.runIf(chromiumAvailable)('the console in Chromium, signed in', () => {
       await page.locator('#password').fill('old-pump-password');
       await page.getByRole('button', { name: 'Create client' }).click();
       await page.waitForURL(`${base}/clients`);
-      page.once('dialog', (dialog) => void dialog.accept());
       await page.getByRole('button', { name: 'Actions for Old pump' }).click();
-      await page.getByRole('link', { name: 'Delete' }).filter({ visible: true }).click();
-      await page.getByRole('rowheader', { name: 'Old pump' }).waitFor({ state: 'detached' });
+      await confirmAndWaitGone(
+        page,
+        () => page.getByRole('link', { name: 'Delete' }).filter({ visible: true }).click(),
+        page.getByRole('rowheader', { name: 'Old pump' }),
+      );
 
       await page.getByRole('link', { name: 'Administrators' }).click();
       await page.waitForURL(`${base}/administrators`);

@@ -90,6 +90,7 @@ export function AdministratorRow(props: { administrator: Administrator; isCurren
                   }
                   hx-target={`#${id}`}
                   hx-swap="outerHTML"
+                  data-confirm-label="Remove administrator"
                   class="danger"
                 >
                   Remove

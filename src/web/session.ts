@@ -16,6 +16,7 @@ export function isPublicPath(path: string): boolean {
     path === '/logout' ||
     // Devices reach MQTT over WebSocket with their own MQTT credentials.
     path === '/mqtt' ||
+    path === '/favicon.ico' ||
     path.startsWith('/static/')
   );
 }

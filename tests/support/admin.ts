@@ -35,3 +35,20 @@ export async function signIn(app: App, db: Database, username = `test-admin-${pr
   };
   return { request, administrator, cookie };
 }
+
+/**
+ * Signs a browser context in: an administrator with a live session, its
+ * cookie set for `baseUrl`. For browser suites that test something other
+ * than the sign-in itself.
+ */
+export async function signInBrowser(
+  context: { addCookies(cookies: Array<{ name: string; value: string; url: string; httpOnly?: boolean; sameSite?: 'Lax' }>): Promise<void> },
+  baseUrl: string,
+  db: Database,
+  username = `browser-admin-${process.pid}-${++counter}`,
+): Promise<Administrator> {
+  const administrator = await createAdministrator(db, { username, password: 'test-admin-password' });
+  const session = await createSession(db, administrator.id);
+  await context.addCookies([{ name: SESSION_COOKIE, value: session.token, url: baseUrl, httpOnly: true, sameSite: 'Lax' }]);
+  return administrator;
+}
