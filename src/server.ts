@@ -5,6 +5,7 @@ import { createBroker, type Broker } from './broker';
 import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { createAuthenticator } from './domain/authenticate';
+import { prepareFirstAdministrator } from './domain/setup';
 import { createApp } from './web/app';
 
 export interface Gatehouse {
@@ -37,6 +38,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let broker: Broker | undefined;
   let httpServer: HttpServer | undefined;
   try {
+    const firstRun = await prepareFirstAdministrator(database.db, config);
     const authenticator = createAuthenticator(database.db);
     broker = await createBroker({
       authenticate: authenticator.authenticate,
@@ -53,7 +55,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
       log,
     });
-    const app = createApp({ db: database.db, live: broker, log });
+    const app = createApp({
+      db: database.db,
+      live: broker,
+      log,
+      trustProxy: config.TRUST_PROXY,
+      setup: firstRun.kind === 'setup-link' ? firstRun.setup : undefined,
+    });
     const mqttPort = await broker.listenTcp(config.MQTT_PORT, config.HOST);
     httpServer = await new Promise<HttpServer>((resolve, reject) => {
       const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(server as HttpServer));
@@ -61,6 +69,15 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     });
     broker.attachWebSocket(httpServer, '/mqtt');
     const httpPort = (httpServer.address() as AddressInfo).port;
+    if (firstRun.kind === 'created-from-environment') {
+      log(`Created the administrator "${firstRun.administrator.username}" from ADMIN_USERNAME and ADMIN_PASSWORD.`);
+    } else if (firstRun.kind === 'setup-link') {
+      const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
+      log(
+        'No administrator exists yet. Open this one-time link to create the first one ' +
+          `(it works once, until an administrator exists):\n  http://${host}:${httpPort}/setup?token=${firstRun.token}`,
+      );
+    }
 
     const openBroker = broker;
     const openHttp = httpServer;

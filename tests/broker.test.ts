@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
+import { signIn } from './support/admin';
 import { drivers } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
@@ -64,7 +65,8 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     const a = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'counted', password: 'counted-password', clientId: 'counted-a' });
     const b = await connect(brokerUrl(gatehouse, 'ws'), { username: 'counted', password: 'counted-password', clientId: 'counted-b' });
     await expect.poll(sessions).toBe(2);
-    const html = await (await gatehouse.app.request('/clients?q=counted')).text();
+    const console = await signIn(gatehouse.app, gatehouse.database.db);
+    const html = await (await console.request('/clients?q=counted')).text();
     expect(html).toMatch(/<code>counted<\/code><\/td><td>2<\/td>/);
     // A refused connection is not a session.
     await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'counted', password: 'wrong-password' });

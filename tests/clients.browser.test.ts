@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { createClient, getClient, listClients } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
-import { accessibilityViolations, browserAvailable, launchBrowser, openPage } from './support/browser';
+import { signInBrowser } from './support/admin';
+import { accessibilityViolations, browserAvailable, launchBrowser, openPage as openAnonymousPage } from './support/browser';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient } from './support/mqtt';
 
@@ -20,6 +21,13 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
     await browser?.close();
     await gatehouse?.close();
   });
+
+  /** A page in a context signed in as an administrator (sign-in itself: tests/admin.browser.test.ts). */
+  async function openPage(browser: Browser, options: Parameters<typeof openAnonymousPage>[1] = {}) {
+    const opened = await openAnonymousPage(browser, options);
+    await signInBrowser(opened.context, base, gatehouse.database.db);
+    return opened;
+  }
 
   it('creates a client on the New client page, with a generated password', async () => {
     const { context, page, problems } = await openPage(browser, { permissions: ['clipboard-read', 'clipboard-write'] });

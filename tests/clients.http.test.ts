@@ -2,15 +2,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
 import { createClient, getClient, listClients } from '../src/domain/clients';
 import { createApp } from '../src/web/app';
+import { signIn, type SignedInApp } from './support/admin';
 import { createTestDatabase, drivers } from './support/db';
 import { htmx, postForm } from './support/http';
 
 describe.each(drivers)('clients console over HTTP on %s', (driver) => {
   let database: OpenDatabase;
-  let app: ReturnType<typeof createApp>;
+  // Signed in: every console route needs an administrator (tests/admin.http.test.ts).
+  let app: SignedInApp;
   beforeAll(async () => {
     database = await createTestDatabase(driver);
-    app = createApp({ db: database.db, log: () => {} });
+    app = await signIn(createApp({ db: database.db, log: () => {} }), database.db);
   });
   afterAll(async () => {
     await database?.close();

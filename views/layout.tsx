@@ -1,18 +1,27 @@
+import { tryGetContext } from 'hono/context-storage';
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
+import type { AppEnv } from '../src/web/env';
 
 export type Section = 'clients' | 'groups' | 'group-rules' | 'administrators';
 
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
   { section: 'clients', href: '/clients', label: 'Clients' },
+  { section: 'administrators', href: '/administrators', label: 'Administrators' },
 ];
+
+/** The administrator of the request being rendered, if one is signed in. */
+function signedInAdministrator() {
+  return tryGetContext<AppEnv>()?.var.administrator;
+}
 
 /**
  * The page frame. Scripts are files only (the CSP forbids inline script);
  * htmx is told not to inject its indicator <style> for the same reason.
  */
 export function Layout(props: { title: string; section?: Section; children: Child; header?: Child }) {
+  const administrator = signedInAdministrator();
   return (
     <>
       {raw('<!doctype html>')}
@@ -38,16 +47,32 @@ export function Layout(props: { title: string; section?: Section; children: Chil
                 </a>
               </li>
             </ul>
-            <ul>
-              {navigation.map((item) => (
-                <li>
-                  <a href={item.href} aria-current={props.section === item.section ? 'page' : undefined}>
-                    {item.label}
-                  </a>
+            {administrator ? (
+              <ul>
+                {navigation.map((item) => (
+                  <li>
+                    <a href={item.href} aria-current={props.section === item.section ? 'page' : undefined}>
+                      {item.label}
+                    </a>
+                  </li>
+                ))}
+                {props.header}
+                <li class="signed-in-as">
+                  <small>
+                    Signed in as <strong>{administrator.username}</strong>
+                  </small>
                 </li>
-              ))}
-              {props.header}
-            </ul>
+                <li>
+                  <form method="post" action="/logout" class="sign-out">
+                    <button type="submit" class="secondary outline">
+                      Sign out
+                    </button>
+                  </form>
+                </li>
+              </ul>
+            ) : (
+              props.header && <ul>{props.header}</ul>
+            )}
           </nav>
         </header>
         <main class="container">{props.children}</main>

@@ -1,16 +1,28 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
+import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
+import { createSignInGuard, type SignInGuard } from '../domain/administrators';
+import type { SetupToken } from '../domain/setup';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
+import { administratorRoutes } from './administrators';
+import { authRoutes } from './auth';
 import { clientRoutes } from './clients';
 import type { AppEnv, LiveState } from './env';
 import { securityHeaders } from './security';
+import { requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
   db: Database;
   live?: LiveState;
   log?: (message: string) => void;
+  /** Honour X-Forwarded-Proto/-Host/-For (TRUST_PROXY=1). */
+  trustProxy?: boolean;
+  /** The one-time setup token, when Gatehouse started without an administrator. */
+  setup?: SetupToken;
+  /** Sign-in checks and their throttle (one per process by default). */
+  signIn?: SignInGuard;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -32,12 +44,25 @@ export function createApp(deps: AppDeps) {
   const cache = new Map<string, Buffer>();
   const live: LiveState = deps.live ?? { sessionsByClient: () => new Map() };
 
+  const trustProxy = deps.trustProxy ?? false;
+  const signIn = deps.signIn ?? createSignInGuard(deps.db);
+
   app.use(securityHeaders());
+  // Lets the layout show who is signed in without every view passing it down.
+  app.use(contextStorage());
   app.use(async (c, next) => {
     c.set('db', deps.db);
     c.set('live', live);
     await next();
   });
+  app.use(
+    sameOriginGuard({
+      trustProxy,
+      refuse: (c) => c.html(<ErrorPage status={403} message="This request did not come from a page of this console, so it was refused." />, 403),
+    }),
+  );
+  // Every route below needs a signed-in administrator, except the public paths.
+  app.use(requireAdministrator({ trustProxy }));
 
   app.get('/static/:file', async (c) => {
     const file = staticFiles[c.req.param('file')];
@@ -54,7 +79,9 @@ export function createApp(deps: AppDeps) {
 
   app.get('/favicon.ico', (c) => c.redirect('/static/favicon.svg', 301));
   app.get('/', (c) => c.redirect('/clients'));
+  app.route('/', authRoutes({ signIn, setup: deps.setup, trustProxy, log }));
   app.route('/clients', clientRoutes());
+  app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   app.onError((error, c) => {

@@ -10,5 +10,9 @@ export interface AppEnv {
   Variables: {
     db: Database;
     live: LiveState;
+    /** The signed-in administrator (set on every route but the public ones). */
+    administrator?: { id: number; username: string };
+    /** SHA-256 of the current session token, to end or replace this session. */
+    sessionTokenHash?: string;
   };
 }
