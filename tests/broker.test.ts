@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { drivers } from './support/db';
+import { grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
 
@@ -12,6 +13,16 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
   beforeAll(async () => {
     gatehouse = await startTestGatehouse(driver);
     await createClient(gatehouse.database.db, { name: 'Sensor', username: 'sensor', password: 'sensor-password' });
+    // A client with no group can do nothing: give this one what the tests below do.
+    await grantGroup(gatehouse.database.db, {
+      name: 'Plant',
+      permissions: [
+        ['allow', 'publish', 'plant/#'],
+        ['allow', 'subscribe', 'plant/#'],
+        ['allow', 'subscribe', 'ok/#'],
+      ],
+      usernames: ['sensor'],
+    });
   });
   afterAll(async () => {
     await gatehouse?.close();
@@ -70,6 +81,14 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
   it('leaves live connections alone when their client is edited or deleted, and applies the change at reconnect', async () => {
     const edited = await createClient(gatehouse.database.db, { name: 'Edited', username: 'edited', password: 'old-password' });
     const deleted = await createClient(gatehouse.database.db, { name: 'Deleted', username: 'deleted', password: 'doomed-password' });
+    await grantGroup(gatehouse.database.db, {
+      name: 'Alive',
+      permissions: [
+        ['allow', 'publish', 'still/alive'],
+        ['allow', 'subscribe', 'still/alive'],
+      ],
+      usernames: ['edited', 'deleted'],
+    });
     const liveEdited = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'edited', password: 'old-password', clientId: 'live-edited' });
     const liveDeleted = await connect(brokerUrl(gatehouse, 'ws'), { username: 'deleted', password: 'doomed-password', clientId: 'live-deleted' });
     try {
@@ -101,6 +120,14 @@ describe('broker when the database is unreachable', () => {
     const gatehouse = await startTestGatehouse('pglite');
     try {
       await createClient(gatehouse.database.db, { name: 'Device', username: 'device', password: 'device-password' });
+      await grantGroup(gatehouse.database.db, {
+        name: 'Loop',
+        permissions: [
+          ['allow', 'publish', 'loop'],
+          ['allow', 'subscribe', 'loop'],
+        ],
+        usernames: ['device'],
+      });
       const live = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'device', password: 'device-password' });
       await live.subscribeAsync('loop', { qos: 0 });
       await gatehouse.database.close();
