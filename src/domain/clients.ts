@@ -207,3 +207,12 @@ export async function findCredentialsByUsername(db: Database, username: string):
     .where(and(eq(clients.username, username), eq(clients.authType, 'password')));
   return row ?? null;
 }
+
+/** Names and usernames for pickers, by name (at most `limit`). */
+export async function listClientChoices(db: Database, limit = 2000): Promise<Array<{ name: string; username: string }>> {
+  return db
+    .select({ name: clients.name, username: clients.username })
+    .from(clients)
+    .orderBy(asc(sql`lower(${clients.name})`), asc(clients.id))
+    .limit(limit);
+}
