@@ -3,7 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import type { Database } from '../db';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
+import { clientAccessRoutes } from './clientAccess';
 import { clientRoutes } from './clients';
+import { groupRuleRoutes } from './groupRules';
+import { groupRoutes } from './groups';
 import type { AppEnv } from './env';
 import { securityHeaders } from './security';
 
@@ -50,6 +53,9 @@ export function createApp(deps: AppDeps) {
 
   app.get('/', (c) => c.redirect('/clients'));
   app.route('/clients', clientRoutes());
+  app.route('/clients', clientAccessRoutes());
+  app.route('/groups', groupRoutes());
+  app.route('/group-rules', groupRuleRoutes());
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   app.onError((error, c) => {
