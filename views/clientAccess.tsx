@@ -104,7 +104,7 @@ function DecisionResult(props: { decision: Decision; check: CheckValues }) {
   const { decision, check } = props;
   const verb = check.action === 'publish' ? 'publish to' : 'subscribe to';
   return (
-    <article id="check-result" class={decision.allowed ? 'decision allowed' : 'decision denied'} role="status">
+    <div id="check-result" class={decision.allowed ? 'decision allowed' : 'decision denied'} role="status">
       <p>
         <strong>{decision.allowed ? 'Allowed' : 'Denied'}</strong>: client ID <code>{check.clientId}</code> {decision.allowed ? 'may' : 'may not'}{' '}
         {verb} <code>{check.topic}</code>.
@@ -136,7 +136,7 @@ function DecisionResult(props: { decision: Decision; check: CheckValues }) {
           are never delivered on this subscription.
         </p>
       ) : null}
-    </article>
+    </div>
   );
 }
 
