@@ -125,6 +125,34 @@
     confirmInDialog(message, label).then((yes) => (yes ? event.detail.issueRequest() : event.detail.dropRequest()));
   });
 
+  // Group rules: a rule by Client offers the client usernames as suggestions;
+  // a rule by MQTT Client ID does not.
+  function syncMatchBy(select) {
+    const input = document.getElementById(select.getAttribute('data-match-by'));
+    if (!input) return;
+    const byClient = select.value === 'client';
+    if (byClient) input.setAttribute('list', 'client-usernames');
+    else input.removeAttribute('list');
+    input.placeholder = byClient ? 'client username' : 'sensor-*';
+  }
+
+  // Group rules: the closed group picker shows the groups checked.
+  function syncGroupPicker(picker) {
+    const summary = picker.querySelector('summary');
+    const label = summary && summary.lastChild;
+    if (!label || label.nodeType !== Node.TEXT_NODE) return;
+    const names = [...picker.querySelectorAll('input[type=checkbox]:checked')].map((box) => box.parentElement.textContent.trim());
+    label.textContent = names.length ? names.join(', ') : 'Choose groups';
+  }
+
+  document.addEventListener('change', (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    if (target.matches('select[data-match-by]')) syncMatchBy(target);
+    const picker = target.closest('details.group-picker');
+    if (picker) syncGroupPicker(picker);
+  });
+
   document.addEventListener('DOMContentLoaded', () => enhance(document));
   document.addEventListener('htmx:after:swap', (event) => {
     const target = event.target instanceof Element ? event.target : document;

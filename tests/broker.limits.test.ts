@@ -3,6 +3,7 @@ import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
+import { grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, tryConnect } from './support/mqtt';
 
@@ -33,6 +34,7 @@ describe('broker limits', () => {
   beforeAll(async () => {
     gatehouse = await startTestGatehouse('pglite', { MQTT_DRAIN_TIMEOUT_MS: '3000', MQTT_MAX_PACKET_BYTES: '65536' });
     await createClient(gatehouse.database.db, { name: 'Flood', ...credentials });
+    await grantGroup(gatehouse.database.db, { name: 'Everything', permissions: [['allow', 'publish', '#'], ['allow', 'subscribe', '#']], usernames: ['flood'] });
   });
   afterAll(async () => {
     await gatehouse?.close();

@@ -3,6 +3,7 @@ import { createClient, deleteClient, updateClient } from '../src/domain/clients'
 import type { Gatehouse } from '../src/server';
 import { signIn } from './support/admin';
 import { drivers } from './support/db';
+import { grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
 
@@ -13,6 +14,16 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
   beforeAll(async () => {
     gatehouse = await startTestGatehouse(driver);
     await createClient(gatehouse.database.db, { name: 'Sensor', username: 'sensor', password: 'sensor-password' });
+    // A client with no group can do nothing: give this one what the tests below do.
+    await grantGroup(gatehouse.database.db, {
+      name: 'Plant',
+      permissions: [
+        ['allow', 'publish', 'plant/#'],
+        ['allow', 'subscribe', 'plant/#'],
+        ['allow', 'subscribe', 'ok/#'],
+      ],
+      usernames: ['sensor'],
+    });
   });
   afterAll(async () => {
     await gatehouse?.close();
@@ -67,7 +78,7 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     await expect.poll(sessions).toBe(2);
     const console = await signIn(gatehouse.app, gatehouse.database.db);
     const html = await (await console.request('/clients?q=counted')).text();
-    expect(html).toMatch(/<code>counted<\/code><\/td><td>2<\/td>/);
+    expect(html).toMatch(/<code>counted<\/code><\/td><td>.*?<\/td><td>2<\/td>/);
     // A refused connection is not a session.
     await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'counted', password: 'wrong-password' });
     await endClient(a);
@@ -88,6 +99,14 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
   it('leaves live connections alone when their client is edited or deleted, and applies the change at reconnect', async () => {
     const edited = await createClient(gatehouse.database.db, { name: 'Edited', username: 'edited', password: 'old-password' });
     const deleted = await createClient(gatehouse.database.db, { name: 'Deleted', username: 'deleted', password: 'doomed-password' });
+    await grantGroup(gatehouse.database.db, {
+      name: 'Alive',
+      permissions: [
+        ['allow', 'publish', 'still/alive'],
+        ['allow', 'subscribe', 'still/alive'],
+      ],
+      usernames: ['edited', 'deleted'],
+    });
     const liveEdited = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'edited', password: 'old-password', clientId: 'live-edited' });
     const liveDeleted = await connect(brokerUrl(gatehouse, 'ws'), { username: 'deleted', password: 'doomed-password', clientId: 'live-deleted' });
     try {
@@ -119,6 +138,14 @@ describe('broker when the database is unreachable', () => {
     const gatehouse = await startTestGatehouse('pglite');
     try {
       await createClient(gatehouse.database.db, { name: 'Device', username: 'device', password: 'device-password' });
+      await grantGroup(gatehouse.database.db, {
+        name: 'Loop',
+        permissions: [
+          ['allow', 'publish', 'loop'],
+          ['allow', 'subscribe', 'loop'],
+        ],
+        usernames: ['device'],
+      });
       const live = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'device', password: 'device-password' });
       await live.subscribeAsync('loop', { qos: 0 });
       await gatehouse.database.close();

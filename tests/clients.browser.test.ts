@@ -4,6 +4,7 @@ import { createClient, getClient, listClients } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { signInBrowser } from './support/admin';
 import { accessibilityViolations, browserAvailable, launchBrowser, openPage as openAnonymousPage } from './support/browser';
+import { grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient } from './support/mqtt';
 
@@ -190,6 +191,7 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
 
   it('connects from a page with the mqtt browser bundle over ws://…/mqtt and receives a message', async () => {
     await createClient(gatehouse.database.db, { name: 'Dashboard', username: 'dashboard', password: 'dashboard-password' });
+    await grantGroup(gatehouse.database.db, { name: 'Dashboard feed', permissions: [['allow', 'publish', 'dashboard/#'], ['allow', 'subscribe', 'dashboard/#']], usernames: ['dashboard'] });
     const { context, page, problems } = await openPage(browser);
     const publisher = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'dashboard', password: 'dashboard-password' });
     try {

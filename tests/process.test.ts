@@ -61,16 +61,20 @@ describe('the gatehouse process', () => {
       expect(ports.http).toBeGreaterThan(0);
       const response = await fetch(`http://127.0.0.1:${ports.http}/`, { redirect: 'manual' });
       expect(response.status).toBeLessThan(400);
+      // A device still connected at SIGTERM does not hold up the shutdown.
       const device = await connect(`mqtt://127.0.0.1:${ports.mqtt}`, { username: 'persisted', password: 'persisted-password' });
-      await endClient(device);
 
       const second = startProcess({ DATA_DIR: dataDir });
       expect(await second.exited).not.toBe(0);
       expect(second.output()).toContain(`data directory ${dataDir} is in use by another Gatehouse process`);
 
+      const deviceClosed = new Promise<void>((resolve) => device.once('close', () => resolve()));
       first.child.kill('SIGTERM');
       expect(await first.exited).toBe(0);
       expect(first.output()).toContain('Stopped.');
+      expect(first.output()).not.toContain('Shutdown took too long');
+      await deviceClosed;
+      await endClient(device);
       expect(existsSync(path.join(dataDir, 'gatehouse.lock'))).toBe(false);
     } finally {
       first.child.kill('SIGKILL');

@@ -1,5 +1,7 @@
 import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
+import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
+import { RuleChangeNotice } from './groups';
 import { Field, FormAlert, formatTime, Layout } from './layout';
 
 export interface ClientFormValues {
@@ -7,21 +9,40 @@ export interface ClientFormValues {
   username: string;
 }
 
-const COLUMNS = 7;
+const COLUMNS = 8;
+
+/** What the Groups column knows about one client. */
+export interface ClientAccessCell {
+  groups: string[];
+  hasClientIdRules: boolean;
+}
+
+export function accessCellFor(overview: ClientGroupsOverview, clientId: number): ClientAccessCell {
+  return { groups: overview.groupsByClient.get(clientId) ?? [], hasClientIdRules: overview.hasClientIdRules };
+}
 
 /** `/clients`: search, the table and paging. */
-export function ClientsPage(props: { result: ClientPage; sessions: ReadonlyMap<number, number>; notice?: string }) {
+export function ClientsPage(props: {
+  result: ClientPage;
+  sessions: ReadonlyMap<number, number>;
+  notice?: string;
+  access?: ClientGroupsOverview;
+  ruleChange?: RuleChange | null;
+}) {
   return (
     <Layout title="Clients" section="clients">
       <hgroup class="page-title">
         <h1>Clients</h1>
         <p>Credentials devices use to connect over MQTT.</p>
       </hgroup>
-      {props.notice ? (
-        <p role="status" class="notice">
-          {props.notice}
-        </p>
-      ) : null}
+      <div id="clients-notice">
+        {props.notice ? (
+          <p role="status" class="notice">
+            {props.notice}
+          </p>
+        ) : null}
+        {props.ruleChange ? <RuleChangeNotice change={props.ruleChange} /> : null}
+      </div>
       <div class="toolbar">
         <form
           method="get"
@@ -47,13 +68,13 @@ export function ClientsPage(props: { result: ClientPage; sessions: ReadonlyMap<n
           New client
         </a>
       </div>
-      <ClientsResults result={props.result} sessions={props.sessions} />
+      <ClientsResults result={props.result} access={props.access} sessions={props.sessions} />
     </Layout>
   );
 }
 
 /** The part of the page a search replaces. */
-export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMap<number, number> }) {
+export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMap<number, number>; access?: ClientGroupsOverview }) {
   const { result } = props;
   return (
     <section id="clients-results" aria-label="Clients">
@@ -82,6 +103,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
                 <th scope="col">Name</th>
                 <th scope="col">Authentication Type</th>
                 <th scope="col">Username</th>
+                <th scope="col">Groups</th>
                 <th scope="col">Live sessions</th>
                 <th scope="col">Created</th>
                 <th scope="col">Updated</th>
@@ -92,7 +114,11 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
             </thead>
             <tbody id="clients-rows">
               {result.clients.map((client) => (
-                <ClientRow client={client} sessions={props.sessions.get(client.id) ?? 0} />
+                <ClientRow
+                  client={client}
+                  access={props.access ? accessCellFor(props.access, client.id) : undefined}
+                  sessions={props.sessions.get(client.id) ?? 0}
+                />
               ))}
             </tbody>
           </table>
@@ -119,7 +145,7 @@ function Pagination(props: { result: ClientPage }) {
 }
 
 /** One table row; its menu swaps the row for the edit form, or removes it. */
-export function ClientRow(props: { client: Client; sessions: number }) {
+export function ClientRow(props: { client: Client; sessions: number; access?: ClientAccessCell }) {
   const { client } = props;
   return (
     <tr id={`client-${client.id}`}>
@@ -128,6 +154,7 @@ export function ClientRow(props: { client: Client; sessions: number }) {
       <td>
         <code>{client.username}</code>
       </td>
+      <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
       <td>{props.sessions}</td>
       <td>{formatTime(client.createdAt)}</td>
       <td>{formatTime(client.updatedAt)}</td>
@@ -148,13 +175,16 @@ export function ClientRow(props: { client: Client; sessions: number }) {
               </a>
             </li>
             <li>
+              <a href={`/clients/${client.id}`}>Permissions</a>
+            </li>
+            <li>
               <a
                 href={`/clients/${client.id}/delete`}
                 hx-delete={`/clients/${client.id}`}
-                hx-confirm={`Delete the client “${client.name}”? Devices using it can no longer connect.`}
+                hx-confirm={`Delete the client “${client.name}”? Devices using it can no longer connect, and group rules naming it are removed.`}
                 data-confirm-label="Delete client"
                 hx-target={`#client-${client.id}`}
-                hx-swap="outerHTML"
+                hx-swap="outerHTML swapEmpty:true"
                 class="danger"
               >
                 Delete
@@ -164,6 +194,28 @@ export function ClientRow(props: { client: Client; sessions: number }) {
         </details>
       </td>
     </tr>
+  );
+}
+
+/**
+ * The client's groups through rules by client. With none, the client can
+ * connect but do nothing, unless a rule by MQTT client ID matches the id it uses.
+ */
+function GroupsCell(props: { client: Client; access: ClientAccessCell }) {
+  const { client, access } = props;
+  const href = `/clients/${client.id}`;
+  if (access.groups.length > 0) return <a href={href}>{access.groups.join(', ')}</a>;
+  if (access.hasClientIdRules) {
+    return (
+      <a href={href} class="secondary">
+        Only through client ID rules
+      </a>
+    );
+  }
+  return (
+    <a href={href} class="no-access">
+      No group: can connect, cannot publish or subscribe
+    </a>
   );
 }
 
@@ -285,7 +337,7 @@ export function ClientForm(props: { action: string; values: ClientFormValues; er
 }
 
 /** The no-JavaScript delete confirmation. */
-export function DeleteClientPage(props: { client: Client }) {
+export function DeleteClientPage(props: { client: Client; rules?: GroupRule[] }) {
   const { client } = props;
   return (
     <Layout title={`Delete ${client.name}`} section="clients">
@@ -297,6 +349,19 @@ export function DeleteClientPage(props: { client: Client }) {
           Devices that use the username <code>{client.username}</code> can no longer connect. Devices connected now stay connected until
           they disconnect.
         </p>
+        {props.rules?.length ? (
+          <>
+            <p>These group rules name this client and are removed with it:</p>
+            <ul>
+              {props.rules.map((rule) => (
+                <li>
+                  {describeRule(rule)}
+                  {rule.groups.length ? `, which gives ${rule.groups.map((g) => `“${g.name}”`).join(', ')}` : ''}
+                </li>
+              ))}
+            </ul>
+          </>
+        ) : null}
         <footer>
           <form method="post" action={`/clients/${client.id}/delete`} class="form-actions">
             <button type="submit" class="danger">

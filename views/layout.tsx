@@ -8,6 +8,8 @@ export type Section = 'clients' | 'groups' | 'group-rules' | 'administrators';
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
   { section: 'clients', href: '/clients', label: 'Clients' },
+  { section: 'groups', href: '/groups', label: 'Groups' },
+  { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
   { section: 'administrators', href: '/administrators', label: 'Administrators' },
 ];
 

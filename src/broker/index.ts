@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesOptions, type Client as AedesClient } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import { decidePublish, decideSubscribe, mayDeliver, NO_ACCESS, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
@@ -36,6 +37,11 @@ export const defaultBrokerLimits: BrokerLimits = {
  */
 export interface BrokerDeps {
   authenticate(input: AuthenticateInput): Promise<AuthResult>;
+  /**
+   * The groups and permissions of an authenticated connection, read once at
+   * CONNECT: the session keeps this snapshot until it ends.
+   */
+  loadAccess(principal: Principal): Promise<AccessSnapshot>;
   limits?: Partial<BrokerLimits>;
   /** Aedes' message bus; another one (Redis) lets several nodes share traffic. */
   mq?: AedesOptions['mq'];
@@ -65,14 +71,30 @@ export function principalOf(client: AedesClient | null | undefined): Principal |
   return client ? principals.get(client) : undefined;
 }
 
+/** The permissions each session connected with. */
+const accessSnapshots = new WeakMap<AedesClient, AccessSnapshot>();
+
+/** What an Aedes client may do; nothing for a client without a snapshot. */
+export function accessOf(client: AedesClient | null | undefined): AccessSnapshot {
+  return (client && accessSnapshots.get(client)) || NO_ACCESS;
+}
+
+/**
+ * Where a refused PUBLISH goes. Aedes has no "acknowledge but drop": an error
+ * from authorizePublish closes the connection. A packet may be changed in
+ * authorizePublish (docs/Aedes.md), so a refused one is emptied, stripped of
+ * its retain flag and sent here, where no subscription can be granted
+ * (`$` topics are reserved) and authorizeForward drops anything that arrives.
+ * Aedes then acknowledges it as usual (PUBACK, or PUBREC/PUBCOMP for QoS 2).
+ */
+export const REFUSED_PUBLISH_TOPIC = '$gatehouse/refused';
+
 const connackCodes: Record<AuthFailure, 3 | 4 | 5> = {
   missing_credentials: 4,
   bad_credentials: 4,
   throttled: 3,
   unavailable: 3,
 };
-
-const SYS_PREFIX = '$SYS/';
 
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = { ...defaultBrokerLimits, ...deps.limits };
@@ -103,13 +125,22 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           remoteAddress: origin?.remoteAddress,
         })
         .then(
-          (result) => {
-            if (result.ok) {
-              principals.set(client, result.principal);
-              done(null, true);
-            } else {
+          async (result) => {
+            if (!result.ok) {
               done(authError(connackCodes[result.reason], result.reason), false);
+              return;
             }
+            let access: AccessSnapshot;
+            try {
+              access = await deps.loadAccess(result.principal);
+            } catch (error) {
+              log(`loading permissions for ${client.id} failed: ${(error as Error).message}`);
+              done(authError(3, 'unavailable'), false);
+              return;
+            }
+            principals.set(client, result.principal);
+            accessSnapshots.set(client, access);
+            done(null, true);
           },
           (error: unknown) => {
             log(`authentication failed unexpectedly: ${(error as Error).message}`);
@@ -118,17 +149,26 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         );
     },
 
+    /**
+     * Also called for a client's will. `client` is null for the will of a
+     * session no longer connected anywhere (another node died): with no
+     * permissions to judge it by, it is dropped.
+     */
     authorizePublish(client, packet, callback) {
-      // [MQTT-4.7.2-1] `$` topics belong to the broker.
-      if (client && packet.topic.startsWith('$')) {
-        callback(new Error('publishing to $ topics is not allowed'));
-        return;
+      const decision = decidePublish(accessOf(client), packet.topic);
+      if (!decision.allowed) {
+        noteRefusal(client, 'publish', packet.topic);
+        // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
+        packet.topic = REFUSED_PUBLISH_TOPIC;
+        packet.retain = false;
+        packet.payload = Buffer.alloc(0);
       }
       callback(null);
     },
 
     authorizeSubscribe(client, subscription, callback) {
-      if (subscription.topic.startsWith(SYS_PREFIX) || subscription.topic === '$SYS') {
+      if (!decideSubscribe(accessOf(client), subscription.topic).allowed) {
+        noteRefusal(client, 'subscribe', subscription.topic);
         callback(null, null); // 0x80 for this filter only
         return;
       }
@@ -140,8 +180,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
      * message for a subscriber whose socket is already full is dropped (as
      * Mosquitto does) instead of parking a delivery slot until it drains; a
      * subscriber that stays full past the drain timeout is disconnected.
+     * Before that: a message (retained or live) whose topic the session's
+     * permissions do not let it receive is never written.
      */
     authorizeForward(client, packet) {
+      if (!mayDeliver(accessOf(client), packet.topic)) return null;
       const conn = client.conn as Duplex;
       if (conn.writableLength > limits.maxBufferedBytes || conn.writableNeedDrain) {
         const now = Date.now();
@@ -159,6 +202,22 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return packet;
     },
   });
+
+  /** Topics refused per session, so a looping device logs each topic once. */
+  const refusals = new WeakMap<AedesClient, Set<string>>();
+  function noteRefusal(client: AedesClient | null, action: 'publish' | 'subscribe', topic: string) {
+    if (!client) {
+      log(`dropped a will for ${topic}: its session is gone`);
+      return;
+    }
+    let seen = refusals.get(client);
+    if (!seen) refusals.set(client, (seen = new Set()));
+    const key = `${action} ${topic}`;
+    if (seen.has(key) || seen.size >= 20) return;
+    seen.add(key);
+    const principal = principals.get(client);
+    log(`refused ${action} to ${JSON.stringify(topic)} for ${principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
+  }
 
   function handleConnection(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage) {
     if (connections.size >= limits.maxConnections) {
@@ -239,8 +298,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     connectionCount: () => connections.size,
     sessionsByClient: () => sessionCounts,
     async close() {
-      await new Promise<void>((resolve) => tcpServer.close(() => resolve()));
+      // server.close() only calls back once every connection has ended: stop
+      // accepting first, then end the connections, then wait.
+      const tcpClosed = new Promise<void>((resolve) => tcpServer.close(() => resolve()));
       for (const stream of connections) stream.destroy();
+      await tcpClosed;
       for (const wss of wsServers) wss.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
     },

@@ -110,6 +110,14 @@ export const groupRules = pgTable(
   (t) => [
     index('group_rules_client_idx').on(t.clientId),
     check('group_rules_match_by_check', sql`${t.matchBy} in ('client', 'client_id')`),
+    // A rule by client names exactly one client; a rule by client id names none.
+    // Deleting the client deletes its rules (the cascade above): a rule whose
+    // only target is gone would match nothing. The deletion is written to
+    // group_rule_changes so the operator sees it.
+    check(
+      'group_rules_target_check',
+      sql`(${t.matchBy} = 'client' and ${t.clientId} is not null) or (${t.matchBy} = 'client_id' and ${t.clientId} is null)`,
+    ),
   ],
 );
 
@@ -124,4 +132,21 @@ export const groupRuleGroups = pgTable(
       .references(() => groups.id, { onDelete: 'cascade' }),
   },
   (t) => [primaryKey({ columns: [t.ruleId, t.groupId] }), index('group_rule_groups_group_idx').on(t.groupId)],
+);
+
+/**
+ * What deleting a client or a group did to the group rules, shown on the
+ * group-rules page until an operator dismisses it.
+ */
+export const groupRuleChanges = pgTable(
+  'group_rule_changes',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    /** One sentence: what was deleted. */
+    summary: text('summary').notNull(),
+    /** One line per rule changed or removed. */
+    details: text('details').array().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('group_rule_changes_created_idx').on(t.createdAt)],
 );

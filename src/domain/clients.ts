@@ -2,6 +2,7 @@ import { and, asc, count, eq, ilike, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { ConflictError } from './errors';
+import { describeRule, loadRulesNaming, recordRuleChange, type RuleChange } from './groupRules';
 import { hashPassword } from './password';
 import { parseInput } from './validation';
 
@@ -112,10 +113,35 @@ export async function updateClient(db: Database, id: number, input: ClientInput)
   }
 }
 
-/** Deletes a client; returns the deleted client, or null if there was none. */
-export async function deleteClient(db: Database, id: number): Promise<Client | null> {
-  const [row] = await db.delete(clients).where(eq(clients.id, id)).returning(publicColumns);
-  return row ?? null;
+/** A deleted client, and what its deletion did to the group rules. */
+export interface DeletedClient extends Client {
+  /** Set when rules named this client: they were removed with it. */
+  ruleChange: RuleChange | null;
+}
+
+/**
+ * Deletes a client; returns it, or null if there was none. Rules that name
+ * the client go with it (a rule whose only target is gone matches nothing);
+ * what was removed is recorded for the group-rules page.
+ */
+export async function deleteClient(db: Database, id: number): Promise<DeletedClient | null> {
+  return db.transaction(async (tx) => {
+    const naming = await loadRulesNaming(tx, id);
+    const [row] = await tx.delete(clients).where(eq(clients.id, id)).returning(publicColumns);
+    if (!row) return null;
+    const ruleChange =
+      naming.length === 0
+        ? null
+        : await recordRuleChange(
+            tx,
+            `Client “${row.name}” (${row.username}) was deleted.`,
+            naming.map(
+              (rule) =>
+                `${describeRule(rule)} was removed${rule.groups.length ? `; it gave ${rule.groups.map((g) => `“${g.name}”`).join(', ')}` : ''}.`,
+            ),
+          );
+    return { ...row, ruleChange };
+  });
 }
 
 export async function getClient(db: Database, id: number): Promise<Client | null> {
@@ -180,4 +206,13 @@ export async function findCredentialsByUsername(db: Database, username: string):
     .from(clients)
     .where(and(eq(clients.username, username), eq(clients.authType, 'password')));
   return row ?? null;
+}
+
+/** Names and usernames for pickers, by name (at most `limit`). */
+export async function listClientChoices(db: Database, limit = 2000): Promise<Array<{ name: string; username: string }>> {
+  return db
+    .select({ name: clients.name, username: clients.username })
+    .from(clients)
+    .orderBy(asc(sql`lower(${clients.name})`), asc(clients.id))
+    .limit(limit);
 }

@@ -8,8 +8,11 @@ import type { SetupToken } from '../domain/setup';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
 import { administratorRoutes } from './administrators';
 import { authRoutes } from './auth';
+import { clientAccessRoutes } from './clientAccess';
 import { clientRoutes } from './clients';
 import type { AppEnv, LiveState } from './env';
+import { groupRuleRoutes } from './groupRules';
+import { groupRoutes } from './groups';
 import { securityHeaders } from './security';
 import { requireAdministrator, sameOriginGuard } from './session';
 
@@ -81,6 +84,9 @@ export function createApp(deps: AppDeps) {
   app.get('/', (c) => c.redirect('/clients'));
   app.route('/', authRoutes({ signIn, setup: deps.setup, trustProxy, log }));
   app.route('/clients', clientRoutes());
+  app.route('/clients', clientAccessRoutes());
+  app.route('/groups', groupRoutes());
+  app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));

@@ -8,7 +8,10 @@ import {
   type ClientInput,
 } from '../domain/clients';
 import { ConflictError, ValidationError } from '../domain/errors';
+import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
+import { RuleChangeNotice } from '../../views/groups';
 import {
+  accessCellFor,
   ClientEditRow,
   ClientForm,
   ClientFormPage,
@@ -28,7 +31,10 @@ export function clientRoutes() {
   clients.get('/', async (c) => {
     const page = Number.parseInt(c.req.query('page') ?? '1', 10);
     const result = await listClients(c.var.db, { query: c.req.query('q') ?? '', page });
-    return c.html(<ClientsPage result={result} sessions={c.var.live.sessionsByClient()} />);
+    const access = await clientGroupsOverview(c.var.db, result.clients.map((client) => client.id));
+    const changeId = parseId(c.req.query('change'));
+    const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
+    return c.html(<ClientsPage result={result} access={access} ruleChange={ruleChange} sessions={c.var.live.sessionsByClient()} />);
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
@@ -58,7 +64,7 @@ export function clientRoutes() {
   clients.get('/:id/row', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<ClientRow client={client} sessions={c.var.live.sessionsByClient().get(client.id) ?? 0} />);
+    return c.html(<ClientRow client={client} access={await accessCell(c, client.id)} sessions={c.var.live.sessionsByClient().get(client.id) ?? 0} />);
   });
 
   const update = async (c: Context<AppEnv>) => {
@@ -69,7 +75,7 @@ export function clientRoutes() {
     try {
       const updated = await updateClient(c.var.db, client.id, form);
       if (!updated) return notFound(c);
-      if (inRow) return c.html(<ClientRow client={updated} sessions={c.var.live.sessionsByClient().get(updated.id) ?? 0} />);
+      if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={c.var.live.sessionsByClient().get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
@@ -87,25 +93,35 @@ export function clientRoutes() {
   clients.get('/:id/delete', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<DeleteClientPage client={client} />);
+    return c.html(<DeleteClientPage client={client} rules={await loadRulesNaming(c.var.db, client.id)} />);
   });
 
   clients.post('/:id/delete', async (c) => {
     const id = parseId(c.req.param('id'));
     const deleted = id === null ? null : await deleteClient(c.var.db, id);
     if (!deleted) return notFound(c);
-    return redirectAfterPost(c, '/clients');
+    return redirectAfterPost(c, deleted.ruleChange ? `/clients?change=${deleted.ruleChange.id}` : '/clients');
   });
 
   clients.delete('/:id', async (c) => {
     const id = parseId(c.req.param('id'));
     const deleted = id === null ? null : await deleteClient(c.var.db, id);
     if (!deleted) return notFound(c);
-    // The row that asked is swapped for nothing: it disappears.
-    return c.body('', 200);
+    // The row that asked is swapped for nothing: it disappears. Rules removed
+    // with the client are reported in the page's notice region.
+    if (!deleted.ruleChange) return c.body('', 200);
+    return c.html(
+      <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
+        <RuleChangeNotice change={deleted.ruleChange} />
+      </hx-partial>,
+    );
   });
 
   return clients;
+}
+
+async function accessCell(c: Context<AppEnv>, id: number) {
+  return accessCellFor(await clientGroupsOverview(c.var.db, [id]), id);
 }
 
 async function findClient(c: Context<AppEnv>) {

@@ -37,3 +37,32 @@ export async function readForm(c: Context): Promise<Record<string, string>> {
   }
   return form;
 }
+
+/**
+ * Form fields with every value of a repeated key, in document order (rows of
+ * a table form, checked boxes). Files are skipped.
+ */
+export async function readFormAll(c: Context): Promise<FormValues> {
+  const values = new Map<string, string[]>();
+  const type = c.req.header('content-type') ?? '';
+  if (type.includes('application/x-www-form-urlencoded') || type.includes('multipart/form-data')) {
+    const body = await c.req.formData().catch(() => null);
+    for (const [key, value] of body?.entries() ?? []) {
+      if (typeof value !== 'string') continue;
+      const list = values.get(key);
+      if (list) list.push(value);
+      else values.set(key, [value]);
+    }
+  }
+  return {
+    first: (key) => values.get(key)?.[0],
+    all: (key) => values.get(key) ?? [],
+  };
+}
+
+export interface FormValues {
+  /** The first value of `key`, if any. */
+  first(key: string): string | undefined;
+  /** Every value of `key`, in order. */
+  all(key: string): string[];
+}

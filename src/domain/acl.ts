@@ -1,0 +1,237 @@
+import {
+  clientIdPatternMatches,
+  filterCovers,
+  filtersOverlap,
+  splitLevels,
+  substitutePlaceholders,
+  topicMatches,
+  type FilterLevels,
+} from './topics';
+
+/**
+ * Access control as pure functions: which groups a connection gets from the
+ * group rules, and what its permissions allow. The broker and the console's
+ * checker call the very same functions.
+ */
+
+export type Effect = 'allow' | 'deny';
+export type Action = 'publish' | 'subscribe';
+export type MatchBy = 'client' | 'client_id';
+
+/** A group rule as the resolver needs it. */
+export interface RuleRef {
+  id: number;
+  /** 0-based order on the group-rules page. */
+  position: number;
+  matchBy: MatchBy;
+  /** The `clients` row a rule by client names. */
+  clientRowId: number | null;
+  /** The client id or pattern a rule by client id matches. */
+  value: string;
+}
+
+/** One permission row as stored, with the group it belongs to. */
+export interface PermissionRow {
+  groupId: number;
+  groupName: string;
+  /** 0-based order within the group. */
+  position: number;
+  effect: Effect;
+  action: Action;
+  /** The filter as written, `%u`/`%c` included. */
+  topic: string;
+}
+
+/** One row of a rule → group → permission join (permission fields null for a group without rows). */
+export interface RuleGrantRow {
+  rule: RuleRef;
+  groupId: number;
+  groupName: string;
+  permission: Omit<PermissionRow, 'groupId' | 'groupName'> | null;
+}
+
+/** A permission row made concrete for one connection. */
+export interface GrantedPermission extends PermissionRow {
+  /** After `%u`/`%c` substitution; null when the row matches nothing. */
+  filter: string | null;
+  levels: FilterLevels | null;
+}
+
+export interface GrantedGroup {
+  id: number;
+  name: string;
+  /** The rules that gave this group, in page order. */
+  via: RuleRef[];
+}
+
+/** What one connection may do, fixed at CONNECT for the life of the session. */
+export interface AccessSnapshot {
+  username: string;
+  /** The MQTT client id; undefined when unknown (the console, before one is entered). */
+  mqttClientId: string | undefined;
+  groups: readonly GrantedGroup[];
+  permissions: readonly GrantedPermission[];
+  /** Rules by client id not evaluated because the client id is unknown. */
+  unresolvedRules: readonly RuleRef[];
+}
+
+export interface Who {
+  clientRowId: number;
+  username: string;
+  mqttClientId: string | undefined;
+}
+
+/** True when `rule` applies to the connection `who`. */
+export function ruleMatches(rule: RuleRef, who: Who): boolean {
+  if (rule.matchBy === 'client') return rule.clientRowId === who.clientRowId;
+  return who.mqttClientId !== undefined && clientIdPatternMatches(rule.value, who.mqttClientId);
+}
+
+/**
+ * The groups and the union of their permissions for `who`, from the rows of
+ * the rule → group → permission join. Groups are ordered by the first rule
+ * that gave them, then by name; a group given by several rules appears once.
+ */
+export function resolveAccess(rows: readonly RuleGrantRow[], who: Who): AccessSnapshot {
+  const sorted = [...rows].sort(
+    (x, y) =>
+      x.rule.position - y.rule.position ||
+      x.rule.id - y.rule.id ||
+      x.groupName.localeCompare(y.groupName) ||
+      x.groupId - y.groupId ||
+      (x.permission?.position ?? -1) - (y.permission?.position ?? -1),
+  );
+  const groups = new Map<number, GrantedGroup>();
+  const permissionsByGroup = new Map<number, GrantedPermission[]>();
+  const unresolved = new Map<number, RuleRef>();
+  const seenRows = new Set<string>();
+  for (const row of sorted) {
+    if (row.rule.matchBy === 'client_id' && who.mqttClientId === undefined) {
+      unresolved.set(row.rule.id, row.rule);
+      continue;
+    }
+    if (!ruleMatches(row.rule, who)) continue;
+    let group = groups.get(row.groupId);
+    if (!group) {
+      group = { id: row.groupId, name: row.groupName, via: [] };
+      groups.set(row.groupId, group);
+      permissionsByGroup.set(row.groupId, []);
+    }
+    if (!group.via.some((rule) => rule.id === row.rule.id)) group.via.push(row.rule);
+    if (row.permission && !seenRows.has(`${row.groupId}:${row.permission.position}`)) {
+      seenRows.add(`${row.groupId}:${row.permission.position}`);
+      const filter = substitutePlaceholders(row.permission.topic, { username: who.username, clientId: who.mqttClientId });
+      permissionsByGroup.get(row.groupId)!.push({
+        ...row.permission,
+        groupId: row.groupId,
+        groupName: row.groupName,
+        filter,
+        levels: filter === null ? null : splitLevels(filter),
+      });
+    }
+  }
+  const permissions = [...groups.keys()].flatMap((id) => permissionsByGroup.get(id)!);
+  return Object.freeze({
+    username: who.username,
+    mqttClientId: who.mqttClientId,
+    groups: Object.freeze([...groups.values()]),
+    permissions: Object.freeze(permissions),
+    unresolvedRules: Object.freeze([...unresolved.values()]),
+  });
+}
+
+/** Nothing granted: what a connection without a snapshot gets. */
+export const NO_ACCESS: AccessSnapshot = Object.freeze({
+  username: '',
+  mqttClientId: undefined,
+  groups: Object.freeze([]),
+  permissions: Object.freeze([]),
+  unresolvedRules: Object.freeze([]),
+});
+
+export type DecisionReason =
+  /** A Deny row decided. */
+  | 'denied'
+  /** An Allow row decided. */
+  | 'allowed'
+  /** No row matched (or covered): nothing matching means deny. */
+  | 'no_match'
+  /** Topics starting with `$` belong to the broker. */
+  | 'reserved';
+
+export interface Decision {
+  allowed: boolean;
+  reason: DecisionReason;
+  /** The row that decided, when one did. */
+  permission?: GrantedPermission;
+  /**
+   * For a granted subscription: Deny/Subscribe rows that overlap it. Messages
+   * on topics they match are not delivered.
+   */
+  withheld?: GrantedPermission[];
+}
+
+const RESERVED: Decision = Object.freeze({ allowed: false, reason: 'reserved' });
+const NO_MATCH: Decision = Object.freeze({ allowed: false, reason: 'no_match' });
+
+/**
+ * May this connection publish to `topic`? Denied if a Deny/Publish filter
+ * matches it; else allowed if an Allow/Publish filter matches it; else denied.
+ */
+export function decidePublish(access: AccessSnapshot, topic: string): Decision {
+  if (topic.startsWith('$')) return RESERVED; // [MQTT-4.7.2-1]
+  let allow: GrantedPermission | undefined;
+  for (const permission of access.permissions) {
+    if (permission.action !== 'publish' || !permission.levels) continue;
+    if (!topicMatches(permission.levels, topic)) continue;
+    if (permission.effect === 'deny') return { allowed: false, reason: 'denied', permission };
+    allow ??= permission;
+  }
+  return allow ? { allowed: true, reason: 'allowed', permission: allow } : NO_MATCH;
+}
+
+/**
+ * May this connection subscribe to `filter`? Granted when an Allow/Subscribe
+ * filter covers every topic `filter` can match and no Deny/Subscribe filter
+ * covers `filter`. A Deny/Subscribe filter that only overlaps it is listed in
+ * `withheld`: its messages are dropped at delivery (see `mayDeliver`).
+ */
+export function decideSubscribe(access: AccessSnapshot, filter: string): Decision {
+  if (filter.startsWith('$')) return RESERVED;
+  const levels = splitLevels(filter);
+  let allow: GrantedPermission | undefined;
+  const withheld: GrantedPermission[] = [];
+  for (const permission of access.permissions) {
+    if (permission.action !== 'subscribe' || !permission.levels) continue;
+    if (permission.effect === 'deny') {
+      if (filterCovers(permission.levels, levels)) return { allowed: false, reason: 'denied', permission };
+      if (filtersOverlap(permission.levels, levels)) withheld.push(permission);
+    } else if (!allow && filterCovers(permission.levels, levels)) {
+      allow = permission;
+    }
+  }
+  return allow ? { allowed: true, reason: 'allowed', permission: allow, withheld } : NO_MATCH;
+}
+
+/**
+ * May a message on `topic` be delivered to this connection? Never when a
+ * Deny/Subscribe filter matches the topic (retained messages included), and
+ * only when an Allow/Subscribe filter matches it: a subscription restored
+ * from an older session cannot reach past today's permissions.
+ */
+export function mayDeliver(access: AccessSnapshot, topic: string): boolean {
+  if (topic.startsWith('$')) return false;
+  let allowed = false;
+  for (const permission of access.permissions) {
+    if (permission.action !== 'subscribe' || !permission.levels) continue;
+    if (!topicMatches(permission.levels, topic)) continue;
+    if (permission.effect === 'deny') return false;
+    allowed = true;
+  }
+  return allowed;
+}
+
+/** `decidePublish` or `decideSubscribe`, by action. */
+export function decide(access: AccessSnapshot, action: Action, topic: string): Decision {
+  return action === 'publish' ? decidePublish(access, topic) : decideSubscribe(access, topic);
+}

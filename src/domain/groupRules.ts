@@ -1,0 +1,316 @@
+import { createHash } from 'node:crypto';
+import { and, asc, desc, eq, inArray, or, sql } from 'drizzle-orm';
+import type { Database } from '../db';
+import { schema } from '../db';
+import { resolveAccess, type AccessSnapshot, type MatchBy, type RuleGrantRow, type Who } from './acl';
+import { ConflictError, ValidationError, type FieldErrors } from './errors';
+
+const { clients, groups, groupPermissions, groupRules, groupRuleGroups, groupRuleChanges } = schema;
+
+type Tx = Parameters<Parameters<Database['transaction']>[0]>[0];
+type Queryable = Database | Tx;
+
+/** A group rule as the console shows it. */
+export interface GroupRule {
+  id: number;
+  position: number;
+  matchBy: MatchBy;
+  clientRowId: number | null;
+  clientName: string | null;
+  clientUsername: string | null;
+  /** The MQTT client id or pattern (rules by client id). */
+  value: string;
+  groups: Array<{ id: number; name: string }>;
+}
+
+export const MATCH_BY_LABELS: Record<MatchBy, string> = { client: 'Client', client_id: 'MQTT Client ID' };
+export const MAX_GROUP_RULES = 1000;
+export const MAX_CLIENT_ID_PATTERN_LENGTH = 256;
+
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+/** "the rule for client “Front door” (front-door)", for messages about a rule. */
+export function describeRule(rule: Pick<GroupRule, 'matchBy' | 'clientName' | 'clientUsername' | 'value'>): string {
+  if (rule.matchBy === 'client') return `The rule for client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
+  return `The rule for MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
+}
+
+/**
+ * The access a connection gets: its groups through the rules, and the union of
+ * their permissions. One query (rules → groups → permission rows); rules by
+ * client id are narrowed in SQL with the same `*` semantics and decided again
+ * by the pure matcher. With `mqttClientId` undefined (the console), rules by
+ * client id are listed as unresolved.
+ */
+export async function loadAccess(db: Queryable, who: Who): Promise<AccessSnapshot> {
+  const byClientId =
+    who.mqttClientId === undefined
+      ? eq(groupRules.matchBy, 'client_id')
+      : and(
+          eq(groupRules.matchBy, 'client_id'),
+          or(
+            eq(groupRules.value, who.mqttClientId),
+            // `*` → `%`, with LIKE's own `\`, `%` and `_` escaped first.
+            sql`strpos(${groupRules.value}, '*') > 0 and ${who.mqttClientId}::text like replace(replace(replace(replace(${groupRules.value}, '\\', '\\\\'), '%', '\\%'), '_', '\\_'), '*', '%')`,
+          ),
+        );
+  const rows = await db
+    .select({
+      ruleId: groupRules.id,
+      rulePosition: groupRules.position,
+      matchBy: groupRules.matchBy,
+      clientRowId: groupRules.clientId,
+      value: groupRules.value,
+      groupId: groups.id,
+      groupName: groups.name,
+      permissionPosition: groupPermissions.position,
+      effect: groupPermissions.effect,
+      action: groupPermissions.action,
+      topic: groupPermissions.topic,
+    })
+    .from(groupRules)
+    .innerJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
+    .innerJoin(groups, eq(groups.id, groupRuleGroups.groupId))
+    .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
+    .where(or(and(eq(groupRules.matchBy, 'client'), eq(groupRules.clientId, who.clientRowId)), byClientId));
+  const grants: RuleGrantRow[] = rows.map((row) => ({
+    rule: { id: row.ruleId, position: row.rulePosition, matchBy: row.matchBy, clientRowId: row.clientRowId, value: row.value },
+    groupId: row.groupId,
+    groupName: row.groupName,
+    permission:
+      row.permissionPosition === null || row.effect === null || row.action === null || row.topic === null
+        ? null
+        : { position: row.permissionPosition, effect: row.effect, action: row.action, topic: row.topic },
+  }));
+  return resolveAccess(grants, who);
+}
+
+/** Every rule, in page order, with its client and groups. */
+export async function listGroupRules(db: Queryable): Promise<GroupRule[]> {
+  const rules = await db
+    .select({
+      id: groupRules.id,
+      position: groupRules.position,
+      matchBy: groupRules.matchBy,
+      clientRowId: groupRules.clientId,
+      clientName: clients.name,
+      clientUsername: clients.username,
+      value: groupRules.value,
+    })
+    .from(groupRules)
+    .leftJoin(clients, eq(clients.id, groupRules.clientId))
+    .orderBy(asc(groupRules.position), asc(groupRules.id));
+  return attachGroups(db, rules);
+}
+
+/** The rules that give group `groupId`, with all their groups. */
+export async function loadRulesGiving(db: Queryable, groupId: number): Promise<GroupRule[]> {
+  const rules = await db
+    .select({
+      id: groupRules.id,
+      position: groupRules.position,
+      matchBy: groupRules.matchBy,
+      clientRowId: groupRules.clientId,
+      clientName: clients.name,
+      clientUsername: clients.username,
+      value: groupRules.value,
+    })
+    .from(groupRules)
+    .innerJoin(groupRuleGroups, and(eq(groupRuleGroups.ruleId, groupRules.id), eq(groupRuleGroups.groupId, groupId)))
+    .leftJoin(clients, eq(clients.id, groupRules.clientId))
+    .orderBy(asc(groupRules.position), asc(groupRules.id));
+  return attachGroups(db, rules);
+}
+
+/** The rules that name client `clientRowId`. */
+export async function loadRulesNaming(db: Queryable, clientRowId: number): Promise<GroupRule[]> {
+  const rules = await db
+    .select({
+      id: groupRules.id,
+      position: groupRules.position,
+      matchBy: groupRules.matchBy,
+      clientRowId: groupRules.clientId,
+      clientName: clients.name,
+      clientUsername: clients.username,
+      value: groupRules.value,
+    })
+    .from(groupRules)
+    .innerJoin(clients, eq(clients.id, groupRules.clientId))
+    .where(eq(groupRules.clientId, clientRowId))
+    .orderBy(asc(groupRules.position), asc(groupRules.id));
+  return attachGroups(db, rules);
+}
+
+async function attachGroups(db: Queryable, rules: Array<Omit<GroupRule, 'groups'>>): Promise<GroupRule[]> {
+  if (rules.length === 0) return [];
+  const links = await db
+    .select({ ruleId: groupRuleGroups.ruleId, id: groups.id, name: groups.name })
+    .from(groupRuleGroups)
+    .innerJoin(groups, eq(groups.id, groupRuleGroups.groupId))
+    .where(inArray(groupRuleGroups.ruleId, rules.map((r) => r.id)))
+    .orderBy(asc(sql`lower(${groups.name})`), asc(groups.id));
+  const byRule = new Map<number, Array<{ id: number; name: string }>>();
+  for (const link of links) {
+    const list = byRule.get(link.ruleId) ?? [];
+    list.push({ id: link.id, name: link.name });
+    byRule.set(link.ruleId, list);
+  }
+  return rules.map((rule) => ({ ...rule, groups: byRule.get(rule.id) ?? [] }));
+}
+
+/**
+ * A fingerprint of the rules as saved: a Save made from an older page is
+ * refused instead of silently undoing someone else's changes.
+ */
+export function rulesRevision(rules: readonly GroupRule[]): string {
+  const canonical = rules.map((r) => [r.matchBy, r.clientRowId, r.value, r.groups.map((g) => g.id).sort((a, b) => a - b)]);
+  return createHash('sha256').update(JSON.stringify(canonical)).digest('base64url').slice(0, 22);
+}
+
+/** One row of the group-rules form, as typed. */
+export interface RuleInput {
+  matchBy?: unknown;
+  /** Rules by client: the client's username. Rules by client id: the id or pattern. */
+  value?: unknown;
+  /** Group ids, as strings from the form. */
+  groups?: unknown;
+}
+
+/** An arbitrary constant: one Save of the group rules at a time. */
+const RULES_LOCK_KEY = 7_231_004_118;
+
+/**
+ * Replaces every rule with `inputs`, in that order: all of them or none. A bad
+ * row throws ValidationError with messages keyed `rules.<index>.<field>`;
+ * rules changed since `expectedRevision` was read throw ConflictError.
+ */
+export async function replaceGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined): Promise<GroupRule[]> {
+  if (inputs.length > MAX_GROUP_RULES) {
+    throw new ValidationError({ form: `There can be at most ${MAX_GROUP_RULES} group rules.` });
+  }
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${RULES_LOCK_KEY})`);
+    if (expectedRevision !== undefined && rulesRevision(await listGroupRules(tx)) !== expectedRevision) {
+      throw new ConflictError(
+        'form',
+        'Someone else changed the group rules since this page was loaded. Your rows are shown below; Save again to replace their changes, or reload the page to see them.',
+      );
+    }
+
+    const usernames = inputs.flatMap((input) => (input.matchBy === 'client' && typeof input.value === 'string' ? [input.value.trim()] : []));
+    const clientsByUsername = new Map<string, number>();
+    if (usernames.length > 0) {
+      const found = await tx.select({ id: clients.id, username: clients.username }).from(clients).where(inArray(clients.username, usernames));
+      for (const c of found) clientsByUsername.set(c.username, c.id);
+    }
+    const existingGroups = new Set((await tx.select({ id: groups.id }).from(groups)).map((g) => g.id));
+
+    const errors: FieldErrors = {};
+    const rows: Array<{ matchBy: MatchBy; clientId: number | null; value: string; groupIds: number[] }> = [];
+    inputs.forEach((input, index) => {
+      const at = (field: string) => `rules.${index}.${field}`;
+      const value = typeof input.value === 'string' ? input.value : '';
+      let matchBy: MatchBy | undefined;
+      let clientId: number | null = null;
+      let storedValue = '';
+      if (input.matchBy === 'client') {
+        matchBy = 'client';
+        const username = value.trim();
+        if (!username) errors[at('value')] = 'Enter the username of a client.';
+        else if (!clientsByUsername.has(username)) errors[at('value')] = 'No client has this username.';
+        else clientId = clientsByUsername.get(username)!;
+      } else if (input.matchBy === 'client_id') {
+        matchBy = 'client_id';
+        const problem = clientIdPatternProblem(value);
+        if (problem) errors[at('value')] = problem;
+        storedValue = value;
+      } else {
+        errors[at('matchBy')] = 'Choose Client or MQTT Client ID.';
+      }
+
+      const rawGroups = Array.isArray(input.groups) ? input.groups : input.groups === undefined ? [] : [input.groups];
+      const groupIds = [...new Set(rawGroups.map((g) => (typeof g === 'string' && /^[1-9][0-9]{0,9}$/.test(g) ? Number(g) : NaN)))];
+      if (groupIds.length === 0) errors[at('groups')] = 'Choose at least one group.';
+      else if (groupIds.some((id) => !existingGroups.has(id))) errors[at('groups')] = 'A chosen group no longer exists; choose again.';
+
+      if (matchBy) rows.push({ matchBy, clientId, value: storedValue, groupIds });
+    });
+    if (Object.keys(errors).length > 0) throw new ValidationError(errors);
+
+    await tx.delete(groupRules);
+    for (const [position, row] of rows.entries()) {
+      const [saved] = await tx
+        .insert(groupRules)
+        .values({ position, matchBy: row.matchBy, clientId: row.clientId, value: row.value })
+        .returning({ id: groupRules.id });
+      await tx.insert(groupRuleGroups).values(row.groupIds.map((groupId) => ({ ruleId: saved!.id, groupId })));
+    }
+    return listGroupRules(tx);
+  });
+}
+
+/** Why `value` is not a usable MQTT client id or pattern, or null. */
+export function clientIdPatternProblem(value: string): string | null {
+  if (value.length === 0) return 'Enter an MQTT client ID, or a pattern with *.';
+  if (value.length > MAX_CLIENT_ID_PATTERN_LENGTH) return `Use at most ${MAX_CLIENT_ID_PATTERN_LENGTH} characters.`;
+  if (CONTROL_CHARACTERS.test(value)) return 'Remove control characters.';
+  return null;
+}
+
+/** A record of what a deletion did to the rules. */
+export interface RuleChange {
+  id: number;
+  summary: string;
+  details: string[];
+  createdAt: Date;
+}
+
+export async function recordRuleChange(db: Queryable, summary: string, details: string[]): Promise<RuleChange> {
+  const [row] = await db.insert(groupRuleChanges).values({ summary, details }).returning();
+  return row!;
+}
+
+/** The most recent changes first. */
+export async function listRuleChanges(db: Queryable, limit = 20): Promise<RuleChange[]> {
+  return db.select().from(groupRuleChanges).orderBy(desc(groupRuleChanges.createdAt), desc(groupRuleChanges.id)).limit(limit);
+}
+
+export async function getRuleChange(db: Queryable, id: number): Promise<RuleChange | null> {
+  const [row] = await db.select().from(groupRuleChanges).where(eq(groupRuleChanges.id, id));
+  return row ?? null;
+}
+
+/** Forgets a change record; true when there was one. */
+export async function dismissRuleChange(db: Queryable, id: number): Promise<boolean> {
+  const rows = await db.delete(groupRuleChanges).where(eq(groupRuleChanges.id, id)).returning({ id: groupRuleChanges.id });
+  return rows.length > 0;
+}
+
+/** What the clients table shows about each client's groups. */
+export interface ClientGroupsOverview {
+  /** Client row id → names of the groups rules by client give it. */
+  groupsByClient: Map<number, string[]>;
+  /** Whether any rule by client id exists (it may give groups at CONNECT). */
+  hasClientIdRules: boolean;
+}
+
+export async function clientGroupsOverview(db: Queryable, clientRowIds: readonly number[]): Promise<ClientGroupsOverview> {
+  const groupsByClient = new Map<number, string[]>();
+  if (clientRowIds.length > 0) {
+    const rows = await db
+      .selectDistinct({ clientId: groupRules.clientId, name: groups.name })
+      .from(groupRules)
+      .innerJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
+      .innerJoin(groups, eq(groups.id, groupRuleGroups.groupId))
+      .where(inArray(groupRules.clientId, [...clientRowIds]))
+      .orderBy(asc(groups.name));
+    for (const row of rows) {
+      if (row.clientId === null) continue;
+      const list = groupsByClient.get(row.clientId) ?? [];
+      list.push(row.name);
+      groupsByClient.set(row.clientId, list);
+    }
+  }
+  const [any] = await db.select({ id: groupRules.id }).from(groupRules).where(eq(groupRules.matchBy, 'client_id')).limit(1);
+  return { groupsByClient, hasClientIdRules: any !== undefined };
+}

@@ -1,0 +1,231 @@
+import { asc, count, eq, ilike, inArray, sql } from 'drizzle-orm';
+import { z } from 'zod';
+import { type Database, isUniqueViolation, schema } from '../db';
+import type { Action, Effect } from './acl';
+import { likePattern } from './clients';
+import { ConflictError } from './errors';
+import { describeRule, loadRulesGiving, recordRuleChange, type GroupRule, type RuleChange } from './groupRules';
+import { topicFilterProblem } from './topics';
+import { parseInput } from './validation';
+
+const { groups, groupPermissions } = schema;
+
+export interface Group {
+  id: number;
+  name: string;
+  description: string;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface GroupPermission {
+  effect: Effect;
+  action: Action;
+  /** A topic filter; `%u` and `%c` stand for the username and the client id. */
+  topic: string;
+}
+
+export interface GroupWithPermissions extends Group {
+  permissions: GroupPermission[];
+}
+
+export interface GroupSummary extends Group {
+  permissionCount: number;
+  ruleCount: number;
+}
+
+export interface GroupPage {
+  groups: GroupSummary[];
+  total: number;
+  page: number;
+  pageCount: number;
+  query: string;
+}
+
+export const GROUPS_PAGE_SIZE = 50;
+export const MAX_PERMISSIONS_PER_GROUP = 200;
+
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+const groupNameSchema = z
+  .string({ error: 'Enter a name.' })
+  .trim()
+  .min(1, 'Enter a name.')
+  .max(100, 'Use at most 100 characters.')
+  .refine((v) => !CONTROL_CHARACTERS.test(v), 'Remove control characters.');
+
+const descriptionSchema = z
+  .string()
+  .trim()
+  .max(500, 'Use at most 500 characters.')
+  .refine((v) => !CONTROL_CHARACTERS.test(v), 'Remove control characters.')
+  .optional()
+  .default('');
+
+export const permissionSchema = z.object({
+  effect: z.enum(['allow', 'deny'], { error: 'Choose Allow or Deny.' }),
+  action: z.enum(['publish', 'subscribe'], { error: 'Choose Publish or Subscribe.' }),
+  // Not trimmed: spaces are legal in MQTT topics, and a stray one is flagged
+  // only when it breaks the filter.
+  topic: z.string({ error: 'Enter a topic filter.' }).superRefine((value, ctx) => {
+    const problem = topicFilterProblem(value);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  }),
+});
+
+const groupSchema = z.object({
+  name: groupNameSchema,
+  description: descriptionSchema,
+  permissions: z
+    .array(permissionSchema)
+    .max(MAX_PERMISSIONS_PER_GROUP, `A group holds at most ${MAX_PERMISSIONS_PER_GROUP} permission rows.`)
+    .optional()
+    .default([]),
+});
+
+export type GroupInput = { name?: unknown; description?: unknown; permissions?: unknown };
+
+const NAME_TAKEN = 'A group with this name already exists.';
+
+const groupColumns = {
+  id: groups.id,
+  name: groups.name,
+  description: groups.description,
+  createdAt: groups.createdAt,
+  updatedAt: groups.updatedAt,
+};
+
+/** Creates a group with its permission rows; throws ValidationError or ConflictError (name taken). */
+export async function createGroup(db: Database, input: GroupInput): Promise<GroupWithPermissions> {
+  const data = parseInput(groupSchema, input);
+  try {
+    return await db.transaction(async (tx) => {
+      const [group] = await tx.insert(groups).values({ name: data.name, description: data.description }).returning(groupColumns);
+      await insertPermissions(tx, group!.id, data.permissions);
+      return { ...group!, permissions: data.permissions };
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new ConflictError('name', NAME_TAKEN);
+    throw error;
+  }
+}
+
+/**
+ * Replaces a group's name, description and permission rows. Null when the
+ * group does not exist. Live sessions keep the permissions they connected with.
+ */
+export async function updateGroup(db: Database, id: number, input: GroupInput): Promise<GroupWithPermissions | null> {
+  const data = parseInput(groupSchema, input);
+  try {
+    return await db.transaction(async (tx) => {
+      const [group] = await tx
+        .update(groups)
+        .set({ name: data.name, description: data.description, updatedAt: new Date() })
+        .where(eq(groups.id, id))
+        .returning(groupColumns);
+      if (!group) return null;
+      await tx.delete(groupPermissions).where(eq(groupPermissions.groupId, id));
+      await insertPermissions(tx, id, data.permissions);
+      return { ...group, permissions: data.permissions };
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new ConflictError('name', NAME_TAKEN);
+    throw error;
+  }
+}
+
+type Tx = Parameters<Parameters<Database['transaction']>[0]>[0];
+
+async function insertPermissions(tx: Tx, groupId: number, permissions: GroupPermission[]) {
+  if (permissions.length === 0) return;
+  await tx.insert(groupPermissions).values(permissions.map((p, position) => ({ groupId, position, ...p })));
+}
+
+export async function getGroup(db: Database, id: number): Promise<GroupWithPermissions | null> {
+  const [group] = await db.select(groupColumns).from(groups).where(eq(groups.id, id));
+  if (!group) return null;
+  const permissions = await db
+    .select({ effect: groupPermissions.effect, action: groupPermissions.action, topic: groupPermissions.topic })
+    .from(groupPermissions)
+    .where(eq(groupPermissions.groupId, id))
+    .orderBy(asc(groupPermissions.position));
+  return { ...group, permissions };
+}
+
+/** One page of groups whose name contains `query` (case-insensitive), with row and rule counts. */
+export async function listGroups(db: Database, options: { query?: string; page?: number } = {}): Promise<GroupPage> {
+  const query = (options.query ?? '').trim();
+  const where = query ? ilike(groups.name, likePattern(query)) : undefined;
+  const [totals] = await db.select({ total: count() }).from(groups).where(where);
+  const total = totals?.total ?? 0;
+  const pageCount = Math.max(1, Math.ceil(total / GROUPS_PAGE_SIZE));
+  const page = Math.min(Math.max(1, Math.trunc(options.page ?? 1) || 1), pageCount);
+  const rows = await db
+    .select({
+      ...groupColumns,
+      // Spelled out: inside a subquery Drizzle would leave the column names unqualified.
+      permissionCount: sql<number>`(select count(*) from "group_permissions" p where p."group_id" = "groups"."id")`.mapWith(Number),
+      ruleCount: sql<number>`(select count(*) from "group_rule_groups" r where r."group_id" = "groups"."id")`.mapWith(Number),
+    })
+    .from(groups)
+    .where(where)
+    .orderBy(asc(sql`lower(${groups.name})`), asc(groups.id))
+    .limit(GROUPS_PAGE_SIZE)
+    .offset((page - 1) * GROUPS_PAGE_SIZE);
+  return { groups: rows, total, page, pageCount, query };
+}
+
+/** Every group's id and name, by name: the choices on the group-rules page. */
+export async function listGroupChoices(db: Database): Promise<Array<{ id: number; name: string }>> {
+  return db.select({ id: groups.id, name: groups.name }).from(groups).orderBy(asc(sql`lower(${groups.name})`), asc(groups.id));
+}
+
+/** What deleting a group does to one rule. */
+export interface RuleImpact {
+  rule: string;
+  /** The rule goes away (this was its only group), or only loses the group. */
+  removed: boolean;
+  remainingGroups: string[];
+}
+
+/** The rules that give this group, and what deleting the group would do to each. */
+export async function groupDeletionImpact(db: Database | Tx, id: number): Promise<RuleImpact[]> {
+  return impactOf(await loadRulesGiving(db, id), id);
+}
+
+function impactOf(rules: GroupRule[], groupId: number): RuleImpact[] {
+  return rules.map((rule) => {
+    const remainingGroups = rule.groups.filter((g) => g.id !== groupId).map((g) => g.name);
+    return { rule: describeRule(rule), removed: remainingGroups.length === 0, remainingGroups };
+  });
+}
+
+/**
+ * Deletes a group. Rules that gave it lose it; a rule left with no group is
+ * removed, since it would give nothing. What changed is recorded for the
+ * group-rules page. Null when the group does not exist.
+ */
+export async function deleteGroup(db: Database, id: number): Promise<{ group: Group; change: RuleChange | null } | null> {
+  return db.transaction(async (tx) => {
+    const [existing] = await tx.select(groupColumns).from(groups).where(eq(groups.id, id)).for('update');
+    if (!existing) return null;
+    const rulesGiving = await loadRulesGiving(tx, id);
+    const impact = impactOf(rulesGiving, id);
+    await tx.delete(groups).where(eq(groups.id, id));
+    const emptied = rulesGiving.filter((rule) => rule.groups.every((g) => g.id === id)).map((rule) => rule.id);
+    if (emptied.length > 0) await tx.delete(schema.groupRules).where(inArray(schema.groupRules.id, emptied));
+    const change =
+      impact.length === 0
+        ? null
+        : await recordRuleChange(
+            tx,
+            `Group “${existing.name}” was deleted.`,
+            impact.map((i) =>
+              i.removed
+                ? `${i.rule} was removed: “${existing.name}” was its only group.`
+                : `${i.rule} no longer gives “${existing.name}”; it still gives ${i.remainingGroups.map((n) => `“${n}”`).join(', ')}.`,
+            ),
+          );
+    return { group: existing, change };
+  });
+}

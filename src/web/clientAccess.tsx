@@ -1,0 +1,46 @@
+import { Hono } from 'hono';
+import { decide } from '../domain/acl';
+import { getClient } from '../domain/clients';
+import type { FieldErrors } from '../domain/errors';
+import { loadAccess, MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
+import { topicFilterProblem, topicNameProblem } from '../domain/topics';
+import { ClientAccessPage, ClientAccessSection, type CheckValues } from '../../views/clientAccess';
+import { NotFoundPage } from '../../views/layout';
+import type { AppEnv } from './env';
+import { isHtmx, parseId } from './http';
+
+/**
+ * `/clients/:id`: a client's effective permissions and the checker. The
+ * answer comes from `loadAccess` and `decide`, the functions the broker uses.
+ */
+export function clientAccessRoutes() {
+  const routes = new Hono<AppEnv>();
+
+  routes.get('/:id{[0-9]+}', async (c) => {
+    const id = parseId(c.req.param('id'));
+    const client = id === null ? null : await getClient(c.var.db, id);
+    if (!client) {
+      return c.html(<NotFoundPage message="This client does not exist (it may have been deleted)." section="clients" />, 404);
+    }
+    const check: CheckValues = {
+      clientId: c.req.query('clientId') ?? '',
+      action: c.req.query('action') === 'subscribe' ? 'subscribe' : 'publish',
+      topic: c.req.query('topic') ?? '',
+    };
+    const errors: FieldErrors = {};
+    if (check.clientId.length > MAX_CLIENT_ID_PATTERN_LENGTH) errors.clientId = `Use at most ${MAX_CLIENT_ID_PATTERN_LENGTH} characters.`;
+    if (check.topic) {
+      if (!check.clientId) errors.clientId = 'Enter the MQTT client ID the device connects with.';
+      const problem = check.action === 'publish' ? topicNameProblem(check.topic) : topicFilterProblem(check.topic);
+      if (problem) errors.topic = problem;
+    }
+    const mqttClientId = check.clientId && !errors.clientId ? check.clientId : undefined;
+    const access = await loadAccess(c.var.db, { clientRowId: client.id, username: client.username, mqttClientId });
+    const hasErrors = Object.keys(errors).length > 0;
+    const decision = check.topic && !hasErrors ? decide(access, check.action, check.topic) : undefined;
+    const props = { client, access, check, errors, decision };
+    return c.html(isHtmx(c) ? <ClientAccessSection {...props} /> : <ClientAccessPage {...props} />, hasErrors ? 422 : 200);
+  });
+
+  return routes;
+}

@@ -1,0 +1,126 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { OpenDatabase } from '../src/db';
+import { createClient, getClient } from '../src/domain/clients';
+import { listGroupRules } from '../src/domain/groupRules';
+import { createApp } from '../src/web/app';
+import { signIn, type SignedInApp } from './support/admin';
+import { appendRules, grantGroup } from './support/acl';
+import { createTestDatabase, drivers } from './support/db';
+import { htmx, postForm, send } from './support/http';
+
+describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
+  let database: OpenDatabase;
+  let app: SignedInApp;
+  let sensorId: number;
+  beforeAll(async () => {
+    database = await createTestDatabase(driver);
+    app = await signIn(createApp({ db: database.db, log: () => {} }), database.db);
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('marks a client that no rule gives a group in the clients table', async () => {
+    const lonely = await createClient(database.db, { name: 'Lonely', username: 'lonely', password: '12345678' });
+    const html = await (await send(app, '/clients')).text();
+    expect(html).toContain('<th scope="col">Groups</th>');
+    expect(html).toContain(`<a href="/clients/${lonely.id}" class="no-access">No group: can connect, cannot publish or subscribe</a>`);
+  });
+
+  it('lists the groups rules by client give, and hedges once rules by client id exist', async () => {
+    const sensor = await createClient(database.db, { name: 'Sensor', username: 'sensor', password: '12345678' });
+    sensorId = sensor.id;
+    await grantGroup(database.db, { name: 'Base', permissions: [['allow', 'publish', 'base/%u']], usernames: ['sensor'] });
+    await grantGroup(database.db, {
+      name: 'Sensors',
+      permissions: [
+        ['allow', 'publish', 'sensors/%c/#'],
+        ['allow', 'subscribe', 'sensors/#'],
+        ['deny', 'subscribe', 'sensors/+/secret'],
+      ],
+      clientIds: ['sensor-*'],
+    });
+    const html = await (await send(app, '/clients')).text();
+    expect(html).toContain(`<td><a href="/clients/${sensor.id}">Base</a></td>`);
+    expect(html).toMatch(/<a href="\/clients\/\d+" class="secondary">Only through client ID rules<\/a>/);
+    expect(html).toContain(`<a href="/clients/${sensor.id}">Permissions</a>`);
+  });
+
+  it("shows a client's groups, the rules that gave them, and the merged rows", async () => {
+    const html = await (await send(app, `/clients/${sensorId}`)).text();
+    expect(html).toContain('<h1>Sensor</h1>');
+    expect(html).toMatch(/<a href="\/groups\/\d+\/edit">Base<\/a><\/th><td>Client “Sensor”<\/td>/);
+    expect(html).toContain('1 rule matches by MQTT client ID (“sensor-*”): enter the client ID the device uses to see what it adds.');
+    expect(html).toContain('<td><code>base/%u</code></td><td><code>base/sensor</code></td><td>Base, row 1</td>');
+
+    const withId = await (await send(app, `/clients/${sensorId}?clientId=sensor-7`)).text();
+    expect(withId).toMatch(/>Sensors<\/a><\/th><td>MQTT Client ID pattern “sensor-\*”<\/td>/);
+    expect(withId).toContain('<td><code>sensors/%c/#</code></td><td><code>sensors/sensor-7/#</code></td><td>Sensors, row 1</td>');
+  });
+
+  it.each([
+    ['publish', 'sensors/sensor-7/temp', 'Allowed', 'row 1 of group “Sensors” (Allow Publish <code>sensors/%c/#</code> → <code>sensors/sensor-7/#</code>)'],
+    ['publish', 'sensors/other/temp', 'Denied', 'No Allow/Publish row matches this topic'],
+    ['publish', '$SYS/x', 'Denied', 'Topics starting with $ belong to the broker'],
+    ['subscribe', 'sensors/+/secret', 'Denied', 'row 3 of group “Sensors” (Deny Subscribe <code>sensors/+/secret</code>)'],
+    ['subscribe', '#', 'Denied', 'No Allow/Subscribe row covers every topic this filter can match'],
+  ])('checks %s to %s: %s', async (action, topic, verdict, reason) => {
+    const query = new URLSearchParams({ clientId: 'sensor-7', action, topic });
+    const res = await send(app, `/clients/${sensorId}?${query}`);
+    expect(res.status).toBe(200);
+    const html = await res.text();
+    expect(html).toContain(`<strong>${verdict}</strong>`);
+    expect(html).toContain(reason);
+  });
+
+  it('says which deny rows withhold part of a granted subscription', async () => {
+    const query = new URLSearchParams({ clientId: 'sensor-7', action: 'subscribe', topic: 'sensors/#' });
+    const html = await (await send(app, `/clients/${sensorId}?${query}`)).text();
+    expect(html).toContain('<strong>Allowed</strong>');
+    expect(html).toContain('Messages on topics matching row 3 of group “Sensors” (Deny Subscribe <code>sensors/+/secret</code>) are never delivered');
+  });
+
+  it('flags a bad check with 422, and answers htmx with the section alone', async () => {
+    const bad = await send(app, `/clients/${sensorId}?${new URLSearchParams({ clientId: '', action: 'publish', topic: 'a/+' })}`);
+    expect(bad.status).toBe(422);
+    const html = await bad.text();
+    expect(html).toContain('<small id="check-clientId-error" class="field-error">Enter the MQTT client ID the device connects with.</small>');
+    expect(html).toContain('<small id="check-topic-error" class="field-error">A topic to publish to cannot contain + or #.</small>');
+    expect(html).not.toContain('id="check-result"');
+
+    const fragment = await (await send(app, `/clients/${sensorId}?clientId=x&topic=base/sensor`, { headers: htmx })).text();
+    expect(fragment.startsWith('<section id="access"')).toBe(true);
+    expect(fragment).toContain('<strong>Allowed</strong>');
+  });
+
+  it('answers an unknown client with 404 and leaves /clients/new alone', async () => {
+    expect((await send(app, '/clients/999999')).status).toBe(404);
+    expect((await send(app, '/clients/new')).status).toBe(200);
+  });
+
+  it('deleting a client reports the rules it removed: the confirmation, the no-JS redirect, and htmx', async () => {
+    const a = await createClient(database.db, { name: 'Named A', username: 'named-a', password: '12345678' });
+    const b = await createClient(database.db, { name: 'Named B', username: 'named-b', password: '12345678' });
+    const groupId = (await listGroupRules(database.db))[0]!.groups[0]!.id;
+    await appendRules(database.db, [
+      { matchBy: 'client', value: 'named-a', groups: [String(groupId)] },
+      { matchBy: 'client', value: 'named-b', groups: [String(groupId)] },
+    ]);
+    const confirm = await (await send(app, `/clients/${a.id}/delete`)).text();
+    expect(confirm).toContain('These group rules name this client and are removed with it:');
+    expect(confirm).toContain('The rule for client “Named A” (named-a), which gives “Base”');
+
+    const res = await postForm(app, `/clients/${a.id}/delete`, {});
+    expect(res.status).toBe(303);
+    const location = res.headers.get('location')!;
+    expect(location).toMatch(/^\/clients\?change=\d+$/);
+    expect(await (await send(app, location)).text()).toContain('Client “Named A” (named-a) was deleted.');
+
+    const htmxDelete = await send(app, `/clients/${b.id}`, { method: 'DELETE', headers: htmx });
+    expect(htmxDelete.status).toBe(200);
+    const partial = await htmxDelete.text();
+    expect(partial.startsWith('<hx-partial hx-target="#clients-notice" hx-swap="innerHTML">')).toBe(true);
+    expect(partial).toContain('The rule for client “Named B” (named-b) was removed; it gave “Base”.');
+    expect(await getClient(database.db, b.id)).toBeNull();
+  });
+});

@@ -1,0 +1,255 @@
+import type { AccessSnapshot, Action, Decision, GrantedPermission, RuleRef } from '../src/domain/acl';
+import type { Client } from '../src/domain/clients';
+import type { FieldErrors } from '../src/domain/errors';
+import { ErrorText } from './groups';
+import { Layout } from './layout';
+
+export interface CheckValues {
+  clientId: string;
+  action: Action;
+  topic: string;
+}
+
+interface Props {
+  client: Client;
+  access: AccessSnapshot;
+  check: CheckValues;
+  errors: FieldErrors;
+  decision?: Decision;
+}
+
+/** `/clients/:id`: a client's groups, merged permissions, and the access checker. */
+export function ClientAccessPage(props: Props) {
+  const { client } = props;
+  return (
+    <Layout title={client.name} section="clients">
+      <nav aria-label="Breadcrumb">
+        <ul>
+          <li>
+            <a href="/clients">Clients</a>
+          </li>
+          <li>{client.name}</li>
+        </ul>
+      </nav>
+      <hgroup class="page-title">
+        <h1>{client.name}</h1>
+        <p>
+          Username <code>{client.username}</code> · <a href={`/clients/${client.id}/edit`}>Edit client</a>
+        </p>
+      </hgroup>
+      <ClientAccessSection {...props} />
+    </Layout>
+  );
+}
+
+/** Everything that depends on the client id being checked: htmx swaps it whole. */
+export function ClientAccessSection(props: Props) {
+  const { client, access, check, errors } = props;
+  const field = (name: string) => ({
+    'aria-invalid': errors[name] ? ('true' as const) : undefined,
+    'aria-describedby': errors[name] ? `check-${name}-error` : undefined,
+  });
+  return (
+    <section id="access" aria-labelledby="access-title">
+      <h2 id="access-title">Effective permissions</h2>
+      <p>
+        What this client may do, through the group rules, when it connects with a given MQTT client ID: the broker decides with the
+        same functions when the device connects.
+      </p>
+      <form
+        method="get"
+        action={`/clients/${client.id}`}
+        hx-get={`/clients/${client.id}`}
+        hx-target="#access"
+        hx-swap="outerHTML"
+        hx-push-url="true"
+        class="checker"
+        novalidate
+      >
+        <fieldset class="grid">
+          <label for="check-clientId">
+            MQTT client ID
+            <input id="check-clientId" name="clientId" type="text" value={check.clientId} autocomplete="off" spellcheck={false} {...field('clientId')} />
+            <ErrorText id="check-clientId-error" message={errors.clientId} />
+          </label>
+          <label for="check-action">
+            Action
+            <select id="check-action" name="action">
+              <option value="publish" selected={check.action === 'publish'}>
+                Publish
+              </option>
+              <option value="subscribe" selected={check.action === 'subscribe'}>
+                Subscribe
+              </option>
+            </select>
+          </label>
+          <label for="check-topic">
+            Topic (or filter, to subscribe)
+            <input id="check-topic" name="topic" type="text" value={check.topic} autocomplete="off" spellcheck={false} {...field('topic')} />
+            <ErrorText id="check-topic-error" message={errors.topic} />
+          </label>
+        </fieldset>
+        <button type="submit" id="check-submit">
+          Check access
+        </button>
+      </form>
+      {props.decision ? <DecisionResult decision={props.decision} check={check} /> : null}
+      <GroupsThrough client={client} access={access} />
+      <MergedPermissions access={access} />
+    </section>
+  );
+}
+
+function DecisionResult(props: { decision: Decision; check: CheckValues }) {
+  const { decision, check } = props;
+  const verb = check.action === 'publish' ? 'publish to' : 'subscribe to';
+  return (
+    <div id="check-result" class={decision.allowed ? 'decision allowed' : 'decision denied'} role="status">
+      <p>
+        <strong>{decision.allowed ? 'Allowed' : 'Denied'}</strong>: client ID <code>{check.clientId}</code> {decision.allowed ? 'may' : 'may not'}{' '}
+        {verb} <code>{check.topic}</code>.
+      </p>
+      <p>
+        {decision.reason === 'reserved'
+          ? 'Topics starting with $ belong to the broker: no permission row can open them.'
+          : decision.reason === 'no_match'
+            ? check.action === 'publish'
+              ? 'No Allow/Publish row matches this topic, and nothing matching means deny.'
+              : 'No Allow/Subscribe row covers every topic this filter can match, and nothing matching means deny.'
+            : decision.permission
+              ? (
+                  <>
+                    Decided by <PermissionName permission={decision.permission} />.
+                  </>
+                )
+              : null}
+      </p>
+      {decision.withheld?.length ? (
+        <p>
+          Messages on topics matching{' '}
+          {decision.withheld.map((p, i) => (
+            <>
+              {i > 0 ? ', ' : ''}
+              <PermissionName permission={p} />
+            </>
+          ))}{' '}
+          are never delivered on this subscription.
+        </p>
+      ) : null}
+    </div>
+  );
+}
+
+function PermissionName(props: { permission: GrantedPermission }) {
+  const p = props.permission;
+  return (
+    <>
+      row {p.position + 1} of group “{p.groupName}” ({p.effect === 'allow' ? 'Allow' : 'Deny'} {p.action === 'publish' ? 'Publish' : 'Subscribe'}{' '}
+      <code>{p.topic}</code>
+      {p.filter !== null && p.filter !== p.topic ? (
+        <>
+          {' '}
+          → <code>{p.filter}</code>
+        </>
+      ) : null}
+      )
+    </>
+  );
+}
+
+function describeVia(rule: RuleRef, client: Client) {
+  if (rule.matchBy === 'client') return `Client “${client.name}”`;
+  return `MQTT Client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
+}
+
+function GroupsThrough(props: { client: Client; access: AccessSnapshot }) {
+  const { access, client } = props;
+  const unresolved = access.unresolvedRules.length;
+  return (
+    <>
+      <h3>Groups</h3>
+      {access.groups.length === 0 ? (
+        <p class="no-access" id="no-access">
+          {access.mqttClientId === undefined
+            ? 'No rule by client gives this client a group.'
+            : 'No rule gives this client a group with this client ID: it can connect, but it can neither publish nor subscribe.'}
+        </p>
+      ) : (
+        <div class="overflow-auto">
+          <table class="striped">
+            <thead>
+              <tr>
+                <th scope="col">Group</th>
+                <th scope="col">Through the rules</th>
+              </tr>
+            </thead>
+            <tbody>
+              {access.groups.map((group) => (
+                <tr>
+                  <th scope="row">
+                    <a href={`/groups/${group.id}/edit`}>{group.name}</a>
+                  </th>
+                  <td>{group.via.map((rule) => describeVia(rule, client)).join('; ')}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {unresolved > 0 ? (
+        <p>
+          {unresolved === 1 ? '1 rule matches' : `${unresolved} rules match`} by MQTT client ID (
+          {access.unresolvedRules.map((r) => `“${r.value}”`).join(', ')}): enter the client ID the device uses to see what it adds.
+        </p>
+      ) : null}
+      <p>
+        <a href="/group-rules">Edit the group rules</a>
+      </p>
+    </>
+  );
+}
+
+function MergedPermissions(props: { access: AccessSnapshot }) {
+  const { access } = props;
+  if (access.permissions.length === 0) return null;
+  return (
+    <>
+      <h3>Merged permission rows</h3>
+      <p>The union of the rows of every group above. A Deny row always wins; with no row matching, the answer is deny.</p>
+      <div class="overflow-auto">
+        <table class="striped">
+          <thead>
+            <tr>
+              <th scope="col">Effect</th>
+              <th scope="col">Action</th>
+              <th scope="col">Topic filter</th>
+              <th scope="col">For this connection</th>
+              <th scope="col">Group, row</th>
+            </tr>
+          </thead>
+          <tbody>
+            {access.permissions.map((p) => (
+              <tr>
+                <td>{p.effect === 'allow' ? 'Allow' : 'Deny'}</td>
+                <td>{p.action === 'publish' ? 'Publish' : 'Subscribe'}</td>
+                <td>
+                  <code>{p.topic}</code>
+                </td>
+                <td>
+                  {p.filter !== null ? (
+                    <code>{p.filter}</code>
+                  ) : access.mqttClientId === undefined && p.topic.includes('%c') ? (
+                    'depends on the client ID'
+                  ) : (
+                    'matches nothing: a substituted value holds +, # or /'
+                  )}
+                </td>
+                <td>{`${p.groupName}, row ${p.position + 1}`}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </>
+  );
+}

@@ -1,0 +1,407 @@
+import type { Child } from 'hono/jsx';
+import type { FieldErrors } from '../src/domain/errors';
+import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
+import type { RuleChange } from '../src/domain/groupRules';
+import { Field, FormAlert, Layout } from './layout';
+
+/** A permission row as typed: any string, so bad input can be shown again. */
+export interface PermissionFormRow {
+  effect: string;
+  action: string;
+  topic: string;
+}
+
+export interface GroupFormValues {
+  name: string;
+  description: string;
+  permissions: PermissionFormRow[];
+}
+
+export const BLANK_PERMISSION: PermissionFormRow = { effect: 'allow', action: 'publish', topic: '' };
+
+/** `/groups`: search, the table and paging. */
+export function GroupsPage(props: { result: GroupPage; notice?: RuleChange | null }) {
+  return (
+    <Layout title="Groups" section="groups">
+      <hgroup class="page-title">
+        <h1>Groups</h1>
+        <p>Bundles of topic permissions. Group rules decide which clients get which groups.</p>
+      </hgroup>
+      <div id="groups-notice">{props.notice ? <RuleChangeNotice change={props.notice} /> : null}</div>
+      <div class="toolbar">
+        <form
+          method="get"
+          action="/groups"
+          role="search"
+          hx-get="/groups"
+          hx-trigger="input changed delay:300ms from:find input, submit"
+          hx-target="#groups-results"
+          hx-select="#groups-results"
+          hx-swap="outerHTML"
+          hx-push-url="true"
+        >
+          <input type="search" name="q" value={props.result.query} placeholder="Search by name" aria-label="Search groups" />
+          <button type="submit">Search</button>
+        </form>
+        <a href="/groups/new" role="button">
+          New group
+        </a>
+      </div>
+      <GroupsResults result={props.result} />
+    </Layout>
+  );
+}
+
+/** What a deletion did to the group rules, with a way to review them. */
+export function RuleChangeNotice(props: { change: RuleChange }) {
+  return (
+    <div role="status" class="notice">
+      <p>
+        <strong>{props.change.summary}</strong> The group rules changed:
+      </p>
+      <ul>
+        {props.change.details.map((line) => (
+          <li>{line}</li>
+        ))}
+      </ul>
+      <p>
+        <a href="/group-rules">Review the group rules</a>
+      </p>
+    </div>
+  );
+}
+
+/** The part of the page a search replaces. */
+export function GroupsResults(props: { result: GroupPage }) {
+  const { result } = props;
+  return (
+    <section id="groups-results" aria-label="Groups">
+      <p>
+        {result.query
+          ? `${result.total} ${result.total === 1 ? 'group matches' : 'groups match'} “${result.query}”.`
+          : `${result.total} ${result.total === 1 ? 'group' : 'groups'}.`}
+      </p>
+      {result.groups.length === 0 ? (
+        <div class="empty-state">
+          {result.query ? (
+            <p>
+              No group matches your search. <a href="/groups">Show all groups</a>
+            </p>
+          ) : (
+            <p>
+              No groups yet. <a href="/groups/new">Create the first group</a>, then give it to clients with a group rule.
+            </p>
+          )}
+        </div>
+      ) : (
+        <div class="overflow-auto">
+          <table class="striped">
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Description</th>
+                <th scope="col">ACL Permissions</th>
+                <th scope="col">Group rules</th>
+                <th scope="col">
+                  <span class="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {result.groups.map((group) => (
+                <GroupRow group={group} />
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <Pagination result={result} />
+    </section>
+  );
+}
+
+function Pagination(props: { result: GroupPage }) {
+  const { page, pageCount, query } = props.result;
+  if (pageCount <= 1) return null;
+  const href = (p: number) => `/groups?${new URLSearchParams({ ...(query ? { q: query } : {}), page: String(p) })}`;
+  return (
+    <nav aria-label="Pages" class="pagination">
+      <ul>
+        <li>{page > 1 ? <a href={href(page - 1)}>Previous</a> : <span aria-disabled="true">Previous</span>}</li>
+        <li aria-current="page">{`Page ${page} of ${pageCount}`}</li>
+        <li>{page < pageCount ? <a href={href(page + 1)}>Next</a> : <span aria-disabled="true">Next</span>}</li>
+      </ul>
+    </nav>
+  );
+}
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+export function GroupRow(props: { group: GroupSummary }) {
+  const { group } = props;
+  const id = `group-${group.id}`;
+  const usedBy =
+    group.ruleCount === 0
+      ? 'No group rule gives it.'
+      : `${plural(group.ruleCount, 'group rule gives', 'group rules give')} it and will lose it (a rule left with no group is removed).`;
+  return (
+    <tr id={id}>
+      <th scope="row">{group.name}</th>
+      <td>{group.description}</td>
+      <td>{plural(group.permissionCount, 'row', 'rows')}</td>
+      <td>{group.ruleCount}</td>
+      <td class="row-actions">
+        <details class="dropdown">
+          <summary aria-label={`Actions for ${group.name}`} role="button" class="outline secondary menu-button">
+            ⋮
+          </summary>
+          <ul dir="rtl">
+            <li>
+              <a href={`/groups/${group.id}/edit`}>Edit</a>
+            </li>
+            <li>
+              <a
+                href={`/groups/${group.id}/delete`}
+                hx-delete={`/groups/${group.id}`}
+                hx-confirm={`Delete the group “${group.name}”? ${usedBy} Connected devices keep their permissions until they reconnect.`}
+                data-confirm-label="Delete group"
+                hx-target={`#${id}`}
+                hx-swap="outerHTML swapEmpty:true"
+                class="danger"
+              >
+                Delete
+              </a>
+            </li>
+          </ul>
+        </details>
+      </td>
+    </tr>
+  );
+}
+
+/** The form as a page: `/groups/new` and `/groups/:id/edit`. */
+export function GroupFormPage(props: { group?: Group; values: GroupFormValues; errors?: FieldErrors; focus?: string }) {
+  const editing = props.group !== undefined;
+  const title = editing ? `Edit ${props.group!.name}` : 'New group';
+  return (
+    <Layout title={title} section="groups">
+      <nav aria-label="Breadcrumb">
+        <ul>
+          <li>
+            <a href="/groups">Groups</a>
+          </li>
+          <li>{title}</li>
+        </ul>
+      </nav>
+      <h1>{title}</h1>
+      <GroupForm action={editing ? `/groups/${props.group!.id}` : '/groups'} values={props.values} errors={props.errors} editing={editing} focus={props.focus} />
+    </Layout>
+  );
+}
+
+/**
+ * The group form. Adding and removing permission rows posts the form back
+ * (htmx swaps it, without JavaScript the page reloads) without saving.
+ */
+export function GroupForm(props: { action: string; values: GroupFormValues; errors?: FieldErrors; editing?: boolean; focus?: string }) {
+  const errors = props.errors ?? {};
+  const rows = props.values.permissions;
+  return (
+    <form id="group-form" method="post" action={props.action} hx-post={props.action} hx-target="this" hx-swap="outerHTML" novalidate>
+      {/* First in the form: Enter in a field saves instead of pressing the first Remove. */}
+      <button type="submit" name="_action" value="save" hidden tabindex={-1}>
+        Save
+      </button>
+      <FormAlert message={errors.form ?? (hasRowErrors(errors) ? 'Some permission rows need attention: see the messages below.' : undefined)} />
+      <Field label="Name" name="name" value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
+      <Field label="Description" name="description" value={props.values.description} error={errors.description} maxlength={500} autocomplete="off" hint="Optional: what the group is for." />
+      <fieldset>
+        <legend>ACL permissions</legend>
+        <p id="permission-help" class="help">
+          Each row allows or denies publishing or subscribing on a topic filter. <code>+</code> stands for one level, <code>#</code> for any
+          levels below (and the level itself). <code>%u</code> is the client's username and <code>%c</code> its MQTT client ID. A Deny row
+          always wins; with no row matching, the answer is deny.
+        </p>
+        {errors.permissions ? (
+          <p class="field-error" id="permissions-error">
+            {errors.permissions}
+          </p>
+        ) : null}
+        {rows.length === 0 ? (
+          <p class="empty-state">No rows: this group allows nothing.</p>
+        ) : (
+          <div class="overflow-auto">
+            <table class="permission-rows">
+              <thead>
+                <tr>
+                  <th scope="col">#</th>
+                  <th scope="col">Effect</th>
+                  <th scope="col">Action</th>
+                  <th scope="col">Topic filter</th>
+                  <th scope="col">
+                    <span class="visually-hidden">Remove</span>
+                  </th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map((row, index) => (
+                  <PermissionRowFields row={row} index={index} errors={errors} focus={props.focus} />
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+        <button type="submit" name="_action" value="add" class="secondary outline" autofocus={props.focus === 'add'}>
+          Add permission
+        </button>
+      </fieldset>
+      <p class="help">Changes apply to devices as they next connect; connected devices keep the permissions they connected with.</p>
+      <div class="form-actions">
+        <button type="submit" name="_action" value="save">
+          {props.editing ? 'Save changes' : 'Create group'}
+        </button>
+        <a href="/groups" role="button" class="secondary outline">
+          Cancel
+        </a>
+      </div>
+    </form>
+  );
+}
+
+function hasRowErrors(errors: FieldErrors) {
+  return Object.keys(errors).some((key) => key.startsWith('permissions.'));
+}
+
+function PermissionRowFields(props: { row: PermissionFormRow; index: number; errors: FieldErrors; focus?: string }) {
+  const { row, index, errors } = props;
+  const n = index + 1;
+  const id = (field: string) => `permission-${index}-${field}`;
+  const error = (field: string) => errors[`permissions.${index}.${field}`];
+  const described = (field: string, hint?: string) => [error(field) ? `${id(field)}-error` : '', hint ?? ''].filter(Boolean).join(' ') || undefined;
+  return (
+    <tr id={`permission-${index}`} class={error('topic') || error('effect') || error('action') ? 'invalid' : undefined}>
+      <td>{n}</td>
+      <td>
+        <select
+          name="permission-effect"
+          id={id('effect')}
+          aria-label={`Effect, row ${n}`}
+          aria-invalid={error('effect') ? 'true' : undefined}
+          aria-describedby={described('effect')}
+        >
+          <option value="allow" selected={row.effect === 'allow'}>
+            Allow
+          </option>
+          <option value="deny" selected={row.effect === 'deny'}>
+            Deny
+          </option>
+        </select>
+        <ErrorText id={`${id('effect')}-error`} message={error('effect')} />
+      </td>
+      <td>
+        <select
+          name="permission-action"
+          id={id('action')}
+          aria-label={`Action, row ${n}`}
+          aria-invalid={error('action') ? 'true' : undefined}
+          aria-describedby={described('action')}
+        >
+          <option value="publish" selected={row.action === 'publish'}>
+            Publish
+          </option>
+          <option value="subscribe" selected={row.action === 'subscribe'}>
+            Subscribe
+          </option>
+        </select>
+        <ErrorText id={`${id('action')}-error`} message={error('action')} />
+      </td>
+      <td>
+        <input
+          type="text"
+          name="permission-topic"
+          id={id('topic')}
+          value={row.topic}
+          aria-label={`Topic filter, row ${n}`}
+          aria-invalid={error('topic') ? 'true' : undefined}
+          aria-describedby={described('topic', 'permission-help')}
+          placeholder="sensors/%c/#"
+          autocomplete="off"
+          spellcheck={false}
+          autofocus={props.focus === `row:${index}`}
+        />
+        <ErrorText id={`${id('topic')}-error`} message={error('topic')} />
+      </td>
+      <td>
+        <button type="submit" name="_action" value={`remove:${index}`} class="secondary outline" aria-label={`Remove row ${n}`}>
+          Remove
+        </button>
+      </td>
+    </tr>
+  );
+}
+
+export function ErrorText(props: { id: string; message?: string }) {
+  if (!props.message) return null;
+  return (
+    <small id={props.id} class="field-error">
+      {props.message}
+    </small>
+  );
+}
+
+/** The no-JavaScript delete confirmation, with what it does to the rules. */
+export function DeleteGroupPage(props: { group: Group; impact: RuleImpact[] }) {
+  const { group, impact } = props;
+  return (
+    <Layout title={`Delete ${group.name}`} section="groups">
+      <article>
+        <header>
+          <h1>Delete group “{group.name}”?</h1>
+        </header>
+        {impact.length === 0 ? (
+          <p>No group rule gives this group.</p>
+        ) : (
+          <>
+            <p>These group rules change:</p>
+            <ul>
+              {impact.map((i) => (
+                <li>
+                  {i.rule}{' '}
+                  {i.removed
+                    ? 'is removed: this is its only group.'
+                    : `loses it and keeps ${i.remainingGroups.map((n) => `“${n}”`).join(', ')}.`}
+                </li>
+              ))}
+            </ul>
+          </>
+        )}
+        <p>Devices connected now keep their permissions until they reconnect.</p>
+        <footer>
+          <form method="post" action={`/groups/${group.id}/delete`} class="form-actions">
+            <button type="submit" class="danger">
+              Delete group
+            </button>
+            <a href="/groups" role="button" class="secondary outline">
+              Keep it
+            </a>
+          </form>
+        </footer>
+      </article>
+    </Layout>
+  );
+}
+
+/** The htmx answer to a delete: the row goes, the notice region says what changed. */
+export function GroupDeletedFragment(props: { group: Group; change: RuleChange | null }): Child {
+  return (
+    <hx-partial hx-target="#groups-notice" hx-swap="innerHTML">
+      {props.change ? (
+        <RuleChangeNotice change={props.change} />
+      ) : (
+        <p role="status" class="notice">
+          Group “{props.group.name}” was deleted.
+        </p>
+      )}
+    </hx-partial>
+  );
+}
