@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { schema } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
-import { chromiumAvailable, launchChromium } from './support/browser-admin';
+import { browserAvailable as chromiumAvailable, launchBrowser as launchChromium } from './support/browser';
 import { startTestGatehouse } from './support/gatehouse';
 
 async function expectNoAxeViolations(page: Page) {

@@ -5,7 +5,7 @@ import { getClient, listClients } from '../src/domain/clients';
 import { listGroupRules } from '../src/domain/groupRules';
 import { getGroup, listGroups } from '../src/domain/groups';
 import type { Gatehouse } from '../src/server';
-import { axeViolations, chromiumAvailable, launchChromium } from './support/browser-groups';
+import { axeViolations, browserAvailable as chromiumAvailable, launchBrowser as launchChromium } from './support/browser';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, type Transport } from './support/mqtt';
 
