@@ -26,7 +26,7 @@ export function AdministratorsPage(props: { administrators: Administrator[]; cur
         </a>
       </div>
       <p id="administrators-count">{`${props.administrators.length} ${props.administrators.length === 1 ? 'administrator' : 'administrators'}.`}</p>
-      <div class="overflow-auto">
+      <div class="table-wrap">
         <table class="striped">
           <thead>
             <tr>

@@ -2,14 +2,14 @@ import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { RuleChangeNotice } from './groups';
-import { Field, FormAlert, formatTime, Layout } from './layout';
+import { Field, FormAlert, formatDate, formatTime, Layout } from './layout';
 
 export interface ClientFormValues {
   name: string;
   username: string;
 }
 
-const COLUMNS = 8;
+const COLUMNS = 7;
 
 /** What the Groups column knows about one client. */
 export interface ClientAccessCell {
@@ -96,7 +96,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
           )}
         </div>
       ) : (
-        <div class="overflow-auto">
+        <div class="table-wrap">
           <table class="striped">
             <thead>
               <tr>
@@ -105,7 +105,6 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
                 <th scope="col">Username</th>
                 <th scope="col">Groups</th>
                 <th scope="col">Live sessions</th>
-                <th scope="col">Created</th>
                 <th scope="col">Updated</th>
                 <th scope="col">
                   <span class="visually-hidden">Actions</span>
@@ -156,8 +155,7 @@ export function ClientRow(props: { client: Client; sessions: number; access?: Cl
       </td>
       <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
       <td>{props.sessions}</td>
-      <td>{formatTime(client.createdAt)}</td>
-      <td>{formatTime(client.updatedAt)}</td>
+      <td>{formatDate(client.updatedAt)}</td>
       <td class="row-actions">
         <details class="dropdown">
           <summary aria-label={`Actions for ${client.name}`} role="button" class="outline secondary menu-button">
@@ -316,6 +314,11 @@ export function ClientFormPage(props: { client?: Client; values: ClientFormValue
         </ul>
       </nav>
       <h1>{title}</h1>
+      {editing ? (
+        <p class="help">
+          Created {formatTime(props.client!.createdAt)} · last changed {formatTime(props.client!.updatedAt)}
+        </p>
+      ) : null}
       <ClientForm action={action} values={props.values} errors={props.errors} editing={editing} />
     </Layout>
   );

@@ -92,7 +92,7 @@ export function GroupRulesForm(props: RulesPageProps) {
       {props.rows.length === 0 ? (
         <p class="empty-state">No rules: every client can connect, and no client can publish or subscribe.</p>
       ) : (
-        <div class="overflow-auto">
+        <div class="table-wrap">
           <table class="rule-rows">
             <thead>
               <tr>

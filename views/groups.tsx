@@ -94,7 +94,7 @@ export function GroupsResults(props: { result: GroupPage }) {
           )}
         </div>
       ) : (
-        <div class="overflow-auto">
+        <div class="table-wrap">
           <table class="striped">
             <thead>
               <tr>

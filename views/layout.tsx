@@ -131,6 +131,16 @@ export function FormAlert(props: { message?: string }) {
   );
 }
 
+/** The day only, for tables; the exact time is in the title and datetime. */
+export function formatDate(date: Date) {
+  const iso = date.toISOString();
+  return (
+    <time datetime={iso} title={`${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`}>
+      {iso.slice(0, 10)}
+    </time>
+  );
+}
+
 export function formatTime(date: Date) {
   const iso = date.toISOString();
   return <time datetime={iso}>{`${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`}</time>;
