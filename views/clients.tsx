@@ -2,7 +2,7 @@ import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { RuleChangeNotice } from './groups';
-import { Field, FormAlert, formatDate, formatTime, Layout } from './layout';
+import { Field, FormAlert, formatDate, formatTime, Layout, Pagination } from './layout';
 
 export interface ClientFormValues {
   name: string;
@@ -123,25 +123,11 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
           </table>
         </div>
       )}
-      <Pagination result={result} />
+      <Pagination path="/clients" page={result.page} pageCount={result.pageCount} query={result.query} />
     </section>
   );
 }
 
-function Pagination(props: { result: ClientPage }) {
-  const { page, pageCount, query } = props.result;
-  if (pageCount <= 1) return null;
-  const href = (p: number) => `/clients?${new URLSearchParams({ ...(query ? { q: query } : {}), page: String(p) })}`;
-  return (
-    <nav aria-label="Pages" class="pagination">
-      <ul>
-        <li>{page > 1 ? <a href={href(page - 1)}>Previous</a> : <span aria-disabled="true">Previous</span>}</li>
-        <li aria-current="page">{`Page ${page} of ${pageCount}`}</li>
-        <li>{page < pageCount ? <a href={href(page + 1)}>Next</a> : <span aria-disabled="true">Next</span>}</li>
-      </ul>
-    </nav>
-  );
-}
 
 /** One table row; its menu swaps the row for the edit form, or removes it. */
 export function ClientRow(props: { client: Client; sessions: number; access?: ClientAccessCell }) {

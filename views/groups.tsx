@@ -2,7 +2,7 @@ import type { Child } from 'hono/jsx';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
 import type { RuleChange } from '../src/domain/groupRules';
-import { Field, FormAlert, Layout } from './layout';
+import { Field, FormAlert, Layout, Pagination } from './layout';
 
 /** A permission row as typed: any string, so bad input can be shown again. */
 export interface PermissionFormRow {
@@ -115,25 +115,11 @@ export function GroupsResults(props: { result: GroupPage }) {
           </table>
         </div>
       )}
-      <Pagination result={result} />
+      <Pagination path="/groups" page={result.page} pageCount={result.pageCount} query={result.query} />
     </section>
   );
 }
 
-function Pagination(props: { result: GroupPage }) {
-  const { page, pageCount, query } = props.result;
-  if (pageCount <= 1) return null;
-  const href = (p: number) => `/groups?${new URLSearchParams({ ...(query ? { q: query } : {}), page: String(p) })}`;
-  return (
-    <nav aria-label="Pages" class="pagination">
-      <ul>
-        <li>{page > 1 ? <a href={href(page - 1)}>Previous</a> : <span aria-disabled="true">Previous</span>}</li>
-        <li aria-current="page">{`Page ${page} of ${pageCount}`}</li>
-        <li>{page < pageCount ? <a href={href(page + 1)}>Next</a> : <span aria-disabled="true">Next</span>}</li>
-      </ul>
-    </nav>
-  );
-}
 
 const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
 

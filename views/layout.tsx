@@ -166,3 +166,19 @@ export function ErrorPage(props: { status: number; message: string }) {
     </Layout>
   );
 }
+
+/** Previous / Page N of M / Next, keeping the search query. */
+export function Pagination(props: { path: string; page: number; pageCount: number; query: string }) {
+  const { page, pageCount, query } = props;
+  if (pageCount <= 1) return null;
+  const href = (p: number) => `${props.path}?${new URLSearchParams({ ...(query ? { q: query } : {}), page: String(p) })}`;
+  return (
+    <nav aria-label="Pages" class="pagination">
+      <ul>
+        <li>{page > 1 ? <a href={href(page - 1)}>Previous</a> : <span aria-disabled="true">Previous</span>}</li>
+        <li aria-current="page">{`Page ${page} of ${pageCount}`}</li>
+        <li>{page < pageCount ? <a href={href(page + 1)}>Next</a> : <span aria-disabled="true">Next</span>}</li>
+      </ul>
+    </nav>
+  );
+}

@@ -1,11 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { asc, count, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { createFailureTracker, createSemaphore } from './authenticate';
 import { usernameSchema } from './clients';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
-import { hashPassword, verifyPasswordHash } from './password';
+import { hashPassword, verifyPasswordOrDecoy } from './password';
 import { deleteSessionsOfAdministrator } from './sessions';
 import { parseInput } from './validation';
 
@@ -232,7 +231,6 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
   // Sign-in shares the CPU with the broker's own verifies: a flood of
   // sign-in posts waits here instead of starving device CONNECTs.
   const verifySlots = createSemaphore(2);
-  let dummyHash: Promise<string> | undefined;
   let verifies = 0;
 
   function throttled(username: string, address: string | undefined) {
@@ -248,12 +246,9 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       .from(administrators)
       .where(eq(administrators.username, username))
       .then((rows) => rows[0]);
-    const valid = await verifySlots.run(async () => {
+    const valid = await verifySlots.run(() => {
       verifies++;
-      if (row) return verifyPasswordHash(row.passwordHash, password);
-      dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
-      await verifyPasswordHash(await dummyHash, password);
-      return false;
+      return verifyPasswordOrDecoy(row?.passwordHash, password);
     });
     if (!row || !valid) {
       usernameFailures.fail(username);

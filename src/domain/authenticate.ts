@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db';
 import { type AuthType, findCredentialsByUsername } from './clients';
-import { hashPassword, verifyPasswordHash } from './password';
+import { verifyPasswordOrDecoy } from './password';
 
 export type Transport = 'tcp' | 'ws';
 
@@ -81,8 +81,6 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
   const maxBackoffMs = options.maxBackoffMs ?? 60_000;
   const usernameFailures = createFailureTracker({ threshold: options.failuresBeforeBackoff ?? 5, maxBackoffMs, now });
   const addressFailures = createFailureTracker({ threshold: options.addressFailuresBeforeBackoff ?? 20, maxBackoffMs, now });
-  // Verified against when the username is unknown, so both failures cost the same.
-  let dummyHash: Promise<string> | undefined;
   const counters = { verifies: 0, cacheHits: 0 };
 
   const mac = (password: Buffer) => createHmac('sha256', macKey).update(password).digest();
@@ -117,12 +115,9 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     }
 
     const passwordText = password.toString('utf8');
-    const valid = await verifySlots.run(async () => {
+    const valid = await verifySlots.run(() => {
       counters.verifies++;
-      if (row) return verifyPasswordHash(row.passwordHash, passwordText);
-      dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
-      await verifyPasswordHash(await dummyHash, passwordText);
-      return false;
+      return verifyPasswordOrDecoy(row?.passwordHash, passwordText);
     });
 
     if (!row || !valid) {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Argon2id } from 'oslo/password';
 
 // OWASP parameters: m=19456 KiB, t=2, p=1 (also oslo's defaults; kept explicit).
@@ -15,4 +16,18 @@ export async function verifyPasswordHash(hash: string, password: string): Promis
   } catch {
     return false;
   }
+}
+
+let decoyHash: Promise<string> | undefined;
+
+/**
+ * Verifies `password` against `hash`, or, when there is no hash (unknown
+ * username), against a decoy hash made once per process: both failures then
+ * cost the same Argon2id work, so timing does not tell them apart.
+ */
+export async function verifyPasswordOrDecoy(hash: string | undefined, password: string): Promise<boolean> {
+  if (hash !== undefined) return verifyPasswordHash(hash, password);
+  decoyHash ??= hashPassword(randomBytes(16).toString('hex'));
+  await verifyPasswordHash(await decoyHash, password);
+  return false;
 }
