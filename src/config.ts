@@ -50,6 +50,8 @@ export const configSchema = z.object({
   MQTT_MAX_PACKET_BYTES: positiveInt.default(1024 * 1024),
   /** Open MQTT connections (TCP and WebSocket together). */
   MQTT_MAX_CONNECTIONS: positiveInt.default(10000),
+  /** Subscriptions one session may hold; more filters are refused (0x80). */
+  MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
   /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
   MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
 });

@@ -55,6 +55,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         maxPacketBytes: config.MQTT_MAX_PACKET_BYTES,
         maxConnections: config.MQTT_MAX_CONNECTIONS,
         maxBufferedBytes: config.MQTT_MAX_BUFFERED_BYTES,
+        maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
       },
       log,
     });

@@ -197,6 +197,18 @@ describe.each(drivers)('administrators and sessions on %s', (driver) => {
       await expect(guard.signIn({ username: '', password: '' })).rejects.toBeInstanceOf(ValidationError);
     });
 
+    it('does not let parallel guesses slip past the lock-out', async () => {
+      await clearAdministrators();
+      await createAdministrator(database.db, { username: 'parallel', password: 'parallel-password' });
+      const guard = createSignInGuard(database.db, { failuresBeforeBackoff: 3 });
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => guard.signIn({ username: 'parallel', password: `guess-${i}-password`, address: `10.1.0.${i}` })),
+      );
+      expect(results.filter((r) => !r.ok && r.reason === 'throttled').length).toBeGreaterThan(20);
+      // At most the threshold plus the attempts already verifying when it was reached.
+      expect(guard.stats().verifies).toBeLessThanOrEqual(3 + 2);
+    });
+
     it('locks a username after repeated failures, known or not, then lets it in after the wait; success resets it', async () => {
       await clearAdministrators();
       await createAdministrator(database.db, { username: 'guessed', password: 'guessed-password' });

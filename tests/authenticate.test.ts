@@ -84,6 +84,19 @@ describe.each(drivers)('authenticate() on %s', (driver) => {
     expect((await auth.authenticate(tcp('meter', 'meter-password', { remoteAddress: '10.0.0.66' }))).ok).toBe(true);
   });
 
+  it('does not let parallel guesses slip past the back-off, and sheds load when too many verifies wait', async () => {
+    const auth = createAuthenticator(database.db, { failuresBeforeBackoff: 3, maxConcurrentVerifies: 2 });
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => auth.authenticate(tcp('meter', `guess-${i}-xx`, { remoteAddress: `10.2.0.${i}` }))));
+    expect(results.filter((r) => !r.ok && r.reason === 'throttled').length).toBeGreaterThan(20);
+    expect(auth.stats().verifies).toBeLessThanOrEqual(3 + 2);
+
+    const busy = createAuthenticator(database.db, { maxConcurrentVerifies: 1, maxQueuedVerifies: 2 });
+    const burst = await Promise.all(Array.from({ length: 8 }, (_, i) => busy.authenticate(tcp(`unknown-${i}`, 'some-password'))));
+    const shed = burst.filter((r) => !r.ok && r.reason === 'throttled').length;
+    expect(shed).toBeGreaterThan(0); // answered at once, without a verify
+    expect(busy.stats().verifies + shed).toBe(8);
+  });
+
   it('reports the database being unreachable as unavailable', async () => {
     const broken = await createTestDatabase(driver);
     await broken.close();

@@ -5,7 +5,7 @@ import { createClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
-import { brokerUrl, connect, endClient, nextMessage, tryConnect } from './support/mqtt';
+import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
 
 const credentials = { username: 'flood', password: 'flood-password' };
 
@@ -128,6 +128,50 @@ describe('broker limits', () => {
       await endClient(b);
     } finally {
       await small.close();
+    }
+  });
+
+  /** Sends a raw HTTP request and resolves with what came back when the server closed. */
+  function rawHttp(port: number, request: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(request));
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk));
+      socket.on('close', () => resolve(answer));
+      socket.on('error', reject);
+      socket.setTimeout(5000, () => reject(new Error(`socket left open; got so far: ${JSON.stringify(answer)}`)));
+    });
+  }
+  const upgrade = (target: string) =>
+    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+
+  it('survives an upgrade request with an unparsable target, and closes upgrades to other paths', async () => {
+    await rawHttp(gatehouse.httpPort, upgrade('http://['));
+    expect(await rawHttp(gatehouse.httpPort, upgrade('/not-mqtt'))).toMatch(/^HTTP\/1\.1 404/);
+    const still = await tryConnect(brokerUrl(gatehouse, 'ws'), credentials);
+    expect(still.ok).toBe(true);
+    if (still.ok) await endClient(still.client);
+  });
+
+  it('caps the subscriptions of one session, and UNSUBSCRIBE gives room back', async () => {
+    const capped = await startTestGatehouse('pglite', { MQTT_MAX_SUBSCRIPTIONS: '3' });
+    try {
+      await createClient(capped.database.db, { name: 'Flood', ...credentials });
+      await grantGroup(capped.database.db, { name: 'Everything', permissions: [['allow', 'subscribe', '#']], usernames: ['flood'] });
+      const client = await connect(brokerUrl(capped, 'tcp'), credentials);
+      try {
+        const codes = await subscribeCodes(client, { a: { qos: 0 }, b: { qos: 0 }, c: { qos: 0 }, d: { qos: 0 } });
+        expect(Object.values(codes).filter((code) => code === 128)).toHaveLength(1);
+        expect(await subscribeCodes(client, { a: { qos: 1 } })).toEqual({ a: 1 }); // re-subscribing is not a new one
+        const refused = Object.keys(codes).find((topic) => codes[topic] === 128)!;
+        const kept = Object.keys(codes).find((topic) => codes[topic] !== 128)!;
+        await client.unsubscribeAsync(kept);
+        expect(await subscribeCodes(client, { [refused]: { qos: 0 } })).toEqual({ [refused]: 0 });
+      } finally {
+        await endClient(client);
+      }
+    } finally {
+      await capped.close();
     }
   });
 });

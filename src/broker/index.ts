@@ -17,6 +17,7 @@ export interface BrokerLimits {
   maxPacketBytes: number;
   maxConnections: number;
   maxBufferedBytes: number;
+  maxSubscriptions: number;
 }
 
 export const defaultBrokerLimits: BrokerLimits = {
@@ -29,6 +30,7 @@ export const defaultBrokerLimits: BrokerLimits = {
   maxPacketBytes: 1024 * 1024,
   maxConnections: 10000,
   maxBufferedBytes: 1024 * 1024,
+  maxSubscriptions: 1000,
 };
 
 /**
@@ -167,11 +169,19 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
 
     authorizeSubscribe(client, subscription, callback) {
+      // Checked first, and in O(1): one SUBSCRIBE may carry ~90,000 filters.
+      const granted = grantedFilters(client);
+      if (granted.size >= limits.maxSubscriptions && !granted.has(subscription.topic)) {
+        noteRefusal(client, 'subscribe', `${subscription.topic} (over ${limits.maxSubscriptions} subscriptions)`);
+        callback(null, null);
+        return;
+      }
       if (!decideSubscribe(accessOf(client), subscription.topic).allowed) {
         noteRefusal(client, 'subscribe', subscription.topic);
         callback(null, null); // 0x80 for this filter only
         return;
       }
+      granted.add(subscription.topic);
       callback(null, subscription);
     },
 
@@ -201,6 +211,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       return packet;
     },
+  });
+
+  /** Filters granted per session, to cap them (UNSUBSCRIBE gives room back). */
+  const subscriptionsOf = new WeakMap<AedesClient, Set<string>>();
+  function grantedFilters(client: AedesClient): Set<string> {
+    let set = subscriptionsOf.get(client);
+    if (!set) subscriptionsOf.set(client, (set = new Set()));
+    return set;
+  }
+  aedes.on('unsubscribe', (filters, client) => {
+    const set = client && subscriptionsOf.get(client);
+    if (set) for (const filter of filters) set.delete(filter);
   });
 
   /** Topics refused per session, so a looping device logs each topic once. */
@@ -286,8 +308,20 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       });
       wsServers.push(wss);
       server.on('upgrade', (req, socket, head) => {
-        const url = new URL(req.url ?? '/', 'http://localhost');
-        if (url.pathname !== path) return; // another upgrade handler may own it
+        // No URL parsing: an absolute-form target like `http://[` would throw
+        // here, outside any handler, and take the process down.
+        const pathname = (req.url ?? '/').split('?', 1)[0];
+        if (pathname !== path) {
+          // Nothing else upgrades: answer and close, or the socket (outside
+          // every HTTP timeout and connection count) stays open for ever.
+          refuseUpgrade(socket, '404 Not Found');
+          return;
+        }
+        if (connections.size >= limits.maxConnections) {
+          refuseUpgrade(socket, '503 Service Unavailable');
+          return;
+        }
+        socket.on('error', () => socket.destroy());
         wss.handleUpgrade(req, socket, head, (ws) => {
           const stream = createWebSocketStream(ws);
           stream.on('error', () => stream.destroy());
@@ -307,6 +341,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
     },
   };
+}
+
+/** Answers an upgrade request with `status` and closes its socket. */
+function refuseUpgrade(socket: Duplex, status: string) {
+  socket.on('error', () => socket.destroy());
+  socket.once('finish', () => socket.destroy());
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
 function authError(returnCode: 3 | 4 | 5, reason: string) {

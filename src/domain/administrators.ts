@@ -1,7 +1,7 @@
 import { asc, count, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
-import { createFailureTracker, createSemaphore } from './authenticate';
+import { BusyError, createFailureTracker, createSemaphore } from './authenticate';
 import { usernameSchema } from './clients';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
 import { hashPassword, verifyPasswordOrDecoy } from './password';
@@ -230,7 +230,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
   });
   // Sign-in shares the CPU with the broker's own verifies: a flood of
   // sign-in posts waits here instead of starving device CONNECTs.
-  const verifySlots = createSemaphore(2);
+  const verifySlots = createSemaphore(2, 64);
   let verifies = 0;
 
   function throttled(username: string, address: string | undefined) {
@@ -246,10 +246,22 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       .from(administrators)
       .where(eq(administrators.username, username))
       .then((rows) => rows[0]);
-    const valid = await verifySlots.run(() => {
-      verifies++;
-      return verifyPasswordOrDecoy(row?.passwordHash, password);
-    });
+    let valid: boolean;
+    try {
+      const outcome = await verifySlots.run(async () => {
+        // Checked again in the slot: posts sent in parallel all passed the
+        // first check before any of them failed.
+        const lockedNow = throttled(username, address);
+        if (lockedNow) return lockedNow;
+        verifies++;
+        return verifyPasswordOrDecoy(row?.passwordHash, password);
+      });
+      if (typeof outcome !== 'boolean') return outcome;
+      valid = outcome;
+    } catch (error) {
+      if (error instanceof BusyError) return { ok: false, reason: 'throttled', retryAfterMs: 1000 };
+      throw error;
+    }
     if (!row || !valid) {
       usernameFailures.fail(username);
       if (address) addressFailures.fail(address);

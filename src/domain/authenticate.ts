@@ -41,6 +41,8 @@ export type AuthResult = { ok: true; principal: Principal } | { ok: false; reaso
 export interface AuthenticatorOptions {
   /** Argon2id verifies running at once; more wait their turn. */
   maxConcurrentVerifies?: number;
+  /** Verifies waiting for a turn; beyond this a CONNECT is answered at once (CONNACK 3). */
+  maxQueuedVerifies?: number;
   /** Failures for one username before back-off starts. */
   failuresBeforeBackoff?: number;
   /** Failures from one address before back-off starts (higher: fleets share NAT addresses). */
@@ -77,7 +79,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
   const cacheSize = options.cacheSize ?? 10_000;
   const macKey = randomBytes(32);
   const cache = new Map<string, CachedCredential>();
-  const verifySlots = createSemaphore(options.maxConcurrentVerifies ?? 4);
+  const verifySlots = createSemaphore(options.maxConcurrentVerifies ?? 4, options.maxQueuedVerifies ?? 256);
   const maxBackoffMs = options.maxBackoffMs ?? 60_000;
   const usernameFailures = createFailureTracker({ threshold: options.failuresBeforeBackoff ?? 5, maxBackoffMs, now });
   const addressFailures = createFailureTracker({ threshold: options.addressFailuresBeforeBackoff ?? 20, maxBackoffMs, now });
@@ -110,15 +112,27 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
         return { ok: true, principal: principalFor(row, input) };
       }
     }
-    if (usernameFailures.isLocked(username) || (address && addressFailures.isLocked(address))) {
+    if (usernameFailures.isLocked(username) || (address !== undefined && addressFailures.isLocked(address))) {
       return { ok: false, reason: 'throttled' };
     }
 
     const passwordText = password.toString('utf8');
-    const valid = await verifySlots.run(() => {
-      counters.verifies++;
-      return verifyPasswordOrDecoy(row?.passwordHash, passwordText);
-    });
+    const locked = () => usernameFailures.isLocked(username) || (address !== undefined && addressFailures.isLocked(address));
+    let valid: boolean;
+    try {
+      const outcome = await verifySlots.run(async () => {
+        // Checked again in the slot: attempts sent in parallel all passed the
+        // first check before any of them failed.
+        if (locked()) return 'throttled' as const;
+        counters.verifies++;
+        return verifyPasswordOrDecoy(row?.passwordHash, passwordText);
+      });
+      if (outcome === 'throttled') return { ok: false, reason: 'throttled' };
+      valid = outcome;
+    } catch (error) {
+      if (error instanceof BusyError) return { ok: false, reason: 'throttled' };
+      throw error;
+    }
 
     if (!row || !valid) {
       usernameFailures.fail(username);
@@ -157,19 +171,35 @@ function principalFor(
   };
 }
 
-/** Runs at most `limit` tasks at once; the rest wait in order. */
-export function createSemaphore(limit: number) {
+/** Thrown by a semaphore whose waiting line is full. */
+export class BusyError extends Error {
+  constructor() {
+    super('too many waiting');
+  }
+}
+
+/**
+ * Runs at most `limit` tasks at once; the rest wait in order, at most
+ * `maxWaiting` of them (then `run` throws BusyError without running the task).
+ * A finished task hands its slot straight to the next in line.
+ */
+export function createSemaphore(limit: number, maxWaiting = Number.POSITIVE_INFINITY) {
   let active = 0;
   const waiting: Array<() => void> = [];
   return {
     async run<T>(task: () => Promise<T>): Promise<T> {
-      if (active >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
-      active++;
+      if (active >= limit) {
+        if (waiting.length >= maxWaiting) throw new BusyError();
+        await new Promise<void>((resolve) => waiting.push(resolve));
+      } else {
+        active++;
+      }
       try {
         return await task();
       } finally {
-        active--;
-        waiting.shift()?.();
+        const next = waiting.shift();
+        if (next) next();
+        else active--;
       }
     },
   };
