@@ -52,6 +52,11 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     });
   });
 
+  it('refuses a client id holding NUL with CONNACK 2, and a username holding NUL with CONNACK 4', async () => {
+    expect(await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'sensor', password: 'sensor-password', clientId: 'bad\u0000id' })).toMatchObject({ ok: false, code: 2 });
+    expect(await tryConnect(brokerUrl(gatehouse, 'ws'), { username: 'sen\u0000sor', password: 'sensor-password' })).toMatchObject({ ok: false, code: 4 });
+  });
+
   it('carries messages between a TCP and a WebSocket client both ways', async () => {
     const tcp = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'sensor', password: 'sensor-password', clientId: 'pub-tcp' });
     const ws = await connect(brokerUrl(gatehouse, 'ws'), { username: 'sensor', password: 'sensor-password', clientId: 'sub-ws' });

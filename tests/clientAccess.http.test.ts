@@ -93,6 +93,13 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     expect(fragment).toContain('<strong>Allowed</strong>');
   });
 
+  it('flags a client id holding NUL instead of failing', async () => {
+    const client = await createClient(database.db, { name: 'Nul check', username: 'nul-check', password: '12345678' });
+    const res = await send(app, `/clients/${client.id}?clientId=a%00b&action=publish&topic=x`);
+    expect(res.status).toBe(422);
+    expect(await res.text()).toContain('A client ID cannot contain a NUL character.');
+  });
+
   it('answers an unknown client with 404 and leaves /clients/new alone', async () => {
     expect((await send(app, '/clients/999999')).status).toBe(404);
     expect((await send(app, '/clients/new')).status).toBe(200);

@@ -91,7 +91,8 @@ export function accessOf(client: AedesClient | null | undefined): AccessSnapshot
  */
 export const REFUSED_PUBLISH_TOPIC = '$gatehouse/refused';
 
-const connackCodes: Record<AuthFailure, 3 | 4 | 5> = {
+const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
+  bad_client_id: 2,
   missing_credentials: 4,
   bad_credentials: 4,
   throttled: 3,
@@ -350,7 +351,7 @@ function refuseUpgrade(socket: Duplex, status: string) {
   socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
-function authError(returnCode: 3 | 4 | 5, reason: string) {
+function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {
   return Object.assign(new Error(reason), { returnCode });
 }
 

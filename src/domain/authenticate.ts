@@ -34,7 +34,9 @@ export type AuthFailure =
   /** Too many recent failures for this username or address. */
   | 'throttled'
   /** The database could not be asked. */
-  | 'unavailable';
+  | 'unavailable'
+  /** A client id no MQTT string may hold (U+0000, [MQTT-1.5.3-2]). */
+  | 'bad_client_id';
 
 export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: AuthFailure };
 
@@ -91,6 +93,10 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     const username = input.username ?? '';
     const password = input.password === undefined ? Buffer.alloc(0) : Buffer.from(input.password);
     if (!username || password.length === 0) return { ok: false, reason: 'missing_credentials' };
+    // [MQTT-1.5.3-2] No MQTT string holds U+0000 (PostgreSQL text cannot either):
+    // such a username names no client, and such a client id is refused.
+    if (input.clientId.includes('\u0000')) return { ok: false, reason: 'bad_client_id' };
+    if (username.includes('\u0000')) return { ok: false, reason: 'bad_credentials' };
 
     const address = input.remoteAddress;
     let row;

@@ -29,6 +29,8 @@ export function clientAccessRoutes() {
     };
     const errors: FieldErrors = {};
     if (check.clientId.length > MAX_CLIENT_ID_PATTERN_LENGTH) errors.clientId = `Use at most ${MAX_CLIENT_ID_PATTERN_LENGTH} characters.`;
+    // [MQTT-1.5.3-2] No MQTT string holds U+0000; the broker refuses such a client id too.
+    else if (check.clientId.includes('\u0000')) errors.clientId = 'A client ID cannot contain a NUL character.';
     if (check.topic) {
       if (!check.clientId) errors.clientId = 'Enter the MQTT client ID the device connects with.';
       const problem = check.action === 'publish' ? topicNameProblem(check.topic) : topicFilterProblem(check.topic);
