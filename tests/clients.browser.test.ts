@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
-import { createClient, getClient, listClients } from '../src/domain/clients';
+import { createClient, deleteClient, getClient, listClients } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { signInBrowser } from './support/admin';
 import { accessibilityViolations, browserAvailable, launchBrowser, openPage as openAnonymousPage } from './support/browser';
@@ -131,6 +131,23 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       expect(page.url()).toBe(`${base}/clients?q=alpha`);
       expect(await page.evaluate(() => (window as unknown as { marker?: boolean }).marker)).toBe(true); // same page
       expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('shows a client deleted meanwhile as a not-found page, not inside the table row', async () => {
+    const gone = await createClient(gatehouse.database.db, { name: 'Deleted meanwhile', username: 'deleted-meanwhile', password: 'meanwhile-password' });
+    const { context, page } = await openPage(browser);
+    try {
+      await page.goto(`${base}/clients?q=meanwhile`);
+      await deleteClient(gatehouse.database.db, gone.id); // another operator, in another tab
+      await page.getByRole('button', { name: 'Actions for Deleted meanwhile' }).click();
+      await page.getByRole('link', { name: 'Edit' }).click();
+      await page.getByText('This client does not exist (it may have been deleted).').waitFor();
+      expect(await page.locator('main').count()).toBe(1);
+      expect(await page.locator('table').count()).toBe(0);
+      expect(await page.locator('header nav').count()).toBe(1);
     } finally {
       await context.close();
     }

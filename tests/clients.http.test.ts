@@ -154,6 +154,18 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     expect(await res.text()).toContain('Not found');
   });
 
+  it('tells htmx to put an error page in place of <main>, not into the row that asked', async () => {
+    const res = await app.request('/clients/999999', { method: 'DELETE', headers: htmx });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('hx-retarget')).toBe('main');
+    expect(res.headers.get('hx-reswap')).toBe('outerHTML');
+    expect(res.headers.get('hx-reselect')).toBe('main');
+    // Form errors stay with their form.
+    const invalid = await postForm(app, '/clients', { name: '', username: 'x', password: '12345678' }, htmx);
+    expect(invalid.status).toBe(422);
+    expect(invalid.headers.get('hx-retarget')).toBeNull();
+  });
+
   it('searches with ?q= and shows the count', async () => {
     await createClient(database.db, { name: 'Searchable Pump', username: 'pump-7', password: '12345678' });
     const html = await (await app.request('/clients?q=PUMP')).text();

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { Hono } from 'hono';
+import { Hono, type MiddlewareHandler } from 'hono';
 import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
 import { createSignInGuard, type SignInGuard } from '../domain/administrators';
@@ -14,6 +14,7 @@ import type { AppEnv, LiveState } from './env';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
 import { securityHeaders } from './security';
+import { isHtmx } from './http';
 import { requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
@@ -40,6 +41,24 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'favicon.svg': { path: 'public/favicon.svg', type: 'image/svg+xml' },
 };
 
+/**
+ * htmx 4 swaps 4xx/5xx answers like any other, so a 404 or 500 page for a
+ * row action (a client another operator already deleted) would land inside
+ * the table row. For htmx requests, an error page (403, 404, 5xx; form errors,
+ * 409 and 422, are fragments meant for their form) replaces the page's <main>.
+ */
+function errorPagesReplaceMain(): MiddlewareHandler {
+  return async (c, next) => {
+    await next();
+    const status = c.res.status;
+    if (!isHtmx(c) || !(status === 403 || status === 404 || status >= 500)) return;
+    if (c.res.headers.get('hx-redirect')) return;
+    c.header('HX-Retarget', 'main');
+    c.header('HX-Reswap', 'outerHTML');
+    c.header('HX-Reselect', 'main');
+  };
+}
+
 /** The console: every route, given its dependencies. */
 export function createApp(deps: AppDeps) {
   const log = deps.log ?? ((message: string) => console.error(message));
@@ -51,6 +70,7 @@ export function createApp(deps: AppDeps) {
   const signIn = deps.signIn ?? createSignInGuard(deps.db);
 
   app.use(securityHeaders());
+  app.use(errorPagesReplaceMain());
   // Lets the layout show who is signed in without every view passing it down.
   app.use(contextStorage());
   app.use(async (c, next) => {
