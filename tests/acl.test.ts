@@ -9,6 +9,7 @@ import {
   type Effect,
   type RuleGrantRow,
   type RuleRef,
+  type Who,
 } from '../src/domain/acl';
 
 type Row = [Effect, Action, string];
@@ -35,7 +36,7 @@ function grants(r: RuleRef, groups: Array<{ id: number; name: string; rows: Row[
 
 const who = { clientRowId: 7, username: 'sensor-user', mqttClientId: 's1' };
 
-function accessWith(rows: Row[], whoOverride = who) {
+function accessWith(rows: Row[], whoOverride: Who = who) {
   return resolveAccess(grants(rule({ matchBy: 'client', clientRowId: 7 }), [{ id: 1, name: 'G', rows }]), whoOverride);
 }
 
@@ -131,6 +132,78 @@ describe('subscribe decisions', () => {
     ['$SYS/x', false],
   ])('delivers %s: %s', (topic, expected) => {
     expect(mayDeliver(access, topic)).toBe(expected);
+  });
+});
+
+describe('a substituted value that is unusable (hostile client ids and usernames)', () => {
+  const hostile = ['+', '#', '/', 'a/b', 'x+y', 'dev#1', '', 'nul\u0000'];
+  const withId = (mqttClientId: string, rows: Row[]) => accessWith(rows, { ...who, mqttClientId });
+  const withUser = (username: string, rows: Row[]) => accessWith(rows, { ...who, username });
+
+  it('still refuses what a working deny refuses, for a well-behaved client id', () => {
+    const access = withId('dev1', [['allow', 'publish', 'fleet/#'], ['deny', 'publish', 'fleet/+/%c/cmd']]);
+    expect(decidePublish(access, 'fleet/x/dev1/cmd')).toMatchObject({ allowed: false, reason: 'denied' });
+    expect(decidePublish(access, 'fleet/x/dev1/status').allowed).toBe(true);
+  });
+
+  it.each(hostile)('client id %j: a Deny/Publish row with %%c denies every topic (fails closed)', (clientId) => {
+    const access = withId(clientId, [['allow', 'publish', 'fleet/#'], ['deny', 'publish', 'fleet/+/%c/cmd'], ['allow', 'subscribe', 'fleet/#']]);
+    for (const topic of ['fleet/x/dev+1/cmd', `fleet/x/${clientId}/cmd`, 'fleet/x/other/cmd', 'fleet/status', 'anything']) {
+      expect(decidePublish(access, topic)).toMatchObject({ allowed: false, reason: 'denied', permission: { topic: 'fleet/+/%c/cmd', filter: '#' } });
+    }
+    // Only its own action: subscriptions are untouched.
+    expect(decideSubscribe(access, 'fleet/#').allowed).toBe(true);
+    expect(mayDeliver(access, 'fleet/x')).toBe(true);
+  });
+
+  it.each(hostile)('username %j: a Deny/Publish row with %%u denies every topic (fails closed)', (username) => {
+    const access = withUser(username, [['allow', 'publish', '#'], ['deny', 'publish', 'users/%u/admin']]);
+    expect(decidePublish(access, 'users/x/admin')).toMatchObject({ allowed: false, reason: 'denied', permission: { topic: 'users/%u/admin' } });
+    expect(decidePublish(access, 'elsewhere')).toMatchObject({ allowed: false, reason: 'denied' });
+  });
+
+  it.each(hostile)('client id %j: a Deny/Subscribe row with %%c refuses every subscription and every delivery', (clientId) => {
+    const access = withId(clientId, [['allow', 'subscribe', '#'], ['deny', 'subscribe', 'private/%c/#'], ['allow', 'publish', 'out/#']]);
+    for (const filter of ['#', 'private/+/#', 'public/x', '+']) {
+      expect(decideSubscribe(access, filter)).toMatchObject({ allowed: false, reason: 'denied', permission: { topic: 'private/%c/#' } });
+    }
+    expect(mayDeliver(access, 'public/x')).toBe(false);
+    expect(mayDeliver(access, `private/${clientId}/x`)).toBe(false);
+    expect(decidePublish(access, 'out/x').allowed).toBe(true);
+  });
+
+  it.each(hostile)('username %j: a Deny/Subscribe row with %%u refuses every subscription and every delivery', (username) => {
+    const access = withUser(username, [['allow', 'subscribe', '#'], ['deny', 'subscribe', 'inbox/%u']]);
+    expect(decideSubscribe(access, 'news/#')).toMatchObject({ allowed: false, reason: 'denied' });
+    expect(mayDeliver(access, 'news/x')).toBe(false);
+  });
+
+  it.each(hostile)('client id %j: an Allow row with %%c still grants nothing', (clientId) => {
+    const access = withId(clientId, [['allow', 'publish', 'own/%c/#'], ['allow', 'subscribe', 'own/%c/#']]);
+    expect(access.permissions.map((p) => p.filter)).toEqual([null, null]);
+    for (const topic of ['own/x', `own/${clientId}`, `own/${clientId}/x`, 'own', 'x']) {
+      expect(decidePublish(access, topic)).toMatchObject({ allowed: false, reason: 'no_match' });
+      expect(mayDeliver(access, topic)).toBe(false);
+    }
+    expect(decideSubscribe(access, 'own/#')).toMatchObject({ allowed: false, reason: 'no_match' });
+    expect(decideSubscribe(access, '#')).toMatchObject({ allowed: false, reason: 'no_match' });
+  });
+
+  it.each(hostile)('username %j: an Allow row with %%u still grants nothing', (username) => {
+    const access = withUser(username, [['allow', 'publish', 'users/%u/#'], ['allow', 'subscribe', 'users/%u/#']]);
+    expect(decidePublish(access, 'users/x/y').allowed).toBe(false);
+    expect(decideSubscribe(access, 'users/#').allowed).toBe(false);
+    expect(mayDeliver(access, 'users/x/y')).toBe(false);
+  });
+
+  it('keeps refusing $ topics, and leaves a %c deny unresolved while the client id is unknown (the console)', () => {
+    const failed = withId('+', [['allow', 'publish', '#'], ['deny', 'publish', 'a/%c']]);
+    expect(decidePublish(failed, '$SYS/x').reason).toBe('reserved');
+    const unknown = accessWith([['deny', 'publish', 'a/%c'], ['deny', 'publish', 'b/%u/%c']], { ...who, mqttClientId: undefined });
+    expect(unknown.permissions.map((p) => p.filter)).toEqual([null, null]);
+    // An unusable username fails closed even then.
+    const badUser = accessWith([['deny', 'publish', 'b/%u/%c']], { ...who, username: 'a/b', mqttClientId: undefined });
+    expect(badUser.permissions.map((p) => p.filter)).toEqual(['#']);
   });
 });
 

@@ -52,7 +52,10 @@ export interface RuleGrantRow {
 
 /** A permission row made concrete for one connection. */
 export interface GrantedPermission extends PermissionRow {
-  /** After `%u`/`%c` substitution; null when the row matches nothing. */
+  /**
+   * After `%u`/`%c` substitution; null when the row matches nothing. A Deny
+   * row whose substituted value is unusable becomes `#` (see `concreteFilter`).
+   */
   filter: string | null;
   levels: FilterLevels | null;
 }
@@ -85,6 +88,26 @@ export interface Who {
 export function ruleMatches(rule: RuleRef, who: Who): boolean {
   if (rule.matchBy === 'client') return rule.clientRowId === who.clientRowId;
   return who.mqttClientId !== undefined && clientIdPatternMatches(rule.value, who.mqttClientId);
+}
+
+/** The filter that matches every topic a permission can reach (`$` topics are refused anyway). */
+const EVERY_TOPIC = '#';
+
+/**
+ * What a permission row's filter becomes for `who`. When a substituted value
+ * is unusable (empty, or holding `+`, `#`, `/` or a null character), the row
+ * fails closed: an Allow row matches nothing (null), and a Deny row denies
+ * every topic for its action (`#`), so a hostile username or client id can
+ * neither widen a grant nor escape a deny. A `%c` row while the client id is
+ * still unknown (the console, before one is entered) stays null: nothing is
+ * decided without a client id.
+ */
+function concreteFilter(permission: { effect: Effect; topic: string }, who: Who): string | null {
+  const filter = substitutePlaceholders(permission.topic, { username: who.username, clientId: who.mqttClientId });
+  if (filter !== null || permission.effect === 'allow') return filter;
+  const onlyClientIdUnknown =
+    who.mqttClientId === undefined && substitutePlaceholders(permission.topic, { username: who.username, clientId: 'known' }) !== null;
+  return onlyClientIdUnknown ? null : EVERY_TOPIC;
 }
 
 /**
@@ -120,7 +143,7 @@ export function resolveAccess(rows: readonly RuleGrantRow[], who: Who): AccessSn
     if (!group.via.some((rule) => rule.id === row.rule.id)) group.via.push(row.rule);
     if (row.permission && !seenRows.has(`${row.groupId}:${row.permission.position}`)) {
       seenRows.add(`${row.groupId}:${row.permission.position}`);
-      const filter = substitutePlaceholders(row.permission.topic, { username: who.username, clientId: who.mqttClientId });
+      const filter = concreteFilter(row.permission, who);
       permissionsByGroup.get(row.groupId)!.push({
         ...row.permission,
         groupId: row.groupId,

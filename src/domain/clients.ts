@@ -2,7 +2,7 @@ import { and, asc, count, eq, ilike, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { ConflictError } from './errors';
-import { describeRule, loadRulesNaming, recordRuleChange, type RuleChange } from './groupRules';
+import { describeRule, loadRulesNaming, lockGroupRules, recordRuleChange, type RuleChange } from './groupRules';
 import { hashPassword } from './password';
 import { parseInput } from './validation';
 
@@ -126,6 +126,7 @@ export interface DeletedClient extends Client {
  */
 export async function deleteClient(db: Database, id: number): Promise<DeletedClient | null> {
   return db.transaction(async (tx) => {
+    await lockGroupRules(tx); // serialises with a Save of the rules, which may be naming this client
     const naming = await loadRulesNaming(tx, id);
     const [row] = await tx.delete(clients).where(eq(clients.id, id)).returning(publicColumns);
     if (!row) return null;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, inArray, or, sql } from 'drizzle-orm';
 import type { Database } from '../db';
-import { schema } from '../db';
+import { isForeignKeyViolation, schema } from '../db';
 import { resolveAccess, type AccessSnapshot, type MatchBy, type RuleGrantRow, type Who } from './acl';
 import { ConflictError, ValidationError, type FieldErrors } from './errors';
 
@@ -176,20 +176,47 @@ export interface RuleInput {
   groups?: unknown;
 }
 
-/** An arbitrary constant: one Save of the group rules at a time. */
-const RULES_LOCK_KEY = 7_231_004_118;
+/**
+ * An arbitrary constant: one Save of the group rules, or one deletion of a
+ * group or client they may use, at a time.
+ */
+export const RULES_LOCK_KEY = 7_231_004_118;
+
+/**
+ * Takes the group-rules lock until `tx` ends. Whatever changes the rules or
+ * deletes a group or client they use takes it first (before any row lock),
+ * so a Save never validates a group or client another transaction is
+ * deleting.
+ */
+export async function lockGroupRules(tx: Tx): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${RULES_LOCK_KEY})`);
+}
+
+const DELETED_MEANWHILE =
+  'A group or client used by these rules was deleted meanwhile, so nothing was saved. Your rows are shown below: Save again to see which need changing, or reload the page.';
 
 /**
  * Replaces every rule with `inputs`, in that order: all of them or none. A bad
  * row throws ValidationError with messages keyed `rules.<index>.<field>`;
- * rules changed since `expectedRevision` was read throw ConflictError.
+ * rules changed since `expectedRevision` was read, or a group or client they
+ * use deleted during the Save, throw ConflictError.
  */
 export async function replaceGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined): Promise<GroupRule[]> {
   if (inputs.length > MAX_GROUP_RULES) {
     throw new ValidationError({ form: `There can be at most ${MAX_GROUP_RULES} group rules.` });
   }
+  try {
+    return await saveGroupRules(db, inputs, expectedRevision);
+  } catch (error) {
+    // Deletions take the rules lock too; this only guards a path that does not.
+    if (isForeignKeyViolation(error)) throw new ConflictError('form', DELETED_MEANWHILE);
+    throw error;
+  }
+}
+
+function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined): Promise<GroupRule[]> {
   return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(${RULES_LOCK_KEY})`);
+    await lockGroupRules(tx);
     if (expectedRevision !== undefined && rulesRevision(await listGroupRules(tx)) !== expectedRevision) {
       throw new ConflictError(
         'form',

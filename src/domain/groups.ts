@@ -4,7 +4,7 @@ import { type Database, isUniqueViolation, schema } from '../db';
 import type { Action, Effect } from './acl';
 import { likePattern } from './clients';
 import { ConflictError } from './errors';
-import { describeRule, loadRulesGiving, recordRuleChange, type GroupRule, type RuleChange } from './groupRules';
+import { describeRule, loadRulesGiving, lockGroupRules, recordRuleChange, type GroupRule, type RuleChange } from './groupRules';
 import { topicFilterProblem } from './topics';
 import { parseInput } from './validation';
 
@@ -207,6 +207,7 @@ function impactOf(rules: GroupRule[], groupId: number): RuleImpact[] {
  */
 export async function deleteGroup(db: Database, id: number): Promise<{ group: Group; change: RuleChange | null } | null> {
   return db.transaction(async (tx) => {
+    await lockGroupRules(tx); // serialises with a Save of the rules, which may be giving this group
     const [existing] = await tx.select(groupColumns).from(groups).where(eq(groups.id, id)).for('update');
     if (!existing) return null;
     const rulesGiving = await loadRulesGiving(tx, id);

@@ -118,8 +118,9 @@ const UNSAFE_IN_TOPIC = /[+#/\u0000]/;
 /**
  * `%u` → username, `%c` → MQTT client id, in one pass (an inserted value is
  * never scanned again). A value used that is empty or holds `+`, `#`, `/` (or
- * a null character) would widen or shift the filter: the row then matches
- * nothing, and null is returned.
+ * a null character) would widen or shift the filter: null is returned, and
+ * the caller decides what the row becomes (`resolveAccess`: an Allow row
+ * matches nothing, a Deny row denies everything for its action).
  */
 export function substitutePlaceholders(template: string, who: { username: string; clientId: string | undefined }): string | null {
   if (!template.includes('%')) return template;
