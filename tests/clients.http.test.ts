@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
-import { createClient, getClient, listClients } from '../src/domain/clients';
+import { createClient, getClient, listClients, updateClient } from '../src/domain/clients';
 import { createApp } from '../src/web/app';
 import { signIn, type SignedInApp } from './support/admin';
 import { createTestDatabase, drivers } from './support/db';
@@ -105,6 +105,24 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     const res = await postForm(app, `/clients/${client.id}`, { name: 'After', username: 'after', password: '' });
     expect(res.status).toBe(303);
     expect(await getClient(database.db, client.id)).toMatchObject({ name: 'After', username: 'after', version: 2 });
+  });
+
+  it('refuses an edit made on a stale form with 409, keeps the input, and lets a second save overwrite', async () => {
+    const client = await createClient(database.db, { name: 'Shared', username: 'shared', password: '12345678' });
+    const form = await (await app.request(`/clients/${client.id}/edit`)).text();
+    expect(form).toContain('name="version" value="1"');
+    // Another operator saves first.
+    await updateClient(database.db, client.id, { name: 'Theirs', username: 'shared' });
+    const mine = await postForm(app, `/clients/${client.id}`, { version: '1', name: 'Mine', username: 'shared', password: '' });
+    expect(mine.status).toBe(409);
+    const html = await mine.text();
+    expect(html).toContain('Another operator changed this client while you were editing it (it is now “Theirs”');
+    expect(html).toContain('value="Mine"');
+    expect(html).toContain('name="version" value="2"');
+    expect(await getClient(database.db, client.id)).toMatchObject({ name: 'Theirs' });
+    const again = await postForm(app, `/clients/${client.id}`, { version: '2', name: 'Mine', username: 'shared', password: '' });
+    expect(again.status).toBe(303);
+    expect(await getClient(database.db, client.id)).toMatchObject({ name: 'Mine', version: 3 });
   });
 
   it('updates in the row for htmx (PUT too) and answers with the new row', async () => {

@@ -5,6 +5,8 @@ import { RuleChangeNotice } from './groups';
 import { Field, FormAlert, formatDate, formatTime, Layout, Pagination } from './layout';
 
 export interface ClientFormValues {
+  /** The version the form was loaded with, sent back to catch lost updates. */
+  version?: number;
   name: string;
   username: string;
 }
@@ -246,6 +248,7 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
   const prefix = props.idPrefix ?? '';
   return (
     <>
+      {props.values.version !== undefined ? <input type="hidden" name="version" value={String(props.values.version)} /> : null}
       <FormAlert message={errors.form} />
       <Field label="Client Name" name="name" id={`${prefix}name`} value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
       <Field

@@ -57,7 +57,8 @@ const updateClientSchema = z.object({
   password: z.union([z.literal(''), passwordSchema]).optional().default(''),
 });
 
-export type ClientInput = { name?: unknown; username?: unknown; password?: unknown };
+/** `version`, when given, is the version the form was loaded with (lost-update check). */
+export type ClientInput = { name?: unknown; username?: unknown; password?: unknown; version?: unknown };
 
 const publicColumns = {
   id: clients.id,
@@ -94,23 +95,32 @@ export async function createClient(db: Database, input: ClientInput): Promise<Cl
  */
 export async function updateClient(db: Database, id: number, input: ClientInput): Promise<Client | null> {
   const data = parseInput(updateClientSchema, input);
+  const expectedVersion = typeof input.version === 'string' && /^[0-9]{1,9}$/.test(input.version) ? Number(input.version) : undefined;
   const changes: Partial<typeof clients.$inferInsert> = {
     name: data.name,
     username: data.username,
     updatedAt: new Date(),
   };
   if (data.password) changes.passwordHash = await hashPassword(data.password);
+  let row: Client | undefined;
   try {
-    const [row] = await db
+    [row] = await db
       .update(clients)
       .set({ ...changes, version: sql`${clients.version} + 1` })
-      .where(eq(clients.id, id))
+      .where(expectedVersion === undefined ? eq(clients.id, id) : and(eq(clients.id, id), eq(clients.version, expectedVersion)))
       .returning(publicColumns);
-    return row ?? null;
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
     throw error;
   }
+  if (row) return row;
+  const current = expectedVersion === undefined ? null : await getClient(db, id);
+  if (!current) return null;
+  throw new ConflictError(
+    'form',
+    `Another operator changed this client while you were editing it (it is now “${current.name}”, username “${current.username}”). ` +
+      'Nothing was saved: check the fields and save again to keep your version.',
+  );
 }
 
 /** A deleted client, and what its deletion did to the group rules. */

@@ -56,7 +56,7 @@ export function clientRoutes() {
   clients.get('/:id/edit', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    const values = { name: client.name, username: client.username };
+    const values = { name: client.name, username: client.username, version: client.version };
     if (isHtmx(c)) return c.html(<ClientEditRow client={client} values={values} />);
     return c.html(<ClientFormPage client={client} values={values} />);
   });
@@ -79,7 +79,11 @@ export function clientRoutes() {
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
-      const values = formValues(form);
+      // After a lost-update conflict the form carries the version read just
+      // now, so saving again is a deliberate overwrite; otherwise it keeps its own.
+      const stale = error instanceof ConflictError && error.field === 'form';
+      const formVersion = /^[0-9]{1,9}$/.test(form.version ?? '') ? Number(form.version) : undefined;
+      const values = { ...formValues(form), version: stale ? client.version : formVersion };
       const status = error instanceof ConflictError ? 409 : 422;
       if (inRow) return c.html(<ClientEditRow client={client} values={values} errors={errors} />, status);
       if (isHtmx(c)) return c.html(<ClientForm action={`/clients/${client.id}`} values={values} errors={errors} editing />, status);
