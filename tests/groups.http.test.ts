@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { listGroupRules } from '../src/domain/groupRules';
-import { createGroup, getGroup, listGroups } from '../src/domain/groups';
+import { createGroup, getGroup, listGroups, updateGroup } from '../src/domain/groups';
 import { createApp } from '../src/web/app';
 import { signIn, type SignedInApp } from './support/admin';
 import { appendRules } from './support/acl';
@@ -143,6 +143,23 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     const res = await postForm(app, '/groups', groupForm('Taken', []));
     expect(res.status).toBe(409);
     expect(await res.text()).toMatch(/id="name-error"[^>]*>A group with this name already exists/);
+  });
+
+  it('refuses a save made on a stale form with 409, keeps the rows, and lets a second save overwrite', async () => {
+    const group = await createGroup(database.db, { name: 'Contested', permissions: [{ effect: 'allow', action: 'publish', topic: 'a/#' }] });
+    const page = await (await send(app, `/groups/${group.id}/edit`)).text();
+    expect(page).toContain('name="version" value="1"');
+    await updateGroup(database.db, group.id, { name: 'Contested', permissions: [{ effect: 'deny', action: 'publish', topic: 'b/#' }] });
+    const mine = await postForm(app, `/groups/${group.id}`, [['version', '1'], ...groupForm('Contested', [['allow', 'subscribe', 'mine/#']])]);
+    expect(mine.status).toBe(409);
+    const html = await mine.text();
+    expect(html).toContain('Another operator changed this group while you were editing it');
+    expect(html).toContain('value="mine/#"');
+    expect(html).toContain('name="version" value="2"');
+    expect((await getGroup(database.db, group.id))?.permissions).toEqual([{ effect: 'deny', action: 'publish', topic: 'b/#' }]);
+    const again = await postForm(app, `/groups/${group.id}`, [['version', '2'], ...groupForm('Contested', [['allow', 'subscribe', 'mine/#']])]);
+    expect(again.status).toBe(303);
+    expect((await getGroup(database.db, group.id))?.permissions).toEqual([{ effect: 'allow', action: 'subscribe', topic: 'mine/#' }]);
   });
 
   it('edits a group on its own page and replaces its rows', async () => {

@@ -12,6 +12,8 @@ export interface PermissionFormRow {
 }
 
 export interface GroupFormValues {
+  /** The version the form was loaded with, sent back to catch lost updates. */
+  version?: number;
   name: string;
   description: string;
   permissions: PermissionFormRow[];
@@ -198,6 +200,7 @@ export function GroupForm(props: { action: string; values: GroupFormValues; erro
       <button type="submit" name="_action" value="save" hidden tabindex={-1}>
         Save
       </button>
+      {props.values.version !== undefined ? <input type="hidden" name="version" value={String(props.values.version)} /> : null}
       <FormAlert message={errors.form ?? (hasRowErrors(errors) ? 'Some permission rows need attention: see the messages below.' : undefined)} />
       <Field label="Name" name="name" value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
       <Field label="Description" name="description" value={props.values.description} error={errors.description} maxlength={500} autocomplete="off" hint="Optional: what the group is for." />

@@ -1,4 +1,4 @@
-import { asc, count, eq, ilike, inArray, sql } from 'drizzle-orm';
+import { and, asc, count, eq, ilike, inArray, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import type { Action, Effect } from './acl';
@@ -14,6 +14,7 @@ export interface Group {
   id: number;
   name: string;
   description: string;
+  version: number;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -83,7 +84,8 @@ const groupSchema = z.object({
     .default([]),
 });
 
-export type GroupInput = { name?: unknown; description?: unknown; permissions?: unknown };
+/** `version`, when given, is the version the form was loaded with (lost-update check). */
+export type GroupInput = { name?: unknown; description?: unknown; permissions?: unknown; version?: unknown };
 
 const NAME_TAKEN = 'A group with this name already exists.';
 
@@ -91,6 +93,7 @@ const groupColumns = {
   id: groups.id,
   name: groups.name,
   description: groups.description,
+  version: groups.version,
   createdAt: groups.createdAt,
   updatedAt: groups.updatedAt,
 };
@@ -116,12 +119,14 @@ export async function createGroup(db: Database, input: GroupInput): Promise<Grou
  */
 export async function updateGroup(db: Database, id: number, input: GroupInput): Promise<GroupWithPermissions | null> {
   const data = parseInput(groupSchema, input);
+  const expectedVersion = parseVersion(input.version);
+  let updated: GroupWithPermissions | null;
   try {
-    return await db.transaction(async (tx) => {
+    updated = await db.transaction(async (tx) => {
       const [group] = await tx
         .update(groups)
-        .set({ name: data.name, description: data.description, updatedAt: new Date() })
-        .where(eq(groups.id, id))
+        .set({ name: data.name, description: data.description, updatedAt: new Date(), version: sql`${groups.version} + 1` })
+        .where(expectedVersion === undefined ? eq(groups.id, id) : and(eq(groups.id, id), eq(groups.version, expectedVersion)))
         .returning(groupColumns);
       if (!group) return null;
       await tx.delete(groupPermissions).where(eq(groupPermissions.groupId, id));
@@ -132,6 +137,20 @@ export async function updateGroup(db: Database, id: number, input: GroupInput): 
     if (isUniqueViolation(error)) throw new ConflictError('name', NAME_TAKEN);
     throw error;
   }
+  if (updated) return updated;
+  const current = expectedVersion === undefined ? null : await getGroup(db, id);
+  if (!current) return null;
+  throw new ConflictError(
+    'form',
+    `Another operator changed this group while you were editing it (it is now “${current.name}” with ${current.permissions.length} permission rows). ` +
+      'Nothing was saved: check the rows and save again to keep your version.',
+  );
+}
+
+function parseVersion(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value;
+  if (typeof value === 'string' && /^[0-9]{1,9}$/.test(value)) return Number(value);
+  return undefined;
 }
 
 type Tx = Parameters<Parameters<Database['transaction']>[0]>[0];

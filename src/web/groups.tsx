@@ -43,7 +43,9 @@ export function groupRoutes() {
   groups.get('/:id/edit', async (c) => {
     const group = await findGroup(c);
     if (!group) return notFound(c);
-    return c.html(<GroupFormPage group={group} values={{ name: group.name, description: group.description, permissions: group.permissions }} />);
+    return c.html(
+      <GroupFormPage group={group} values={{ version: group.version, name: group.name, description: group.description, permissions: group.permissions }} />,
+    );
   });
 
   groups.post('/:id', async (c) => {
@@ -112,6 +114,9 @@ async function submit(c: Context<AppEnv>, group: Group | null) {
     return redirectAfterPost(c, '/groups');
   } catch (error) {
     if (error instanceof ValidationError || error instanceof ConflictError) {
+      // After a lost-update conflict the form carries the version read just
+      // now, so saving again is a deliberate overwrite.
+      if (error instanceof ConflictError && error.field === 'form' && group) values.version = group.version;
       return render({ errors: error.fieldErrors }, error instanceof ConflictError ? 409 : 422);
     }
     throw error;
@@ -125,7 +130,9 @@ function groupFormValues(form: FormValues): GroupFormValues {
   const topics = form.all('permission-topic');
   // One more than allowed, so the limit is reported rather than silently applied.
   const count = Math.min(Math.max(effects.length, actions.length, topics.length), MAX_PERMISSIONS_PER_GROUP + 1);
+  const version = form.first('version') ?? '';
   return {
+    version: /^[0-9]{1,9}$/.test(version) ? Number(version) : undefined,
     name: form.first('name') ?? '',
     description: form.first('description') ?? '',
     permissions: Array.from({ length: count }, (_, i) => ({
