@@ -40,7 +40,8 @@ async function waitForPorts(running: Running): Promise<{ http: number; mqtt: num
   throw new Error(`Gatehouse did not start:\n${running.output()}`);
 }
 
-describe('the gatehouse process', () => {
+// Each test starts whole processes (tsx, then the embedded database): slow on a busy machine.
+describe('the gatehouse process', { timeout: 120_000 }, () => {
   let dataDir: string;
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-process-'));
