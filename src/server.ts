@@ -6,7 +6,6 @@ import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { createAuthenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
-import { loadAccess } from './domain/groupRules';
 import { createApp } from './web/app';
 
 export interface Gatehouse {
@@ -42,9 +41,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const firstRun = await prepareFirstAdministrator(database.db, config);
     const authenticator = createAuthenticator(database.db);
     broker = await createBroker({
+      // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
-      // A second read per successful CONNECT (failed ones stay at one).
-      loadAccess: (principal) => loadAccess(database.db, principal),
       limits: {
         drainTimeoutMs: config.MQTT_DRAIN_TIMEOUT_MS,
         concurrency: config.MQTT_CONCURRENCY,

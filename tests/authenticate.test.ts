@@ -2,9 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
 import { createAuthenticator, createFailureTracker } from '../src/domain/authenticate';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
+import { loadAccess } from '../src/domain/groupRules';
 import * as password from '../src/domain/password';
 
-import { createTestDatabase, drivers } from './support/db';
+import { grantGroup } from './support/acl';
+import { countQueries, createTestDatabase, drivers } from './support/db';
 
 const tcp = (username: string | undefined, pw: string | undefined, extra: { remoteAddress?: string } = {}) => ({
   username,
@@ -95,6 +97,44 @@ describe.each(drivers)('authenticate() on %s', (driver) => {
     const shed = burst.filter((r) => !r.ok && r.reason === 'throttled').length;
     expect(shed).toBeGreaterThan(0); // answered at once, without a verify
     expect(busy.stats().verifies + shed).toBe(8);
+  });
+
+  it('reads the database once per CONNECT, refused or accepted, and brings the permissions with the credentials', async () => {
+    await createClient(database.db, { name: 'Counted', username: 'counted', password: 'counted-password' });
+    await grantGroup(database.db, { name: 'Counted by client', permissions: [['allow', 'publish', 'counted/%u/#']], usernames: ['counted'] });
+    await grantGroup(database.db, { name: 'Counted by id', permissions: [['allow', 'subscribe', 'ids/%c']], clientIds: ['counted-*'] });
+    const auth = createAuthenticator(database.db);
+    const once = async (username: string, pw: string, clientId: string) => {
+      const counter = countQueries(database.db);
+      try {
+        return { result: await auth.authenticate({ ...tcp(username, pw), clientId }), queries: counter.count() };
+      } finally {
+        counter.stop();
+      }
+    };
+
+    expect(await once('counted', 'wrong-password', 'counted-1')).toEqual({ result: { ok: false, reason: 'bad_credentials' }, queries: 1 });
+    expect(await once('nobody-counted', 'counted-password', 'counted-1')).toEqual({ result: { ok: false, reason: 'bad_credentials' }, queries: 1 });
+
+    const verified = await once('counted', 'counted-password', 'counted-1');
+    expect(verified.queries).toBe(1);
+    expect(verified.result.ok && verified.result.access).toMatchObject({
+      username: 'counted',
+      mqttClientId: 'counted-1',
+      groups: [{ name: 'Counted by client' }, { name: 'Counted by id' }],
+      permissions: [{ filter: 'counted/counted/#' }, { filter: 'ids/counted-1' }],
+    });
+    // Served from the cache: still one query, and a client id the pattern does not match gets only the rule by client.
+    const cached = await once('counted', 'counted-password', 'other-1');
+    expect(cached.queries).toBe(1);
+    expect(auth.stats().cacheHits).toBe(1);
+    expect(cached.result.ok && cached.result.access.groups.map((g) => g.name)).toEqual(['Counted by client']);
+
+    // The snapshot is what loadAccess computes for the same connection.
+    const principal = verified.result.ok ? verified.result.principal : undefined;
+    expect(verified.result.ok && verified.result.access).toEqual(
+      await loadAccess(database.db, { clientRowId: principal!.clientRowId, username: 'counted', mqttClientId: 'counted-1' }),
+    );
   });
 
   it('reports the database being unreachable as unavailable', async () => {

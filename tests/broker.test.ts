@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { signIn } from './support/admin';
-import { drivers } from './support/db';
-import { grantGroup } from './support/acl';
+import { countQueries, drivers } from './support/db';
+import { appendRules, grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
 
@@ -99,6 +99,43 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     } finally {
       await endClient(client);
     }
+  });
+
+  it('reads the database once per CONNECT, accepted or refused, and applies a rule change at the next CONNECT', async () => {
+    await createClient(gatehouse.database.db, { name: 'Once', username: 'once', password: 'once-password' });
+    const group = await grantGroup(gatehouse.database.db, { name: 'Once', permissions: [['allow', 'subscribe', 'once/#']] });
+    const queriesFor = async <T>(work: () => Promise<T>) => {
+      const counter = countQueries(gatehouse.database.db);
+      try {
+        const result = await work();
+        return { result, queries: counter.count() };
+      } finally {
+        counter.stop();
+      }
+    };
+    const connectOnce = (password: string, clientId = 'once-1') => tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'once', password, clientId });
+
+    const refused = await queriesFor(() => connectOnce('wrong-password'));
+    expect(refused.result).toMatchObject({ ok: false, code: 4 });
+    expect(refused.queries).toBe(1);
+
+    // No rule gives the group yet: connected, but may not subscribe.
+    const before = await queriesFor(() => connectOnce('once-password'));
+    expect(before.queries).toBe(1);
+    expect(before.result.ok).toBe(true);
+    if (!before.result.ok) return;
+    expect(await subscribeCodes(before.result.client, { 'once/a': { qos: 1 } })).toEqual({ 'once/a': 128 });
+
+    await appendRules(gatehouse.database.db, [{ matchBy: 'client_id', value: 'once-*', groups: [String(group.id)] }]);
+    // The live session keeps its snapshot; the next CONNECT (from the cache, still one query) gets the rule.
+    expect(await subscribeCodes(before.result.client, { 'once/b': { qos: 1 } })).toEqual({ 'once/b': 128 });
+    const after = await queriesFor(() => connectOnce('once-password', 'once-2'));
+    expect(after.queries).toBe(1);
+    expect(after.result.ok).toBe(true);
+    if (!after.result.ok) return;
+    expect(await subscribeCodes(after.result.client, { 'once/c': { qos: 1 } })).toEqual({ 'once/c': 1 });
+    await endClient(after.result.client);
+    await endClient(before.result.client);
   });
 
   it('leaves live connections alone when their client is edited or deleted, and applies the change at reconnect', async () => {

@@ -38,12 +38,11 @@ export const defaultBrokerLimits: BrokerLimits = {
  * an Aedes callback becomes a call here, its answer becomes an MQTT code.
  */
 export interface BrokerDeps {
-  authenticate(input: AuthenticateInput): Promise<AuthResult>;
   /**
-   * The groups and permissions of an authenticated connection, read once at
-   * CONNECT: the session keeps this snapshot until it ends.
+   * Answers a CONNECT; a success carries the groups and permissions of the
+   * connection, which the session keeps until it ends.
    */
-  loadAccess(principal: Principal): Promise<AccessSnapshot>;
+  authenticate(input: AuthenticateInput): Promise<AuthResult>;
   limits?: Partial<BrokerLimits>;
   /** Aedes' message bus; another one (Redis) lets several nodes share traffic. */
   mq?: AedesOptions['mq'];
@@ -128,21 +127,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           remoteAddress: origin?.remoteAddress,
         })
         .then(
-          async (result) => {
+          (result) => {
             if (!result.ok) {
               done(authError(connackCodes[result.reason], result.reason), false);
               return;
             }
-            let access: AccessSnapshot;
-            try {
-              access = await deps.loadAccess(result.principal);
-            } catch (error) {
-              log(`loading permissions for ${client.id} failed: ${(error as Error).message}`);
-              done(authError(3, 'unavailable'), false);
-              return;
-            }
             principals.set(client, result.principal);
-            accessSnapshots.set(client, access);
+            accessSnapshots.set(client, result.access);
             done(null, true);
           },
           (error: unknown) => {

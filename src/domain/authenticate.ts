@@ -1,6 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db';
-import { type AuthType, findCredentialsByUsername } from './clients';
+import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from './acl';
+import type { AuthType } from './clients';
+import { findConnectRow } from './groupRules';
 import { verifyPasswordOrDecoy } from './password';
 
 export type Transport = 'tcp' | 'ws';
@@ -38,7 +40,13 @@ export type AuthFailure =
   /** A client id no MQTT string may hold (U+0000, [MQTT-1.5.3-2]). */
   | 'bad_client_id';
 
-export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: AuthFailure };
+export type AuthResult =
+  /**
+   * `access`: the groups and permissions of the connection, read in the same
+   * query as the credentials; the session keeps this snapshot until it ends.
+   */
+  | { ok: true; principal: Principal; access: AccessSnapshot }
+  | { ok: false; reason: AuthFailure };
 
 export interface AuthenticatorOptions {
   /** Argon2id verifies running at once; more wait their turn. */
@@ -72,9 +80,11 @@ interface CachedCredential {
 
 /**
  * The one authentication path for every listener. One database read per
- * CONNECT; a verified password is remembered as an HMAC under a per-process
- * key together with the row's version, so a reconnect storm costs no Argon2id
- * work and any edit of the client (which bumps its version) is a cache miss.
+ * CONNECT, which also brings the rules, groups and permissions that may apply
+ * to the connection (resolved only once the password is verified). A verified
+ * password is remembered as an HMAC under a per-process key together with the
+ * row's version, so a reconnect storm costs no Argon2id work and any edit of
+ * the client (which bumps its version) is a cache miss.
  */
 export function createAuthenticator(db: Database, options: AuthenticatorOptions = {}): Authenticator {
   const now = options.now ?? Date.now;
@@ -99,12 +109,14 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     if (username.includes('\u0000')) return { ok: false, reason: 'bad_credentials' };
 
     const address = input.remoteAddress;
-    let row;
+    let found;
     try {
-      row = await findCredentialsByUsername(db, username);
+      found = await findConnectRow(db, username, input.clientId);
     } catch {
       return { ok: false, reason: 'unavailable' };
     }
+    const row = found?.credentials;
+    const grants = found?.grants ?? [];
 
     const passwordMac = mac(password);
     const cached = cache.get(username);
@@ -115,7 +127,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       if (timingSafeEqual(cached.passwordMac, passwordMac)) {
         counters.cacheHits++;
         usernameFailures.succeed(username);
-        return { ok: true, principal: principalFor(row, input) };
+        return success(row, grants, input);
       }
     }
     if (usernameFailures.isLocked(username) || (address !== undefined && addressFailures.isLocked(address))) {
@@ -149,7 +161,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     cache.delete(username);
     cache.set(username, { version: row.version, clientRowId: row.id, passwordMac });
     if (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
-    return { ok: true, principal: principalFor(row, input) };
+    return success(row, grants, input);
   }
 
   return {
@@ -163,11 +175,8 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
   };
 }
 
-function principalFor(
-  row: { id: number; username: string; authType: AuthType },
-  input: AuthenticateInput,
-): Principal {
-  return {
+function success(row: { id: number; username: string; authType: AuthType }, grants: readonly RuleGrantRow[], input: AuthenticateInput): AuthResult {
+  const principal: Principal = {
     clientRowId: row.id,
     username: row.username,
     authType: row.authType,
@@ -175,6 +184,7 @@ function principalFor(
     transport: input.transport,
     remoteAddress: input.remoteAddress,
   };
+  return { ok: true, principal, access: resolveAccess(grants, principal) };
 }
 
 /** Thrown by a semaphore whose waiting line is full. */

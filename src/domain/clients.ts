@@ -196,27 +196,13 @@ export function likePattern(text: string): string {
   return `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
-/** What authentication needs: one row by username, in one query. */
+/** What authentication needs of a client (read by `findConnectRow`, with its grants). */
 export interface ClientCredentials {
   id: number;
   username: string;
   authType: AuthType;
   passwordHash: string;
   version: number;
-}
-
-export async function findCredentialsByUsername(db: Database, username: string): Promise<ClientCredentials | null> {
-  const [row] = await db
-    .select({
-      id: clients.id,
-      username: clients.username,
-      authType: clients.authType,
-      passwordHash: clients.passwordHash,
-      version: clients.version,
-    })
-    .from(clients)
-    .where(and(eq(clients.username, username), eq(clients.authType, 'password')));
-  return row ?? null;
 }
 
 /** Names and usernames for pickers, by name (at most `limit`). */

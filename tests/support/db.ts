@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { openDatabase, type OpenDatabase } from '../../src/db';
+import { openDatabase, type Database, type OpenDatabase } from '../../src/db';
 import { requireOrSkip } from './env';
 
 export type DriverName = 'pglite' | 'postgres';
@@ -45,6 +45,39 @@ export async function createTestDatabase(driver: DriverName): Promise<OpenDataba
       } finally {
         await dropper.end();
       }
+    },
+  };
+}
+
+/**
+ * Counts the queries sent through `db` (a transaction counts as one) until
+ * `stop()`. It swaps the logger of drizzle's session, which every query built
+ * from `db` reports to.
+ */
+export function countQueries(db: Database): { count(): number; stop(): number } {
+  const session = db._.session as unknown as {
+    logger: { logQuery(query: string, params: unknown[]): void };
+    transaction: (...args: unknown[]) => Promise<unknown>;
+  };
+  const logger = session.logger;
+  const transaction = session.transaction;
+  let queries = 0;
+  session.logger = {
+    logQuery(query, params) {
+      queries++;
+      logger.logQuery(query, params);
+    },
+  };
+  session.transaction = function (this: unknown, ...args: unknown[]) {
+    queries++;
+    return transaction.apply(this, args);
+  };
+  return {
+    count: () => queries,
+    stop() {
+      session.logger = logger;
+      session.transaction = transaction;
+      return queries;
     },
   };
 }
