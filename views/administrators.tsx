@@ -1,21 +1,14 @@
 import type { Administrator } from '../src/domain/administrators';
 import type { FieldErrors } from '../src/domain/errors';
-import { Field, FormAlert, formatTime, Layout } from './layout';
+import { Field, FormAlert, formatTime, Layout, Notice, PageTitle } from './layout';
 
 /** `/administrators`: who may sign in to the console. */
 export function AdministratorsPage(props: { administrators: Administrator[]; currentId: number; notice?: string; error?: string }) {
   const canRemove = props.administrators.length > 1;
   return (
     <Layout title="Administrators" section="administrators">
-      <hgroup class="page-title">
-        <h1>Administrators</h1>
-        <p>People who may sign in to this console.</p>
-      </hgroup>
-      {props.notice ? (
-        <p role="status" class="notice">
-          {props.notice}
-        </p>
-      ) : null}
+      <PageTitle title="Administrators">People who may sign in to this console.</PageTitle>
+      <Notice message={props.notice} />
       <FormAlert message={props.error} />
       <div class="toolbar">
         <a href="/administrators/password" role="button" class="secondary outline">

@@ -1,5 +1,5 @@
 import type { FieldErrors } from '../src/domain/errors';
-import { Field, FormAlert, Layout } from './layout';
+import { Field, FormAlert, Layout, Notice } from './layout';
 
 /** `/login`. A plain form: sign-in ends in a full page load anyway. */
 export function LoginPage(props: {
@@ -18,11 +18,7 @@ export function LoginPage(props: {
           <h1>Sign in</h1>
           <p>The Gatehouse console is for its administrators.</p>
         </header>
-        {props.notice ? (
-          <p role="status" class="notice">
-            {props.notice}
-          </p>
-        ) : null}
+        <Notice message={props.notice} />
         {props.needsSetup ? (
           <p role="status" class="notice">
             No administrator exists yet. Open the one-time setup link that Gatehouse printed when it started (

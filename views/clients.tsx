@@ -2,7 +2,7 @@ import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { RuleChangeNotice } from './groups';
-import { Field, FormAlert, formatDate, formatTime, Layout, Pagination } from './layout';
+import { Field, FormAlert, formatDate, formatTime, Layout, Notice, PageTitle, Pagination, SearchSummary } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -33,16 +33,9 @@ export function ClientsPage(props: {
 }) {
   return (
     <Layout title="Clients" section="clients">
-      <hgroup class="page-title">
-        <h1>Clients</h1>
-        <p>Credentials devices use to connect over MQTT.</p>
-      </hgroup>
+      <PageTitle title="Clients">Credentials devices use to connect over MQTT.</PageTitle>
       <div id="clients-notice">
-        {props.notice ? (
-          <p role="status" class="notice">
-            {props.notice}
-          </p>
-        ) : null}
+        <Notice message={props.notice} />
         {props.ruleChange ? <RuleChangeNotice change={props.ruleChange} /> : null}
       </div>
       <div class="toolbar">
@@ -80,11 +73,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
   const { result } = props;
   return (
     <section id="clients-results" aria-label="Clients">
-      <p id="clients-count">
-        {result.query
-          ? `${result.total} ${result.total === 1 ? 'client matches' : 'clients match'} “${result.query}”.`
-          : `${result.total} ${result.total === 1 ? 'client' : 'clients'}.`}
-      </p>
+      <SearchSummary total={result.total} query={result.query} one="client" many="clients" id="clients-count" />
       {result.clients.length === 0 ? (
         <div class="empty-state">
           {result.query ? (

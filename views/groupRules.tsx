@@ -1,7 +1,7 @@
 import type { FieldErrors } from '../src/domain/errors';
 import { MATCH_BY_LABELS, type RuleChange } from '../src/domain/groupRules';
 import { ErrorText } from './groups';
-import { FormAlert, formatTime, Layout } from './layout';
+import { FormAlert, formatTime, Layout, Notice, PageTitle } from './layout';
 
 /** One rule as typed on the page. */
 export interface RuleFormRow {
@@ -27,15 +27,8 @@ export interface RulesPageProps {
 export function GroupRulesPage(props: RulesPageProps) {
   return (
     <Layout title="Group rules" section="group-rules">
-      <hgroup class="page-title">
-        <h1>Group rules</h1>
-        <p>Which clients get which groups. A connection gets the groups of every rule it matches.</p>
-      </hgroup>
-      {props.notice ? (
-        <p role="status" class="notice">
-          {props.notice}
-        </p>
-      ) : null}
+      <PageTitle title="Group rules">Which clients get which groups. A connection gets the groups of every rule it matches.</PageTitle>
+      <Notice message={props.notice} />
       <RuleChanges changes={props.changes} />
       <GroupRulesForm {...props} />
     </Layout>

@@ -2,7 +2,7 @@ import type { Child } from 'hono/jsx';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
 import type { RuleChange } from '../src/domain/groupRules';
-import { Field, FormAlert, Layout, Pagination } from './layout';
+import { Field, FormAlert, Layout, PageTitle, Pagination, SearchSummary } from './layout';
 
 /** A permission row as typed: any string, so bad input can be shown again. */
 export interface PermissionFormRow {
@@ -25,10 +25,7 @@ export const BLANK_PERMISSION: PermissionFormRow = { effect: 'allow', action: 'p
 export function GroupsPage(props: { result: GroupPage; notice?: RuleChange | null }) {
   return (
     <Layout title="Groups" section="groups">
-      <hgroup class="page-title">
-        <h1>Groups</h1>
-        <p>Bundles of topic permissions. Group rules decide which clients get which groups.</p>
-      </hgroup>
+      <PageTitle title="Groups">Bundles of topic permissions. Group rules decide which clients get which groups.</PageTitle>
       <div id="groups-notice">{props.notice ? <RuleChangeNotice change={props.notice} /> : null}</div>
       <div class="toolbar">
         <form
@@ -78,11 +75,7 @@ export function GroupsResults(props: { result: GroupPage }) {
   const { result } = props;
   return (
     <section id="groups-results" aria-label="Groups">
-      <p>
-        {result.query
-          ? `${result.total} ${result.total === 1 ? 'group matches' : 'groups match'} “${result.query}”.`
-          : `${result.total} ${result.total === 1 ? 'group' : 'groups'}.`}
-      </p>
+      <SearchSummary total={result.total} query={result.query} one="group" many="groups" />
       {result.groups.length === 0 ? (
         <div class="empty-state">
           {result.query ? (

@@ -121,6 +121,38 @@ export function Field(props: {
   );
 }
 
+/** A page's heading and the line that says what the page is for. */
+export function PageTitle(props: { title: string; children: Child }) {
+  return (
+    <hgroup class="page-title">
+      <h1>{props.title}</h1>
+      <p>{props.children}</p>
+    </hgroup>
+  );
+}
+
+/** A passing message (saved, removed…), announced politely to screen readers. */
+export function Notice(props: { message?: string }) {
+  if (!props.message) return null;
+  return (
+    <p role="status" class="notice">
+      {props.message}
+    </p>
+  );
+}
+
+/** "3 clients." or "1 client matches “boiler”." above a searchable table. */
+export function SearchSummary(props: { total: number; query: string; one: string; many: string; id?: string }) {
+  const { total, query } = props;
+  return (
+    <p id={props.id}>
+      {query
+        ? `${total} ${total === 1 ? `${props.one} matches` : `${props.many} match`} “${query}”.`
+        : `${total} ${total === 1 ? props.one : props.many}.`}
+    </p>
+  );
+}
+
 /** A message at the top of a form, for errors that belong to no single field. */
 export function FormAlert(props: { message?: string }) {
   if (!props.message) return null;

@@ -65,19 +65,22 @@ export interface Broker {
   close(): Promise<void>;
 }
 
-/** The principal of an authenticated Aedes client. */
-const principals = new WeakMap<AedesClient, Principal>();
-
-export function principalOf(client: AedesClient | null | undefined): Principal | undefined {
-  return client ? principals.get(client) : undefined;
-}
-
-/** The permissions each session connected with. */
-const accessSnapshots = new WeakMap<AedesClient, AccessSnapshot>();
-
-/** What an Aedes client may do; nothing for a client without a snapshot. */
-export function accessOf(client: AedesClient | null | undefined): AccessSnapshot {
-  return (client && accessSnapshots.get(client)) || NO_ACCESS;
+/** What the broker keeps about one connection, from accept to close. */
+interface Connection {
+  transport: Transport;
+  remoteAddress?: string;
+  /** Set once CONNECT is authenticated. */
+  principal?: Principal;
+  /** The permissions the session connected with; nothing until then. */
+  access: AccessSnapshot;
+  /** Subscription filters granted, to cap them (UNSUBSCRIBE gives room back). */
+  granted: Set<string>;
+  /** Refusals already logged, so a looping device logs each topic once. */
+  refusals: Set<string>;
+  /** When its socket buffer was first seen full. */
+  stalledSince?: number;
+  /** Counted in the live sessions of its client. */
+  counted: boolean;
 }
 
 /**
@@ -101,10 +104,10 @@ const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = { ...defaultBrokerLimits, ...deps.limits };
   const log = deps.log ?? (() => {});
-  const transports = new WeakMap<AedesClient, { transport: Transport; remoteAddress?: string }>();
   const connections = new Set<Duplex>();
-  /** When each subscriber's socket buffer was first seen full. */
-  const stalledSince = new WeakMap<AedesClient, number>();
+  const connectionOf = new WeakMap<AedesClient, Connection>();
+  /** What a client may do; nothing for a will whose session is gone (`null`). */
+  const accessOf = (client: AedesClient | null) => (client && connectionOf.get(client)?.access) || NO_ACCESS;
 
   const aedes = await Aedes.createBroker({
     mq: deps.mq,
@@ -117,7 +120,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     queueLimit: limits.queueLimit,
 
     authenticate(client, username, password, done) {
-      const origin = transports.get(client);
+      const origin = connectionOf.get(client);
       deps
         .authenticate({
           username,
@@ -132,8 +135,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
               done(authError(connackCodes[result.reason], result.reason), false);
               return;
             }
-            principals.set(client, result.principal);
-            accessSnapshots.set(client, result.access);
+            if (origin) {
+              origin.principal = result.principal;
+              origin.access = result.access;
+            }
             done(null, true);
           },
           (error: unknown) => {
@@ -162,7 +167,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authorizeSubscribe(client, subscription, callback) {
       // Checked first, and in O(1): one SUBSCRIBE may carry ~90,000 filters.
-      const granted = grantedFilters(client);
+      const granted = connectionOf.get(client)?.granted ?? new Set<string>();
       if (granted.size >= limits.maxSubscriptions && !granted.has(subscription.topic)) {
         noteRefusal(client, 'subscribe', `${subscription.topic} (over ${limits.maxSubscriptions} subscriptions)`);
         callback(null, null);
@@ -188,49 +193,40 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     authorizeForward(client, packet) {
       if (!mayDeliver(accessOf(client), packet.topic)) return null;
       const conn = client.conn as Duplex;
+      const state = connectionOf.get(client);
       if (conn.writableLength > limits.maxBufferedBytes || conn.writableNeedDrain) {
         const now = Date.now();
-        const since = stalledSince.get(client);
-        if (since === undefined) stalledSince.set(client, now);
-        else if (now - since > limits.drainTimeoutMs) {
+        const since = state?.stalledSince;
+        if (since === undefined) {
+          if (state) state.stalledSince = now;
+        } else if (now - since > limits.drainTimeoutMs) {
           log(`disconnecting ${client.id}: not reading for ${now - since} ms`);
           conn.destroy(new Error('subscriber stalled'));
           return null;
         }
         if (packet.qos === 0) return null;
-      } else {
-        stalledSince.delete(client);
+      } else if (state) {
+        state.stalledSince = undefined;
       }
       return packet;
     },
   });
 
-  /** Filters granted per session, to cap them (UNSUBSCRIBE gives room back). */
-  const subscriptionsOf = new WeakMap<AedesClient, Set<string>>();
-  function grantedFilters(client: AedesClient): Set<string> {
-    let set = subscriptionsOf.get(client);
-    if (!set) subscriptionsOf.set(client, (set = new Set()));
-    return set;
-  }
   aedes.on('unsubscribe', (filters, client) => {
-    const set = client && subscriptionsOf.get(client);
-    if (set) for (const filter of filters) set.delete(filter);
+    const granted = client && connectionOf.get(client)?.granted;
+    if (granted) for (const filter of filters) granted.delete(filter);
   });
 
-  /** Topics refused per session, so a looping device logs each topic once. */
-  const refusals = new WeakMap<AedesClient, Set<string>>();
   function noteRefusal(client: AedesClient | null, action: 'publish' | 'subscribe', topic: string) {
     if (!client) {
       log(`dropped a will for ${topic}: its session is gone`);
       return;
     }
-    let seen = refusals.get(client);
-    if (!seen) refusals.set(client, (seen = new Set()));
+    const state = connectionOf.get(client);
     const key = `${action} ${topic}`;
-    if (seen.has(key) || seen.size >= 20) return;
-    seen.add(key);
-    const principal = principals.get(client);
-    log(`refused ${action} to ${JSON.stringify(topic)} for ${principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
+    if (!state || state.refusals.has(key) || state.refusals.size >= 20) return;
+    state.refusals.add(key);
+    log(`refused ${action} to ${JSON.stringify(topic)} for ${state.principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
   }
 
   function handleConnection(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage) {
@@ -242,7 +238,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     connections.add(stream);
     stream.once('close', () => connections.delete(stream));
     const client = aedes.handle(stream, req);
-    transports.set(client, { transport, remoteAddress });
+    connectionOf.set(client, { transport, remoteAddress, access: NO_ACCESS, granted: new Set(), refusals: new Set(), counted: false });
     limitPacketSize(client, limits.maxPacketBytes);
   }
 
@@ -257,17 +253,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const wsServers: WebSocketServer[] = [];
 
   const sessionCounts = new Map<number, number>();
-  const counted = new WeakSet<AedesClient>();
   aedes.on('client', (client) => {
-    const principal = principals.get(client);
-    if (!principal) return;
-    counted.add(client);
-    sessionCounts.set(principal.clientRowId, (sessionCounts.get(principal.clientRowId) ?? 0) + 1);
+    const state = connectionOf.get(client);
+    if (!state?.principal) return;
+    state.counted = true;
+    const { clientRowId } = state.principal;
+    sessionCounts.set(clientRowId, (sessionCounts.get(clientRowId) ?? 0) + 1);
   });
   aedes.on('clientDisconnect', (client) => {
-    const principal = principals.get(client);
-    if (!principal || !counted.has(client)) return;
-    counted.delete(client);
+    const state = connectionOf.get(client);
+    if (!state?.principal || !state.counted) return;
+    state.counted = false;
+    const principal = state.principal;
     const left = (sessionCounts.get(principal.clientRowId) ?? 1) - 1;
     if (left > 0) sessionCounts.set(principal.clientRowId, left);
     else sessionCounts.delete(principal.clientRowId);

@@ -148,18 +148,21 @@ export async function findConnectRow(db: Queryable, username: string, mqttClient
   };
 }
 
+/** A rule as the console lists it (its groups are attached after). */
+const ruleColumns = {
+  id: groupRules.id,
+  position: groupRules.position,
+  matchBy: groupRules.matchBy,
+  clientRowId: groupRules.clientId,
+  clientName: clients.name,
+  clientUsername: clients.username,
+  value: groupRules.value,
+};
+
 /** Every rule, in page order, with its client and groups. */
 export async function listGroupRules(db: Queryable): Promise<GroupRule[]> {
   const rules = await db
-    .select({
-      id: groupRules.id,
-      position: groupRules.position,
-      matchBy: groupRules.matchBy,
-      clientRowId: groupRules.clientId,
-      clientName: clients.name,
-      clientUsername: clients.username,
-      value: groupRules.value,
-    })
+    .select(ruleColumns)
     .from(groupRules)
     .leftJoin(clients, eq(clients.id, groupRules.clientId))
     .orderBy(asc(groupRules.position), asc(groupRules.id));
@@ -169,15 +172,7 @@ export async function listGroupRules(db: Queryable): Promise<GroupRule[]> {
 /** The rules that give group `groupId`, with all their groups. */
 export async function loadRulesGiving(db: Queryable, groupId: number): Promise<GroupRule[]> {
   const rules = await db
-    .select({
-      id: groupRules.id,
-      position: groupRules.position,
-      matchBy: groupRules.matchBy,
-      clientRowId: groupRules.clientId,
-      clientName: clients.name,
-      clientUsername: clients.username,
-      value: groupRules.value,
-    })
+    .select(ruleColumns)
     .from(groupRules)
     .innerJoin(groupRuleGroups, and(eq(groupRuleGroups.ruleId, groupRules.id), eq(groupRuleGroups.groupId, groupId)))
     .leftJoin(clients, eq(clients.id, groupRules.clientId))
@@ -188,15 +183,7 @@ export async function loadRulesGiving(db: Queryable, groupId: number): Promise<G
 /** The rules that name client `clientRowId`. */
 export async function loadRulesNaming(db: Queryable, clientRowId: number): Promise<GroupRule[]> {
   const rules = await db
-    .select({
-      id: groupRules.id,
-      position: groupRules.position,
-      matchBy: groupRules.matchBy,
-      clientRowId: groupRules.clientId,
-      clientName: clients.name,
-      clientUsername: clients.username,
-      value: groupRules.value,
-    })
+    .select(ruleColumns)
     .from(groupRules)
     .innerJoin(clients, eq(clients.id, groupRules.clientId))
     .where(eq(groupRules.clientId, clientRowId))

@@ -1,5 +1,6 @@
 import { type Context, Hono } from 'hono';
 import {
+  type Administrator,
   type SignInGuard,
   countAdministrators,
   createAdministrator,
@@ -81,53 +82,65 @@ export function administratorRoutes(deps: { signIn: SignInGuard; trustProxy: boo
   });
 
   admins.get('/:id/remove', async (c) => {
-    const id = parseId(c.req.param('id'));
-    const administrator = id === null ? null : await getAdministrator(c.var.db, id);
+    const administrator = await findAdministrator(c);
     if (!administrator) return notFound(c);
     return c.html(<RemoveAdministratorPage administrator={administrator} isCurrent={administrator.id === me(c).id} />);
   });
 
-  admins.post('/:id/remove', async (c) => {
-    const id = parseId(c.req.param('id'));
-    const administrator = id === null ? null : await getAdministrator(c.var.db, id);
+  admins.post('/:id/remove', (c) =>
+    remove(c, {
+      refused: (administrator, isCurrent, message) =>
+        c.html(<RemoveAdministratorPage administrator={administrator} isCurrent={isCurrent} error={message} />, 409),
+      removed: () => redirectAfterPost(c, '/administrators?notice=removed'),
+    }),
+  );
+
+  admins.delete('/:id', (c) =>
+    remove(c, {
+      refused: (administrator, isCurrent, message) =>
+        c.html(<AdministratorRow administrator={administrator} isCurrent={isCurrent} canRemove={false} error={message} />, 409),
+      removed: async () => {
+        // The one left can no longer be removed: show the page as it now is.
+        if ((await countAdministrators(c.var.db)) <= 1) c.header('HX-Refresh', 'true');
+        // The row that asked is swapped for nothing: it disappears.
+        return c.body('', 200);
+      },
+    }),
+  );
+
+  /**
+   * Removes the administrator of the path; `refused` renders the last-one
+   * refusal, `removed` the answer after removing someone else. Removing
+   * oneself ends one's session and leads to the sign-in page.
+   */
+  async function remove(
+    c: Context<AppEnv>,
+    answer: {
+      refused: (administrator: Administrator, isCurrent: boolean, message: string) => Response | Promise<Response>;
+      removed: () => Response | Promise<Response>;
+    },
+  ) {
+    const administrator = await findAdministrator(c);
     if (!administrator) return notFound(c);
     const isCurrent = administrator.id === me(c).id;
     try {
       if (!(await deleteAdministrator(c.var.db, administrator.id))) return notFound(c);
     } catch (error) {
       if (!(error instanceof LastAdministratorError)) throw error;
-      return c.html(<RemoveAdministratorPage administrator={administrator} isCurrent={isCurrent} error={error.message} />, 409);
+      return answer.refused(administrator, isCurrent, error.message);
     }
-    return afterRemoval(c, isCurrent, () => redirectAfterPost(c, '/administrators?notice=removed'));
-  });
-
-  admins.delete('/:id', async (c) => {
-    const id = parseId(c.req.param('id'));
-    const administrator = id === null ? null : await getAdministrator(c.var.db, id);
-    if (!administrator) return notFound(c);
-    const isCurrent = administrator.id === me(c).id;
-    try {
-      if (!(await deleteAdministrator(c.var.db, administrator.id))) return notFound(c);
-    } catch (error) {
-      if (!(error instanceof LastAdministratorError)) throw error;
-      return c.html(<AdministratorRow administrator={administrator} isCurrent={isCurrent} canRemove={false} error={error.message} />, 409);
-    }
-    return afterRemoval(c, isCurrent, async () => {
-      // The one left can no longer be removed: show the page as it now is.
-      if ((await countAdministrators(c.var.db)) <= 1) c.header('HX-Refresh', 'true');
-      // The row that asked is swapped for nothing: it disappears.
-      return c.body('', 200);
-    });
-  });
-
-  function afterRemoval(c: Context<AppEnv>, isCurrent: boolean, otherwise: () => Response | Promise<Response>) {
-    if (!isCurrent) return otherwise();
+    if (!isCurrent) return answer.removed();
     // One's own account: its sessions went with it.
     clearSessionCookie(c, deps.trustProxy);
     return redirectAfterPost(c, '/login');
   }
 
   return admins;
+}
+
+async function findAdministrator(c: Context<AppEnv>) {
+  const id = parseId(c.req.param('id'));
+  return id === null ? null : getAdministrator(c.var.db, id);
 }
 
 /** The signed-in administrator; the guard guarantees one on these routes. */

@@ -25,34 +25,28 @@ export function parseId(value: string | undefined): number | null {
   return id <= 2_147_483_647 ? id : null;
 }
 
-/** Form fields as strings (files and repeated fields: the first string wins). */
+/** The string fields of a form body, in document order; files are skipped. */
+async function formEntries(c: Context): Promise<Array<[string, string]>> {
+  const type = c.req.header('content-type') ?? '';
+  if (!type.includes('application/x-www-form-urlencoded') && !type.includes('multipart/form-data')) return [];
+  const body = await c.req.formData().catch(() => null);
+  return [...(body?.entries() ?? [])].flatMap(([key, value]): Array<[string, string]> => (typeof value === 'string' ? [[key, value]] : []));
+}
+
+/** Form fields as strings (repeated fields: the first wins). */
 export async function readForm(c: Context): Promise<Record<string, string>> {
   const form: Record<string, string> = {};
-  const type = c.req.header('content-type') ?? '';
-  if (!type.includes('application/x-www-form-urlencoded') && !type.includes('multipart/form-data')) return form;
-  const body = await c.req.formData().catch(() => null);
-  if (!body) return form;
-  for (const [key, value] of body.entries()) {
-    if (typeof value === 'string' && !(key in form)) form[key] = value;
-  }
+  for (const [key, value] of await formEntries(c)) if (!(key in form)) form[key] = value;
   return form;
 }
 
-/**
- * Form fields with every value of a repeated key, in document order (rows of
- * a table form, checked boxes). Files are skipped.
- */
+/** Form fields with every value of a repeated key, in document order (rows of a table form, checked boxes). */
 export async function readFormAll(c: Context): Promise<FormValues> {
   const values = new Map<string, string[]>();
-  const type = c.req.header('content-type') ?? '';
-  if (type.includes('application/x-www-form-urlencoded') || type.includes('multipart/form-data')) {
-    const body = await c.req.formData().catch(() => null);
-    for (const [key, value] of body?.entries() ?? []) {
-      if (typeof value !== 'string') continue;
-      const list = values.get(key);
-      if (list) list.push(value);
-      else values.set(key, [value]);
-    }
+  for (const [key, value] of await formEntries(c)) {
+    const list = values.get(key);
+    if (list) list.push(value);
+    else values.set(key, [value]);
   }
   return {
     first: (key) => values.get(key)?.[0],

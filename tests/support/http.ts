@@ -20,8 +20,3 @@ export function send(app: App, path: string, options: { method?: string; headers
 }
 
 export const htmx = { 'hx-request': 'true' };
-
-/** The text of the element with `id` (a rough cut, enough for assertions). */
-export function idOf(html: string, id: string): boolean {
-  return html.includes(`id="${id}"`);
-}
