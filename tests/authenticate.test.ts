@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
-import { createAuthenticator, createFailureTracker } from '../src/domain/authenticate';
+import { createAuthenticator } from '../src/domain/authenticate';
+import { createFailureTracker } from '../src/domain/passwordGate';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
 import { loadAccess } from '../src/domain/groupRules';
 import * as password from '../src/domain/password';

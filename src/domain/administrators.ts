@@ -1,10 +1,10 @@
 import { asc, count, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
-import { BusyError, createFailureTracker, createSemaphore } from './authenticate';
+import { createPasswordGate } from './passwordGate';
 import { usernameSchema } from './clients';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
-import { hashPassword, verifyPasswordOrDecoy } from './password';
+import { hashPassword } from './password';
 import { deleteSessionsOfAdministrator } from './sessions';
 import { parseInput } from './validation';
 
@@ -217,59 +217,30 @@ export interface SignInGuard {
  * or address is refused before any verify, whether the username exists or not.
  */
 export function createSignInGuard(db: Database, options: SignInGuardOptions = {}): SignInGuard {
-  const now = options.now ?? Date.now;
-  const usernameFailures = createFailureTracker({
-    threshold: options.failuresBeforeBackoff ?? 5,
-    maxBackoffMs: options.maxUsernameBackoffMs ?? 60_000,
-    now,
+  const gate = createPasswordGate({
+    usernameThreshold: options.failuresBeforeBackoff ?? 5,
+    addressThreshold: options.addressFailuresBeforeBackoff ?? 20,
+    usernameMaxBackoffMs: options.maxUsernameBackoffMs ?? 60_000,
+    addressMaxBackoffMs: options.maxAddressBackoffMs ?? 5 * 60_000,
+    // Sign-in shares the CPU with the broker's own verifies: a flood of
+    // sign-in posts waits here instead of starving device CONNECTs.
+    maxConcurrent: 2,
+    maxWaiting: 64,
+    now: options.now,
   });
-  const addressFailures = createFailureTracker({
-    threshold: options.addressFailuresBeforeBackoff ?? 20,
-    maxBackoffMs: options.maxAddressBackoffMs ?? 5 * 60_000,
-    now,
-  });
-  // Sign-in shares the CPU with the broker's own verifies: a flood of
-  // sign-in posts waits here instead of starving device CONNECTs.
-  const verifySlots = createSemaphore(2, 64);
-  let verifies = 0;
-
-  function throttled(username: string, address: string | undefined) {
-    const retryAfterMs = Math.max(usernameFailures.retryAfterMs(username), address ? addressFailures.retryAfterMs(address) : 0);
-    return retryAfterMs > 0 ? { ok: false as const, reason: 'throttled' as const, retryAfterMs } : null;
-  }
 
   async function check(username: string, password: string, address: string | undefined): Promise<SignInResult> {
-    const locked = throttled(username, address);
-    if (locked) return locked;
+    // A locked username or address costs no database read either.
+    const wait = gate.retryAfterMs(username, address);
+    if (wait > 0) return { ok: false, reason: 'throttled', retryAfterMs: wait };
     const row = await db
       .select({ ...publicColumns, passwordHash: administrators.passwordHash })
       .from(administrators)
       .where(eq(administrators.username, username))
       .then((rows) => rows[0]);
-    let valid: boolean;
-    try {
-      const outcome = await verifySlots.run(async () => {
-        // Checked again in the slot: posts sent in parallel all passed the
-        // first check before any of them failed.
-        const lockedNow = throttled(username, address);
-        if (lockedNow) return lockedNow;
-        verifies++;
-        return verifyPasswordOrDecoy(row?.passwordHash, password);
-      });
-      if (typeof outcome !== 'boolean') return outcome;
-      valid = outcome;
-    } catch (error) {
-      if (error instanceof BusyError) return { ok: false, reason: 'throttled', retryAfterMs: 1000 };
-      throw error;
-    }
-    if (!row || !valid) {
-      usernameFailures.fail(username);
-      if (address) addressFailures.fail(address);
-      return { ok: false, reason: 'bad_credentials' };
-    }
-    // The address keeps its count: one valid account must not reset the
-    // counter of an address that guesses at the others.
-    usernameFailures.succeed(username);
+    const checked = await gate.verify(username, address, row?.passwordHash, password);
+    if (!checked.ok) return checked;
+    if (!row) throw new Error('a password verified without an administrator row');
     const { passwordHash: _, ...administrator } = row;
     return { ok: true, administrator };
   }
@@ -303,10 +274,9 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
     },
 
     reset() {
-      usernameFailures.clear();
-      addressFailures.clear();
+      gate.clear();
     },
 
-    stats: () => ({ verifies }),
+    stats: () => ({ verifies: gate.verifies() }),
   };
 }

@@ -3,7 +3,7 @@ import type { Database } from '../db';
 import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from './acl';
 import type { AuthType } from './clients';
 import { findConnectRow } from './groupRules';
-import { verifyPasswordOrDecoy } from './password';
+import { createPasswordGate } from './passwordGate';
 
 export type Transport = 'tcp' | 'ws';
 
@@ -91,11 +91,17 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
   const cacheSize = options.cacheSize ?? 10_000;
   const macKey = randomBytes(32);
   const cache = new Map<string, CachedCredential>();
-  const verifySlots = createSemaphore(options.maxConcurrentVerifies ?? 4, options.maxQueuedVerifies ?? 256);
   const maxBackoffMs = options.maxBackoffMs ?? 60_000;
-  const usernameFailures = createFailureTracker({ threshold: options.failuresBeforeBackoff ?? 5, maxBackoffMs, now });
-  const addressFailures = createFailureTracker({ threshold: options.addressFailuresBeforeBackoff ?? 20, maxBackoffMs, now });
-  const counters = { verifies: 0, cacheHits: 0 };
+  const gate = createPasswordGate({
+    usernameThreshold: options.failuresBeforeBackoff ?? 5,
+    addressThreshold: options.addressFailuresBeforeBackoff ?? 20,
+    usernameMaxBackoffMs: maxBackoffMs,
+    addressMaxBackoffMs: maxBackoffMs,
+    maxConcurrent: options.maxConcurrentVerifies ?? 4,
+    maxWaiting: options.maxQueuedVerifies ?? 256,
+    now,
+  });
+  let cacheHits = 0;
 
   const mac = (password: Buffer) => createHmac('sha256', macKey).update(password).digest();
 
@@ -108,7 +114,6 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     if (input.clientId.includes('\u0000')) return { ok: false, reason: 'bad_client_id' };
     if (username.includes('\u0000')) return { ok: false, reason: 'bad_credentials' };
 
-    const address = input.remoteAddress;
     let found;
     try {
       found = await findConnectRow(db, username, input.clientId);
@@ -125,39 +130,15 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       // someone guessing its username or sharing its (NAT) address: back-off
       // only gates the costly verifies.
       if (timingSafeEqual(cached.passwordMac, passwordMac)) {
-        counters.cacheHits++;
-        usernameFailures.succeed(username);
+        cacheHits++;
+        gate.succeed(username);
         return success(row, grants, input);
       }
     }
-    if (usernameFailures.isLocked(username) || (address !== undefined && addressFailures.isLocked(address))) {
-      return { ok: false, reason: 'throttled' };
-    }
 
-    const passwordText = password.toString('utf8');
-    const locked = () => usernameFailures.isLocked(username) || (address !== undefined && addressFailures.isLocked(address));
-    let valid: boolean;
-    try {
-      const outcome = await verifySlots.run(async () => {
-        // Checked again in the slot: attempts sent in parallel all passed the
-        // first check before any of them failed.
-        if (locked()) return 'throttled' as const;
-        counters.verifies++;
-        return verifyPasswordOrDecoy(row?.passwordHash, passwordText);
-      });
-      if (outcome === 'throttled') return { ok: false, reason: 'throttled' };
-      valid = outcome;
-    } catch (error) {
-      if (error instanceof BusyError) return { ok: false, reason: 'throttled' };
-      throw error;
-    }
-
-    if (!row || !valid) {
-      usernameFailures.fail(username);
-      if (address) addressFailures.fail(address);
-      return { ok: false, reason: 'bad_credentials' };
-    }
-    usernameFailures.succeed(username);
+    const checked = await gate.verify(username, input.remoteAddress, row?.passwordHash, password.toString('utf8'));
+    if (!checked.ok) return { ok: false, reason: checked.reason };
+    if (!row) throw new Error('a password verified without a client row');
     cache.delete(username);
     cache.set(username, { version: row.version, clientRowId: row.id, passwordMac });
     if (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
@@ -168,10 +149,9 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     authenticate,
     reset() {
       cache.clear();
-      usernameFailures.clear();
-      addressFailures.clear();
+      gate.clear();
     },
-    stats: () => ({ ...counters }),
+    stats: () => ({ verifies: gate.verifies(), cacheHits }),
   };
 }
 
@@ -185,95 +165,4 @@ function success(row: { id: number; username: string; authType: AuthType }, gran
     remoteAddress: input.remoteAddress,
   };
   return { ok: true, principal, access: resolveAccess(grants, principal) };
-}
-
-/** Thrown by a semaphore whose waiting line is full. */
-export class BusyError extends Error {
-  constructor() {
-    super('too many waiting');
-  }
-}
-
-/**
- * Runs at most `limit` tasks at once; the rest wait in order, at most
- * `maxWaiting` of them (then `run` throws BusyError without running the task).
- * A finished task hands its slot straight to the next in line.
- */
-export function createSemaphore(limit: number, maxWaiting = Number.POSITIVE_INFINITY) {
-  let active = 0;
-  const waiting: Array<() => void> = [];
-  return {
-    async run<T>(task: () => Promise<T>): Promise<T> {
-      if (active >= limit) {
-        if (waiting.length >= maxWaiting) throw new BusyError();
-        await new Promise<void>((resolve) => waiting.push(resolve));
-      } else {
-        active++;
-      }
-      try {
-        return await task();
-      } finally {
-        const next = waiting.shift();
-        if (next) next();
-        else active--;
-      }
-    },
-  };
-}
-
-interface FailureEntry {
-  count: number;
-  lockedUntil: number;
-  lastFailure: number;
-}
-
-/**
- * Counts failures per key. After `threshold` failures each further failure
- * doubles a lock-out (1 s, 2 s, 4 s … up to `maxBackoffMs`); entries are
- * forgotten 15 minutes after their last failure. Bounded in size.
- */
-export function createFailureTracker(options: { threshold: number; maxBackoffMs: number; now: () => number; maxEntries?: number }) {
-  const entries = new Map<string, FailureEntry>();
-  const forgetAfterMs = 15 * 60_000;
-  const maxEntries = options.maxEntries ?? 100_000;
-
-  function current(key: string): FailureEntry | undefined {
-    const entry = entries.get(key);
-    if (entry && options.now() - entry.lastFailure > forgetAfterMs) {
-      entries.delete(key);
-      return undefined;
-    }
-    return entry;
-  }
-
-  return {
-    isLocked(key: string): boolean {
-      const entry = current(key);
-      return entry !== undefined && entry.lockedUntil > options.now();
-    },
-    /** Milliseconds until `key` may try again (0 when not locked). */
-    retryAfterMs(key: string): number {
-      const entry = current(key);
-      return entry ? Math.max(0, entry.lockedUntil - options.now()) : 0;
-    },
-    fail(key: string): void {
-      const at = options.now();
-      const entry = current(key) ?? { count: 0, lockedUntil: 0, lastFailure: at };
-      entry.count++;
-      entry.lastFailure = at;
-      if (entry.count >= options.threshold) {
-        const backoff = Math.min(1000 * 2 ** (entry.count - options.threshold), options.maxBackoffMs);
-        entry.lockedUntil = at + backoff;
-      }
-      entries.delete(key);
-      entries.set(key, entry);
-      if (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
-    },
-    succeed(key: string): void {
-      entries.delete(key);
-    },
-    clear(): void {
-      entries.clear();
-    },
-  };
 }
