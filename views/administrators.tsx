@@ -1,6 +1,6 @@
 import type { Administrator } from '../src/domain/administrators';
 import type { FieldErrors } from '../src/domain/errors';
-import { Field, FormAlert, formatTime, Layout, Notice, PageTitle } from './layout';
+import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatTime, Layout, Notice, PageTitle, RowMenu } from './layout';
 
 /** `/administrators`: who may sign in to the console. */
 export function AdministratorsPage(props: { administrators: Administrator[]; currentId: number; notice?: string; error?: string }) {
@@ -61,41 +61,32 @@ export function AdministratorRow(props: { administrator: Administrator; isCurren
       <td>{formatTime(administrator.createdAt)}</td>
       <td>{formatTime(administrator.updatedAt)}</td>
       <td class="row-actions">
-        <details class="dropdown">
-          <summary aria-label={`Actions for ${administrator.username}`} role="button" class="outline secondary menu-button">
-            ⋮
-          </summary>
-          <ul dir="rtl">
-            {isCurrent ? (
-              <li>
-                <a href="/administrators/password">Change password</a>
-              </li>
-            ) : null}
-            {props.canRemove ? (
-              <li>
-                <a
-                  href={`/administrators/${administrator.id}/remove`}
-                  hx-delete={`/administrators/${administrator.id}`}
-                  hx-confirm={
-                    isCurrent
-                      ? 'Remove your own account? You will be signed out and cannot sign in again.'
-                      : `Remove the administrator “${administrator.username}”? They are signed out at once.`
-                  }
-                  hx-target={`#${id}`}
-                  hx-swap="outerHTML"
-                  data-confirm-label="Remove administrator"
-                  class="danger"
-                >
-                  Remove
-                </a>
-              </li>
-            ) : (
-              <li>
-                <span aria-disabled="true">The last administrator cannot be removed</span>
-              </li>
-            )}
-          </ul>
-        </details>
+        <RowMenu name={administrator.username}>
+          {isCurrent ? (
+            <li>
+              <a href="/administrators/password">Change password</a>
+            </li>
+          ) : null}
+          {props.canRemove ? (
+            <DangerMenuItem
+              label="Remove"
+              href={`/administrators/${administrator.id}/remove`}
+              action={`/administrators/${administrator.id}`}
+              confirm={
+                isCurrent
+                  ? 'Remove your own account? You will be signed out and cannot sign in again.'
+                  : `Remove the administrator “${administrator.username}”? They are signed out at once.`
+              }
+              confirmLabel="Remove administrator"
+              target={`#${id}`}
+              swap="outerHTML"
+            />
+          ) : (
+            <li>
+              <span aria-disabled="true">The last administrator cannot be removed</span>
+            </li>
+          )}
+        </RowMenu>
       </td>
     </tr>
   );
@@ -240,16 +231,12 @@ export function RemoveAdministratorPage(props: { administrator: Administrator; i
             ? 'This is your own account: you are signed out at once and cannot sign in again.'
             : 'They are signed out at once and cannot sign in again.'}
         </p>
-        <footer>
-          <form method="post" action={`/administrators/${administrator.id}/remove`} class="form-actions">
-            <button type="submit" class="danger">
-              Remove administrator
-            </button>
-            <a href="/administrators" role="button" class="secondary outline">
-              Keep them
-            </a>
-          </form>
-        </footer>
+        <ConfirmFooter
+          action={`/administrators/${administrator.id}/remove`}
+          confirmLabel="Remove administrator"
+          cancelHref="/administrators"
+          cancelLabel="Keep them"
+        />
       </article>
     </Layout>
   );

@@ -2,7 +2,7 @@ import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { RuleChangeNotice } from './groups';
-import { Field, FormAlert, formatDate, formatTime, Layout, Notice, PageTitle, Pagination, SearchSummary } from './layout';
+import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageTitle, Pagination, RowMenu, SearchSummary } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -134,39 +134,24 @@ export function ClientRow(props: { client: Client; sessions: number; access?: Cl
       <td>{props.sessions}</td>
       <td>{formatDate(client.updatedAt)}</td>
       <td class="row-actions">
-        <details class="dropdown">
-          <summary aria-label={`Actions for ${client.name}`} role="button" class="outline secondary menu-button">
-            ⋮
-          </summary>
-          <ul dir="rtl">
-            <li>
-              <a
-                href={`/clients/${client.id}/edit`}
-                hx-get={`/clients/${client.id}/edit`}
-                hx-target={`#client-${client.id}`}
-                hx-swap="outerHTML"
-              >
-                Edit
-              </a>
-            </li>
-            <li>
-              <a href={`/clients/${client.id}`}>Permissions</a>
-            </li>
-            <li>
-              <a
-                href={`/clients/${client.id}/delete`}
-                hx-delete={`/clients/${client.id}`}
-                hx-confirm={`Delete the client “${client.name}”? Devices using it can no longer connect, and group rules naming it are removed.`}
-                data-confirm-label="Delete client"
-                hx-target={`#client-${client.id}`}
-                hx-swap="outerHTML swapEmpty:true"
-                class="danger"
-              >
-                Delete
-              </a>
-            </li>
-          </ul>
-        </details>
+        <RowMenu name={client.name}>
+          <li>
+            <a href={`/clients/${client.id}/edit`} hx-get={`/clients/${client.id}/edit`} hx-target={`#client-${client.id}`} hx-swap="outerHTML">
+              Edit
+            </a>
+          </li>
+          <li>
+            <a href={`/clients/${client.id}`}>Permissions</a>
+          </li>
+          <DangerMenuItem
+            label="Delete"
+            href={`/clients/${client.id}/delete`}
+            action={`/clients/${client.id}`}
+            confirm={`Delete the client “${client.name}”? Devices using it can no longer connect, and group rules naming it are removed.`}
+            confirmLabel="Delete client"
+            target={`#client-${client.id}`}
+          />
+        </RowMenu>
       </td>
     </tr>
   );
@@ -343,16 +328,7 @@ export function DeleteClientPage(props: { client: Client; rules?: GroupRule[] })
             </ul>
           </>
         ) : null}
-        <footer>
-          <form method="post" action={`/clients/${client.id}/delete`} class="form-actions">
-            <button type="submit" class="danger">
-              Delete client
-            </button>
-            <a href="/clients" role="button" class="secondary outline">
-              Keep it
-            </a>
-          </form>
-        </footer>
+        <ConfirmFooter action={`/clients/${client.id}/delete`} confirmLabel="Delete client" cancelHref="/clients" cancelLabel="Keep it" />
       </article>
     </Layout>
   );

@@ -2,7 +2,7 @@ import type { Child } from 'hono/jsx';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
 import type { RuleChange } from '../src/domain/groupRules';
-import { Field, FormAlert, Layout, PageTitle, Pagination, SearchSummary } from './layout';
+import { ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, PageTitle, Pagination, RowMenu, SearchSummary } from './layout';
 
 /** A permission row as typed: any string, so bad input can be shown again. */
 export interface PermissionFormRow {
@@ -132,29 +132,19 @@ export function GroupRow(props: { group: GroupSummary }) {
       <td>{plural(group.permissionCount, 'row', 'rows')}</td>
       <td>{group.ruleCount}</td>
       <td class="row-actions">
-        <details class="dropdown">
-          <summary aria-label={`Actions for ${group.name}`} role="button" class="outline secondary menu-button">
-            ⋮
-          </summary>
-          <ul dir="rtl">
-            <li>
-              <a href={`/groups/${group.id}/edit`}>Edit</a>
-            </li>
-            <li>
-              <a
-                href={`/groups/${group.id}/delete`}
-                hx-delete={`/groups/${group.id}`}
-                hx-confirm={`Delete the group “${group.name}”? ${usedBy} Connected devices keep their permissions until they reconnect.`}
-                data-confirm-label="Delete group"
-                hx-target={`#${id}`}
-                hx-swap="outerHTML swapEmpty:true"
-                class="danger"
-              >
-                Delete
-              </a>
-            </li>
-          </ul>
-        </details>
+        <RowMenu name={group.name}>
+          <li>
+            <a href={`/groups/${group.id}/edit`}>Edit</a>
+          </li>
+          <DangerMenuItem
+            label="Delete"
+            href={`/groups/${group.id}/delete`}
+            action={`/groups/${group.id}`}
+            confirm={`Delete the group “${group.name}”? ${usedBy} Connected devices keep their permissions until they reconnect.`}
+            confirmLabel="Delete group"
+            target={`#${id}`}
+          />
+        </RowMenu>
       </td>
     </tr>
   );
@@ -358,16 +348,7 @@ export function DeleteGroupPage(props: { group: Group; impact: RuleImpact[] }) {
           </>
         )}
         <p>Devices connected now keep their permissions until they reconnect.</p>
-        <footer>
-          <form method="post" action={`/groups/${group.id}/delete`} class="form-actions">
-            <button type="submit" class="danger">
-              Delete group
-            </button>
-            <a href="/groups" role="button" class="secondary outline">
-              Keep it
-            </a>
-          </form>
-        </footer>
+        <ConfirmFooter action={`/groups/${group.id}/delete`} confirmLabel="Delete group" cancelHref="/groups" cancelLabel="Keep it" />
       </article>
     </Layout>
   );

@@ -153,6 +153,60 @@ export function SearchSummary(props: { total: number; query: string; one: string
   );
 }
 
+/**
+ * The three-dot menu of a table row: a `<details>` dropdown, so it opens by
+ * keyboard and without JavaScript. `children` are its `<li>` items.
+ */
+export function RowMenu(props: { name: string; children: Child }) {
+  return (
+    <details class="dropdown">
+      <summary aria-label={`Actions for ${props.name}`} role="button" class="outline secondary menu-button">
+        ⋮
+      </summary>
+      <ul dir="rtl">{props.children}</ul>
+    </details>
+  );
+}
+
+/**
+ * A destructive row-menu item: without JavaScript a link to the confirmation
+ * page `href`; with htmx a DELETE of `action` after a `<dialog>` asking
+ * `confirm`, whose answer replaces the row `target`.
+ */
+export function DangerMenuItem(props: { label: string; href: string; action: string; confirm: string; confirmLabel: string; target: string; swap?: string }) {
+  return (
+    <li>
+      <a
+        href={props.href}
+        hx-delete={props.action}
+        hx-confirm={props.confirm}
+        data-confirm-label={props.confirmLabel}
+        hx-target={props.target}
+        hx-swap={props.swap ?? 'outerHTML swapEmpty:true'}
+        class="danger"
+      >
+        {props.label}
+      </a>
+    </li>
+  );
+}
+
+/** The buttons of a no-JavaScript confirmation page: do it (POST `action`), or go back. */
+export function ConfirmFooter(props: { action: string; confirmLabel: string; cancelHref: string; cancelLabel: string }) {
+  return (
+    <footer>
+      <form method="post" action={props.action} class="form-actions">
+        <button type="submit" class="danger">
+          {props.confirmLabel}
+        </button>
+        <a href={props.cancelHref} role="button" class="secondary outline">
+          {props.cancelLabel}
+        </a>
+      </form>
+    </footer>
+  );
+}
+
 /** A message at the top of a form, for errors that belong to no single field. */
 export function FormAlert(props: { message?: string }) {
   if (!props.message) return null;
