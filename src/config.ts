@@ -16,45 +16,62 @@ const optionalText = z
  * on purpose (see README, "Broker limits"): Aedes' own defaults let one stalled
  * subscriber block delivery for everyone.
  */
-export const configSchema = z.object({
-  PORT: port.default(3000),
-  MQTT_PORT: port.default(1883),
-  HOST: z.string().min(1).default('0.0.0.0'),
-  DATABASE_URL: optionalText.pipe(
-    z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
-      .optional(),
-  ),
-  DATA_DIR: z.string().min(1).default('./data'),
-  ADMIN_USERNAME: optionalText,
-  ADMIN_PASSWORD: optionalText,
-  TRUST_PROXY: flag,
-  /** A subscriber whose socket stays full this long is disconnected. */
-  MQTT_DRAIN_TIMEOUT_MS: positiveInt.default(5000),
-  /** Deliveries in flight through the broker's message bus at once. */
-  MQTT_CONCURRENCY: positiveInt.default(1000),
-  /** Time a new connection has to send CONNECT. */
-  MQTT_CONNECT_TIMEOUT_MS: positiveInt.default(10000),
-  /**
-   * Largest keepalive (seconds) a client may ask for; 0 = no limit. Aedes then
-   * also refuses keepalive 0, with the non-3.1.1 CONNACK code 6, so the default
-   * leaves it off; TCP keepalive finds dead peers instead.
-   */
-  MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).default(0),
-  /** Longest accepted MQTT client id. */
-  MQTT_MAX_CLIENT_ID_LENGTH: positiveInt.default(128),
-  /** QoS 1/2 messages queued per client while it is connecting. */
-  MQTT_QUEUE_LIMIT: positiveInt.default(100),
-  /** Largest accepted MQTT packet, in bytes. */
-  MQTT_MAX_PACKET_BYTES: positiveInt.default(1024 * 1024),
-  /** Open MQTT connections (TCP and WebSocket together). */
-  MQTT_MAX_CONNECTIONS: positiveInt.default(10000),
-  /** Subscriptions one session may hold; more filters are refused (0x80). */
-  MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
-  /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
-  MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
-});
+export const configSchema = z
+  .object({
+    PORT: port.default(3000),
+    MQTT_PORT: port.default(1883),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    DATABASE_URL: optionalText.pipe(
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+        .optional(),
+    ),
+    DATA_DIR: z.string().min(1).default('./data'),
+    /** Several nodes: message bus and broker state in Redis (needs DATABASE_URL). */
+    REDIS_URL: optionalText.pipe(
+      z
+        .string()
+        .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+        .optional(),
+    ),
+    /**
+     * How often a node tells the others it is alive (Aedes' heartbeat). The wills
+     * of a node that died are published by the others 3 to 7 heartbeats later.
+     */
+    NODE_HEARTBEAT_MS: positiveInt.min(100).default(10_000),
+    ADMIN_USERNAME: optionalText,
+    ADMIN_PASSWORD: optionalText,
+    TRUST_PROXY: flag,
+    /** A subscriber whose socket stays full this long is disconnected. */
+    MQTT_DRAIN_TIMEOUT_MS: positiveInt.default(5000),
+    /** Deliveries in flight through the broker's message bus at once. */
+    MQTT_CONCURRENCY: positiveInt.default(1000),
+    /** Time a new connection has to send CONNECT. */
+    MQTT_CONNECT_TIMEOUT_MS: positiveInt.default(10000),
+    /**
+     * Largest keepalive (seconds) a client may ask for; 0 = no limit. Aedes then
+     * also refuses keepalive 0, with the non-3.1.1 CONNACK code 6, so the default
+     * leaves it off; TCP keepalive finds dead peers instead.
+     */
+    MQTT_KEEPALIVE_LIMIT_S: z.coerce.number().int().min(0).default(0),
+    /** Longest accepted MQTT client id. */
+    MQTT_MAX_CLIENT_ID_LENGTH: positiveInt.default(128),
+    /** QoS 1/2 messages queued per client while it is connecting. */
+    MQTT_QUEUE_LIMIT: positiveInt.default(100),
+    /** Largest accepted MQTT packet, in bytes. */
+    MQTT_MAX_PACKET_BYTES: positiveInt.default(1024 * 1024),
+    /** Open MQTT connections (TCP and WebSocket together). */
+    MQTT_MAX_CONNECTIONS: positiveInt.default(10000),
+    /** Subscriptions one session may hold; more filters are refused (0x80). */
+    MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
+    /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
+    MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
+  })
+  .refine((config) => !config.REDIS_URL || config.DATABASE_URL, {
+    path: ['REDIS_URL'],
+    message: 'several nodes need PostgreSQL: set DATABASE_URL too (the embedded database serves one process)',
+  });
 
 export type Config = z.infer<typeof configSchema>;
 

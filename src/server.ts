@@ -1,7 +1,12 @@
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
+import path from 'node:path';
 import { serve } from '@hono/node-server';
+import type { Redis } from 'ioredis';
 import { createBroker, type Broker } from './broker';
+import { openBrokerState, type BrokerState } from './broker/state';
+import { connectRedis } from './cluster/redis';
+import { startClusterSessions, type ClusterSessions } from './cluster/sessions';
 import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { createAuthenticator } from './domain/authenticate';
@@ -13,6 +18,8 @@ export interface Gatehouse {
   mqttPort: number;
   database: OpenDatabase;
   broker: Broker;
+  /** Where retained messages, persistent sessions and wills live. */
+  brokerState: BrokerState;
   app: ReturnType<typeof createApp>;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
@@ -37,8 +44,18 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
 
   let broker: Broker | undefined;
   let httpServer: HttpServer | undefined;
+  let brokerState: BrokerState | undefined;
+  let redis: Redis | undefined;
+  let clusterSessions: ClusterSessions | undefined;
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
+    // Several nodes share broker state and counters through Redis; one node
+    // keeps its broker state under DATA_DIR, beside the embedded database.
+    brokerState = await openBrokerState(
+      config.REDIS_URL ? { kind: 'redis', url: config.REDIS_URL } : { kind: 'local', dir: path.join(config.DATA_DIR, 'broker') },
+      { concurrency: config.MQTT_CONCURRENCY },
+    );
+    if (config.REDIS_URL) redis = await connectRedis(config.REDIS_URL);
     const authenticator = createAuthenticator(database.db);
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
@@ -55,11 +72,29 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         maxBufferedBytes: config.MQTT_MAX_BUFFERED_BYTES,
         maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
       },
+      mq: brokerState.mq,
+      persistence: brokerState.persistence,
+      heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
+      onSessionChange: (clientRowId, delta) => clusterSessions?.change(clientRowId, delta),
       log,
     });
+    const localBroker = broker;
+    if (redis) {
+      clusterSessions = await startClusterSessions({
+        redis,
+        nodeId: broker.aedes.id,
+        local: () => localBroker.sessionsByClient(),
+        heartbeatMs: config.NODE_HEARTBEAT_MS,
+        log,
+      });
+    }
+    const sharedSessions = clusterSessions;
     const app = createApp({
       db: database.db,
-      live: broker,
+      live: {
+        // Every node's sessions when there are several; Redis unreachable: this node's.
+        sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),
+      },
       log,
       trustProxy: config.TRUST_PROXY,
       setup: firstRun.kind === 'setup-link' ? firstRun.setup : undefined,
@@ -83,17 +118,23 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
 
     const openBroker = broker;
     const openHttp = httpServer;
+    const openState = brokerState;
+    const openRedis = redis;
     let closing: Promise<void> | undefined;
     return {
       httpPort,
       mqttPort,
       database,
       broker: openBroker,
+      brokerState: openState,
       app,
       close() {
         closing ??= (async () => {
           const httpClosed = new Promise<void>((resolve) => openHttp.close(() => resolve()));
           await openBroker.close();
+          await sharedSessions?.close().catch(() => {});
+          await openState.close();
+          openRedis?.disconnect();
           openHttp.closeAllConnections?.();
           await httpClosed;
           if (!options.database) await database.close();
@@ -103,6 +144,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     };
   } catch (error) {
     await broker?.close().catch(() => {});
+    await clusterSessions?.close().catch(() => {});
+    await brokerState?.close().catch(() => {});
+    redis?.disconnect();
     httpServer?.close();
     if (!options.database) await database.close().catch(() => {});
     throw error;

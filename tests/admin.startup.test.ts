@@ -1,10 +1,16 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, configSchema } from '../src/config';
 import { countAdministrators, listAdministrators } from '../src/domain/administrators';
 import { startGatehouse } from '../src/server';
 import { createTestDatabase, drivers } from './support/db';
 
-const baseConfig = { PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1' };
+// The broker keeps its state under DATA_DIR even when the database is given.
+const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-startup-'));
+const baseConfig = { PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir };
+afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe.each(drivers)('first run at start on %s', (driver) => {
   it('prints a one-time setup link that works once over real HTTP', async () => {

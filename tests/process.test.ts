@@ -1,4 +1,3 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,38 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { connect, endClient } from './support/mqtt';
-
-const tsx = path.resolve('node_modules/.bin/tsx');
-
-interface Running {
-  child: ChildProcessWithoutNullStreams;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function startProcess(env: Record<string, string>): Running {
-  const child = spawn(tsx, ['src/main.ts'], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATABASE_URL: '', ...env },
-    stdio: 'pipe',
-  });
-  let output = '';
-  child.stdout.on('data', (chunk) => (output += chunk));
-  child.stderr.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, output: () => output, exited };
-}
-
-async function waitForPorts(running: Running): Promise<{ http: number; mqtt: number }> {
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const http = /console\s+http:\/\/[^:]+:(\d+)\//.exec(running.output());
-    const mqtt = /MQTT over TCP\s+mqtt:\/\/[^:]+:(\d+)/.exec(running.output());
-    if (http && mqtt) return { http: Number(http[1]), mqtt: Number(mqtt[1]) };
-    if (running.child.exitCode !== null) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`Gatehouse did not start:\n${running.output()}`);
-}
+import { startProcess, waitForPorts } from './support/process';
 
 // Each test starts whole processes (tsx, then the embedded database): slow on a busy machine.
 describe('the gatehouse process', { timeout: 120_000 }, () => {

@@ -46,8 +46,15 @@ export interface BrokerDeps {
   limits?: Partial<BrokerLimits>;
   /** Aedes' message bus; another one (Redis) lets several nodes share traffic. */
   mq?: AedesOptions['mq'];
-  /** Aedes persistence (retained messages, sessions); in memory by default. */
+  /** Aedes persistence (retained messages, sessions, wills); in memory by default. */
   persistence?: AedesOptions['persistence'];
+  /**
+   * How often this node announces itself on the bus (Aedes' heartbeat); the
+   * others publish the wills of a node silent for 3 heartbeats.
+   */
+  heartbeatIntervalMs?: number;
+  /** Told when a client's sessions on this node open (+1) or end (-1). */
+  onSessionChange?(clientRowId: number, delta: 1 | -1): void;
   log?: (message: string) => void;
 }
 
@@ -118,6 +125,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     keepaliveLimit: limits.keepaliveLimitS,
     maxClientsIdLength: limits.maxClientIdLength,
     queueLimit: limits.queueLimit,
+    heartbeatInterval: deps.heartbeatIntervalMs,
 
     authenticate(client, username, password, done) {
       const origin = connectionOf.get(client);
@@ -139,6 +147,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
               origin.principal = result.principal;
               origin.access = result.access;
             }
+            vetWill(client, result.access);
             done(null, true);
           },
           (error: unknown) => {
@@ -150,10 +159,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     /**
      * Also called for a client's will. `client` is null for the will of a
-     * session no longer connected anywhere (another node died): with no
-     * permissions to judge it by, it is dropped.
+     * session whose node died: that will was checked against the session's
+     * permissions when it connected (vetWill), and only such wills are stored.
      */
     authorizePublish(client, packet, callback) {
+      if (client === null) {
+        callback(null);
+        return;
+      }
       const decision = decidePublish(accessOf(client), packet.topic);
       if (!decision.allowed) {
         noteRefusal(client, 'publish', packet.topic);
@@ -217,11 +230,20 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (granted) for (const filter of filters) granted.delete(filter);
   });
 
-  function noteRefusal(client: AedesClient | null, action: 'publish' | 'subscribe', topic: string) {
-    if (!client) {
-      log(`dropped a will for ${topic}: its session is gone`);
-      return;
-    }
+  /**
+   * A will is judged at CONNECT, by the permissions the session will keep: one
+   * it may not publish is never stored, so it cannot be published later by a
+   * node that no longer knows the session (its own node died). Aedes keeps the
+   * CONNECT's will in `_will` until it stores it after authentication.
+   */
+  function vetWill(client: AedesClient, access: AccessSnapshot) {
+    const pending = client as unknown as { _will?: { topic: string } | null };
+    if (!pending._will || decidePublish(access, pending._will.topic).allowed) return;
+    noteRefusal(client, 'publish', `${pending._will.topic} (will)`);
+    pending._will = null;
+  }
+
+  function noteRefusal(client: AedesClient, action: 'publish' | 'subscribe', topic: string) {
     const state = connectionOf.get(client);
     const key = `${action} ${topic}`;
     if (!state || state.refusals.has(key) || state.refusals.size >= 20) return;
@@ -259,6 +281,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     state.counted = true;
     const { clientRowId } = state.principal;
     sessionCounts.set(clientRowId, (sessionCounts.get(clientRowId) ?? 0) + 1);
+    deps.onSessionChange?.(clientRowId, 1);
   });
   aedes.on('clientDisconnect', (client) => {
     const state = connectionOf.get(client);
@@ -268,6 +291,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const left = (sessionCounts.get(principal.clientRowId) ?? 1) - 1;
     if (left > 0) sessionCounts.set(principal.clientRowId, left);
     else sessionCounts.delete(principal.clientRowId);
+    deps.onSessionChange?.(principal.clientRowId, -1);
   });
 
   aedes.on('clientError', (client, error) => {

@@ -64,7 +64,7 @@ export function createApp(deps: AppDeps) {
   const log = deps.log ?? ((message: string) => console.error(message));
   const app = new Hono<AppEnv>();
   const cache = new Map<string, Buffer>();
-  const live: LiveState = deps.live ?? { sessionsByClient: () => new Map() };
+  const live: LiveState = deps.live ?? { sessionsByClient: async () => new Map() };
 
   const trustProxy = deps.trustProxy ?? false;
   const signIn = deps.signIn ?? createSignInGuard(deps.db);

@@ -34,7 +34,7 @@ export function clientRoutes() {
     const access = await clientGroupsOverview(c.var.db, result.clients.map((client) => client.id));
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
-    return c.html(<ClientsPage result={result} access={access} ruleChange={ruleChange} sessions={c.var.live.sessionsByClient()} />);
+    return c.html(<ClientsPage result={result} access={access} ruleChange={ruleChange} sessions={await c.var.live.sessionsByClient()} />);
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
@@ -64,7 +64,7 @@ export function clientRoutes() {
   clients.get('/:id/row', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<ClientRow client={client} access={await accessCell(c, client.id)} sessions={c.var.live.sessionsByClient().get(client.id) ?? 0} />);
+    return c.html(<ClientRow client={client} access={await accessCell(c, client.id)} sessions={(await c.var.live.sessionsByClient()).get(client.id) ?? 0} />);
   });
 
   const update = async (c: Context<AppEnv>) => {
@@ -75,7 +75,7 @@ export function clientRoutes() {
     try {
       const updated = await updateClient(c.var.db, client.id, form);
       if (!updated) return notFound(c);
-      if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={c.var.live.sessionsByClient().get(updated.id) ?? 0} />);
+      if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);

@@ -2,7 +2,8 @@ import type { Database } from '../db';
 
 /** Live broker state the console shows; absent when no broker runs (some tests). */
 export interface LiveState {
-  sessionsByClient(): ReadonlyMap<number, number>;
+  /** Live sessions per `clients` row id (on every node, when there are several). */
+  sessionsByClient(): Promise<ReadonlyMap<number, number>>;
 }
 
 /** What every route can read from `c.var`. */

@@ -1,15 +1,23 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { configSchema, type Config } from '../../src/config';
 import { startGatehouse, type Gatehouse } from '../../src/server';
 import { createTestDatabase, type DriverName } from './db';
 
-/** A whole Gatehouse on free ports over a fresh database. */
+/**
+ * A whole Gatehouse on free ports over a fresh database, with its broker state
+ * in a DATA_DIR of its own (removed on close) unless `overrides` names one.
+ */
 export async function startTestGatehouse(
   driver: DriverName = 'pglite',
   overrides: Partial<Record<keyof Config, string>> = {},
 ): Promise<Gatehouse> {
-  const config = configSchema.parse({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', ...overrides });
+  const ownDataDir = overrides.DATA_DIR ? undefined : await mkdtemp(path.join(tmpdir(), 'gatehouse-test-'));
+  const config = configSchema.parse({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: ownDataDir, ...overrides });
   const database = await createTestDatabase(driver);
   const logs: string[] = [];
+  const removeDataDir = () => (ownDataDir ? rm(ownDataDir, { recursive: true, force: true }) : Promise.resolve());
   try {
     const gatehouse = await startGatehouse({ config, database, log: (line) => logs.push(line) });
     return {
@@ -17,10 +25,12 @@ export async function startTestGatehouse(
       async close() {
         await gatehouse.close();
         await database.close();
+        await removeDataDir();
       },
     };
   } catch (error) {
     await database.close();
+    await removeDataDir();
     throw error;
   }
 }
