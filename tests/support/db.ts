@@ -24,6 +24,27 @@ export const drivers: DriverName[] = [
  */
 export async function createTestDatabase(driver: DriverName): Promise<OpenDatabase> {
   if (driver === 'pglite') return openDatabase({ kind: 'pglite-memory' });
+  const created = await createPostgresTestDatabase();
+  try {
+    const database = await openDatabase({ kind: 'postgres', url: created.url, maxConnections: 5 });
+    return {
+      ...database,
+      async close() {
+        await database.close();
+        await created.drop();
+      },
+    };
+  } catch (error) {
+    await created.drop();
+    throw error;
+  }
+}
+
+/**
+ * An empty PostgreSQL database of its own (on TEST_DATABASE_URL's server),
+ * for tests that start several nodes on one database: each opens its own pool.
+ */
+export async function createPostgresTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   if (!testDatabaseUrl) throw new Error('TEST_DATABASE_URL is not set');
   const name = `gatehouse_test_${randomBytes(6).toString('hex')}`;
   const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} });
@@ -34,11 +55,9 @@ export async function createTestDatabase(driver: DriverName): Promise<OpenDataba
   }
   const url = new URL(testDatabaseUrl);
   url.pathname = `/${name}`;
-  const database = await openDatabase({ kind: 'postgres', url: url.toString(), maxConnections: 5 });
   return {
-    ...database,
-    async close() {
-      await database.close();
+    url: url.toString(),
+    async drop() {
       const dropper = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} });
       try {
         await dropper.unsafe(`drop database if exists "${name}" with (force)`);

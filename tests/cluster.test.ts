@@ -1,0 +1,227 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { configSchema } from '../src/config';
+import { createClient, updateClient, type Client } from '../src/domain/clients';
+import { startGatehouse, type Gatehouse } from '../src/server';
+import { grantGroup } from './support/acl';
+import { signIn } from './support/admin';
+import { createPostgresTestDatabase } from './support/db';
+import { requireOrSkip } from './support/env';
+import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
+import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
+
+const redisUrl = process.env.TEST_REDIS_URL;
+const databaseUrl = process.env.TEST_DATABASE_URL;
+const haveBoth =
+  requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'set TEST_REDIS_URL=redis://… to run the several-nodes suite') &&
+  requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseUrl), 'set TEST_DATABASE_URL=postgres://… to run the several-nodes suite');
+
+/** Logical database 1 of the test Redis belongs to this file alone. */
+function clusterRedisUrl(): string {
+  const url = new URL(redisUrl!);
+  url.pathname = '/1';
+  return url.toString();
+}
+
+const HEARTBEAT_MS = '300';
+const device = { username: 'roamer', password: 'roamer-password' };
+
+/**
+ * Three Gatehouse nodes on one PostgreSQL and one Redis: A and B in this
+ * process, C a process of its own so it can be killed.
+ */
+describe.runIf(haveBoth)('several nodes on Redis and PostgreSQL', { timeout: 120_000 }, () => {
+  let database: { url: string; drop(): Promise<void> };
+  let dataDir: string;
+  let a: Gatehouse;
+  let b: Gatehouse;
+  let c: Running;
+  let cPorts: { http: number; mqtt: number };
+  let roamer: Client;
+
+  const startNode = (name: string) =>
+    startGatehouse({
+      config: configSchema.parse({
+        PORT: '0',
+        MQTT_PORT: '0',
+        HOST: '127.0.0.1',
+        DATABASE_URL: database.url,
+        REDIS_URL: clusterRedisUrl(),
+        DATA_DIR: path.join(dataDir, name),
+        NODE_HEARTBEAT_MS: HEARTBEAT_MS,
+      }),
+      log: () => {},
+    });
+
+  beforeAll(async () => {
+    const redis = new Redis(clusterRedisUrl());
+    await redis.flushdb();
+    redis.disconnect();
+    database = await createPostgresTestDatabase();
+    dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-cluster-'));
+    a = await startNode('a');
+    b = await startNode('b');
+    c = startProcess({ DATABASE_URL: database.url, REDIS_URL: clusterRedisUrl(), DATA_DIR: path.join(dataDir, 'c'), NODE_HEARTBEAT_MS: HEARTBEAT_MS });
+    cPorts = await waitForPorts(c);
+    roamer = await createClient(a.database.db, { name: 'Roamer', ...device });
+    await grantGroup(a.database.db, {
+      name: 'Fleet',
+      permissions: [
+        ['allow', 'publish', 'fleet/#'],
+        ['allow', 'subscribe', 'fleet/#'],
+        ['deny', 'subscribe', 'fleet/secret/#'],
+      ],
+      usernames: ['roamer'],
+    });
+  });
+  afterAll(async () => {
+    if (c) await stopProcess(c, 'SIGKILL');
+    await a?.close();
+    await b?.close();
+    await database?.drop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const cUrl = () => `mqtt://127.0.0.1:${cPorts.mqtt}`;
+
+  it('carries a message published on A to subscribers on B (WebSocket) and C (TCP)', async () => {
+    const onB = await connect(brokerUrl(b, 'ws'), { ...device, clientId: 'listener-b' });
+    const onC = await connect(cUrl(), { ...device, clientId: 'listener-c' });
+    const publisher = await connect(brokerUrl(a, 'tcp'), { ...device, clientId: 'talker-a' });
+    try {
+      await onB.subscribeAsync('fleet/news', { qos: 1 });
+      await onC.subscribeAsync('fleet/news', { qos: 0 });
+      const toB = nextMessage(onB, 'fleet/news');
+      const toC = nextMessage(onC, 'fleet/news');
+      await publisher.publishAsync('fleet/news', 'from A', { qos: 1 });
+      expect((await toB).payload).toBe('from A');
+      expect((await toC).payload).toBe('from A');
+    } finally {
+      await Promise.all([endClient(onB), endClient(onC), endClient(publisher)]);
+    }
+  });
+
+  it('serves on B a retained message set on A', async () => {
+    const publisher = await connect(brokerUrl(a, 'ws'), { ...device, clientId: 'retainer-a' });
+    await publisher.publishAsync('fleet/beacon', 'retained on A', { qos: 1, retain: true });
+    await endClient(publisher);
+    const reader = await connect(brokerUrl(b, 'tcp'), { ...device, clientId: 'reader-b' });
+    try {
+      const retained = nextMessage(reader, 'fleet/beacon');
+      await reader.subscribeAsync('fleet/beacon', { qos: 1 });
+      expect(await retained).toMatchObject({ payload: 'retained on A', retain: true });
+    } finally {
+      await endClient(reader);
+    }
+  });
+
+  it('resumes on B a persistent session made on A, with what was queued meanwhile on C', async () => {
+    const first = await connect(brokerUrl(a, 'tcp'), { ...device, clientId: 'wanderer', clean: false });
+    await first.subscribeAsync('fleet/mail', { qos: 1 });
+    await endClient(first);
+    const publisher = await connect(cUrl(), { ...device, clientId: 'mailer-c' });
+    await publisher.publishAsync('fleet/mail', 'queued on C', { qos: 1 });
+    await endClient(publisher);
+
+    const resumed = await new Promise<{ client: MqttClient; sessionPresent: boolean; payloads: string[] }>((resolve, reject) => {
+      const payloads: string[] = [];
+      const client = mqtt.connect(brokerUrl(b, 'ws'), { ...device, clientId: 'wanderer', clean: false, reconnectPeriod: 0 });
+      client.on('message', (_topic, payload) => payloads.push(payload.toString()));
+      client.once('connect', (connack) => resolve({ client, sessionPresent: connack.sessionPresent, payloads }));
+      client.once('error', reject);
+    });
+    try {
+      expect(resumed.sessionPresent).toBe(true);
+      await expect.poll(() => resumed.payloads, { timeout: 5000 }).toEqual(['queued on C']);
+    } finally {
+      await endClient(resumed.client);
+    }
+  });
+
+  it("filters a message crossing nodes by the receiving session's permissions, retained messages included", async () => {
+    const publisher = await connect(brokerUrl(a, 'tcp'), { ...device, clientId: 'whisperer-a' });
+    await publisher.publishAsync('fleet/secret/retained', 'hidden', { qos: 1, retain: true });
+    const reader = await connect(brokerUrl(b, 'tcp'), { ...device, clientId: 'curious-b' });
+    try {
+      const seen: string[] = [];
+      reader.on('message', (topic) => seen.push(topic));
+      // Granted: fleet/# is allowed; the deny inside it still holds for delivery.
+      expect(await subscribeCodes(reader, { 'fleet/#': { qos: 1 } })).toEqual({ 'fleet/#': 1 });
+      await publisher.publishAsync('fleet/secret/live', 'hidden', { qos: 1 });
+      const open = nextMessage(reader, 'fleet/open');
+      await publisher.publishAsync('fleet/open', 'visible', { qos: 1 });
+      expect((await open).payload).toBe('visible');
+      expect(seen.filter((topic) => topic.startsWith('fleet/secret/'))).toEqual([]);
+    } finally {
+      await Promise.all([endClient(publisher), endClient(reader)]);
+    }
+  });
+
+  it('refuses on B at once a password changed on A', async () => {
+    const changing = await createClient(a.database.db, { name: 'Changing', username: 'changing', password: 'first-password' });
+    // Verified once on B: its credential cache now holds the first password.
+    const before = await tryConnect(brokerUrl(b, 'tcp'), { username: 'changing', password: 'first-password' });
+    expect(before.ok).toBe(true);
+    if (before.ok) await endClient(before.client);
+
+    await updateClient(a.database.db, changing.id, { name: 'Changing', username: 'changing', password: 'second-password' });
+    expect(await tryConnect(brokerUrl(b, 'tcp'), { username: 'changing', password: 'first-password' })).toMatchObject({ ok: false, code: 4 });
+    expect(await tryConnect(cUrl(), { username: 'changing', password: 'first-password' })).toMatchObject({ ok: false, code: 4 });
+    const after = await tryConnect(brokerUrl(b, 'ws'), { username: 'changing', password: 'second-password' });
+    expect(after.ok).toBe(true);
+    if (after.ok) await endClient(after.client);
+  });
+
+  it("counts in A's clients table the live sessions held by B and C", async () => {
+    const onB = await connect(brokerUrl(b, 'tcp'), { ...device, clientId: 'counted-b' });
+    const onC = await connect(cUrl(), { ...device, clientId: 'counted-c' });
+    const operator = await signIn(a.app, a.database.db);
+    const liveCell = async () => {
+      const html = await (await operator.request(`/clients/${roamer.id}/row`, { headers: { 'hx-request': 'true' } })).text();
+      return /<code>roamer<\/code><\/td><td>.*?<\/td><td>(\d+)<\/td>/.exec(html)?.[1];
+    };
+    try {
+      await expect.poll(liveCell, { timeout: 5000 }).toBe('2');
+    } finally {
+      await endClient(onB);
+    }
+    await expect.poll(liveCell, { timeout: 5000 }).toBe('1');
+    await endClient(onC);
+    await expect.poll(liveCell, { timeout: 5000 }).toBe('0');
+  });
+
+  it("keeps A and B serving when C is killed, and publishes C's wills", async () => {
+    const watcher = await connect(brokerUrl(a, 'tcp'), { ...device, clientId: 'will-watcher-a' });
+    await watcher.subscribeAsync('fleet/wills/#', { qos: 1 });
+    const doomed = await connect(cUrl(), {
+      ...device,
+      clientId: 'doomed-c',
+      will: { topic: 'fleet/wills/doomed', payload: Buffer.from('C died'), qos: 1, retain: false },
+    });
+    try {
+      const will = nextMessage(watcher, 'fleet/wills/doomed', 15_000);
+      expect(await stopProcess(c, 'SIGKILL')).toBe(null);
+      expect((await will).payload).toBe('C died');
+
+      const onB = await connect(brokerUrl(b, 'ws'), { ...device, clientId: 'survivor-b' });
+      const next = nextMessage(watcher, 'fleet/wills/after');
+      await onB.publishAsync('fleet/wills/after', 'still here', { qos: 1 });
+      expect((await next).payload).toBe('still here');
+      await endClient(onB);
+    } finally {
+      await Promise.all([endClient(watcher), endClient(doomed)]);
+    }
+  });
+});
+
+describe('several nodes need PostgreSQL', () => {
+  it('refuses REDIS_URL without DATABASE_URL, saying why', () => {
+    const result = configSchema.safeParse({ REDIS_URL: 'redis://127.0.0.1:6379' });
+    expect(result.success).toBe(false);
+    expect(result.error?.issues[0]).toMatchObject({ path: ['REDIS_URL'], message: expect.stringContaining('several nodes need PostgreSQL') });
+  });
+});
