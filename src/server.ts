@@ -5,10 +5,12 @@ import { serve } from '@hono/node-server';
 import type { Redis } from 'ioredis';
 import { createBroker, type Broker } from './broker';
 import { openBrokerState, type BrokerState } from './broker/state';
+import { createRedisFailureTrackers } from './cluster/failures';
 import { connectRedis } from './cluster/redis';
 import { startClusterSessions, type ClusterSessions } from './cluster/sessions';
 import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
+import { createSignInGuard } from './domain/administrators';
 import { createAuthenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createApp } from './web/app';
@@ -56,7 +58,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       { concurrency: config.MQTT_CONCURRENCY },
     );
     if (config.REDIS_URL) redis = await connectRedis(config.REDIS_URL);
-    const authenticator = createAuthenticator(database.db);
+    // Failed passwords counted in Redis: more nodes must not mean more guesses.
+    const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;
+    const authenticator = createAuthenticator(database.db, { failureTrackers });
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
@@ -91,6 +95,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const sharedSessions = clusterSessions;
     const app = createApp({
       db: database.db,
+      signIn: createSignInGuard(database.db, { failureTrackers }),
       live: {
         // Every node's sessions when there are several; Redis unreachable: this node's.
         sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),

@@ -194,6 +194,16 @@ describe.runIf(haveBoth)('several nodes on Redis and PostgreSQL', { timeout: 120
     await expect.poll(liveCell, { timeout: 5000 }).toBe('0');
   });
 
+  it('locks a username out on B after failures made on A and C', async () => {
+    const target = await createClient(a.database.db, { name: 'Target', username: 'target', password: 'target-password' });
+    expect(target.id).toBeGreaterThan(0);
+    // Five failures start the back-off (README): spread over two nodes.
+    for (let i = 0; i < 3; i++) expect(await tryConnect(brokerUrl(a, 'tcp'), { username: 'target', password: `guess-a-${i}` })).toMatchObject({ ok: false, code: 4 });
+    for (let i = 0; i < 2; i++) expect(await tryConnect(cUrl(), { username: 'target', password: `guess-c-${i}` })).toMatchObject({ ok: false, code: 4 });
+    // B has seen no failure itself, yet the username is locked there: CONNACK 3, even for the right password.
+    expect(await tryConnect(brokerUrl(b, 'tcp'), { username: 'target', password: 'target-password' })).toMatchObject({ ok: false, code: 3 });
+  });
+
   it("keeps A and B serving when C is killed, and publishes C's wills", async () => {
     const watcher = await connect(brokerUrl(a, 'tcp'), { ...device, clientId: 'will-watcher-a' });
     await watcher.subscribeAsync('fleet/wills/#', { qos: 1 });

@@ -1,7 +1,7 @@
 import { asc, count, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
-import { createPasswordGate } from './passwordGate';
+import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
 import { usernameSchema } from './clients';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
 import { hashPassword } from './password';
@@ -190,6 +190,8 @@ export interface SignInGuardOptions {
   maxUsernameBackoffMs?: number;
   /** Longest lock-out of an address. */
   maxAddressBackoffMs?: number;
+  /** Where failures are counted (several nodes: a store they share); default: this process's memory. */
+  failureTrackers?: FailureTrackerFactory;
   now?: () => number;
 }
 
@@ -206,7 +208,7 @@ export interface SignInGuard {
     input: ChangePasswordInput,
     address?: string,
   ): Promise<{ ok: true } | { ok: false; reason: 'throttled'; retryAfterMs: number }>;
-  reset(): void;
+  reset(): Promise<void>;
   /** Argon2id verifies run since start (unknown usernames included). */
   stats(): { verifies: number };
 }
@@ -226,12 +228,13 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
     // sign-in posts waits here instead of starving device CONNECTs.
     maxConcurrent: 2,
     maxWaiting: 64,
+    failureTrackers: options.failureTrackers,
     now: options.now,
   });
 
   async function check(username: string, password: string, address: string | undefined): Promise<SignInResult> {
     // A locked username or address costs no database read either.
-    const wait = gate.retryAfterMs(username, address);
+    const wait = await gate.retryAfterMs(username, address);
     if (wait > 0) return { ok: false, reason: 'throttled', retryAfterMs: wait };
     const row = await db
       .select({ ...publicColumns, passwordHash: administrators.passwordHash })
@@ -273,8 +276,8 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       return { ok: true };
     },
 
-    reset() {
-      gate.clear();
+    async reset() {
+      await gate.clear();
     },
 
     stats: () => ({ verifies: gate.verifies() }),

@@ -3,7 +3,7 @@ import type { Database } from '../db';
 import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from './acl';
 import type { AuthType } from './clients';
 import { findConnectRow } from './groupRules';
-import { createPasswordGate } from './passwordGate';
+import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
 
 export type Transport = 'tcp' | 'ws';
 
@@ -61,13 +61,15 @@ export interface AuthenticatorOptions {
   maxBackoffMs?: number;
   /** Verified credentials remembered per process. */
   cacheSize?: number;
+  /** Where failures are counted (several nodes: a store they share); default: this process's memory. */
+  failureTrackers?: FailureTrackerFactory;
   now?: () => number;
 }
 
 export interface Authenticator {
   authenticate(input: AuthenticateInput): Promise<AuthResult>;
   /** Forgets the verified-credential cache and failure counts. */
-  reset(): void;
+  reset(): Promise<void>;
   /** Counters since start: Argon2id verifies run, and connects served from the cache. */
   stats(): { verifies: number; cacheHits: number };
 }
@@ -99,6 +101,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     addressMaxBackoffMs: maxBackoffMs,
     maxConcurrent: options.maxConcurrentVerifies ?? 4,
     maxWaiting: options.maxQueuedVerifies ?? 256,
+    failureTrackers: options.failureTrackers,
     now,
   });
   let cacheHits = 0;
@@ -131,7 +134,9 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       // only gates the costly verifies.
       if (timingSafeEqual(cached.passwordMac, passwordMac)) {
         cacheHits++;
-        gate.succeed(username);
+        // Not awaited: a warm CONNECT costs one database read and never
+        // waits on a shared failure store (the reset cannot reject).
+        void gate.succeed(username);
         return success(row, grants, input);
       }
     }
@@ -147,9 +152,9 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
 
   return {
     authenticate,
-    reset() {
+    async reset() {
       cache.clear();
-      gate.clear();
+      await gate.clear();
     },
     stats: () => ({ verifies: gate.verifies(), cacheHits }),
   };

@@ -18,6 +18,8 @@ export interface PasswordGateOptions {
   /** Verifies running at once, and waiting for a turn (beyond that: throttled at once). */
   maxConcurrent: number;
   maxWaiting: number;
+  /** Where failures are counted; default: in this process's memory. */
+  failureTrackers?: FailureTrackerFactory;
   now?: () => number;
 }
 
@@ -26,16 +28,41 @@ export type GateResult = { ok: true } | { ok: false; reason: 'bad_credentials' }
 /** How long a full waiting line asks a caller to wait. */
 const BUSY_RETRY_AFTER_MS = 1000;
 
+/** How long a caller waits when the failure counts cannot be read. */
+const UNCOUNTED_RETRY_AFTER_MS = 1000;
+
 export function createPasswordGate(options: PasswordGateOptions) {
   const now = options.now ?? Date.now;
-  const usernameFailures = createFailureTracker({ threshold: options.usernameThreshold, maxBackoffMs: options.usernameMaxBackoffMs, now });
-  const addressFailures = createFailureTracker({ threshold: options.addressThreshold, maxBackoffMs: options.addressMaxBackoffMs, now });
+  const trackers: FailureTrackerFactory = options.failureTrackers ?? ((_, limits) => createFailureTracker({ ...limits, now }));
+  const usernameFailures = trackers('username', { threshold: options.usernameThreshold, maxBackoffMs: options.usernameMaxBackoffMs });
+  const addressFailures = trackers('address', { threshold: options.addressThreshold, maxBackoffMs: options.addressMaxBackoffMs });
   const slots = createSemaphore(options.maxConcurrent, options.maxWaiting);
   let verifies = 0;
 
   /** Milliseconds until this username and address may try again (0: now). */
-  function retryAfterMs(username: string, address: string | undefined): number {
-    return Math.max(usernameFailures.retryAfterMs(username), address === undefined ? 0 : addressFailures.retryAfterMs(address));
+  async function retryAfterMs(username: string, address: string | undefined): Promise<number> {
+    try {
+      const waits = await Promise.all([usernameFailures.retryAfterMs(username), address === undefined ? 0 : addressFailures.retryAfterMs(address)]);
+      return Math.max(...waits);
+    } catch {
+      // Counts that cannot be read (a shared store down or too slow) throttle:
+      // counting "not locked" would give unlimited guesses for as long as the
+      // store is away. Devices whose password is cached never ask, so they
+      // keep connecting; only new verifies wait for the store to come back.
+      return UNCOUNTED_RETRY_AFTER_MS;
+    }
+  }
+
+  /**
+   * Counts a verify's outcome. A count that cannot be written is dropped: the
+   * answer stays what the verify said, and while the store is away the next
+   * check throttles anyway.
+   */
+  async function count(username: string, address: string | undefined, valid: boolean): Promise<void> {
+    try {
+      if (valid) await usernameFailures.succeed(username);
+      else await Promise.all([usernameFailures.fail(username), address === undefined ? undefined : addressFailures.fail(address)]);
+    } catch {}
   }
 
   return {
@@ -48,15 +75,19 @@ export function createPasswordGate(options: PasswordGateOptions) {
      */
     async verify(username: string, address: string | undefined, hash: string | undefined, password: string): Promise<GateResult> {
       const throttled = (wait: number): GateResult => ({ ok: false, reason: 'throttled', retryAfterMs: wait });
-      const waitBefore = retryAfterMs(username, address);
+      const waitBefore = await retryAfterMs(username, address);
       if (waitBefore > 0) return throttled(waitBefore);
       let valid: boolean;
       try {
         const outcome = await slots.run(async () => {
-          const wait = retryAfterMs(username, address);
+          const wait = await retryAfterMs(username, address);
           if (wait > 0) return wait;
           verifies++;
-          return verifyPasswordOrDecoy(hash, password);
+          const matched = await verifyPasswordOrDecoy(hash, password);
+          // Counted before the slot passes on, so the next in line re-checks
+          // against this failure too.
+          await count(username, address, matched);
+          return matched;
         });
         if (typeof outcome === 'number') return throttled(outcome);
         valid = outcome;
@@ -64,21 +95,20 @@ export function createPasswordGate(options: PasswordGateOptions) {
         if (error instanceof BusyError) return throttled(BUSY_RETRY_AFTER_MS);
         throw error;
       }
-      if (hash === undefined || !valid) {
-        usernameFailures.fail(username);
-        if (address !== undefined) addressFailures.fail(address);
-        return { ok: false, reason: 'bad_credentials' };
-      }
-      usernameFailures.succeed(username);
-      return { ok: true };
+      return valid ? { ok: true } : { ok: false, reason: 'bad_credentials' };
     },
-    /** A success proved another way (a cached credential): resets the username. */
-    succeed(username: string) {
-      usernameFailures.succeed(username);
+    /**
+     * A success proved another way (a cached credential): resets the username.
+     * Never rejects: a reset that does not reach the store leaves the count to
+     * expire, which errs towards locking, never towards more guesses.
+     */
+    async succeed(username: string): Promise<void> {
+      try {
+        await usernameFailures.succeed(username);
+      } catch {}
     },
-    clear() {
-      usernameFailures.clear();
-      addressFailures.clear();
+    async clear(): Promise<void> {
+      await Promise.all([usernameFailures.clear(), addressFailures.clear()]);
     },
     /** Argon2id verifies run since start (decoys included). */
     verifies: () => verifies,
@@ -121,6 +151,28 @@ export function createSemaphore(limit: number, maxWaiting = Number.POSITIVE_INFI
   };
 }
 
+/**
+ * Failure counts for one kind of key (usernames or addresses). Asynchronous so
+ * that nodes can share them through a store; every method may reject when the
+ * store is unreachable.
+ */
+export interface FailureTracker {
+  /** Milliseconds until `key` may try again (0 when not locked). */
+  retryAfterMs(key: string): Promise<number>;
+  fail(key: string): Promise<void>;
+  succeed(key: string): Promise<void>;
+  clear(): Promise<void>;
+}
+
+/**
+ * Makes the tracker for usernames and the one for addresses. A tracker
+ * backed by a store keeps time by the store's clock, not the gate's `now`.
+ */
+export type FailureTrackerFactory = (name: 'username' | 'address', options: { threshold: number; maxBackoffMs: number }) => FailureTracker;
+
+/** Entries are forgotten this long after their last failure. */
+export const FORGET_FAILURES_AFTER_MS = 15 * 60_000;
+
 interface FailureEntry {
   count: number;
   lockedUntil: number;
@@ -128,18 +180,18 @@ interface FailureEntry {
 }
 
 /**
- * Counts failures per key. After `threshold` failures each further failure
- * doubles a lock-out (1 s, 2 s, 4 s … up to `maxBackoffMs`); entries are
- * forgotten 15 minutes after their last failure. Bounded in size.
+ * Counts failures per key in this process's memory. After `threshold`
+ * failures each further failure doubles a lock-out (1 s, 2 s, 4 s … up to
+ * `maxBackoffMs`); entries are forgotten 15 minutes after their last failure.
+ * Bounded in size.
  */
-export function createFailureTracker(options: { threshold: number; maxBackoffMs: number; now: () => number; maxEntries?: number }) {
+export function createFailureTracker(options: { threshold: number; maxBackoffMs: number; now: () => number; maxEntries?: number }): FailureTracker {
   const entries = new Map<string, FailureEntry>();
-  const forgetAfterMs = 15 * 60_000;
   const maxEntries = options.maxEntries ?? 100_000;
 
   function current(key: string): FailureEntry | undefined {
     const entry = entries.get(key);
-    if (entry && options.now() - entry.lastFailure > forgetAfterMs) {
+    if (entry && options.now() - entry.lastFailure > FORGET_FAILURES_AFTER_MS) {
       entries.delete(key);
       return undefined;
     }
@@ -147,16 +199,11 @@ export function createFailureTracker(options: { threshold: number; maxBackoffMs:
   }
 
   return {
-    isLocked(key: string): boolean {
-      const entry = current(key);
-      return entry !== undefined && entry.lockedUntil > options.now();
-    },
-    /** Milliseconds until `key` may try again (0 when not locked). */
-    retryAfterMs(key: string): number {
+    async retryAfterMs(key) {
       const entry = current(key);
       return entry ? Math.max(0, entry.lockedUntil - options.now()) : 0;
     },
-    fail(key: string): void {
+    async fail(key) {
       const at = options.now();
       const entry = current(key) ?? { count: 0, lockedUntil: 0, lastFailure: at };
       entry.count++;
@@ -169,10 +216,10 @@ export function createFailureTracker(options: { threshold: number; maxBackoffMs:
       entries.set(key, entry);
       if (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
     },
-    succeed(key: string): void {
+    async succeed(key) {
       entries.delete(key);
     },
-    clear(): void {
+    async clear() {
       entries.clear();
     },
   };
