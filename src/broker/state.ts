@@ -6,6 +6,7 @@ import aedesPersistenceRedis from 'aedes-persistence-redis';
 import { ClassicLevel } from 'classic-level';
 import mqemitterRedis from 'mqemitter-redis';
 import { connectRedis, describeRedisUrl } from '../cluster/redis';
+import { coalesceWrites } from './coalescingLevel';
 
 type Persistence = NonNullable<AedesOptions['persistence']>;
 type MessageBus = NonNullable<AedesOptions['mq']>;
@@ -50,9 +51,10 @@ export async function openBrokerState(target: BrokerStateTarget, options: { conc
  * `aedes-persistence-level` over `classic-level` (LevelDB). Aedes stores a
  * QoS 1/2 message (retained copy, offline queues) before it acknowledges it,
  * and LevelDB hands every write to the kernel before it resolves, so what was
- * acknowledged survives the process being killed. Writes are not fsynced (a
- * power loss can take the last seconds): an fsync per message would cap the
- * broker at the disk's flush rate.
+ * acknowledged survives the process being killed. Writes made in one turn of
+ * the event loop go to LevelDB as one batch (coalesceWrites). They are not
+ * fsynced (a power loss can take the last seconds): an fsync per message
+ * would cap the broker at the disk's flush rate.
  */
 async function openLocalState(dir: string): Promise<BrokerState> {
   const location = path.resolve(dir);
@@ -66,12 +68,13 @@ async function openLocalState(dir: string): Promise<BrokerState> {
     if (/lock/i.test(String((error as { cause?: unknown }).cause ?? error))) throw new BrokerStateLockedError(location);
     throw error;
   }
-  const persistence = aedesPersistenceLevel(db) as unknown as Persistence;
+  const store = coalesceWrites(db);
+  const persistence = aedesPersistenceLevel(store) as unknown as Persistence;
   return {
     persistence,
     location,
     async close() {
-      await db.close();
+      await store.close();
     },
   };
 }

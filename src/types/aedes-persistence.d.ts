@@ -1,7 +1,7 @@
 // The Aedes persistences ship no types; Aedes' own `persistence` option types what they return.
 declare module 'aedes-persistence-level' {
-  import type { AbstractLevel } from 'abstract-level';
-  const create: (db: AbstractLevel<string | Uint8Array, string, Uint8Array>) => unknown;
+  /** A LevelDB handle, or anything with its get/put/del/batch/clear/values/close. */
+  const create: (db: unknown) => unknown;
   export default create;
 }
 
@@ -9,4 +9,15 @@ declare module 'aedes-persistence-redis' {
   import type { Redis } from 'ioredis';
   const create: (options: { conn?: Redis; maxSessionDelivery?: number }) => unknown;
   export default create;
+}
+
+declare module 'aedes-persistence-level/asyncPersistence.js' {
+  export default class AsyncLevelPersistence {
+    constructor(db: unknown);
+  }
+}
+
+declare module 'aedes-persistence/abstract.js' {
+  const abstractPersistence: (options: { test: unknown; testAsync?: boolean; persistence(): unknown }) => void;
+  export default abstractPersistence;
 }
