@@ -50,18 +50,16 @@ async function persistenceScenario(postgres: Service) {
   const contenders: Array<{ name: string; start: () => Promise<RunningBroker> }> = [
     { name: 'bare Aedes, in memory', start: () => startBareAedes('memory', brokerCpu) },
     { name: 'bare Aedes, LevelDB, a write per operation', start: () => startBareAedes('level-plain', brokerCpu) },
-    { name: 'bare Aedes, LevelDB, writes coalesced (as shipped)', start: () => startBareAedes('level', brokerCpu) },
+    { name: 'bare Aedes, LevelDB as Gatehouse ships it', start: () => startBareAedes('level', brokerCpu) },
     { name: 'Gatehouse (ACL on, LevelDB)', start: () => startGatehouse({ DATABASE_URL: postgres.url }, brokerCpu) },
   ];
-  const cases = [
-    { label: 'clean subscriber', persistentSubscriber: false },
-    { label: 'persistent subscriber', persistentSubscriber: true },
-  ];
-  const results = new Map<string, number[]>();
+  const columns = ['fixed rate, clean subscriber (µs)', 'fixed rate, persistent subscriber (µs)', 'saturated, persistent subscribers (msg/s)', 'saturated (µs)'];
+  const results = new Map<string, number[][]>();
   for (let round = 1; round <= rounds; round++) {
     for (const contender of contenders) {
       await withBroker(contender.start, async (broker) => {
-        for (const c of cases) {
+        const row: number[] = [];
+        for (const persistentSubscriber of [false, true]) {
           const result = await fixedRate({
             url: broker.mqttUrl,
             brokerPids: () => processTree(broker.pid),
@@ -69,25 +67,35 @@ async function persistenceScenario(postgres: Service) {
             seconds,
             qos: 1,
             payloadBytes: 64,
-            persistentSubscriber: c.persistentSubscriber,
+            persistentSubscriber,
           });
-          if (result.delivered < result.sent) console.warn(`  ${contender.name}, ${c.label}: ${result.sent - result.delivered} of ${result.sent} not delivered`);
-          const key = `${contender.name}|${c.label}`;
-          results.set(key, [...(results.get(key) ?? []), result.cpuMicrosPerMessage]);
-          console.error(`  round ${round}: ${contender.name}, ${c.label}: ${fmt(result.cpuMicrosPerMessage)} µs/message`);
+          if (result.delivered < result.sent) console.warn(`  ${contender.name}: ${result.sent - result.delivered} of ${result.sent} not delivered`);
+          row.push(result.cpuMicrosPerMessage);
         }
+        const saturated = await throughput({
+          pairs: Array.from({ length: 4 }, () => ({ publishUrl: broker.mqttUrl, subscribeUrl: broker.mqttUrl })),
+          brokerPids: () => processTree(broker.pid),
+          seconds,
+          window: 20,
+          payloadBytes: 64,
+          persistentSubscribers: true,
+        });
+        row.push(saturated.deliveredPerSecond, (saturated.cpuSeconds * 1e6) / Math.max(1, saturated.delivered));
+        results.set(contender.name, [...(results.get(contender.name) ?? []), row]);
+        console.error(`  round ${round}: ${contender.name}: ${row.map((v) => fmt(v)).join(' / ')}`);
       });
     }
   }
-  const memory = (label: string) => median(results.get(`bare Aedes, in memory|${label}`)!);
+  const medianOf = (name: string, column: number) => median(results.get(name)!.map((row) => row[column]!));
+  const base = contenders[0]!.name;
   table(
-    `Broker CPU per delivered message: QoS 1, 64 B, ${rate} msg/s for ${seconds} s, median of ${rounds} rounds`,
-    ['broker', ...cases.flatMap((c) => [`${c.label} (µs)`, '÷ in memory'])],
+    `Broker CPU per delivered QoS 1 message (64 B): at ${rate} msg/s for ${seconds} s, and saturated by 4 publishers with 20 in flight each; median of ${rounds} rounds`,
+    ['broker', ...columns.flatMap((c) => [c, '÷ in memory'])],
     contenders.map((contender) => [
       contender.name,
-      ...cases.flatMap((c) => {
-        const value = median(results.get(`${contender.name}|${c.label}`)!);
-        return [fmt(value), `${fmt(value / memory(c.label), 2)}×`];
+      ...columns.flatMap((_, column) => {
+        const value = medianOf(contender.name, column);
+        return [fmt(value, column === 2 ? 0 : 1), `${fmt(value / medianOf(base, column), 2)}×`];
       }),
     ]),
   );

@@ -227,11 +227,3 @@ describe.runIf(haveBoth)('several nodes on Redis and PostgreSQL', { timeout: 120
     }
   });
 });
-
-describe('several nodes need PostgreSQL', () => {
-  it('refuses REDIS_URL without DATABASE_URL, saying why', () => {
-    const result = configSchema.safeParse({ REDIS_URL: 'redis://127.0.0.1:6379' });
-    expect(result.success).toBe(false);
-    expect(result.error?.issues[0]).toMatchObject({ path: ['REDIS_URL'], message: expect.stringContaining('several nodes need PostgreSQL') });
-  });
-});

@@ -21,6 +21,13 @@ describe('configuration', () => {
     expect(config.DATABASE_URL).toBeUndefined();
   });
 
+  it('refuses REDIS_URL without DATABASE_URL, naming it and saying why', () => {
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' })).toThrow(/REDIS_URL: several nodes need PostgreSQL: set DATABASE_URL too/);
+    expect(() => loadConfig({ REDIS_URL: 'http://cache', DATABASE_URL: 'postgres://db/gh' })).toThrow(/REDIS_URL: must start with redis:\/\//);
+    const config = loadConfig({ REDIS_URL: 'redis://cache:6379', DATABASE_URL: 'postgres://db/gh' });
+    expect(config).toMatchObject({ REDIS_URL: 'redis://cache:6379', NODE_HEARTBEAT_MS: 10_000 });
+  });
+
   it('accepts port 0 and a postgres URL, treating empty values as unset', () => {
     const config = loadConfig({ PORT: '0', MQTT_PORT: '0', DATABASE_URL: 'postgresql://u:p@db:5432/gh', ADMIN_USERNAME: '' });
     expect(config).toMatchObject({ PORT: 0, MQTT_PORT: 0, DATABASE_URL: 'postgresql://u:p@db:5432/gh', ADMIN_USERNAME: undefined });

@@ -82,6 +82,7 @@ export interface ThroughputResult {
   /** Messages received by the subscribers, per second. */
   deliveredPerSecond: number;
   cpuSeconds: number;
+  delivered: number;
 }
 
 /**
@@ -95,6 +96,8 @@ export async function throughput(options: {
   seconds: number;
   window: number;
   payloadBytes: number;
+  /** Subscribers as persistent sessions (clean = 0): every message goes through the broker's store. */
+  persistentSubscribers?: boolean;
 }): Promise<ThroughputResult> {
   const clients: MqttClient[] = [];
   let delivered = 0;
@@ -103,7 +106,7 @@ export async function throughput(options: {
   const loops: Promise<void>[] = [];
   for (const [i, pair] of options.pairs.entries()) {
     const topic = `bench/pairs/${process.pid}/${i}`;
-    const subscriber = await connectClient(pair.subscribeUrl);
+    const subscriber = await connectClient(pair.subscribeUrl, { clean: !options.persistentSubscribers });
     await subscriber.subscribeAsync(topic, { qos: 1 });
     subscriber.on('message', () => running && delivered++);
     const publisher = await connectClient(pair.publishUrl);
@@ -136,5 +139,5 @@ export async function throughput(options: {
   running = false;
   await Promise.race([Promise.all(loops), sleep(5000)]);
   await Promise.all(clients.map(end));
-  return { deliveredPerSecond: count / elapsed, cpuSeconds: after.cpuSeconds - before.cpuSeconds };
+  return { deliveredPerSecond: count / elapsed, cpuSeconds: after.cpuSeconds - before.cpuSeconds, delivered: count };
 }
