@@ -1,3 +1,4 @@
+import { BrokerStateLockedError } from './broker/state';
 import { ConfigError, loadConfig } from './config';
 import { DataDirLockedError } from './db/lock';
 import { startGatehouse } from './server';
@@ -6,7 +7,7 @@ async function main() {
   const config = loadConfig();
   const gatehouse = await startGatehouse({ config });
   const where = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST;
-  console.log(`Gatehouse is running (${gatehouse.database.driver}: ${gatehouse.database.location})`);
+  console.log(`Gatehouse is running (${gatehouse.database.driver}: ${gatehouse.database.location}; broker state: ${gatehouse.brokerState.location})`);
   console.log(`  console         http://${where}:${gatehouse.httpPort}/`);
   console.log(`  MQTT over TCP   mqtt://${where}:${gatehouse.mqttPort}`);
   console.log(`  MQTT over WS    ws://${where}:${gatehouse.httpPort}/mqtt`);
@@ -37,7 +38,7 @@ async function main() {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof DataDirLockedError) {
+  if (error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof BrokerStateLockedError) {
     console.error(error.message);
   } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
     console.error(`A port is already in use: ${(error as Error).message}. Set PORT or MQTT_PORT (0 picks a free port).`);

@@ -55,7 +55,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     // keeps its broker state under DATA_DIR, beside the embedded database.
     brokerState = await openBrokerState(
       config.REDIS_URL ? { kind: 'redis', url: config.REDIS_URL } : { kind: 'local', dir: path.join(config.DATA_DIR, 'broker') },
-      { concurrency: config.MQTT_CONCURRENCY },
+      { concurrency: config.MQTT_CONCURRENCY, log },
     );
     if (config.REDIS_URL) redis = await connectRedis(config.REDIS_URL);
     // Failed passwords counted in Redis: more nodes must not mean more guesses.

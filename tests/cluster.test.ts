@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -224,6 +226,96 @@ describe.runIf(haveBoth)('several nodes on Redis and PostgreSQL', { timeout: 120
       await endClient(onB);
     } finally {
       await Promise.all([endClient(watcher), endClient(doomed)]);
+    }
+  });
+});
+
+/** A redis-server of this test's own on a free port, so it can be stopped and started again. */
+async function startOwnRedis(port?: number): Promise<{ port: number; stop(): Promise<void> }> {
+  const chosen = port ?? (await freePort());
+  const child = spawn('redis-server', ['--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const probe = new Redis(chosen, '127.0.0.1', { lazyConnect: true, retryStrategy: () => null });
+    probe.on('error', () => {});
+    const up = await probe.connect().then(
+      () => true,
+      () => false,
+    );
+    probe.disconnect();
+    if (up) break;
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    port: chosen,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGKILL');
+      }),
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe.runIf(haveBoth)('a node when Redis goes away', { timeout: 120_000 }, () => {
+  it('stays up, keeps its connected devices, and carries messages again once Redis is back', async () => {
+    const database = await createPostgresTestDatabase();
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-redis-outage-'));
+    let redis = await startOwnRedis();
+    const logs: string[] = [];
+    const node = await startGatehouse({
+      config: configSchema.parse({
+        PORT: '0',
+        MQTT_PORT: '0',
+        HOST: '127.0.0.1',
+        DATABASE_URL: database.url,
+        REDIS_URL: `redis://127.0.0.1:${redis.port}`,
+        DATA_DIR: dataDir,
+      }),
+      log: (line) => logs.push(line),
+    });
+    try {
+      await createClient(node.database.db, { name: 'Steady', username: 'steady', password: 'steady-password' });
+      await grantGroup(node.database.db, { name: 'Steady', permissions: [['allow', 'publish', 'steady/#'], ['allow', 'subscribe', 'steady/#']], usernames: ['steady'] });
+      const listener = await connect(brokerUrl(node, 'tcp'), { username: 'steady', password: 'steady-password', clientId: 'steady-listener' });
+      await listener.subscribeAsync('steady/#', { qos: 0 });
+
+      await redis.stop();
+      await expect.poll(() => logs.join('\n'), { timeout: 10_000 }).toContain('Redis connection lost');
+      expect(listener.connected).toBe(true);
+
+      redis = await startOwnRedis(redis.port);
+      await expect.poll(() => logs.join('\n'), { timeout: 30_000 }).toContain('Redis connection back');
+      // The bus resubscribes on reconnect: a message goes round through Redis again.
+      const talker = await connect(brokerUrl(node, 'ws'), { username: 'steady', password: 'steady-password', clientId: 'steady-talker' });
+      await expect
+        .poll(
+          async () => {
+            const message = nextMessage(listener, 'steady/ping', 1000).then(
+              () => true,
+              () => false,
+            );
+            talker.publish('steady/ping', 'hello', { qos: 0 });
+            return message;
+          },
+          { timeout: 30_000, interval: 200 },
+        )
+        .toBe(true);
+      await Promise.all([endClient(listener), endClient(talker)]);
+    } finally {
+      await node.close();
+      await redis.stop();
+      await database.drop();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

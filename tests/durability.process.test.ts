@@ -3,9 +3,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BrokerStateLockedError } from '../src/broker/state';
+import { configSchema } from '../src/config';
 import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
+import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
+import { createPostgresTestDatabase, drivers } from './support/db';
 import { connect, endClient, nextMessage, type Transport } from './support/mqtt';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 
@@ -133,5 +137,42 @@ describe('broker state on the default install', { timeout: 180_000 }, () => {
       await endClient(watcher);
     }
     await expectStateBack(restarted);
+  });
+});
+
+describe.runIf(drivers.includes('postgres'))('broker state with DATABASE_URL and no REDIS_URL', { timeout: 120_000 }, () => {
+  it('keeps it under DATA_DIR across a restart, and refuses a second node on the same DATA_DIR', async () => {
+    const database = await createPostgresTestDatabase();
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-pg-state-'));
+    const config = configSchema.parse({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATABASE_URL: database.url, DATA_DIR: dataDir });
+    let node: Gatehouse | undefined;
+    try {
+      node = await startGatehouse({ config, log: () => {} });
+      expect(node.brokerState.location).toBe(path.join(dataDir, 'broker'));
+      await createClient(node.database.db, { name: 'Keeper', ...device });
+      await grantGroup(node.database.db, { name: 'State', permissions: [['allow', 'publish', 'state/#'], ['allow', 'subscribe', 'state/#']], usernames: ['keeper'] });
+      const publisher = await connect(`mqtt://127.0.0.1:${node.mqttPort}`, { ...device, clientId: 'pg-publisher' });
+      await publisher.publishAsync('state/pg/retained', 'kept beside PostgreSQL', { qos: 1, retain: true });
+      await endClient(publisher);
+
+      const error = await startGatehouse({ config, log: () => {} }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BrokerStateLockedError);
+      expect((error as Error).message).toContain(`The broker state in ${path.join(dataDir, 'broker')} is in use by another process`);
+
+      await node.close();
+      node = await startGatehouse({ config, log: () => {} });
+      const reader = await connect(`ws://127.0.0.1:${node.httpPort}/mqtt`, { ...device, clientId: 'pg-reader' });
+      try {
+        const retained = nextMessage(reader, 'state/pg/retained');
+        await reader.subscribeAsync('state/pg/retained', { qos: 1 });
+        expect(await retained).toMatchObject({ payload: 'kept beside PostgreSQL', retain: true });
+      } finally {
+        await endClient(reader);
+      }
+    } finally {
+      await node?.close();
+      await database.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });

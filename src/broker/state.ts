@@ -43,8 +43,11 @@ export class BrokerStateLockedError extends Error {
 }
 
 /** Opens the store of broker state named by `target`. */
-export async function openBrokerState(target: BrokerStateTarget, options: { concurrency: number }): Promise<BrokerState> {
-  return target.kind === 'local' ? openLocalState(target.dir) : openRedisState(target.url, options.concurrency);
+export async function openBrokerState(
+  target: BrokerStateTarget,
+  options: { concurrency: number; log?: (message: string) => void },
+): Promise<BrokerState> {
+  return target.kind === 'local' ? openLocalState(target.dir) : openRedisState(target.url, options.concurrency, options.log ?? (() => {}));
 }
 
 /**
@@ -84,11 +87,26 @@ async function openLocalState(dir: string): Promise<BrokerState> {
  * `aedes-persistence-redis` holds the state they share, so a persistent
  * session, a retained message or a will made on one node is there on all.
  */
-async function openRedisState(url: string, concurrency: number): Promise<BrokerState> {
+async function openRedisState(url: string, concurrency: number, log: (message: string) => void): Promise<BrokerState> {
   const conn = await connectRedis(url);
   const persistence = aedesPersistenceRedis({ conn }) as unknown as Persistence & { destroy(): Promise<void> };
   // What Aedes gives its own bus: `concurrency`, and [MQTT-4.7.1-3] empty levels.
-  const mq = mqemitterRedis({ connectionString: url, concurrency, matchEmptyLevels: true }) as unknown as MessageBus;
+  const bus = mqemitterRedis({ connectionString: url, concurrency, matchEmptyLevels: true });
+  // Untyped in mqemitter-redis' declarations, present in its code.
+  const busState = (bus as unknown as { state: import('node:events').EventEmitter }).state;
+  // The bus reports a lost Redis connection as an 'error' event: unheard, it
+  // would end the process. ioredis reconnects by itself; say so once per outage.
+  let down = false;
+  busState.on('error', (error: Error) => {
+    if (down) return;
+    down = true;
+    log(`Redis connection lost (${error.message}); reconnecting`);
+  });
+  busState.on('pubConnect', () => {
+    if (down) log('Redis connection back');
+    down = false;
+  });
+  const mq = bus as unknown as MessageBus;
   return {
     mq,
     persistence,
