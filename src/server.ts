@@ -10,8 +10,9 @@ import { connectRedis } from './cluster/redis';
 import { startClusterSessions, type ClusterSessions } from './cluster/sessions';
 import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
+import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
-import { createAuthenticator } from './domain/authenticate';
+import { createAuthenticator, type Authenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createApp } from './web/app';
 
@@ -22,6 +23,8 @@ export interface Gatehouse {
   broker: Broker;
   /** Where retained messages, persistent sessions and wills live. */
   brokerState: BrokerState;
+  /** The CONNECT path, for its counters. */
+  authenticator: Authenticator;
   app: ReturnType<typeof createApp>;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
@@ -49,6 +52,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let brokerState: BrokerState | undefined;
   let redis: Redis | undefined;
   let clusterSessions: ClusterSessions | undefined;
+  let changes: AccessChanges | undefined;
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -60,7 +64,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (config.REDIS_URL) redis = await connectRedis(config.REDIS_URL);
     // Failed passwords counted in Redis: more nodes must not mean more guesses.
     const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;
-    const authenticator = createAuthenticator(database.db, { failureTrackers });
+    // What CONNECT needs stays in memory, forgotten on every change (any node's).
+    changes = await listenForAccessChanges(database, log);
+    const authenticator = createAuthenticator(database.db, { failureTrackers, changes });
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
@@ -125,6 +131,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const openHttp = httpServer;
     const openState = brokerState;
     const openRedis = redis;
+    const openChanges = changes;
     let closing: Promise<void> | undefined;
     return {
       httpPort,
@@ -132,6 +139,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       database,
       broker: openBroker,
       brokerState: openState,
+      authenticator,
       app,
       close() {
         closing ??= (async () => {
@@ -140,6 +148,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
           await sharedSessions?.close().catch(() => {});
           await openState.close();
           openRedis?.disconnect();
+          await openChanges.close().catch(() => {});
           openHttp.closeAllConnections?.();
           await httpClosed;
           if (!options.database) await database.close();
@@ -152,6 +161,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     await clusterSessions?.close().catch(() => {});
     await brokerState?.close().catch(() => {});
     redis?.disconnect();
+    await changes?.close().catch(() => {});
     httpServer?.close();
     if (!options.database) await database.close().catch(() => {});
     throw error;

@@ -101,7 +101,7 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     }
   });
 
-  it('reads the database once per CONNECT, accepted or refused, and applies a rule change at the next CONNECT', async () => {
+  it('reads no database for a CONNECT it has seen, accepted or refused, and applies a rule change at the next CONNECT', async () => {
     await createClient(gatehouse.database.db, { name: 'Once', username: 'once', password: 'once-password' });
     const group = await grantGroup(gatehouse.database.db, { name: 'Once', permissions: [['allow', 'subscribe', 'once/#']] });
     const queriesFor = async <T>(work: () => Promise<T>) => {
@@ -115,22 +115,27 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     };
     const connectOnce = (password: string, clientId = 'once-1') => tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'once', password, clientId });
 
+    // The first CONNECTs read the client row and the rules; the writes above
+    // may still be arriving as change notifications, each forgetting them.
+    await expect
+      .poll(async () => (await queriesFor(() => connectOnce('wrong-password'))).queries, { timeout: 10_000 })
+      .toBe(0);
     const refused = await queriesFor(() => connectOnce('wrong-password'));
     expect(refused.result).toMatchObject({ ok: false, code: 4 });
-    expect(refused.queries).toBe(1);
+    expect(refused.queries).toBe(0);
 
     // No rule gives the group yet: connected, but may not subscribe.
     const before = await queriesFor(() => connectOnce('once-password'));
-    expect(before.queries).toBe(1);
+    expect(before.queries).toBe(0);
     expect(before.result.ok).toBe(true);
     if (!before.result.ok) return;
     expect(await subscribeCodes(before.result.client, { 'once/a': { qos: 1 } })).toEqual({ 'once/a': 128 });
 
     await appendRules(gatehouse.database.db, [{ matchBy: 'client_id', value: 'once-*', groups: [String(group.id)] }]);
-    // The live session keeps its snapshot; the next CONNECT (from the cache, still one query) gets the rule.
+    // The live session keeps its snapshot; the next CONNECT gets the rule.
     expect(await subscribeCodes(before.result.client, { 'once/b': { qos: 1 } })).toEqual({ 'once/b': 128 });
     const after = await queriesFor(() => connectOnce('once-password', 'once-2'));
-    expect(after.queries).toBe(1);
+    expect(after.queries).toBeGreaterThan(0);
     expect(after.result.ok).toBe(true);
     if (!after.result.ok) return;
     expect(await subscribeCodes(after.result.client, { 'once/c': { qos: 1 } })).toEqual({ 'once/c': 1 });

@@ -1,8 +1,10 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db';
+import type { AccessChanges } from '../db/changes';
+import { findPasswordCredentials, grantsFor, loadAccessModel, type AccessModel } from './accessModel';
 import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from './acl';
-import type { AuthType } from './clients';
-import { findConnectRow } from './groupRules';
+import type { AuthType, ClientCredentials } from './clients';
+import { findConnectRow, type ConnectRow } from './groupRules';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
 
 export type Transport = 'tcp' | 'ws';
@@ -59,8 +61,14 @@ export interface AuthenticatorOptions {
   addressFailuresBeforeBackoff?: number;
   /** Longest back-off after repeated failures. */
   maxBackoffMs?: number;
-  /** Verified credentials remembered per process. */
+  /** Verified credentials (and, with `changes`, client rows) remembered per process. */
   cacheSize?: number;
+  /**
+   * Hears every change to credentials and rules. Given, what CONNECT reads is
+   * kept in memory and forgotten on each change (a warm CONNECT reads no
+   * database); absent, every CONNECT reads the database once.
+   */
+  changes?: AccessChanges;
   /** Where failures are counted (several nodes: a store they share); default: this process's memory. */
   failureTrackers?: FailureTrackerFactory;
   now?: () => number;
@@ -70,8 +78,11 @@ export interface Authenticator {
   authenticate(input: AuthenticateInput): Promise<AuthResult>;
   /** Forgets the verified-credential cache and failure counts. */
   reset(): Promise<void>;
-  /** Counters since start: Argon2id verifies run, and connects served from the cache. */
-  stats(): { verifies: number; cacheHits: number };
+  /**
+   * Counters since start: Argon2id verifies run, connects whose password was
+   * already verified, and connects that read the database.
+   */
+  stats(): { verifies: number; cacheHits: number; databaseReads: number };
 }
 
 interface CachedCredential {
@@ -81,16 +92,18 @@ interface CachedCredential {
 }
 
 /**
- * The one authentication path for every listener. One database read per
- * CONNECT, which also brings the rules, groups and permissions that may apply
- * to the connection (resolved only once the password is verified). A verified
- * password is remembered as an HMAC under a per-process key together with the
- * row's version, so a reconnect storm costs no Argon2id work and any edit of
- * the client (which bumps its version) is a cache miss.
+ * The one authentication path for every listener. A CONNECT needs the client
+ * row and the rules, groups and permissions that may apply to it (resolved
+ * only once the password is verified): with `changes`, from memory (see
+ * createConnectLookup); otherwise in one database read. A verified password is
+ * remembered as an HMAC under a per-process key together with the row's
+ * version, so a reconnect storm costs no Argon2id work and any edit of the
+ * client (which bumps its version) is a cache miss.
  */
 export function createAuthenticator(db: Database, options: AuthenticatorOptions = {}): Authenticator {
   const now = options.now ?? Date.now;
-  const cacheSize = options.cacheSize ?? 10_000;
+  const cacheSize = options.cacheSize ?? 100_000;
+  const lookup = createConnectLookup(db, options.changes, cacheSize);
   const macKey = randomBytes(32);
   const cache = new Map<string, CachedCredential>();
   const maxBackoffMs = options.maxBackoffMs ?? 60_000;
@@ -119,7 +132,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
 
     let found;
     try {
-      found = await findConnectRow(db, username, input.clientId);
+      found = await lookup.find(username, input.clientId);
     } catch {
       return { ok: false, reason: 'unavailable' };
     }
@@ -134,8 +147,8 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       // only gates the costly verifies.
       if (timingSafeEqual(cached.passwordMac, passwordMac)) {
         cacheHits++;
-        // Not awaited: a warm CONNECT costs one database read and never
-        // waits on a shared failure store (the reset cannot reject).
+        // Not awaited: a warm CONNECT never waits on a shared failure store
+        // (the reset cannot reject).
         void gate.succeed(username);
         return success(row, grants, input);
       }
@@ -156,7 +169,72 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       cache.clear();
       await gate.clear();
     },
-    stats: () => ({ verifies: gate.verifies(), cacheHits }),
+    stats: () => ({ verifies: gate.verifies(), cacheHits, databaseReads: lookup.databaseReads() }),
+  };
+}
+
+/**
+ * What a CONNECT reads, kept in memory while `changes` is live: client rows
+ * by username (unknown usernames too, so a flood of them costs no reads),
+ * and the whole rule model (rules, groups, permissions), indexed.
+ *
+ * Invalidated by: every change to clients, groups, permissions or rules,
+ * made on any node or by hand (database triggers NOTIFY; see db/changes.ts),
+ * which forgets everything; and any break in hearing changes, during which
+ * every CONNECT reads the database. A read that raced a change is not kept.
+ */
+function createConnectLookup(db: Database, changes: AccessChanges | undefined, cacheSize: number) {
+  let databaseReads = 0;
+  if (!changes) {
+    return {
+      find(username: string, clientId: string): Promise<ConnectRow | null> {
+        databaseReads++;
+        return findConnectRow(db, username, clientId);
+      },
+      databaseReads: () => databaseReads,
+    };
+  }
+  let generation = 0;
+  const credentials = new Map<string, ClientCredentials | null>();
+  let model: Promise<AccessModel> | undefined;
+  changes.onChange(() => {
+    generation++;
+    credentials.clear();
+    model = undefined;
+  });
+
+  function accessModel(): Promise<AccessModel> {
+    if (model) return model;
+    databaseReads++;
+    const loading = loadAccessModel(db);
+    model = loading;
+    // A failed read is not remembered: the next CONNECT tries again.
+    loading.catch(() => {
+      if (model === loading) model = undefined;
+    });
+    return loading;
+  }
+
+  return {
+    async find(username: string, clientId: string): Promise<ConnectRow | null> {
+      if (!changes.live()) {
+        databaseReads++;
+        return findConnectRow(db, username, clientId);
+      }
+      const seen = generation;
+      let row = credentials.get(username);
+      if (row === undefined) {
+        databaseReads++;
+        row = await findPasswordCredentials(db, username);
+        if (seen === generation && changes.live()) {
+          credentials.set(username, row);
+          if (credentials.size > cacheSize) credentials.delete(credentials.keys().next().value!);
+        }
+      }
+      if (!row) return null;
+      return { credentials: row, grants: grantsFor(await accessModel(), row.id, clientId) };
+    },
+    databaseReads: () => databaseReads,
   };
 }
 

@@ -58,8 +58,8 @@ function rulesApplyingTo(clientRowId: number | typeof clients.id, mqttClientId: 
   return or(and(eq(groupRules.matchBy, 'client'), eq(groupRules.clientId, clientRowId)), byClientId)!;
 }
 
-/** The rule → group → permission columns both access queries read. */
-const grantColumns = {
+/** The rule → group → permission columns the access queries read. */
+export const grantColumns = {
   ruleId: groupRules.id,
   rulePosition: groupRules.position,
   matchBy: groupRules.matchBy,
@@ -76,7 +76,7 @@ const grantColumns = {
 type GrantColumns = { [K in keyof typeof grantColumns]: (typeof grantColumns)[K]['_']['data'] | null };
 
 /** A joined row as a RuleGrantRow; null when it carries no rule and group. */
-function toGrantRow(row: GrantColumns): RuleGrantRow | null {
+export function toGrantRow(row: GrantColumns): RuleGrantRow | null {
   if (row.ruleId === null || row.rulePosition === null || row.matchBy === null || row.value === null || row.groupId === null || row.groupName === null) {
     return null;
   }
