@@ -5,6 +5,7 @@ import {
   mayDeliver,
   NO_ACCESS,
   resolveAccess,
+  SessionDecisions,
   type Action,
   type Effect,
   type RuleGrantRow,
@@ -266,5 +267,34 @@ describe('resolveAccess', () => {
     const access = resolveAccess(rows, { clientRowId: 7, username: 'u', mqttClientId: 's' });
     expect(Object.isFrozen(access)).toBe(true);
     expect(Object.isFrozen(access.permissions)).toBe(true);
+  });
+});
+
+describe('decisions remembered per session', () => {
+  const access = accessWith([
+    ['allow', 'publish', 'sensors/%c/#'],
+    ['deny', 'publish', 'sensors/%c/secret'],
+    ['allow', 'subscribe', 'plant/#'],
+    ['deny', 'subscribe', 'plant/private/#'],
+  ]);
+
+  it.each(['sensors/s1/temp', 'sensors/s1/secret', 'sensors/s2/temp', 'plant/a', 'plant/private/x', '$SYS/x', 'other'])(
+    'answers %s as the pure functions do, the first time and again',
+    (topic) => {
+      const decisions = new SessionDecisions(access);
+      for (let i = 0; i < 2; i++) {
+        expect(decisions.mayPublish(topic)).toBe(decidePublish(access, topic).allowed);
+        expect(decisions.mayDeliver(topic)).toBe(mayDeliver(access, topic));
+      }
+    },
+  );
+
+  it('stays right past its bound on distinct topics', () => {
+    const decisions = new SessionDecisions(access, 4);
+    for (let i = 0; i < 20; i++) {
+      expect(decisions.mayPublish(`sensors/s1/t${i}`)).toBe(true);
+      expect(decisions.mayPublish('sensors/s1/secret')).toBe(false);
+      expect(decisions.mayDeliver(`plant/private/${i}`)).toBe(false);
+    }
   });
 });

@@ -3,7 +3,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesOptions, type Client as AedesClient } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import { decidePublish, decideSubscribe, mayDeliver, NO_ACCESS, type AccessSnapshot } from '../domain/acl';
+import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
@@ -78,12 +78,12 @@ interface Connection {
   remoteAddress?: string;
   /** Set once CONNECT is authenticated. */
   principal?: Principal;
-  /** The permissions the session connected with; nothing until then. */
-  access: AccessSnapshot;
+  /** The permissions the session connected with (nothing until then), and its decisions per topic. */
+  decisions: SessionDecisions;
   /** Subscription filters granted, to cap them (UNSUBSCRIBE gives room back). */
-  granted: Set<string>;
+  granted?: Set<string>;
   /** Refusals already logged, so a looping device logs each topic once. */
-  refusals: Set<string>;
+  refusals?: Set<string>;
   /** When its socket buffer was first seen full. */
   stalledSince?: number;
   /** Counted in the live sessions of its client. */
@@ -113,8 +113,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const log = deps.log ?? (() => {});
   const connections = new Set<Duplex>();
   const connectionOf = new WeakMap<AedesClient, Connection>();
-  /** What a client may do; nothing for a will whose session is gone (`null`). */
-  const accessOf = (client: AedesClient | null) => (client && connectionOf.get(client)?.access) || NO_ACCESS;
+  /** What a client may do; nothing before its CONNECT is authenticated. */
+  const nothingAllowed = new SessionDecisions(NO_ACCESS);
+  const decisionsOf = (client: AedesClient) => connectionOf.get(client)?.decisions ?? nothingAllowed;
 
   const aedes = await Aedes.createBroker({
     mq: deps.mq,
@@ -145,7 +146,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
             }
             if (origin) {
               origin.principal = result.principal;
-              origin.access = result.access;
+              origin.decisions = new SessionDecisions(result.access);
             }
             vetWill(client, result.access);
             done(null, true);
@@ -167,8 +168,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         callback(null);
         return;
       }
-      const decision = decidePublish(accessOf(client), packet.topic);
-      if (!decision.allowed) {
+      if (!decisionsOf(client).mayPublish(packet.topic)) {
         noteRefusal(client, 'publish', packet.topic);
         // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
         packet.topic = REFUSED_PUBLISH_TOPIC;
@@ -180,13 +180,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authorizeSubscribe(client, subscription, callback) {
       // Checked first, and in O(1): one SUBSCRIBE may carry ~90,000 filters.
-      const granted = connectionOf.get(client)?.granted ?? new Set<string>();
+      const state = connectionOf.get(client);
+      const granted = state ? (state.granted ??= new Set<string>()) : new Set<string>();
       if (granted.size >= limits.maxSubscriptions && !granted.has(subscription.topic)) {
         noteRefusal(client, 'subscribe', `${subscription.topic} (over ${limits.maxSubscriptions} subscriptions)`);
         callback(null, null);
         return;
       }
-      if (!decideSubscribe(accessOf(client), subscription.topic).allowed) {
+      if (!decideSubscribe(decisionsOf(client).access, subscription.topic).allowed) {
         noteRefusal(client, 'subscribe', subscription.topic);
         callback(null, null); // 0x80 for this filter only
         return;
@@ -204,7 +205,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
      * permissions do not let it receive is never written.
      */
     authorizeForward(client, packet) {
-      if (!mayDeliver(accessOf(client), packet.topic)) return null;
+      if (!decisionsOf(client).mayDeliver(packet.topic)) return null;
       const conn = client.conn as Duplex;
       const state = connectionOf.get(client);
       if (conn.writableLength > limits.maxBufferedBytes || conn.writableNeedDrain) {
@@ -246,7 +247,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   function noteRefusal(client: AedesClient, action: 'publish' | 'subscribe', topic: string) {
     const state = connectionOf.get(client);
     const key = `${action} ${topic}`;
-    if (!state || state.refusals.has(key) || state.refusals.size >= 20) return;
+    if (!state) return;
+    state.refusals ??= new Set();
+    if (state.refusals.has(key) || state.refusals.size >= 20) return;
     state.refusals.add(key);
     log(`refused ${action} to ${JSON.stringify(topic)} for ${state.principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
   }
@@ -260,7 +263,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     connections.add(stream);
     stream.once('close', () => connections.delete(stream));
     const client = aedes.handle(stream, req);
-    connectionOf.set(client, { transport, remoteAddress, access: NO_ACCESS, granted: new Set(), refusals: new Set(), counted: false });
+    connectionOf.set(client, { transport, remoteAddress, decisions: nothingAllowed, counted: false });
     limitPacketSize(client, limits.maxPacketBytes);
   }
 

@@ -258,3 +258,40 @@ export function mayDeliver(access: AccessSnapshot, topic: string): boolean {
 export function decide(access: AccessSnapshot, action: Action, topic: string): Decision {
   return action === 'publish' ? decidePublish(access, topic) : decideSubscribe(access, topic);
 }
+
+/**
+ * The publish and delivery decisions of one session, remembered per topic:
+ * its snapshot never changes, so a device that publishes or receives the same
+ * topics again costs a map lookup instead of a walk of its permission rows.
+ * Bounded: after `limit` distinct topics a map starts over.
+ */
+export class SessionDecisions {
+  private delivers?: Map<string, boolean>;
+  private publishes?: Map<string, boolean>;
+
+  constructor(
+    readonly access: AccessSnapshot,
+    private readonly limit = 256,
+  ) {}
+
+  /** `mayDeliver` for this session. */
+  mayDeliver(topic: string): boolean {
+    this.delivers ??= new Map();
+    return this.remember(this.delivers, topic, () => mayDeliver(this.access, topic));
+  }
+
+  /** `decidePublish(…).allowed` for this session. */
+  mayPublish(topic: string): boolean {
+    this.publishes ??= new Map();
+    return this.remember(this.publishes, topic, () => decidePublish(this.access, topic).allowed);
+  }
+
+  private remember(map: Map<string, boolean>, topic: string, decide: () => boolean): boolean {
+    const known = map.get(topic);
+    if (known !== undefined) return known;
+    const decision = decide();
+    if (map.size >= this.limit) map.clear();
+    map.set(topic, decision);
+    return decision;
+  }
+}
