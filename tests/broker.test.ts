@@ -1,4 +1,6 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { signIn } from './support/admin';
@@ -50,6 +52,11 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
       expect(await tryConnect(brokerUrl(gatehouse, transport), {})).toMatchObject({ ok: false, code: 4 });
       expect(await tryConnect(brokerUrl(gatehouse, transport), { username: 'sensor' })).toMatchObject({ ok: false, code: 4 });
     });
+  });
+
+  it.each(transports)('refuses an empty client id with clean session 0 with CONNACK 2 over %s, and accepts it with clean session 1', async (transport) => {
+    expect(await rawConnack(gatehouse, transport, { clean: false, username: 'sensor', password: 'sensor-password' })).toEqual({ sessionPresent: false, returnCode: 2 });
+    expect(await rawConnack(gatehouse, transport, { clean: true, username: 'sensor', password: 'sensor-password' })).toEqual({ sessionPresent: false, returnCode: 0 });
   });
 
   it('refuses a client id holding NUL with CONNACK 2, and a username holding NUL with CONNACK 4', async () => {
@@ -209,3 +216,59 @@ describe('broker when the database is unreachable', () => {
     }
   });
 });
+
+/**
+ * Sends a hand-built MQTT 3.1.1 CONNECT with an empty client id (mqtt.js
+ * refuses to send one with clean session 0) and reads the CONNACK.
+ */
+async function rawConnack(
+  gatehouse: Gatehouse,
+  transport: Transport,
+  options: { clean: boolean; username: string; password: string },
+): Promise<{ sessionPresent: boolean; returnCode: number }> {
+  const string = (text: string) => {
+    const bytes = Buffer.from(text, 'utf8');
+    return Buffer.concat([Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes]);
+  };
+  const flags = 0x80 | 0x40 | (options.clean ? 0x02 : 0);
+  const body = Buffer.concat([string('MQTT'), Buffer.from([4, flags, 0, 60]), string(''), string(options.username), string(options.password)]);
+  const packet = Buffer.concat([Buffer.from([0x10, body.length]), body]);
+  const parse = (data: Buffer) => {
+    if (data[0] !== 0x20) throw new Error(`not a CONNACK: ${data.toString('hex')}`);
+    return { sessionPresent: (data[2]! & 1) === 1, returnCode: data[3]! };
+  };
+  if (transport === 'tcp') {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(gatehouse.mqttPort, '127.0.0.1', () => socket.write(packet));
+      let received = Buffer.alloc(0);
+      socket.on('data', (data) => {
+        received = Buffer.concat([received, data]);
+        if (received.length < 4) return;
+        socket.destroy();
+        try {
+          resolve(parse(received));
+        } catch (error) {
+          reject(error);
+        }
+      });
+      socket.once('error', reject);
+    });
+  }
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(brokerUrl(gatehouse, 'ws'), 'mqtt');
+    // The CONNACK may come in more than one frame.
+    let received = Buffer.alloc(0);
+    ws.once('open', () => ws.send(packet));
+    ws.on('message', (data) => {
+      received = Buffer.concat([received, data as Buffer]);
+      if (received.length < 4) return;
+      ws.terminate();
+      try {
+        resolve(parse(received));
+      } catch (error) {
+        reject(error);
+      }
+    });
+    ws.once('error', reject);
+  });
+}

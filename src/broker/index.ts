@@ -88,6 +88,8 @@ interface Connection {
   stalledSince?: number;
   /** Counted in the live sessions of its client. */
   counted: boolean;
+  /** CONNECT carried an empty client id (Aedes then makes one up). */
+  emptyClientId?: boolean;
 }
 
 /**
@@ -128,8 +130,20 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     queueLimit: limits.queueLimit,
     heartbeatInterval: deps.heartbeatIntervalMs,
 
+    preConnect(client, packet, callback) {
+      const origin = connectionOf.get(client);
+      if (origin) origin.emptyClientId = packet.clientId === '';
+      callback(null, true);
+    },
+
     authenticate(client, username, password, done) {
       const origin = connectionOf.get(client);
+      // [MQTT-3.1.3-8] A session that outlives the connection needs the
+      // client's own id: an empty one with clean session 0 is refused.
+      if (origin?.emptyClientId && !client.clean) {
+        done(authError(2, 'bad_client_id'), false);
+        return;
+      }
       deps
         .authenticate({
           username,
