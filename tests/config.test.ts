@@ -50,22 +50,29 @@ describe('configuration', () => {
 });
 
 describe('data directory lock', () => {
-  it('is exclusive, released on release, and taken over from a process that is gone', async () => {
+  it('is exclusive, released on release, and never blocked by a pid file a dead holder left', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-lock-'));
     try {
       const lock = await acquireDataDirLock(dir);
-      await expect(acquireDataDirLock(dir)).rejects.toBeInstanceOf(DataDirLockedError);
+      expect(await readFile(path.join(dir, 'gatehouse.pid'), 'utf8')).toBe(String(process.pid));
+      const refused = await acquireDataDirLock(dir).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(DataDirLockedError);
+      expect((refused as Error).message).toContain(`${dir} is in use by another Gatehouse process (pid ${process.pid})`);
       await lock.release();
       const again = await acquireDataDirLock(dir);
       await again.release();
 
-      // A lock left by a crashed process (a pid that does not run) is stale.
-      await writeFile(path.join(dir, 'gatehouse.lock'), '2147483646');
+      // After a crash the files stay, naming a pid that runs (pid 1 always does,
+      // and in a container it is often the restarted process itself): the
+      // kernel released the lock with its holder, so it is taken.
+      await writeFile(path.join(dir, 'gatehouse.pid'), '1');
+      await writeFile(path.join(dir, 'gatehouse.lock'), '1');
       const takeover = await acquireDataDirLock(dir);
-      expect(await readFile(path.join(dir, 'gatehouse.lock'), 'utf8')).toBe(String(process.pid));
+      expect(await readFile(path.join(dir, 'gatehouse.pid'), 'utf8')).toBe(String(process.pid));
       await takeover.release();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
 });

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
@@ -125,6 +125,9 @@ describe('broker state on the default install', { timeout: 180_000 }, () => {
     });
     expect(await stopProcess(running, 'SIGKILL')).toBe(null);
     await endClient(dying);
+    // In a container the restarted process often gets the dead one's pid, or the
+    // file names pid 1: the DATA_DIR lock must not trust it.
+    await writeFile(path.join(dataDir, 'gatehouse.pid'), '1');
 
     running = startProcess(env);
     const restarted = await waitForPorts(running);

@@ -44,7 +44,7 @@ describe('the gatehouse process', { timeout: 120_000 }, () => {
       expect(first.output()).not.toContain('Shutdown took too long');
       await deviceClosed;
       await endClient(device);
-      expect(existsSync(path.join(dataDir, 'gatehouse.lock'))).toBe(false);
+      expect(existsSync(path.join(dataDir, 'gatehouse.pid'))).toBe(false);
     } finally {
       first.child.kill('SIGKILL');
     }

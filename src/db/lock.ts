@@ -1,5 +1,6 @@
-import { link, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { ClassicLevel } from 'classic-level';
 
 export interface DataDirLock {
   release(): Promise<void>;
@@ -8,10 +9,11 @@ export interface DataDirLock {
 export class DataDirLockedError extends Error {
   constructor(
     readonly dir: string,
-    readonly pid: number,
+    /** The holder's pid as it wrote it, when it did. */
+    readonly pid: number | undefined,
   ) {
     super(
-      `The data directory ${dir} is in use by another Gatehouse process (pid ${pid}). ` +
+      `The data directory ${dir} is in use by another Gatehouse process${pid ? ` (pid ${pid})` : ''}. ` +
         'The embedded database serves one process only: stop the other process, ' +
         'or give this one its own DATA_DIR, or use DATABASE_URL for several nodes.',
     );
@@ -19,46 +21,40 @@ export class DataDirLockedError extends Error {
 }
 
 /**
- * Takes an exclusive lock on `dir`: `gatehouse.lock` holds the owner's pid and
- * is created atomically (hard link of a complete temporary file), so another
- * process never reads a half-written lock. A lock whose process no longer runs
- * is taken over.
+ * Takes an exclusive lock on `dir` that the kernel releases when its holder
+ * dies, however it dies: LevelDB's own lock (fcntl(2) on `dir/lock/LOCK`,
+ * through `classic-level`, which Gatehouse ships for the broker store anyway).
+ * A lock that trusted a pid file would refuse to start after a crash whenever
+ * a new process got the dead one's pid, as containers often do. The holder
+ * writes its pid to `gatehouse.pid` for the message a second process prints;
+ * that file is never what decides.
  */
 export async function acquireDataDirLock(dir: string): Promise<DataDirLock> {
-  const file = path.join(dir, 'gatehouse.lock');
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const temporary = `${file}.${process.pid}`;
-    await writeFile(temporary, String(process.pid));
-    try {
-      await link(temporary, file);
-      let released = false;
-      return {
-        async release() {
-          if (released) return;
-          released = true;
-          await rm(file, { force: true });
-        },
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    } finally {
-      await rm(temporary, { force: true });
-    }
-    const holder = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(holder) && holder > 0 && isRunning(holder)) {
-      throw new DataDirLockedError(dir, holder);
-    }
-    // Stale: its process is gone. Remove and retry.
-    await rm(file, { force: true });
+  const pidFile = path.join(dir, 'gatehouse.pid');
+  const lock = new ClassicLevel(path.join(dir, 'lock'));
+  try {
+    await lock.open();
+  } catch (error) {
+    if (!isLockHeld(error)) throw error;
+    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+    throw new DataDirLockedError(dir, Number.isInteger(pid) && pid > 0 ? pid : undefined);
   }
-  throw new Error(`Could not take the lock on ${dir}`);
+  // The lock file of earlier versions, which a crash could leave behind.
+  await rm(path.join(dir, 'gatehouse.lock'), { force: true });
+  await writeFile(pidFile, String(process.pid));
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      await rm(pidFile, { force: true });
+      await lock.close();
+    },
+  };
 }
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+/** LevelDB reports a held lock as an open error whose cause names the lock. */
+function isLockHeld(error: unknown): boolean {
+  const cause = (error as { cause?: unknown }).cause;
+  return /lock/i.test(String(cause ?? '')) || /LOCK/.test(String((error as Error).message));
 }
