@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
+import { isDatabaseUnavailable } from '../db/errors';
 import { createSignInGuard, type SignInGuard } from '../domain/administrators';
 import type { SetupToken } from '../domain/setup';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
@@ -59,6 +60,9 @@ function errorPagesReplaceMain(): MiddlewareHandler {
   };
 }
 
+/** Seconds a client is asked to wait while the database is unavailable. */
+const DATABASE_RETRY_AFTER_S = 5;
+
 /** The console: every route, given its dependencies. */
 export function createApp(deps: AppDeps) {
   const log = deps.log ?? ((message: string) => console.error(message));
@@ -110,7 +114,17 @@ export function createApp(deps: AppDeps) {
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
+  let lastOutageLog = 0;
   app.onError((error, c) => {
+    if (isDatabaseUnavailable(error)) {
+      // Said once a minute, not once per request, while the outage lasts.
+      if (Date.now() - lastOutageLog > 60_000) {
+        lastOutageLog = Date.now();
+        log(`the database is unavailable (${(error.cause as Error | undefined)?.message ?? error.message}); the console answers 503 until it is back`);
+      }
+      c.header('Retry-After', String(DATABASE_RETRY_AFTER_S));
+      return c.html(<ErrorPage status={503} message="The database is unavailable, so the console cannot show or change anything right now. Nothing was saved. This page works again by itself once the database is back: try again in a few seconds." />, 503);
+    }
     log(`${c.req.method} ${new URL(c.req.url).pathname} failed: ${error.stack ?? error.message}`);
     return c.html(<ErrorPage status={500} message="The request could not be completed. Try again in a moment." />, 500);
   });
