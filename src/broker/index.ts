@@ -222,7 +222,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       if (!decisionsOf(client).mayDeliver(packet.topic)) return null;
       const conn = client.conn as Duplex;
       const state = connectionOf.get(client);
-      if (conn.writableLength > limits.maxBufferedBytes || conn.writableNeedDrain) {
+      if (conn.writableLength > limits.maxBufferedBytes) {
         const now = Date.now();
         const since = state?.stalledSince;
         if (since === undefined) {
