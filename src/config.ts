@@ -43,6 +43,8 @@ export const configSchema = z
     ADMIN_USERNAME: optionalText,
     ADMIN_PASSWORD: optionalText,
     TRUST_PROXY: flag,
+    /** Bearer token for /metrics; unset: /metrics answers 404. */
+    METRICS_TOKEN: optionalText.pipe(z.string().min(16, 'use at least 16 characters').optional()),
     /** A subscriber whose socket stays full this long is disconnected. */
     MQTT_DRAIN_TIMEOUT_MS: positiveInt.default(5000),
     /** Deliveries in flight through the broker's message bus at once. */

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import path from 'node:path';
 import { serve } from '@hono/node-server';
+import { sql } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
 import { createBroker, type Broker } from './broker';
 import { openBrokerState, type BrokerState } from './broker/state';
@@ -14,6 +15,7 @@ import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
 import { createAuthenticator, type Authenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
+import { createMetrics } from './metrics';
 import { createApp } from './web/app';
 
 export interface Gatehouse {
@@ -67,6 +69,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     // What CONNECT needs stays in memory, forgotten on every change (any node's).
     changes = await listenForAccessChanges(database, log);
     const authenticator = createAuthenticator(database.db, { failureTrackers, changes });
+    const metrics = createMetrics();
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
@@ -86,9 +89,11 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       persistence: brokerState.persistence,
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
       onSessionChange: (clientRowId, delta) => clusterSessions?.change(clientRowId, delta),
+      metrics: metrics.broker,
       log,
     });
     const localBroker = broker;
+    metrics.watch({ connections: () => localBroker.connectionsByTransport(), authenticator });
     if (redis) {
       clusterSessions = await startClusterSessions({
         redis,
@@ -102,6 +107,14 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const app = createApp({
       db: database.db,
       signIn: createSignInGuard(database.db, { failureTrackers }),
+      metrics: config.METRICS_TOKEN ? { registry: metrics.registry, token: config.METRICS_TOKEN } : undefined,
+      notReady: async () => {
+        const missing: string[] = [];
+        await database.db.execute(sql`select 1`).catch(() => missing.push('database'));
+        if (!localBroker.listening()) missing.push('MQTT listener');
+        if (!httpServer?.listening) missing.push('HTTP listener');
+        return missing;
+      },
       live: {
         // Every node's sessions when there are several; Redis unreachable: this node's.
         sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),

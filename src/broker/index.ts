@@ -55,8 +55,19 @@ export interface BrokerDeps {
   heartbeatIntervalMs?: number;
   /** Told when a client's sessions on this node open (+1) or end (-1). */
   onSessionChange?(clientRowId: number, delta: 1 | -1): void;
+  metrics?: BrokerMetrics;
   log?: (message: string) => void;
 }
+
+/** What the broker counts as it goes (see src/metrics.ts). */
+export interface BrokerMetrics {
+  connect(result: 'accepted' | AuthFailure): void;
+  received(qos: number, payloadBytes: number): void;
+  sent(qos: number, payloadBytes: number): void;
+  refused(action: 'publish' | 'subscribe'): void;
+}
+
+const noMetrics: BrokerMetrics = { connect() {}, received() {}, sent() {}, refused() {} };
 
 export interface Broker {
   aedes: Aedes;
@@ -66,6 +77,10 @@ export interface Broker {
   attachWebSocket(server: HttpServer, path?: string): void;
   /** Live connections (TCP and WebSocket). */
   connectionCount(): number;
+  /** Live connections by transport. */
+  connectionsByTransport(): Record<Transport, number>;
+  /** True while the TCP listener accepts connections. */
+  listening(): boolean;
   /** Authenticated sessions now open, per `clients` row id. */
   sessionsByClient(): ReadonlyMap<number, number>;
   /** Stops accepting, closes every connection and the broker. */
@@ -113,6 +128,8 @@ const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = { ...defaultBrokerLimits, ...deps.limits };
   const log = deps.log ?? (() => {});
+  const metrics = deps.metrics ?? noMetrics;
+  const openByTransport: Record<Transport, number> = { tcp: 0, ws: 0 };
   const connections = new Set<Duplex>();
   const connectionOf = new WeakMap<AedesClient, Connection>();
   /** What a client may do; nothing before its CONNECT is authenticated. */
@@ -141,6 +158,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // [MQTT-3.1.3-8] A session that outlives the connection needs the
       // client's own id: an empty one with clean session 0 is refused.
       if (origin?.emptyClientId && !client.clean) {
+        metrics.connect('bad_client_id');
         done(authError(2, 'bad_client_id'), false);
         return;
       }
@@ -154,6 +172,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         })
         .then(
           (result) => {
+            metrics.connect(result.ok ? 'accepted' : result.reason);
             if (!result.ok) {
               done(authError(connackCodes[result.reason], result.reason), false);
               return;
@@ -167,6 +186,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           },
           (error: unknown) => {
             log(`authentication failed unexpectedly: ${(error as Error).message}`);
+            metrics.connect('unavailable');
             done(authError(3, 'unavailable'), false);
           },
         );
@@ -182,7 +202,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         callback(null);
         return;
       }
+      metrics.received(packet.qos, packet.payload.length);
       if (!decisionsOf(client).mayPublish(packet.topic)) {
+        metrics.refused('publish');
         noteRefusal(client, 'publish', packet.topic);
         // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
         packet.topic = REFUSED_PUBLISH_TOPIC;
@@ -197,11 +219,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       const state = connectionOf.get(client);
       const granted = state ? (state.granted ??= new Set<string>()) : new Set<string>();
       if (granted.size >= limits.maxSubscriptions && !granted.has(subscription.topic)) {
+        metrics.refused('subscribe');
         noteRefusal(client, 'subscribe', `${subscription.topic} (over ${limits.maxSubscriptions} subscriptions)`);
         callback(null, null);
         return;
       }
       if (!decideSubscribe(decisionsOf(client).access, subscription.topic).allowed) {
+        metrics.refused('subscribe');
         noteRefusal(client, 'subscribe', subscription.topic);
         callback(null, null); // 0x80 for this filter only
         return;
@@ -236,6 +260,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       } else if (state) {
         state.stalledSince = undefined;
       }
+      metrics.sent(packet.qos, packet.payload.length);
       return packet;
     },
   });
@@ -275,7 +300,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return;
     }
     connections.add(stream);
-    stream.once('close', () => connections.delete(stream));
+    openByTransport[transport]++;
+    stream.once('close', () => {
+      connections.delete(stream);
+      openByTransport[transport]--;
+    });
     const client = aedes.handle(stream, req);
     connectionOf.set(client, { transport, remoteAddress, decisions: nothingAllowed, counted: false });
     limitPacketSize(client, limits.maxPacketBytes);
@@ -360,6 +389,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       });
     },
     connectionCount: () => connections.size,
+    connectionsByTransport: () => ({ ...openByTransport }),
+    listening: () => tcpServer.listening,
     sessionsByClient: () => sessionCounts,
     async close() {
       // server.close() only calls back once every connection has ended: stop

@@ -82,7 +82,7 @@ export interface Authenticator {
    * Counters since start: Argon2id verifies run, connects whose password was
    * already verified, and connects that read the database.
    */
-  stats(): { verifies: number; cacheHits: number; databaseReads: number };
+  stats(): { verifies: number; cacheHits: number; databaseReads: number; waitingVerifies: number };
 }
 
 interface CachedCredential {
@@ -169,7 +169,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       cache.clear();
       await gate.clear();
     },
-    stats: () => ({ verifies: gate.verifies(), cacheHits, databaseReads: lookup.databaseReads() }),
+    stats: () => ({ verifies: gate.verifies(), cacheHits, databaseReads: lookup.databaseReads(), waitingVerifies: gate.waiting() }),
   };
 }
 

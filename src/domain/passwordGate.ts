@@ -112,6 +112,8 @@ export function createPasswordGate(options: PasswordGateOptions) {
     },
     /** Argon2id verifies run since start (decoys included). */
     verifies: () => verifies,
+    /** Verifies waiting for a slot now. */
+    waiting: () => slots.waiting(),
   };
 }
 
@@ -133,6 +135,8 @@ export function createSemaphore(limit: number, maxWaiting = Number.POSITIVE_INFI
   let active = 0;
   const waiting: Array<() => void> = [];
   return {
+    /** Tasks waiting for a slot. */
+    waiting: () => waiting.length,
     async run<T>(task: () => Promise<T>): Promise<T> {
       if (active >= limit) {
         if (waiting.length >= maxWaiting) throw new BusyError();

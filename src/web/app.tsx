@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { timingSafeEqual } from 'node:crypto';
 import { Hono, type MiddlewareHandler } from 'hono';
+import type { Registry } from 'prom-client';
 import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
 import { isDatabaseUnavailable } from '../db/errors';
@@ -28,6 +30,10 @@ export interface AppDeps {
   setup?: SetupToken;
   /** Sign-in checks and their throttle (one per process by default). */
   signIn?: SignInGuard;
+  /** What `/readyz` checks: the names of the parts not ready (empty: ready). */
+  notReady?: () => Promise<string[]>;
+  /** `/metrics`, for a bearer of `token`; absent: `/metrics` is not found. */
+  metrics?: { registry: Registry; token: string };
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -60,6 +66,13 @@ function errorPagesReplaceMain(): MiddlewareHandler {
   };
 }
 
+/** True when `header` is `Bearer <token>`, compared in constant time. */
+function bearerMatches(header: string | undefined, token: string): boolean {
+  const given = Buffer.from(/^Bearer (.+)$/.exec(header ?? '')?.[1] ?? '');
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
 /** Seconds a client is asked to wait while the database is unavailable. */
 const DATABASE_RETRY_AFTER_S = 5;
 
@@ -81,6 +94,23 @@ export function createApp(deps: AppDeps) {
     c.set('db', deps.db);
     c.set('live', live);
     await next();
+  });
+  // Probes and metrics, open like /login (metrics behind their own token).
+  app.get('/healthz', (c) => c.text('ok'));
+  app.get('/readyz', async (c) => {
+    const missing = deps.notReady ? await deps.notReady() : [];
+    if (missing.length === 0) return c.text('ready');
+    return c.text(`not ready: ${missing.join(', ')}`, 503);
+  });
+  app.get('/metrics', async (c) => {
+    const metrics = deps.metrics;
+    if (!metrics) return c.html(<NotFoundPage />, 404);
+    if (!bearerMatches(c.req.header('authorization'), metrics.token)) {
+      c.header('WWW-Authenticate', 'Bearer realm="metrics"');
+      return c.text('A bearer token is required.', 401);
+    }
+    c.header('Content-Type', metrics.registry.contentType);
+    return c.body(await metrics.registry.metrics());
   });
   app.use(
     sameOriginGuard({
