@@ -67,6 +67,8 @@ export const configSchema = z
     MQTT_MAX_CONNECTIONS: positiveInt.default(10000),
     /** Subscriptions one session may hold; more filters are refused (0x80). */
     MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
+    /** PUBLISH packets one connection may send per second (beyond, it is slowed down); 0 = no limit. */
+    MQTT_MAX_PUBLISH_RATE: z.coerce.number().int().min(0).default(0),
     /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
     MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
   })

@@ -84,6 +84,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         maxConnections: config.MQTT_MAX_CONNECTIONS,
         maxBufferedBytes: config.MQTT_MAX_BUFFERED_BYTES,
         maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
+        maxPublishRate: config.MQTT_MAX_PUBLISH_RATE,
       },
       mq: brokerState.mq,
       persistence: brokerState.persistence,

@@ -174,4 +174,38 @@ describe('broker limits', () => {
       await capped.close();
     }
   });
+
+  it('slows a connection over MQTT_MAX_PUBLISH_RATE down, delivering every message, without slowing the others', async () => {
+    const limited = await startTestGatehouse('pglite', { MQTT_MAX_PUBLISH_RATE: '20' });
+    try {
+      await createClient(limited.database.db, { name: 'Flood', ...credentials });
+      await grantGroup(limited.database.db, { name: 'Rates', permissions: [['allow', 'publish', 'rate/#'], ['allow', 'subscribe', 'rate/#']], usernames: ['flood'] });
+      const subscriber = await connect(brokerUrl(limited, 'tcp'), { ...credentials, clientId: 'rate-sub' });
+      const fast = await connect(brokerUrl(limited, 'tcp'), { ...credentials, clientId: 'rate-fast' });
+      const calm = await connect(brokerUrl(limited, 'ws'), { ...credentials, clientId: 'rate-calm' });
+      try {
+        await subscriber.subscribeAsync('rate/#', { qos: 1 });
+        let received = 0;
+        subscriber.on('message', (topic) => topic === 'rate/fast' && received++);
+        const started = Date.now();
+        // 40 at once, at 20 a second: the last one waits its turn for about 2 s.
+        const burst = Promise.all(Array.from({ length: 40 }, (_, i) => fast.publishAsync('rate/fast', String(i), { qos: 1 })));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        // Another connection meanwhile is not held up by that queue.
+        const calmHeard = nextMessage(subscriber, 'rate/calm');
+        await calm.publishAsync('rate/calm', 'hello', { qos: 1 });
+        await calmHeard;
+        const calmAfter = Date.now() - started;
+        await burst;
+        const burstTook = Date.now() - started;
+        expect(burstTook).toBeGreaterThanOrEqual(1500);
+        expect(calmAfter).toBeLessThan(burstTook);
+        await expect.poll(() => received).toBe(40);
+      } finally {
+        await Promise.all([endClient(subscriber), endClient(fast), endClient(calm)]);
+      }
+    } finally {
+      await limited.close();
+    }
+  });
 });

@@ -1,7 +1,7 @@
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Aedes, type AedesOptions, type Client as AedesClient } from 'aedes';
+import { Aedes, type AedesOptions, type Client as AedesClient, type PublishPacket } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
@@ -18,6 +18,8 @@ export interface BrokerLimits {
   maxConnections: number;
   maxBufferedBytes: number;
   maxSubscriptions: number;
+  /** PUBLISH packets one connection may send per second; 0: no limit. */
+  maxPublishRate: number;
 }
 
 export const defaultBrokerLimits: BrokerLimits = {
@@ -31,6 +33,7 @@ export const defaultBrokerLimits: BrokerLimits = {
   maxConnections: 10000,
   maxBufferedBytes: 1024 * 1024,
   maxSubscriptions: 1000,
+  maxPublishRate: 0,
 };
 
 /**
@@ -105,7 +108,13 @@ interface Connection {
   counted: boolean;
   /** CONNECT carried an empty client id (Aedes then makes one up). */
   emptyClientId?: boolean;
+  /** With a publish rate limit: when its next PUBLISH may go on, and whether that was logged. */
+  nextPublishAt?: number;
+  throttleLogged?: boolean;
 }
+
+/** A connection over its publish rate waits at most this long per packet before it is closed. */
+const MAX_PUBLISH_DELAY_MS = 10_000;
 
 /**
  * Where a refused PUBLISH goes. Aedes has no "acknowledge but drop": an error
@@ -202,16 +211,16 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         callback(null);
         return;
       }
-      metrics.received(packet.qos, packet.payload.length);
-      if (!decisionsOf(client).mayPublish(packet.topic)) {
-        metrics.refused('publish');
-        noteRefusal(client, 'publish', packet.topic);
-        // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
-        packet.topic = REFUSED_PUBLISH_TOPIC;
-        packet.retain = false;
-        packet.payload = Buffer.alloc(0);
+      const delay = publishDelay(client);
+      if (delay > MAX_PUBLISH_DELAY_MS) {
+        callback(new Error(`publishing faster than ${limits.maxPublishRate} messages a second for too long`));
+        return;
       }
-      callback(null);
+      if (delay > 0) {
+        setTimeout(() => authorizeNow(client, packet, callback), delay);
+        return;
+      }
+      authorizeNow(client, packet, callback);
     },
 
     authorizeSubscribe(client, subscription, callback) {
@@ -269,6 +278,41 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const granted = client && connectionOf.get(client)?.granted;
     if (granted) for (const filter of filters) granted.delete(filter);
   });
+
+  /** Judges a PUBLISH by the session's permissions; a refused one is acknowledged and dropped. */
+  function authorizeNow(client: AedesClient, packet: PublishPacket, callback: (error: Error | null) => void) {
+    metrics.received(packet.qos, packet.payload.length);
+    if (!decisionsOf(client).mayPublish(packet.topic)) {
+      metrics.refused('publish');
+      noteRefusal(client, 'publish', packet.topic);
+      // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
+      packet.topic = REFUSED_PUBLISH_TOPIC;
+      packet.retain = false;
+      packet.payload = Buffer.alloc(0);
+    }
+    callback(null);
+  }
+
+  /**
+   * With MQTT_MAX_PUBLISH_RATE: how long this PUBLISH must wait for its turn.
+   * Waiting holds Aedes' reading of the connection (it reads the next chunk
+   * once this one's packets are handled), so a fast publisher slows itself
+   * down instead of queueing work the others wait behind.
+   */
+  function publishDelay(client: AedesClient): number {
+    if (limits.maxPublishRate <= 0) return 0;
+    const state = connectionOf.get(client);
+    if (!state) return 0;
+    const now = Date.now();
+    const at = Math.max(now, state.nextPublishAt ?? now);
+    state.nextPublishAt = at + 1000 / limits.maxPublishRate;
+    const delay = at - now;
+    if (delay > 0 && !state.throttleLogged) {
+      state.throttleLogged = true;
+      log(`slowing ${client.id} (${state.principal?.username ?? '?'}) down to ${limits.maxPublishRate} messages a second (MQTT_MAX_PUBLISH_RATE)`);
+    }
+    return delay;
+  }
 
   /**
    * A will is judged at CONNECT, by the permissions the session will keep: one
