@@ -71,7 +71,8 @@ async function withDatabase<T>(target: Target, work: (db: Awaited<ReturnType<typ
   }
 }
 
-describe.each(drivers)('npm run admin -- reset-password on %s', (driver) => {
+// Each case starts the command as a process, several times: slow on a busy machine.
+describe.each(drivers)('npm run admin -- reset-password on %s', { timeout: 180_000 }, (driver) => {
   let target: Target;
   let aliceId: number;
   beforeAll(async () => {

@@ -138,7 +138,9 @@ describe.runIf(haveBoth)('several nodes on Redis and PostgreSQL', { timeout: 120
     });
     try {
       expect(resumed.sessionPresent).toBe(true);
-      await expect.poll(() => resumed.payloads, { timeout: 5000 }).toEqual(['queued on C']);
+      // QoS 1 is at least once: the queued message may come twice, never not at all.
+      await expect.poll(() => resumed.payloads.length, { timeout: 5000 }).toBeGreaterThan(0);
+      expect(new Set(resumed.payloads)).toEqual(new Set(['queued on C']));
     } finally {
       await endClient(resumed.client);
     }
