@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { createClient, deleteClient, getClient, listClients } from '../src/domain/clients';
+import { schema } from '../src/db';
 import type { Gatehouse } from '../src/server';
 import { signInBrowser } from './support/admin';
 import { accessibilityViolations, browserAvailable, launchBrowser, openPage as openAnonymousPage } from './support/browser';
@@ -133,6 +134,44 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       expect(problems()).toEqual([]);
     } finally {
       await context.close();
+    }
+  });
+
+  it('pages through a long search with Next, Previous, Last and First, with and without JavaScript', async () => {
+    await gatehouse.database.db.insert(schema.clients).values(
+      Array.from({ length: 60 }, (_, i) => ({ name: `Zz paged ${String(i).padStart(2, '0')}`, username: `zz-paged-${i}`, passwordHash: 'not-a-real-hash' })),
+    );
+    const paged = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `Zz paged ${String(from + i).padStart(2, '0')}`);
+    for (const javaScriptEnabled of [true, false]) {
+      const { context, page, problems } = await openPage(browser, { javaScriptEnabled });
+      try {
+        await page.goto(`${base}/clients?q=zz+paged`);
+        const names = () => page.getByRole('rowheader').allTextContents();
+        const pages = page.getByRole('navigation', { name: 'Pages' });
+        expect(await names()).toEqual(paged(0, 50));
+        expect(await pages.getByText('1–50 of 60').count()).toBe(1);
+        if (javaScriptEnabled) expect(await accessibilityViolations(page)).toEqual([]);
+
+        await pages.getByRole('link', { name: 'Next' }).click();
+        await page.waitForURL(/after=/);
+        expect(await names()).toEqual(paged(50, 60));
+        expect(await pages.getByText('51–60 of 60').count()).toBe(1);
+        expect(await pages.getByRole('link', { name: 'Next' }).count()).toBe(0);
+
+        await pages.getByRole('link', { name: 'Previous' }).click();
+        await page.waitForURL(/before=/);
+        expect(await names()).toEqual(paged(0, 50));
+
+        await pages.getByRole('link', { name: 'Last' }).click();
+        await page.waitForURL(/page=last/);
+        expect(await names()).toEqual(paged(50, 60));
+        await pages.getByRole('link', { name: 'First' }).click();
+        await page.waitForURL(`${base}/clients?q=zz+paged`);
+        expect(await names()).toEqual(paged(0, 50));
+        expect(problems()).toEqual([]);
+      } finally {
+        await context.close();
+      }
     }
   });
 

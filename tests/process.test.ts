@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { connect, endClient } from './support/mqtt';
-import { startProcess, waitForPorts } from './support/process';
+import { childProcesses, residentBytes, startProcess, waitForPorts } from './support/process';
 
-// Each test starts whole processes (tsx, then the embedded database): slow on a busy machine.
+// Each test starts whole processes (the built bundle, then the embedded database): slow on a busy machine.
 describe('the gatehouse process', { timeout: 120_000 }, () => {
   let dataDir: string;
   beforeAll(async () => {
@@ -60,6 +60,12 @@ describe('the gatehouse process', { timeout: 120_000 }, () => {
     const blocker = startProcess({ DATA_DIR: path.join(dataDir, 'blocker') });
     try {
       const ports = await waitForPorts(blocker);
+      // A first start: the database was created by a child that has exited,
+      // and what it took (≈ 800 MB at the peak) went with it.
+      expect(childProcesses(blocker.child.pid!)).toEqual([]);
+      expect(residentBytes(blocker.child.pid!)).toBeLessThan(300 * 1024 * 1024);
+      expect(existsSync(path.join(dataDir, 'blocker', 'pglite', 'PG_VERSION'))).toBe(true);
+      expect(readdirSync(path.join(dataDir, 'blocker')).filter((entry) => entry.startsWith('pglite.creating'))).toEqual([]);
       const clash = startProcess({ DATA_DIR: path.join(dataDir, 'clash'), MQTT_PORT: String(ports.mqtt) });
       expect(await clash.exited).toBe(1);
       expect(clash.output()).toContain('already in use');

@@ -1,8 +1,8 @@
 import type { FieldErrors } from '../src/domain/errors';
-import { AUTH_TYPE_LABELS, type Client, type ClientPage } from '../src/domain/clients';
+import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, type ClientCursor, type ClientPage, type ListedClient } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { RuleChangeNotice } from './groups';
-import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageTitle, Pagination, RowMenu, SearchSummary } from './layout';
+import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -28,7 +28,6 @@ export function ClientsPage(props: {
   result: ClientPage;
   sessions: ReadonlyMap<number, number>;
   notice?: string;
-  access?: ClientGroupsOverview;
   ruleChange?: RuleChange | null;
 }) {
   return (
@@ -63,17 +62,17 @@ export function ClientsPage(props: {
           New client
         </a>
       </div>
-      <ClientsResults result={props.result} access={props.access} sessions={props.sessions} />
+      <ClientsResults result={props.result} sessions={props.sessions} />
     </Layout>
   );
 }
 
 /** The part of the page a search replaces. */
-export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMap<number, number>; access?: ClientGroupsOverview }) {
+export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMap<number, number> }) {
   const { result } = props;
   return (
     <section id="clients-results" aria-label="Clients">
-      <SearchSummary total={result.total} query={result.query} one="client" many="clients" id="clients-count" />
+      <ClientsSummary result={result} />
       {result.clients.length === 0 ? (
         <div class="empty-state">
           {result.query ? (
@@ -106,7 +105,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
               {result.clients.map((client) => (
                 <ClientRow
                   client={client}
-                  access={props.access ? accessCellFor(props.access, client.id) : undefined}
+                  access={accessCellFor(result.access, client.id)}
                   sessions={props.sessions.get(client.id) ?? 0}
                 />
               ))}
@@ -114,14 +113,54 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
           </table>
         </div>
       )}
-      <Pagination path="/clients" page={result.page} pageCount={result.pageCount} query={result.query} />
+      <ClientsPageLinks result={result} />
     </section>
   );
 }
 
+const formatCount = (n: number) => n.toLocaleString('en-US');
+
+function ClientsSummary(props: { result: ClientPage }) {
+  const { total, query, totalIsLowerBound } = props.result;
+  const count = formatCount(total);
+  let text: string;
+  if (!query) text = `${count} ${total === 1 ? 'client' : 'clients'}.`;
+  else if (totalIsLowerBound) text = `More than ${count} clients match “${query}”.`;
+  else text = `${count} ${total === 1 ? 'client matches' : 'clients match'} “${query}”.`;
+  return <p id="clients-count">{text}</p>;
+}
+
+// `at` is where the page's first client is expected in the list: shown, never trusted for paging.
+function clientsHref(place: { query?: string; after?: ClientCursor; before?: ClientCursor; page?: 'last'; at?: number | null }): string {
+  const params = new URLSearchParams();
+  if (place.query) params.set('q', place.query);
+  if (place.after) params.set('after', formatClientCursor(place.after));
+  if (place.before) params.set('before', formatClientCursor(place.before));
+  if (place.page) params.set('page', place.page);
+  if (place.at && place.at > 0) params.set('at', String(place.at));
+  const search = params.toString();
+  return search ? `/clients?${search}` : '/clients';
+}
+
+function ClientsPageLinks(props: { result: ClientPage }) {
+  const { result } = props;
+  const { query, from, previous, next } = result;
+  const shown = result.clients.length;
+  const total = result.totalIsLowerBound ? `more than ${formatCount(result.total)}` : formatCount(result.total);
+  const position = from !== null && shown > 0 ? `${formatCount(from)}–${formatCount(from + shown - 1)} of ${total}` : `${formatCount(shown)} of ${total}`;
+  return (
+    <PageLinks
+      position={position}
+      first={previous ? clientsHref({ query }) : null}
+      previous={previous ? clientsHref({ query, before: previous, at: from === null ? null : from - CLIENTS_PAGE_SIZE }) : null}
+      next={next ? clientsHref({ query, after: next, at: from === null ? null : from + shown }) : null}
+      last={next ? clientsHref({ query, page: 'last' }) : null}
+    />
+  );
+}
 
 /** One table row; its menu swaps the row for the edit form, or removes it. */
-export function ClientRow(props: { client: Client; sessions: number; access?: ClientAccessCell }) {
+export function ClientRow(props: { client: ListedClient; sessions: number; access?: ClientAccessCell }) {
   const { client } = props;
   return (
     <tr id={`client-${client.id}`}>
@@ -161,7 +200,7 @@ export function ClientRow(props: { client: Client; sessions: number; access?: Cl
  * The client's groups through rules by client. With none, the client can
  * connect but do nothing, unless a rule by MQTT client ID matches the id it uses.
  */
-function GroupsCell(props: { client: Client; access: ClientAccessCell }) {
+function GroupsCell(props: { client: ListedClient; access: ClientAccessCell }) {
   const { client, access } = props;
   const href = `/clients/${client.id}`;
   if (access.groups.length > 0) return <a href={href}>{access.groups.join(', ')}</a>;

@@ -268,3 +268,31 @@ export function Pagination(props: { path: string; page: number; pageCount: numbe
     </nav>
   );
 }
+
+/**
+ * First / Previous / where we are / Next / Last, for a list paged by key
+ * rather than by page number: each link comes whole, null where there is no
+ * such page (then it shows disabled).
+ */
+export function PageLinks(props: { position: string; first: string | null; previous: string | null; next: string | null; last: string | null }) {
+  if (props.previous === null && props.next === null) return null;
+  const link = (href: string | null, label: string, rel?: string) =>
+    href === null ? (
+      <span aria-disabled="true">{label}</span>
+    ) : (
+      <a href={href} rel={rel}>
+        {label}
+      </a>
+    );
+  return (
+    <nav aria-label="Pages" class="pagination">
+      <ul>
+        <li>{link(props.first, 'First')}</li>
+        <li>{link(props.previous, 'Previous', 'prev')}</li>
+        <li aria-current="page">{props.position}</li>
+        <li>{link(props.next, 'Next', 'next')}</li>
+        <li>{link(props.last, 'Last')}</li>
+      </ul>
+    </nav>
+  );
+}

@@ -27,10 +27,28 @@ export const clients = pgTable(
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
+  // The console lists clients by (lower(name), id) and pages by that key.
+  // Searching uses a trigram index on name and username that migration 0005
+  // creates where pg_trgm is available (it is not declared here: drizzle-kit
+  // cannot make an index depend on an extension being installable).
   (t) => [
     uniqueIndex('clients_username_key').on(t.username),
-    index('clients_name_idx').on(sql`lower(${t.name})`),
+    index('clients_name_id_idx').on(sql`lower(${t.name})`, t.id),
   ],
+);
+
+/**
+ * How many clients there are: one row, kept by triggers on `clients`
+ * (migration 0005), so the console shows the total without counting a large
+ * table on every page.
+ */
+export const clientTotals = pgTable(
+  'client_totals',
+  {
+    id: integer('id').primaryKey(),
+    total: integer('total').notNull(),
+  },
+  (t) => [check('client_totals_one_row', sql`${t.id} = 1`)],
 );
 
 /** Operators who may sign in to the console. */

@@ -1,12 +1,24 @@
-import { and, asc, count, eq, ilike, or, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { z } from 'zod';
+import type { SubqueryWithSelection } from 'drizzle-orm/pg-core';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { ConflictError } from './errors';
-import { describeRule, loadRulesNaming, lockGroupRules, recordRuleChange, type RuleChange } from './groupRules';
+import {
+  anyClientIdRule,
+  clientGroupsOverview,
+  describeRule,
+  groupNamesOf,
+  groupsOverviewOf,
+  loadRulesNaming,
+  lockGroupRules,
+  recordRuleChange,
+  type ClientGroupsOverview,
+  type RuleChange,
+} from './groupRules';
 import { hashPassword } from './password';
 import { parseInput } from './validation';
 
-const { clients } = schema;
+const { clients, clientTotals } = schema;
 
 export const AUTH_TYPE_LABELS = { password: 'Username/Password' } as const;
 export type AuthType = keyof typeof AUTH_TYPE_LABELS;
@@ -160,35 +172,311 @@ export async function getClient(db: Database, id: number): Promise<Client | null
   return row ?? null;
 }
 
-export interface ClientPage {
-  clients: Client[];
-  total: number;
-  page: number;
-  pageCount: number;
-  query: string;
+/** A client's place in the list's order, (lower(name), id): where a page ends or starts. */
+export interface ClientCursor {
+  id: number;
+  /** lower(name), as the database computed it. */
+  key: string;
 }
 
-/** One page of clients whose name or username contains `query` (case-insensitive). */
-export async function listClients(
-  db: Database,
-  options: { query?: string; page?: number } = {},
-): Promise<ClientPage> {
+/** A cursor as text, `id:key`, for links. */
+export function formatClientCursor(cursor: ClientCursor): string {
+  return `${cursor.id}:${cursor.key}`;
+}
+
+/** The cursor `formatClientCursor` wrote, or null for anything else. */
+export function parseClientCursor(text: string | undefined): ClientCursor | null {
+  const match = /^([1-9][0-9]{0,9}):(.{0,400})$/su.exec(text ?? '');
+  if (!match || CONTROL_CHARACTERS.test(match[2]!)) return null;
+  const id = Number(match[1]);
+  return id <= 2_147_483_647 ? { id, key: match[2]! } : null;
+}
+
+export interface ListClientsOptions {
+  /** Text found, in any case, in the name or the username. */
+  query?: string;
+  /** The page after this client (Next). */
+  after?: ClientCursor;
+  /** The page before this client (Previous). */
+  before?: ClientCursor;
+  /**
+   * 'last' for the end of the list. A number counts pages from the start with
+   * OFFSET, reading every client before the page: only for old `?page=N` links.
+   */
+  page?: number | 'last';
+  /** The position of the page's first client, as the link that led here knew it (1-based). */
+  at?: number;
+}
+
+export interface ClientPage {
+  clients: ListedClient[];
+  query: string;
+  /** Clients in the list, or matching the search; a lower bound when `totalIsLowerBound`. */
+  total: number;
+  /** A search counts its matches only up to CLIENTS_SEARCH_COUNT_LIMIT: "more than 1,000". */
+  totalIsLowerBound: boolean;
+  /** Position of the first client shown (1-based), or null when it is not known. */
+  from: number | null;
+  /** Where Previous and Next lead; null at the start and at the end of the list. */
+  previous: ClientCursor | null;
+  next: ClientCursor | null;
+  /** The page number when the position is known, and how many pages when the total is exact. */
+  page: number | null;
+  pageCount: number | null;
+  /** The Groups column of these clients. */
+  access: ClientGroupsOverview;
+}
+
+/** A search counts this many matches exactly; beyond, the console says "more than". */
+export const CLIENTS_SEARCH_COUNT_LIMIT = 1000;
+
+// A search with many matches first reads this many clients in order: matches
+// spread over the list fill a page from them without the search index.
+const SEARCH_WINDOW = 1000;
+
+/** A client as the clients table shows it: a page reads only these. */
+export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt'>;
+
+const sortKey = sql<string>`lower(${clients.name})`;
+const keyedColumns = {
+  id: clients.id,
+  name: clients.name,
+  authType: clients.authType,
+  username: clients.username,
+  updatedAt: clients.updatedAt,
+  sortKey: sortKey.as('sort_key'),
+};
+type KeyedClient = ListedClient & { sortKey: string };
+type PageRow = KeyedClient & { groupNames: string[] | null; anyClientIdRule: boolean; total?: number };
+type Direction = 'after' | 'before';
+interface Totals {
+  total: number;
+  exact: boolean;
+}
+
+/**
+ * One page of clients, ordered by name (case-insensitive, then id), all of
+ * them or those whose name or username contains `query` in any case (`%`
+ * and `_` are taken literally), with their Groups column.
+ *
+ * Pages are read by key, not by OFFSET, so every page costs the same however
+ * deep (the index on (lower(name), id)); the list's page, its total (kept by
+ * triggers) and its groups are one query. A search counts its matches up to
+ * CLIENTS_SEARCH_COUNT_LIMIT and uses the trigram index where pg_trgm is
+ * installed (migration 0005): with few matches it reads them all through it
+ * and pages among them; with many, it reads the list in order, and falls back
+ * to the index when the matches are bunched elsewhere in the list. Without
+ * pg_trgm it reads the table: same results, slower.
+ */
+export async function listClients(db: Database, options: ListClientsOptions = {}): Promise<ClientPage> {
   const query = (options.query ?? '').trim();
-  const where = query
-    ? or(ilike(clients.name, likePattern(query)), ilike(clients.username, likePattern(query)))
-    : undefined;
-  const [totals] = await db.select({ total: count() }).from(clients).where(where);
-  const total = totals?.total ?? 0;
-  const pageCount = Math.max(1, Math.ceil(total / CLIENTS_PAGE_SIZE));
-  const page = Math.min(Math.max(1, Math.trunc(options.page ?? 1) || 1), pageCount);
-  const rows = await db
-    .select(publicColumns)
+  if (!query) return keysetPage(db, query, null, options);
+  // Names and usernames hold no control characters (and the search index
+  // joins them with a newline): such a query matches nothing.
+  if (CONTROL_CHARACTERS.test(query)) {
+    return pageOf([], query, { total: 0, exact: true }, { from: 1, hasPrevious: false, hasNext: false }, await clientGroupsOverview(db, []));
+  }
+  // Only the keys of the matches: with many, they only tell that there are many.
+  const cursor = options.after ?? options.before;
+  const found = db
+    .select({ id: clients.id, sortKey: sortKey.as('sort_key'), place: cursor ? comparedTo(cursor) : sql<number>`0`.as('place') })
     .from(clients)
-    .where(where)
-    .orderBy(asc(sql`lower(${clients.name})`), asc(clients.id))
-    .limit(CLIENTS_PAGE_SIZE)
-    .offset((page - 1) * CLIENTS_PAGE_SIZE);
-  return { clients: rows, total, page, pageCount, query };
+    .where(matches(clients, query))
+    .limit(CLIENTS_SEARCH_COUNT_LIMIT + 1)
+    .as('found');
+  const all = await db.select().from(found).orderBy(asc(found.sortKey), asc(found.id));
+  if (all.length > CLIENTS_SEARCH_COUNT_LIMIT) return keysetPage(db, query, { total: CLIENTS_SEARCH_COUNT_LIMIT, exact: false }, options);
+  return pageAmong(db, all, query, options);
+}
+
+/** How many clients there are (kept by triggers, migration 0005). */
+export async function countClients(db: Database): Promise<number> {
+  const [row] = await db.select({ total: clientTotals.total }).from(clientTotals).where(eq(clientTotals.id, 1));
+  if (row) return row.total;
+  const [counted] = await db.select({ total: count() }).from(clients);
+  return counted?.total ?? 0;
+}
+
+// A search with few matches has the keys of all of them, in order, and pages
+// among them; `place` tells on which side of the cursor each one lies.
+async function pageAmong(
+  db: Database,
+  all: Array<{ id: number; sortKey: string; place: number }>,
+  query: string,
+  options: ListClientsOptions,
+): Promise<ClientPage> {
+  const size = CLIENTS_PAGE_SIZE;
+  const lastStart = all.length === 0 ? 0 : Math.floor((all.length - 1) / size) * size;
+  let start = 0;
+  if (options.after) {
+    const index = all.findIndex((client) => client.place > 0);
+    start = index === -1 ? lastStart : index;
+  } else if (options.before) {
+    const index = all.findIndex((client) => client.place >= 0);
+    start = Math.max(0, (index === -1 ? all.length : index) - size);
+  } else if (options.page === 'last') {
+    start = lastStart;
+  } else if (typeof options.page === 'number' && options.page > 1) {
+    start = Math.min((Math.trunc(options.page) - 1) * size, lastStart);
+  }
+  const ids = all.slice(start, start + size).map((client) => client.id);
+  const page = db.select(keyedColumns).from(clients).where(sql`${clients.id} = any(${`{${ids.join(',')}}`}::integer[])`).as('page');
+  const rows = ids.length ? await withGroups(db, page, 'after') : [];
+  const access = rows.length ? groupsOverviewOf(rows) : await clientGroupsOverview(db, []);
+  return pageOf(rows, query, { total: all.length, exact: true }, { from: start + 1, hasPrevious: start > 0, hasNext: start + size < all.length }, access);
+}
+
+// The whole list (`totals` null: its rows carry the total), or a search with
+// many matches, read by key from the cursor.
+async function keysetPage(db: Database, query: string, totals: Totals | null, options: ListClientsOptions): Promise<ClientPage> {
+  const size = CLIENTS_PAGE_SIZE;
+  const read = (direction: Direction, cursor: ClientCursor | undefined, limit: number, offset = 0) =>
+    query ? readMatches(db, query, direction, cursor, limit, offset) : readClients(db, direction, cursor, limit, offset);
+  const lastPage = () => keysetPage(db, query, totals, { page: 'last' });
+  const page = async (rows: PageRow[], place: { from: number | null; hasPrevious: boolean; hasNext: boolean }) => {
+    const known = totals ?? { total: rows[0]?.total ?? (await countClients(db)), exact: true };
+    const access = rows.length ? groupsOverviewOf(rows) : await clientGroupsOverview(db, []);
+    return pageOf(rows, query, known, place, access);
+  };
+  const at = options.at ?? null;
+
+  if (options.after) {
+    const rows = await read('after', options.after, size + 1);
+    // Nothing after the cursor any more: the end of the list is the nearest page.
+    if (rows.length === 0) return lastPage();
+    return page(rows.slice(0, size), { from: at, hasPrevious: true, hasNext: rows.length > size });
+  }
+  if (options.before) {
+    const rows = await read('before', options.before, size + 1);
+    if (rows.length > size) return page(rows.slice(0, size).reverse(), { from: at, hasPrevious: true, hasNext: true });
+    // Less than a page before it: that is the first page, shown full.
+  } else if (options.page === 'last') {
+    const rows = await read('before', undefined, size + 1);
+    const total = totals ?? { total: rows[0]?.total ?? 0, exact: true };
+    // With an exact total the last page holds what the full pages before it
+    // leave, so Previous from it walks the same pages as Next from the first.
+    const count = total.exact && total.total > 0 ? ((total.total - 1) % size) + 1 : size;
+    const shown = rows.slice(0, count).reverse();
+    const from = total.exact ? Math.max(1, total.total - shown.length + 1) : null;
+    return page(shown, { from, hasPrevious: rows.length > count, hasNext: false });
+  } else if (typeof options.page === 'number' && options.page > 1) {
+    const offset = (Math.trunc(options.page) - 1) * size;
+    // The last page (or beyond) is read from the end, not by counting up to it.
+    const known = totals ?? { total: await countClients(db), exact: true };
+    if (known.exact && offset >= (Math.ceil(known.total / size) - 1) * size) return lastPage();
+    const rows = await read('after', undefined, size + 1, offset);
+    if (rows.length === 0) return lastPage();
+    return page(rows.slice(0, size), { from: offset + 1, hasPrevious: true, hasNext: rows.length > size });
+  }
+  const rows = await read('after', undefined, size + 1);
+  return page(rows.slice(0, size), { from: 1, hasPrevious: false, hasNext: rows.length > size });
+}
+
+function pageOf(
+  rows: KeyedClient[],
+  query: string,
+  totals: Totals,
+  place: { from: number | null; hasPrevious: boolean; hasNext: boolean },
+  access: ClientGroupsOverview,
+): ClientPage {
+  const first = rows[0];
+  const last = rows.at(-1);
+  return {
+    clients: rows.map(({ id, name, authType, username, updatedAt }) => ({ id, name, authType, username, updatedAt })),
+    query,
+    total: totals.total,
+    totalIsLowerBound: !totals.exact,
+    from: place.from,
+    previous: place.hasPrevious && first ? { id: first.id, key: first.sortKey } : null,
+    next: place.hasNext && last ? { id: last.id, key: last.sortKey } : null,
+    page: place.from === null ? null : Math.floor((place.from - 1) / CLIENTS_PAGE_SIZE) + 1,
+    pageCount: totals.exact ? Math.max(1, Math.ceil(totals.total / CLIENTS_PAGE_SIZE)) : null,
+    access,
+  };
+}
+
+function readClients(db: Database, direction: Direction, cursor: ClientCursor | undefined, limit: number, offset: number): Promise<PageRow[]> {
+  const page = db
+    .select(keyedColumns)
+    .from(clients)
+    .where(cursor ? beyond(sortKey, clients.id, direction, cursor) : undefined)
+    .orderBy(...inOrder(sortKey, clients.id, direction))
+    .limit(limit)
+    .offset(offset)
+    .as('page');
+  return withGroups(db, page, direction, true);
+}
+
+// First among the next SEARCH_WINDOW clients in order, which finds matches
+// spread over the list at the cost of a short index walk; when those hold too
+// few (the matches are rare here, or bunched elsewhere), from all matches
+// through the search index. An OFFSET (old page links) reads in order.
+async function readMatches(db: Database, query: string, direction: Direction, cursor: ClientCursor | undefined, limit: number, offset: number): Promise<PageRow[]> {
+  const nearby = db
+    .select(keyedColumns)
+    .from(clients)
+    .where(cursor ? beyond(sortKey, clients.id, direction, cursor) : undefined)
+    .orderBy(...inOrder(sortKey, clients.id, direction))
+    .limit(offset ? 2_147_483_647 : SEARCH_WINDOW)
+    .as('nearby');
+  const nearMatches = db
+    .select()
+    .from(nearby)
+    .where(matches(nearby, query))
+    .orderBy(...inOrder(nearby.sortKey, nearby.id, direction))
+    .limit(limit)
+    .offset(offset)
+    .as('near_matches');
+  const near = await withGroups(db, nearMatches, direction);
+  if (near.length === limit || offset) return near;
+  // The LIMIT keeps the planner from merging this into the outer query and
+  // walking the whole list in order for matches: it reads the matches through
+  // the trigram index and sorts them.
+  const all = db.select(keyedColumns).from(clients).where(matches(clients, query)).limit(2_147_483_647).as('all_matches');
+  const firstMatches = db
+    .select()
+    .from(all)
+    .where(cursor ? beyond(all.sortKey, all.id, direction, cursor) : undefined)
+    .orderBy(...inOrder(all.sortKey, all.id, direction))
+    .limit(limit)
+    .as('first_matches');
+  return withGroups(db, firstMatches, direction);
+}
+
+// `page` is already cut to the page, so the groups are read for its rows
+// only, never for rows an OFFSET or a search passed over.
+function withGroups(db: Database, page: SubqueryWithSelection<typeof keyedColumns, string>, direction: Direction, total = false): Promise<PageRow[]> {
+  return db
+    .select({
+      ...page._.selectedFields,
+      groupNames: groupNamesOf(page._.alias),
+      anyClientIdRule: anyClientIdRule(),
+      ...(total ? { total: sql<number>`(select t.total from ${clientTotals} as t where t.id = 1)` } : {}),
+    })
+    .from(page)
+    .orderBy(...inOrder(page.sortKey, page.id, direction));
+}
+
+// The expression the trigram index of migration 0005 is built on, so that
+// the index can answer it.
+function matches(source: { name: SQLWrapper; username: SQLWrapper }, query: string): SQL {
+  return sql`(${source.name} || E'\\n' || ${source.username}) ilike ${likePattern(query)}`;
+}
+
+function beyond(key: SQLWrapper, id: SQLWrapper, direction: Direction, cursor: ClientCursor): SQL {
+  return direction === 'after'
+    ? sql`(${key}, ${id}) > (${cursor.key}::text, ${cursor.id}::integer)`
+    : sql`(${key}, ${id}) < (${cursor.key}::text, ${cursor.id}::integer)`;
+}
+
+function comparedTo(cursor: ClientCursor) {
+  const row = sql`(${sortKey}, ${clients.id})`;
+  const at = sql`(${cursor.key}::text, ${cursor.id}::integer)`;
+  return sql<number>`case when ${row} < ${at} then -1 when ${row} = ${at} then 0 else 1 end`.as('place');
+}
+
+function inOrder(key: SQLWrapper, id: SQLWrapper, direction: Direction): SQL[] {
+  return direction === 'after' ? [asc(key), asc(id)] : [desc(key), desc(id)];
 }
 
 /** `%` and `_` typed by the user are matched literally. */

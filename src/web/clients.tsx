@@ -4,6 +4,7 @@ import {
   deleteClient,
   getClient,
   listClients,
+  parseClientCursor,
   updateClient,
   type ClientInput,
 } from '../domain/clients';
@@ -29,12 +30,16 @@ export function clientRoutes() {
   const clients = new Hono<AppEnv>();
 
   clients.get('/', async (c) => {
-    const page = Number.parseInt(c.req.query('page') ?? '1', 10);
-    const result = await listClients(c.var.db, { query: c.req.query('q') ?? '', page });
-    const access = await clientGroupsOverview(c.var.db, result.clients.map((client) => client.id));
+    const result = await listClients(c.var.db, {
+      query: c.req.query('q') ?? '',
+      after: parseClientCursor(c.req.query('after')) ?? undefined,
+      before: parseClientCursor(c.req.query('before')) ?? undefined,
+      page: parsePage(c.req.query('page')),
+      at: parsePositive(c.req.query('at')),
+    });
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
-    return c.html(<ClientsPage result={result} access={access} ruleChange={ruleChange} sessions={await c.var.live.sessionsByClient()} />);
+    return c.html(<ClientsPage result={result} ruleChange={ruleChange} sessions={await c.var.live.sessionsByClient()} />);
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
@@ -122,6 +127,16 @@ export function clientRoutes() {
   });
 
   return clients;
+}
+
+// `?page=last`, or a page number as older links carry it (still served).
+function parsePage(value: string | undefined): number | 'last' | undefined {
+  if (value === 'last') return 'last';
+  return parsePositive(value);
+}
+
+function parsePositive(value: string | undefined): number | undefined {
+  return value && /^[1-9][0-9]{0,8}$/.test(value) ? Number(value) : undefined;
 }
 
 async function accessCell(c: Context<AppEnv>, id: number) {

@@ -1,5 +1,8 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
 
+const root = path.resolve(import.meta.dirname, '..', '..');
 
 /** A Gatehouse process started by a test, with everything it printed. */
 export interface Running {
@@ -8,13 +11,52 @@ export interface Running {
   exited: Promise<number | null>;
 }
 
+let built: string | undefined;
+
 /**
- * Starts `src/main.ts` on free ports (and no PostgreSQL unless `env` names
- * one) in one node process: the `tsx` command would run it in a child of its
- * own, which a SIGKILL to the parent leaves running.
+ * What ships: `npm run build`'s bundle of the current source, built once per
+ * test process into a directory of its own (test files run in parallel, and a
+ * bundle being rewritten must not be started). It sits two levels under the
+ * repository, as `dist/bin/main.js` does, because the bundle finds
+ * `drizzle/`, `public/` and `node_modules/` relative to itself.
+ */
+function bundle(): string {
+  if (built) return built;
+  removeBundlesOfDeadProcesses();
+  const outdir = path.join(root, 'dist', `test-${process.pid}`);
+  execFileSync('npm', ['run', '--silent', 'build', '--', `--outdir=${outdir}`], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  process.once('exit', () => rmSync(outdir, { recursive: true, force: true }));
+  built = path.join(outdir, 'main.js');
+  return built;
+}
+
+/** Test runners may kill their workers before `exit` handlers run: clean up after them. */
+function removeBundlesOfDeadProcesses() {
+  const dist = path.join(root, 'dist');
+  for (const entry of existsSync(dist) ? readdirSync(dist) : []) {
+    const pid = Number(/^test-(\d+)$/.exec(entry)?.[1]);
+    if (!pid || isAlive(pid)) continue;
+    rmSync(path.join(dist, entry), { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Starts Gatehouse as the README's start command does (`node
+ * dist/bin/main.js`: one node process, compiled JavaScript) on free ports,
+ * with no PostgreSQL or Redis unless `env` names them.
  */
 export function startProcess(env: Record<string, string>): Running {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, [bundle()], {
+    cwd: root,
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATABASE_URL: '', REDIS_URL: '', ...env },
     stdio: 'pipe',
   });
@@ -42,4 +84,27 @@ export async function waitForPorts(running: Running): Promise<{ http: number; mq
 export async function stopProcess(running: Running, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
   if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill(signal);
   return running.exited;
+}
+
+/** The live child processes of `pid` (Linux /proc). */
+export function childProcesses(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // The command name may hold spaces: fields are counted after its closing parenthesis.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
+}
+
+/** Resident memory of `pid` in bytes (Linux /proc). */
+export function residentBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
 }
