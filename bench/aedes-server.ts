@@ -1,13 +1,28 @@
 /**
- * Bare Aedes, no hooks: our engine's ceiling. `BENCH_PERSISTENCE=memory|level|level-plain`:
+ * Bare Aedes, no hooks but a cheap password check: our engine's ceiling with
+ * authentication on, as every contender has it. `BENCH_PERSISTENCE=memory|level|level-plain`:
  * `level` is LevelDB under BENCH_DIR as Gatehouse stores it (writes coalesced),
- * `level-plain` the same without coalescing. Prints `port N` once listening.
+ * `level-plain` the same without coalescing. Users: the bench user, plus the
+ * `username:password` lines of BENCH_USERS_FILE when set (the storm's fleet),
+ * compared in memory: no hashing, so what it costs is Aedes' own CONNECT path.
+ * Prints `port N` once listening.
  */
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { Aedes } from 'aedes';
 import aedesPersistenceLevel from 'aedes-persistence-level';
 import { ClassicLevel } from 'classic-level';
 import { coalesceWrites } from '../src/broker/coalescingLevel';
+import { BENCH_USER } from './lib/user';
+
+const users = new Map<string, Buffer>([[BENCH_USER.username, Buffer.from(BENCH_USER.password)]]);
+if (process.env.BENCH_USERS_FILE) {
+  for (const line of readFileSync(process.env.BENCH_USERS_FILE, 'utf8').split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) users.set(line.slice(0, colon), Buffer.from(line.slice(colon + 1)));
+  }
+}
 
 const kind = process.env.BENCH_PERSISTENCE ?? 'memory';
 let persistence;
@@ -16,7 +31,17 @@ if (kind === 'level' || kind === 'level-plain') {
   await db.open();
   persistence = aedesPersistenceLevel(kind === 'level' ? coalesceWrites(db) : db) as never;
 }
-const aedes = await Aedes.createBroker({ persistence, concurrency: 1000, drainTimeout: 5000 });
+const aedes = await Aedes.createBroker({
+  persistence,
+  concurrency: 1000,
+  drainTimeout: 5000,
+  authenticate(_client, username, password, done) {
+    const expected = username === undefined ? undefined : users.get(username);
+    const given = password ? Buffer.from(password) : undefined;
+    if (expected && given && expected.length === given.length && timingSafeEqual(expected, given)) return done(null, true);
+    done(Object.assign(new Error('bad username or password'), { returnCode: 4 }) as never, false);
+  },
+});
 const server = net.createServer((socket) => {
   socket.setNoDelay(true);
   aedes.handle(socket);

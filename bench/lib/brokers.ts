@@ -1,72 +1,153 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openDatabase } from '../../src/db';
+import { fileURLToPath } from 'node:url';
+import { openDatabase, schema } from '../../src/db';
 import { createClient } from '../../src/domain/clients';
 import { createGroup } from '../../src/domain/groups';
 import { replaceGroupRules } from '../../src/domain/groupRules';
+import { atExit, killGroup, trackGroup } from './cleanup';
+import { processTree } from './proc';
+import { freePort } from './services';
+import { BENCH_USER } from './user';
 
-export const BENCH_USER = { username: 'bench', password: 'bench-password-0123456789' };
+export { BENCH_USER } from './user';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+export const MOSQUITTO = '/usr/sbin/mosquitto';
 
 export interface RunningBroker {
+  /** The process the broker runs in (its process group's leader). */
   pid: number;
   mqttUrl: string;
+  /** Every process of the broker's tree, for /proc accounting. */
+  pids(): number[];
+  /** False once the broker's process has exited, whatever the reason. */
+  alive(): boolean;
+  /** The last lines the broker printed, to show when it died. */
+  output(): string;
   stop(): Promise<void>;
 }
 
-/** Runs `args` under node (with tsx), pinned to `cpus` when taskset exists. */
-function spawnNode(args: string[], env: Record<string, string>, cpus?: string): ChildProcess {
-  const node = [process.execPath, '--import', 'tsx', ...args];
-  const [command, ...rest] = cpus ? ['taskset', '-c', cpus, ...node] : node;
-  return spawn(command!, rest, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+const OUTPUT_KEPT = 20_000;
+
+/**
+ * Starts `argv` in a process group of its own (so stopping it takes whatever it
+ * started too, and Ctrl-C of the benchmark is handled by the benchmark, which
+ * kills the group), pinned to `cpus` when given.
+ */
+function spawnGroup(argv: string[], env: Record<string, string>, cpus?: string): { child: ChildProcess; output: () => string } {
+  const [command, ...rest] = cpus ? ['taskset', '-c', cpus, ...argv] : argv;
+  const child = spawn(command!, rest, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const forget = trackGroup(child.pid!);
+  child.once('exit', forget);
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output += chunk;
+    if (output.length > OUTPUT_KEPT * 2) output = output.slice(-OUTPUT_KEPT);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return { child, output: () => output };
 }
 
-function waitFor(child: ChildProcess, pattern: RegExp, what: string): Promise<RegExpExecArray> {
+function waitFor(spawned: { child: ChildProcess; output: () => string }, pattern: RegExp, what: string): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
-    let output = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${output}`)), 60_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk;
-      const match = pattern.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match);
+    const started = Date.now();
+    const check = () => {
+      const match = pattern.exec(spawned.output());
+      if (match) return resolve(match);
+      if (spawned.child.exitCode !== null || spawned.child.signalCode !== null) {
+        return reject(new Error(`${what} exited (${spawned.child.exitCode ?? spawned.child.signalCode}):\n${spawned.output().slice(-4000)}`));
       }
+      if (Date.now() - started > 120_000) return reject(new Error(`${what} did not start:\n${spawned.output().slice(-4000)}`));
+      setTimeout(check, 20);
     };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${what} exited (${code}):\n${output}`)));
+    check();
   });
 }
 
-function stopper(child: ChildProcess, cleanup: () => void) {
-  return async () => {
-    if (child.exitCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    cleanup();
+/** Resolves once a TCP connection to `port` succeeds (some brokers log before they listen). */
+async function waitForPort(port: number, what: string) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = netConnect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${what} does not listen on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function running(spawned: { child: ChildProcess; output: () => string }, mqttUrl: string, cleanup: () => void): RunningBroker {
+  const { child } = spawned;
+  const forgetCleanup = atExit(cleanup);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const isAlive = () => child.exitCode === null && child.signalCode === null;
+  return {
+    pid: child.pid!,
+    mqttUrl,
+    pids: () => (isAlive() ? processTree(child.pid!) : []),
+    alive: isAlive,
+    output: spawned.output,
+    async stop() {
+      if (isAlive()) {
+        killGroup(child.pid!, 'SIGTERM');
+        const timer = setTimeout(() => killGroup(child.pid!, 'SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      // Whatever the leader left in its group goes too.
+      killGroup(child.pid!, 'SIGKILL');
+      forgetCleanup();
+      cleanup();
+    },
   };
 }
 
-/** Bare Aedes with no hooks, its persistence in memory or in LevelDB. */
-export async function startBareAedes(persistence: 'memory' | 'level' | 'level-plain', cpus?: string): Promise<RunningBroker> {
+/** Runs `args` under node with tsx. */
+function nodeArgv(args: string[]): string[] {
+  return [process.execPath, '--import', 'tsx', ...args];
+}
+
+/**
+ * Bare Aedes with no hooks but a cheap password check, its persistence in
+ * memory or in LevelDB. `usersFile`: more `username:password` lines it accepts.
+ */
+export async function startBareAedes(persistence: 'memory' | 'level' | 'level-plain', cpus?: string, usersFile?: string): Promise<RunningBroker> {
   const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-aedes-'));
-  const child = spawnNode(['bench/aedes-server.ts'], { BENCH_PERSISTENCE: persistence, BENCH_DIR: path.join(dir, 'level') }, cpus);
-  const match = await waitFor(child, /port (\d+)/, 'bare Aedes');
-  return { pid: child.pid!, mqttUrl: `mqtt://127.0.0.1:${match[1]}`, stop: stopper(child, () => rmSync(dir, { recursive: true, force: true })) };
+  const spawned = spawnGroup(
+    nodeArgv(['bench/aedes-server.ts']),
+    { BENCH_PERSISTENCE: persistence, BENCH_DIR: path.join(dir, 'level'), ...(usersFile ? { BENCH_USERS_FILE: usersFile } : {}) },
+    cpus,
+  );
+  const match = await waitFor(spawned, /port (\d+)/, 'bare Aedes');
+  return running(spawned, `mqtt://127.0.0.1:${match[1]}`, () => rmSync(dir, { recursive: true, force: true }));
+}
+
+/** A device of the storm's fleet: its own username, password and client id. */
+export interface FleetUser {
+  username: string;
+  password: string;
+  passwordHash: string;
 }
 
 /**
  * Fills a database with what the benchmark connects as: the bench client and
  * a group that lets it publish and subscribe under `bench/`, beside a few
- * groups with deny rows, as a real install has.
+ * groups with deny rows, as a real install has. `fleet` adds devices (rows with
+ * their own Argon2id hashes) and a rule by client id pattern that gives them a
+ * site's group, so their CONNECT resolves groups as a real device's does.
  */
-export async function seedDatabase(target: { databaseUrl?: string; dataDir?: string }) {
+export async function seedDatabase(target: { databaseUrl?: string; dataDir?: string }, fleet: FleetUser[] = []) {
   const database = await openDatabase(target.databaseUrl ? { kind: 'postgres', url: target.databaseUrl } : { kind: 'pglite', dataDir: target.dataDir! });
   try {
     await createClient(database.db, { name: 'Bench', ...BENCH_USER });
@@ -94,20 +175,111 @@ export async function seedDatabase(target: { databaseUrl?: string; dataDir?: str
         }),
       );
     }
-    await replaceGroupRules(database.db, groups.map((group) => ({ matchBy: 'client', value: BENCH_USER.username, groups: [String(group.id)] })), undefined);
+    // Hashes were made beforehand, one per device: inserting them is all that is left.
+    for (let i = 0; i < fleet.length; i += 500) {
+      await database.db
+        .insert(schema.clients)
+        .values(fleet.slice(i, i + 500).map((user) => ({ name: `Storm device ${user.username}`, username: user.username, passwordHash: user.passwordHash })));
+    }
+    await replaceGroupRules(
+      database.db,
+      [
+        ...groups.map((group) => ({ matchBy: 'client', value: BENCH_USER.username, groups: [String(group.id)] })),
+        ...(fleet.length ? [{ matchBy: 'client_id', value: 'storm-*', groups: [String(groups[1]!.id)] }] : []),
+      ],
+      undefined,
+    );
   } finally {
     await database.close();
   }
 }
 
-/** Gatehouse as shipped, one process; `env` chooses its databases. */
-export async function startGatehouse(env: Record<string, string>, cpus?: string): Promise<RunningBroker> {
+export interface GatehouseOptions {
+  /** A DATA_DIR made by seedDatabase, copied for this start (each start gets a database of its own). */
+  template?: string;
+  cpus?: string;
+}
+
+/**
+ * Gatehouse as shipped, one process; `env` chooses its databases (default:
+ * the embedded one in a DATA_DIR of its own, with its LevelDB broker store).
+ */
+export async function startGatehouse(env: Record<string, string>, cpusOrOptions?: string | GatehouseOptions): Promise<RunningBroker> {
+  const options = typeof cpusOrOptions === 'string' ? { cpus: cpusOrOptions } : (cpusOrOptions ?? {});
   const ownDir = env.DATA_DIR ? undefined : mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-node-'));
-  const child = spawnNode(['src/main.ts'], { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: ownDir ?? '', DATABASE_URL: '', REDIS_URL: '', ...env }, cpus);
-  const match = await waitFor(child, /MQTT over TCP\s+mqtt:\/\/[^:]+:(\d+)/, 'Gatehouse');
-  return {
-    pid: child.pid!,
-    mqttUrl: `mqtt://127.0.0.1:${match[1]}`,
-    stop: stopper(child, () => ownDir && rmSync(ownDir, { recursive: true, force: true })),
-  };
+  if (ownDir && options.template) cpSync(options.template, ownDir, { recursive: true });
+  const spawned = spawnGroup(
+    nodeArgv(['src/main.ts']),
+    { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: ownDir ?? '', DATABASE_URL: '', REDIS_URL: '', ...env },
+    options.cpus,
+  );
+  const cleanup = () => ownDir && rmSync(ownDir, { recursive: true, force: true });
+  try {
+    const match = await waitFor(spawned, /MQTT over TCP\s+mqtt:\/\/[^:]+:(\d+)/, 'Gatehouse');
+    return running(spawned, `mqtt://127.0.0.1:${match[1]}`, cleanup);
+  } catch (error) {
+    killGroup(spawned.child.pid!);
+    cleanup();
+    throw error;
+  }
+}
+
+export const mosquittoInstalled = () => existsSync(MOSQUITTO);
+
+/**
+ * A Mosquitto password file for the bench user and `fleet`: written in plain
+ * text and hashed in place by `mosquitto_passwd -U` (one process, where `-b`
+ * would take one per user), in Mosquitto's default PBKDF2-SHA512 format.
+ */
+export function mosquittoPasswordFile(dir: string, fleet: Array<{ username: string; password: string }>): string {
+  const file = path.join(dir, 'mosquitto-passwd');
+  writeFileSync(file, [BENCH_USER, ...fleet].map((user) => `${user.username}:${user.password}\n`).join(''), { mode: 0o600 });
+  execFileSync('/usr/bin/mosquitto_passwd', ['-U', file], { stdio: 'pipe' });
+  return file;
+}
+
+/**
+ * Mosquitto from Debian's package, authentication on (no anonymous clients,
+ * `passwordFile`), with persistence on as Debian's own configuration has it:
+ * Mosquitto keeps its state in memory and writes a snapshot every 30 minutes
+ * and at exit, so it costs nothing per message (and promises less than
+ * Gatehouse's store, which writes each QoS 1 message before acknowledging it).
+ */
+export async function startMosquitto(passwordFile: string, cpus?: string): Promise<RunningBroker> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-mosquitto-'));
+  const port = await freePort();
+  const config = path.join(dir, 'mosquitto.conf');
+  writeFileSync(
+    config,
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous false',
+      `password_file ${passwordFile}`,
+      'persistence true',
+      `persistence_location ${dir}/`,
+      'max_connections -1',
+      // Gatehouse and bare Aedes set TCP_NODELAY on every connection; Mosquitto does only when told.
+      'set_tcp_nodelay true',
+      // Aedes sends QoS 1 to a subscriber with no in-flight limit; Mosquitto's
+      // default of 20 made a busy subscriber's messages overflow its queue
+      // (1,000) and be dropped here: the same rule (none) for both.
+      'max_inflight_messages 0',
+      // As root, Mosquitto would switch to the `mosquitto` user, which cannot read our files.
+      ...(process.getuid?.() === 0 ? ['user root'] : []),
+      'log_dest stdout',
+      'log_type error',
+      'log_type warning',
+      'connection_messages false',
+      '',
+    ].join('\n'),
+  );
+  const spawned = spawnGroup([MOSQUITTO, '-c', config], {}, cpus);
+  try {
+    await waitForPort(port, 'Mosquitto');
+  } catch (error) {
+    killGroup(spawned.child.pid!);
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`${(error as Error).message}\n${spawned.output()}`);
+  }
+  return running(spawned, `mqtt://127.0.0.1:${port}`, () => rmSync(dir, { recursive: true, force: true }));
 }

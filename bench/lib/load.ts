@@ -1,5 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt';
-import { BENCH_USER } from './brokers';
+import { BENCH_USER } from './user';
 import { usage } from './proc';
 
 let clientCounter = 0;
@@ -69,7 +69,7 @@ export async function fixedRate(options: {
     for (; sent < due; sent++) publisher.publish(topic, payload, { qos: options.qos });
     await sleep(1);
   }
-  await settle(() => delivered >= total, 10_000);
+  await settle(() => delivered >= total, 5_000);
   const after = usage(options.brokerPids());
   await end(publisher);
   // A persistent session is removed by connecting again with clean = 1.

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { atExit } from './cleanup';
 
 /** A free TCP port on the loopback interface. */
 export function freePort(): Promise<number> {
@@ -36,14 +37,14 @@ export async function startPostgres(): Promise<Service> {
   if (asPostgres) execFileSync('chown', ['postgres:postgres', dir]);
   run(`${bin}/initdb -D '${dir}' -U postgres --auth=trust -E UTF8`);
   run(`${bin}/pg_ctl -D '${dir}' -o '-p ${port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=on' -l '${dir}/log' -w start`);
-  execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-qc', 'create database gatehouse_bench'], { stdio: 'pipe' });
-  return {
-    url: `postgres://postgres@127.0.0.1:${port}/gatehouse_bench`,
-    stop() {
-      spawnSync('/bin/sh', ['-c', asPostgres ? `su postgres -s /bin/sh -c "${bin}/pg_ctl -D '${dir}' -m immediate stop"` : `${bin}/pg_ctl -D '${dir}' -m immediate stop`]);
-      rmSync(dir, { recursive: true, force: true });
-    },
+  const stop = () => {
+    forget();
+    spawnSync('/bin/sh', ['-c', asPostgres ? `su postgres -s /bin/sh -c "${bin}/pg_ctl -D '${dir}' -m immediate stop"` : `${bin}/pg_ctl -D '${dir}' -m immediate stop`]);
+    rmSync(dir, { recursive: true, force: true });
   };
+  const forget = atExit(stop);
+  execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-qc', 'create database gatehouse_bench'], { stdio: 'pipe' });
+  return { url: `postgres://postgres@127.0.0.1:${port}/gatehouse_bench`, stop };
 }
 
 /** BENCH_REDIS_URL, or a throw-away redis-server (Debian's package). */
@@ -57,12 +58,11 @@ export async function startRedis(): Promise<Service> {
   ]);
   for (let i = 0; i < 50 && !existsSync(`${dir}/redis.pid`); i++) await new Promise((r) => setTimeout(r, 100));
   const pid = Number(execFileSync('cat', [`${dir}/redis.pid`]).toString().trim());
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    pid,
-    stop() {
-      spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
-      rmSync(dir, { recursive: true, force: true });
-    },
+  const stop = () => {
+    forget();
+    spawnSync('redis-cli', ['-p', String(port), 'shutdown', 'nosave']);
+    rmSync(dir, { recursive: true, force: true });
   };
+  const forget = atExit(stop);
+  return { url: `redis://127.0.0.1:${port}`, pid, stop };
 }
