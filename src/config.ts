@@ -1,6 +1,8 @@
 import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65535);
+/** A listener's port, or `off` for no such listener. */
+const portOrOff = z.union([z.literal('off').transform(() => 'off' as const), port]);
 const positiveInt = z.coerce.number().int().positive();
 const flag = z
   .enum(['0', '1', 'true', 'false', ''])
@@ -18,8 +20,20 @@ const optionalText = z
  */
 export const configSchema = z
   .object({
-    PORT: port.default(3000),
-    MQTT_PORT: port.default(1883),
+    /** Console and MQTT over WebSocket, in clear; `off`: not served in clear. */
+    PORT: portOrOff.default(3000),
+    /** MQTT over TCP, in clear; `off`: not served in clear. */
+    MQTT_PORT: portOrOff.default(1883),
+    /** MQTT over TLS, once TLS is enabled (files or console). */
+    MQTTS_PORT: port.default(8883),
+    /** Console and MQTT over secure WebSocket (`wss://…/mqtt`), once TLS is enabled. */
+    HTTPS_PORT: port.default(3443),
+    /** PEM files of the server certificate (with its chain), its private key, and the CA that signs client certificates. They win over the console's uploads; SIGHUP reads them again. */
+    TLS_CERT_FILE: optionalText,
+    TLS_KEY_FILE: optionalText,
+    TLS_CA_FILE: optionalText,
+    /** Encrypts secrets kept in the database (a private key uploaded in the console). */
+    SECRET_KEY: optionalText.pipe(z.string().min(16, 'use at least 16 characters').optional()),
     HOST: z.string().min(1).default('0.0.0.0'),
     DATABASE_URL: optionalText.pipe(
       z
@@ -71,6 +85,14 @@ export const configSchema = z
     MQTT_MAX_PUBLISH_RATE: z.coerce.number().int().min(0).default(0),
     /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
     MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
+  })
+  .refine((config) => Boolean(config.TLS_CERT_FILE) === Boolean(config.TLS_KEY_FILE), {
+    path: ['TLS_KEY_FILE'],
+    message: 'TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither',
+  })
+  .refine((config) => !config.TLS_CA_FILE || config.TLS_CERT_FILE, {
+    path: ['TLS_CA_FILE'],
+    message: 'needs TLS_CERT_FILE and TLS_KEY_FILE too',
   })
   .refine((config) => !config.REDIS_URL || config.DATABASE_URL, {
     path: ['REDIS_URL'],

@@ -8,9 +8,25 @@ async function main() {
   const gatehouse = await startGatehouse({ config });
   const where = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST;
   console.log(`Gatehouse is running (${gatehouse.database.driver}: ${gatehouse.database.location}; broker state: ${gatehouse.brokerState.location})`);
-  console.log(`  console         http://${where}:${gatehouse.httpPort}/`);
-  console.log(`  MQTT over TCP   mqtt://${where}:${gatehouse.mqttPort}`);
-  console.log(`  MQTT over WS    ws://${where}:${gatehouse.httpPort}/mqtt`);
+  if (gatehouse.httpPort) {
+    console.log(`  console         http://${where}:${gatehouse.httpPort}/`);
+  } else {
+    console.log('  console         (PORT=off: over HTTPS only)');
+  }
+  if (gatehouse.mqttPort) console.log(`  MQTT over TCP   mqtt://${where}:${gatehouse.mqttPort}`);
+  else console.log('  MQTT over TCP   (MQTT_PORT=off)');
+  if (gatehouse.httpPort) console.log(`  MQTT over WS    ws://${where}:${gatehouse.httpPort}/mqtt`);
+  const tls = gatehouse.tls.status();
+  if (tls.source === null) console.log('  TLS             off (TLS_CERT_FILE and TLS_KEY_FILE, or the Certificates page)');
+
+  // SIGHUP reads the certificates again (files and console) and gives them
+  // to new connections; established sessions keep theirs.
+  process.on('SIGHUP', () => {
+    gatehouse.tls.apply().then(
+      (status) => console.log(`SIGHUP: certificates read again (${status.source ?? 'TLS off'}); new connections use them.`),
+      (error: unknown) => console.error(`SIGHUP: certificates not changed: ${(error as Error).message}`),
+    );
+  });
 
   let stopping = false;
   const stop = (signal: string) => {

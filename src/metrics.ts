@@ -12,6 +12,8 @@ export interface Metrics {
   registry: Registry;
   /** What the broker reports as it goes. */
   broker: BrokerMetrics;
+  /** A TLS handshake that failed (bad certificate, wrong protocol, timeout…), by listener. */
+  tlsHandshakeFailed(listener: 'mqtts' | 'https'): void;
   /** Reads counters kept elsewhere when Prometheus scrapes. */
   watch(sources: { connections(): Record<Transport, number>; authenticator: Authenticator }): void;
 }
@@ -54,6 +56,14 @@ export function createMetrics(): Metrics {
     labelNames: ['action'],
     registers: [registry],
   });
+  const handshakeFailures = new Counter({
+    name: 'gatehouse_tls_handshake_failures_total',
+    help: 'TLS handshakes that failed (refused or unknown certificate, protocol error, timeout), by listener',
+    labelNames: ['listener'],
+    registers: [registry],
+  });
+  handshakeFailures.inc({ listener: 'mqtts' }, 0);
+  handshakeFailures.inc({ listener: 'https' }, 0);
   // Pre-create the series so a scrape shows zeros rather than nothing.
   for (const result of ['accepted', 'bad_credentials', 'missing_credentials', 'throttled', 'unavailable', 'bad_client_id']) connects.labels(result);
   for (const qos of ['0', '1', '2']) {
@@ -76,6 +86,7 @@ export function createMetrics(): Metrics {
       },
       refused: (action) => refused.labels(action).inc(),
     },
+    tlsHandshakeFailed: (listener) => handshakeFailures.labels(listener).inc(),
     watch(sources) {
       new Gauge({
         name: 'gatehouse_mqtt_connections',

@@ -9,7 +9,7 @@ import { openBrokerState, type BrokerState } from './broker/state';
 import { createRedisFailureTrackers } from './cluster/failures';
 import { connectRedis } from './cluster/redis';
 import { startClusterSessions, type ClusterSessions } from './cluster/sessions';
-import type { Config } from './config';
+import { ConfigError, type Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
@@ -17,10 +17,15 @@ import { createAuthenticator, type Authenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
 import { createApp } from './web/app';
+import { createTlsService, readTlsFiles, type TlsService } from './tls';
 
 export interface Gatehouse {
+  /** The console's plain HTTP port; 0 when PORT=off. */
   httpPort: number;
+  /** MQTT over TCP's port; 0 when MQTT_PORT=off. */
   mqttPort: number;
+  /** The TLS listeners (MQTTS, HTTPS with WSS): their ports and state, and `apply()` to re-read the certificates (SIGHUP). */
+  tls: TlsService;
   database: OpenDatabase;
   broker: Broker;
   /** Where retained messages, persistent sessions and wills live. */
@@ -43,6 +48,8 @@ export interface StartOptions {
 export async function startGatehouse(options: StartOptions): Promise<Gatehouse> {
   const { config } = options;
   const log = options.log ?? ((message: string) => console.log(message));
+  // Unreadable or mismatched certificate files stop the start before anything opens.
+  readTlsFiles(config);
   const database =
     options.database ??
     (await openDatabase(
@@ -55,6 +62,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let redis: Redis | undefined;
   let clusterSessions: ClusterSessions | undefined;
   let changes: AccessChanges | undefined;
+  let tls: TlsService | undefined;
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -113,7 +121,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         const missing: string[] = [];
         await database.db.execute(sql`select 1`).catch(() => missing.push('database'));
         if (!localBroker.listening()) missing.push('MQTT listener');
-        if (!httpServer?.listening) missing.push('HTTP listener');
+        if (config.PORT !== 'off' && !httpServer?.listening) missing.push('HTTP listener');
         return missing;
       },
       live: {
@@ -123,21 +131,51 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       log,
       trustProxy: config.TRUST_PROXY,
       setup: firstRun.kind === 'setup-link' ? firstRun.setup : undefined,
+      tls: {
+        status: () => openTls.status(),
+        apply: () => openTls.apply(),
+        filesInUse: Boolean(config.TLS_CERT_FILE),
+        secretKeySet: Boolean(config.SECRET_KEY),
+        secretKey: config.SECRET_KEY,
+      },
     });
-    const mqttPort = await broker.listenTcp(config.MQTT_PORT, config.HOST);
-    httpServer = await new Promise<HttpServer>((resolve, reject) => {
-      const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(server as HttpServer));
-      server.once('error', reject);
+    tls = createTlsService({
+      config,
+      db: database.db,
+      broker,
+      fetch: app.fetch,
+      handshakeFailed: (listener) => metrics.tlsHandshakeFailed(listener),
+      log,
     });
-    broker.attachWebSocket(httpServer, '/mqtt');
-    const httpPort = (httpServer.address() as AddressInfo).port;
+    const openTls = tls;
+    const mqttPort = config.MQTT_PORT === 'off' ? 0 : await broker.listenTcp(config.MQTT_PORT, config.HOST);
+    const plainPort = config.PORT;
+    if (plainPort !== 'off') {
+      httpServer = await new Promise<HttpServer>((resolve, reject) => {
+        const server = serve({ fetch: app.fetch, port: plainPort, hostname: config.HOST }, () => resolve(server as HttpServer));
+        server.once('error', reject);
+      });
+      broker.attachWebSocket(httpServer, '/mqtt');
+    }
+    const httpPort = httpServer ? (httpServer.address() as AddressInfo).port : 0;
+    const tlsStatus = await tls.apply();
+    if (config.PORT === 'off' && tlsStatus.source === null) {
+      throw new ConfigError(
+        'Invalid configuration:\n  PORT: off leaves no console until TLS is on: set TLS_CERT_FILE and TLS_KEY_FILE, or enable certificates in the console before turning PORT off',
+      );
+    }
+    if (config.MQTT_PORT === 'off' && tlsStatus.source === null) {
+      log('MQTT_PORT=off and TLS is not on yet: devices have no MQTT listener until certificates are enabled.');
+    }
+    const plainWarning = plainListenerWarning(config);
+    if (plainWarning) log(plainWarning);
     if (firstRun.kind === 'created-from-environment') {
       log(`Created the administrator "${firstRun.administrator.username}" from ADMIN_USERNAME and ADMIN_PASSWORD.`);
     } else if (firstRun.kind === 'setup-link') {
       const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
       log(
         'No administrator exists yet. Open this one-time link to create the first one ' +
-          `(it works once, until an administrator exists):\n  http://${host}:${httpPort}/setup?token=${firstRun.token}`,
+          `(it works once, until an administrator exists):\n  ${httpServer ? `http://${host}:${httpPort}` : `https://${host}:${tlsStatus.httpsPort}`}/setup?token=${firstRun.token}`,
       );
     }
 
@@ -150,6 +188,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     return {
       httpPort,
       mqttPort,
+      tls: openTls,
       database,
       broker: openBroker,
       brokerState: openState,
@@ -157,13 +196,14 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       app,
       close() {
         closing ??= (async () => {
-          const httpClosed = new Promise<void>((resolve) => openHttp.close(() => resolve()));
+          const httpClosed = new Promise<void>((resolve) => (openHttp ? openHttp.close(() => resolve()) : resolve()));
+          await openTls.close();
           await openBroker.close();
           await sharedSessions?.close().catch(() => {});
           await openState.close();
           openRedis?.disconnect();
           await openChanges.close().catch(() => {});
-          openHttp.closeAllConnections?.();
+          openHttp?.closeAllConnections?.();
           await httpClosed;
           if (!options.database) await database.close();
         })();
@@ -171,6 +211,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
     };
   } catch (error) {
+    await tls?.close().catch(() => {});
     await broker?.close().catch(() => {});
     await clusterSessions?.close().catch(() => {});
     await brokerState?.close().catch(() => {});
@@ -180,4 +221,24 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (!options.database) await database.close().catch(() => {});
     throw error;
   }
+}
+
+const LOOPBACK = /^(127\.|::1$|localhost$|::ffff:127\.)/;
+
+/**
+ * Passwords (MQTT CONNECT, console sign-in) cross a plain listener in clear:
+ * the warning said at start when one listens beyond this machine; null when
+ * none does.
+ */
+export function plainListenerWarning(config: Pick<Config, 'HOST' | 'MQTT_PORT' | 'PORT'>): string | null {
+  if (LOOPBACK.test(config.HOST)) return null;
+  const plain = [
+    config.MQTT_PORT !== 'off' ? `MQTT on port ${config.MQTT_PORT} (MQTT_PORT)` : null,
+    config.PORT !== 'off' ? `the console and MQTT over WebSocket on port ${config.PORT} (PORT)` : null,
+  ].filter(Boolean);
+  if (plain.length === 0) return null;
+  return (
+    `Warning: passwords are accepted in clear over ${plain.join(' and ')}, bound to ${config.HOST}. ` +
+    'Turn TLS on and set MQTT_PORT=off and PORT=off, or bind HOST to 127.0.0.1 behind a TLS proxy.'
+  );
 }

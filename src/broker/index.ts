@@ -1,5 +1,6 @@
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import net from 'node:net';
+import type tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesOptions, type Client as AedesClient, type PublishPacket } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
@@ -76,18 +77,28 @@ export interface Broker {
   aedes: Aedes;
   /** Starts MQTT over TCP; resolves with the port really bound. */
   listenTcp(port: number, host: string): Promise<number>;
-  /** Serves MQTT over WebSocket on `server` at `path`. */
-  attachWebSocket(server: HttpServer, path?: string): void;
+  /** Serves MQTT over WebSocket on `server` at `path` (over TLS when `server` is an HTTPS server). */
+  attachWebSocket(server: HttpServer, path?: string, options?: WebSocketOptions): void;
+  /** Serves MQTT over TLS on the connections `server` accepts (it listens on its own). */
+  attachTls(server: tls.Server): void;
   /** Live connections (TCP and WebSocket). */
   connectionCount(): number;
   /** Live connections by transport. */
   connectionsByTransport(): Record<Transport, number>;
-  /** True while the TCP listener accepts connections. */
+  /** True while an MQTT listener (TCP or TLS) accepts connections. */
   listening(): boolean;
   /** Authenticated sessions now open, per `clients` row id. */
   sessionsByClient(): ReadonlyMap<number, number>;
   /** Stops accepting, closes every connection and the broker. */
   close(): Promise<void>;
+}
+
+export interface WebSocketOptions {
+  /**
+   * Asked for each upgrade over TLS: when true, a connection without a
+   * client certificate the CA signed is refused (403) before MQTT starts.
+   */
+  requireClientCert?(): boolean;
 }
 
 /** What the broker keeps about one connection, from accept to close. */
@@ -138,7 +149,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = { ...defaultBrokerLimits, ...deps.limits };
   const log = deps.log ?? (() => {});
   const metrics = deps.metrics ?? noMetrics;
-  const openByTransport: Record<Transport, number> = { tcp: 0, ws: 0 };
+  const openByTransport: Record<Transport, number> = { tcp: 0, ws: 0, tls: 0, wss: 0 };
+  const tlsServers: tls.Server[] = [];
   const connections = new Set<Duplex>();
   const connectionOf = new WeakMap<AedesClient, Connection>();
   /** What a client may do; nothing before its CONNECT is authenticated. */
@@ -400,7 +412,16 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         });
       });
     },
-    attachWebSocket(server, path = '/mqtt') {
+    attachTls(server) {
+      tlsServers.push(server);
+      server.on('secureConnection', (socket) => {
+        socket.setNoDelay(true);
+        socket.setKeepAlive(true, 60_000);
+        socket.on('error', () => socket.destroy());
+        handleConnection(socket, 'tls', socket.remoteAddress);
+      });
+    },
+    attachWebSocket(server, path = '/mqtt', options = {}) {
       const wss = new WebSocketServer({
         noServer: true,
         // One MQTT packet per frame is what clients send; a frame a little
@@ -424,17 +445,22 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           refuseUpgrade(socket, '503 Service Unavailable');
           return;
         }
+        const secure = (req.socket as tls.TLSSocket).encrypted === true;
+        if (secure && options.requireClientCert?.() && !(req.socket as tls.TLSSocket).authorized) {
+          refuseUpgrade(socket, '403 Forbidden');
+          return;
+        }
         socket.on('error', () => socket.destroy());
         wss.handleUpgrade(req, socket, head, (ws) => {
           const stream = createWebSocketStream(ws);
           stream.on('error', () => stream.destroy());
-          handleConnection(stream, 'ws', req.socket.remoteAddress, req);
+          handleConnection(stream, secure ? 'wss' : 'ws', req.socket.remoteAddress, req);
         });
       });
     },
     connectionCount: () => connections.size,
     connectionsByTransport: () => ({ ...openByTransport }),
-    listening: () => tcpServer.listening,
+    listening: () => tcpServer.listening || tlsServers.some((server) => server.listening),
     sessionsByClient: () => sessionCounts,
     async close() {
       // server.close() only calls back once every connection has ended: stop

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import {
+  boolean,
   check,
   index,
   integer,
@@ -169,4 +170,23 @@ export const groupRuleChanges = pgTable(
     createdAt: createdAt(),
   },
   (t) => [index('group_rule_changes_created_idx').on(t.createdAt)],
+);
+
+/**
+ * The TLS material uploaded in the console and whether it is used: one row.
+ * The private key is sealed (AES-256-GCM under a key derived from SECRET_KEY,
+ * see domain/certificates.ts) and never leaves the server again.
+ */
+export const tlsSettings = pgTable(
+  'tls_settings',
+  {
+    id: integer('id').primaryKey(),
+    caPem: text('ca_pem'),
+    certPem: text('cert_pem'),
+    keySealed: text('key_sealed'),
+    enabled: boolean('enabled').notNull().default(false),
+    requireClientCert: boolean('require_client_cert').notNull().default(false),
+    updatedAt: updatedAt(),
+  },
+  (t) => [check('tls_settings_one_row', sql`${t.id} = 1`)],
 );

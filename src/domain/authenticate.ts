@@ -7,7 +7,8 @@ import type { AuthType, ClientCredentials } from './clients';
 import { findConnectRow, type ConnectRow } from './groupRules';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
 
-export type Transport = 'tcp' | 'ws';
+/** MQTT over TCP, over WebSocket, and the same two over TLS. */
+export type Transport = 'tcp' | 'ws' | 'tls' | 'wss';
 
 export interface AuthenticateInput {
   username?: string;

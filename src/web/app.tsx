@@ -13,7 +13,7 @@ import { administratorRoutes } from './administrators';
 import { authRoutes } from './auth';
 import { clientAccessRoutes } from './clientAccess';
 import { clientRoutes } from './clients';
-import type { AppEnv, LiveState } from './env';
+import type { AppEnv, LiveState, TlsControl } from './env';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
 import { securityHeaders } from './security';
@@ -32,6 +32,8 @@ export interface AppDeps {
   signIn?: SignInGuard;
   /** What `/readyz` checks: the names of the parts not ready (empty: ready). */
   notReady?: () => Promise<string[]>;
+  /** The TLS listeners, for the certificates page; absent: the page says TLS cannot be changed here. */
+  tls?: TlsControl;
   /** `/metrics`, for a bearer of `token`; absent: `/metrics` is not found. */
   metrics?: { registry: Registry; token: string };
 }

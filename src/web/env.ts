@@ -6,6 +6,17 @@ export interface LiveState {
   sessionsByClient(): Promise<ReadonlyMap<number, number>>;
 }
 
+/** The TLS listeners as the certificates page drives them. */
+export interface TlsControl {
+  status(): import('../tls').TlsStatus;
+  /** Applies what is stored now (starts, updates or stops the listeners); throws when it cannot. */
+  apply(): Promise<import('../tls').TlsStatus>;
+  /** TLS_CERT_FILE is set: files win over the console's uploads. */
+  filesInUse: boolean;
+  secretKeySet: boolean;
+  secretKey: string | undefined;
+}
+
 /** What every route can read from `c.var`. */
 export interface AppEnv {
   Variables: {
