@@ -137,6 +137,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         filesInUse: Boolean(config.TLS_CERT_FILE),
         secretKeySet: Boolean(config.SECRET_KEY),
         secretKey: config.SECRET_KEY,
+        ports: { mqtts: config.MQTTS_PORT, https: config.HTTPS_PORT },
       },
     });
     tls = createTlsService({

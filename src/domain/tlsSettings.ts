@@ -46,12 +46,12 @@ export async function loadEnabledTlsMaterial(
 ): Promise<{ material: TlsMaterial | null; requireClientCert: boolean }> {
   const [row] = await db.select().from(tlsSettings).where(eq(tlsSettings.id, 1));
   if (!row) return { material: null, requireClientCert: false };
-  if (!row.enabled || !row.certPem || !row.keySealed) return { material: null, requireClientCert: row.requireClientCert };
-  if (!secretKey) throw new MissingSecretKeyError();
-  return {
-    material: { certPem: row.certPem, keyPem: openSecret(secretKey, row.keySealed), caPem: row.caPem ?? undefined },
-    requireClientCert: row.requireClientCert,
-  };
+  // A stored key needs SECRET_KEY, enabled or not: a wrong or missing one is
+  // said at start, not on the day certificates are enabled.
+  if (row.keySealed && !secretKey) throw new MissingSecretKeyError();
+  const keyPem = row.keySealed ? openSecret(secretKey!, row.keySealed) : undefined;
+  if (!row.enabled || !row.certPem || !keyPem) return { material: null, requireClientCert: row.requireClientCert };
+  return { material: { certPem: row.certPem, keyPem, caPem: row.caPem ?? undefined }, requireClientCert: row.requireClientCert };
 }
 
 export class MissingSecretKeyError extends Error {

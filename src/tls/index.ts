@@ -6,7 +6,7 @@ import { getRequestListener } from '@hono/node-server';
 import type { Broker } from '../broker';
 import { ConfigError, type Config } from '../config';
 import type { Database } from '../db';
-import { checkTlsMaterial, SecretKeyError, type TlsMaterial } from '../domain/certificates';
+import { checkTlsMaterial, parseCertificates, SecretKeyError, summarizeCertificate, type CertificateSummary, type TlsMaterial } from '../domain/certificates';
 import { loadEnabledTlsMaterial, MissingSecretKeyError } from '../domain/tlsSettings';
 
 /**
@@ -35,6 +35,8 @@ export interface TlsStatus {
   httpsPort: number | null;
   /** The CA in use signs client certificates (mTLS possible). */
   hasCa: boolean;
+  /** The server certificate in use. */
+  certificate: CertificateSummary | null;
 }
 
 export interface TlsDeps {
@@ -87,7 +89,8 @@ export function createTlsService(deps: TlsDeps): TlsService {
   const { config, log } = deps;
   let mqtts: tls.Server | undefined;
   let httpsServer: https.Server | undefined;
-  let status: TlsStatus = { source: null, requireClientCert: false, mqttsPort: null, httpsPort: null, hasCa: false };
+  const off: TlsStatus = { source: null, requireClientCert: false, mqttsPort: null, httpsPort: null, hasCa: false, certificate: null };
+  let status = off;
   let requireClientCert = false;
   const loggedAt = new Map<string, number>();
   let applying = Promise.resolve();
@@ -193,20 +196,21 @@ export function createTlsService(deps: TlsDeps): TlsService {
         void stop();
         log('TLS turned off: the MQTTS and HTTPS listeners no longer accept connections (established ones stay).');
       }
-      status = { source: null, requireClientCert: false, mqttsPort: null, httpsPort: null, hasCa: false };
+      status = off;
       return status;
     }
     const source = files ? 'files' : 'console';
+    const certificate = summarizeCertificate(parseCertificates(material.certPem)[0]!);
     if (mqtts && httpsServer) {
       mqtts.setSecureContext(secureOptions(material));
       httpsServer.setSecureContext(secureOptions(material));
       // Read for each new connection (node's tls.Server keeps it as a property).
       (mqtts as tls.Server & { rejectUnauthorized: boolean }).rejectUnauthorized = requireClientCert;
-      status = { ...status, source, requireClientCert, hasCa };
+      status = { ...status, source, requireClientCert, hasCa, certificate };
       return status;
     }
     const ports = await start(material);
-    status = { source, requireClientCert, hasCa, ...ports };
+    status = { source, requireClientCert, hasCa, certificate, ...ports };
     const where = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST;
     log(`TLS listeners started (certificates from ${source === 'files' ? 'TLS_CERT_FILE/TLS_KEY_FILE' : 'the console'}):`);
     log(`  console         https://${where}:${ports.httpsPort}/`);

@@ -12,6 +12,7 @@ import { ErrorPage, NotFoundPage } from '../../views/layout';
 import { administratorRoutes } from './administrators';
 import { authRoutes } from './auth';
 import { clientAccessRoutes } from './clientAccess';
+import { certificateRoutes } from './certificates';
 import { clientRoutes } from './clients';
 import type { AppEnv, LiveState, TlsControl } from './env';
 import { groupRuleRoutes } from './groupRules';
@@ -144,6 +145,7 @@ export function createApp(deps: AppDeps) {
   app.route('/groups', groupRoutes());
   app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
+  app.route('/certificates', certificateRoutes({ tls: deps.tls }));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   let lastOutageLog = 0;

@@ -15,6 +15,8 @@ export interface TlsControl {
   filesInUse: boolean;
   secretKeySet: boolean;
   secretKey: string | undefined;
+  /** MQTTS_PORT and HTTPS_PORT, as configured (0: chosen when they start). */
+  ports: { mqtts: number; https: number };
 }
 
 /** What every route can read from `c.var`. */

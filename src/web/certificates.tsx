@@ -1,0 +1,138 @@
+import { type Context, Hono } from 'hono';
+import { z } from 'zod';
+import { checkTlsMaterial } from '../domain/certificates';
+import { ValidationError, type FieldErrors } from '../domain/errors';
+import { getTlsSettings, saveTlsUpload, setRequireClientCert, setTlsEnabled, type TlsUpload } from '../domain/tlsSettings';
+import { CertificatesPage, ConfirmCertificateActionPage, UploadForm, type CertificateAction, type CertificatesView } from '../../views/certificates';
+import { NotFoundPage } from '../../views/layout';
+import type { AppEnv, TlsControl } from './env';
+import { isHtmx, redirectAfterPost } from './http';
+
+/** Largest PEM text accepted per field: a certificate chain fits many times over. */
+const MAX_PEM_BYTES = 64 * 1024;
+
+const pemText = z.string().max(MAX_PEM_BYTES, `Use at most ${MAX_PEM_BYTES / 1024} KB.`).optional();
+const uploadSchema = z.object({ ca: pemText, cert: pemText, key: pemText });
+
+const ACTIONS = new Set<CertificateAction>(['enable', 'disable', 'require-client-cert', 'allow-without-client-cert']);
+
+const NOTICES: Record<string, string> = {
+  saved: 'Certificates saved. New connections use them; established ones keep theirs.',
+  enable: 'Certificates enabled: the TLS listeners are on.',
+  disable: 'Certificates disabled: the TLS listeners no longer accept connections.',
+  'require-client-cert': 'Client certificates are now required for new TLS connections.',
+  'allow-without-client-cert': 'Client certificates are optional again for new TLS connections.',
+};
+
+/** `/certificates`: TLS material, turning TLS on and off, and mTLS. */
+export function certificateRoutes(options: { tls?: TlsControl }) {
+  const routes = new Hono<AppEnv>();
+  const tls = options.tls;
+  const noTls = { source: null, requireClientCert: false, mqttsPort: null, httpsPort: null, hasCa: false, certificate: null } as const;
+
+  async function view(c: Context<AppEnv>): Promise<CertificatesView> {
+    const settings = await getTlsSettings(c.var.db);
+    const check = settings.caPem || settings.certPem ? checkTlsMaterial({ caPem: settings.caPem ?? undefined, certPem: settings.certPem ?? undefined }) : undefined;
+    return {
+      settings,
+      status: tls?.status() ?? noTls,
+      stored: { ca: check?.ca, cert: check?.cert, warnings: check?.warnings ?? [] },
+      filesInUse: tls?.filesInUse ?? false,
+      secretKeySet: tls?.secretKeySet ?? false,
+      ports: tls?.ports ?? { mqtts: 8883, https: 3443 },
+    };
+  }
+
+  routes.get('/', async (c) => {
+    const notice = NOTICES[c.req.query('done') ?? ''];
+    return c.html(<CertificatesPage view={await view(c)} notice={notice} />);
+  });
+
+  routes.post('/', async (c) => {
+    const upload = await readUpload(c);
+    const values = { ca: upload.ca ?? '', cert: upload.cert ?? '' };
+    const keyDropped = Boolean(upload.key?.trim());
+    try {
+      const parsed = uploadSchema.safeParse(upload);
+      if (!parsed.success) {
+        const errors: FieldErrors = {};
+        for (const issue of parsed.error.issues) errors[String(issue.path[0])] ??= issue.message;
+        throw new ValidationError(errors);
+      }
+      await saveTlsUpload(c.var.db, parsed.data, tls?.secretKey);
+      if (tls?.status().source === 'console') await tls.apply();
+      return redirectAfterPost(c, '/certificates?done=saved');
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      const errors = error.fieldErrors;
+      const current = await view(c);
+      if (isHtmx(c)) return c.html(<UploadForm view={current} values={values} errors={errors} keyDropped={keyDropped && !errors.key} />, 422);
+      return c.html(<CertificatesPage view={current} values={values} errors={errors} keyDropped={keyDropped && !errors.key} />, 422);
+    }
+  });
+
+  routes.get('/:action', async (c) => {
+    const action = c.req.param('action') as CertificateAction;
+    if (!ACTIONS.has(action)) return c.html(<NotFoundPage section="certificates" />, 404);
+    return c.html(<ConfirmCertificateActionPage view={await view(c)} action={action} />);
+  });
+
+  routes.post('/:action', async (c) => {
+    const action = c.req.param('action') as CertificateAction;
+    if (!ACTIONS.has(action)) return c.html(<NotFoundPage section="certificates" />, 404);
+    const db = c.var.db;
+    const before = await getTlsSettings(db);
+    try {
+      if (action === 'enable' || action === 'disable') {
+        if (tls?.filesInUse) throw new ValidationError({ action: 'TLS_CERT_FILE and TLS_KEY_FILE are set: the files decide, so this page cannot turn TLS on or off.' });
+        await setTlsEnabled(db, action === 'enable');
+      } else {
+        const caAvailable = Boolean(before.caPem) || Boolean(tls?.status().hasCa && tls.filesInUse);
+        await setRequireClientCert(db, action === 'require-client-cert', caAvailable);
+      }
+      if (tls) {
+        try {
+          await tls.apply();
+        } catch (error) {
+          // Not applied (a port taken, say): keep what was stored before, and say why.
+          await setTlsEnabled(db, before.enabled).catch(() => {});
+          await setRequireClientCert(db, before.requireClientCert, true).catch(() => {});
+          await tls.apply().catch(() => {});
+          throw new ValidationError({ action: `This could not be applied, so nothing changed: ${(error as Error).message}` });
+        }
+      }
+      return redirectAfterPost(c, `/certificates?done=${action}`);
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      const errors = { action: Object.values(error.fieldErrors)[0]! };
+      if (isHtmx(c)) {
+        // The link that asked is not where the answer goes: the whole page's <main> is.
+        c.header('HX-Retarget', 'main');
+        c.header('HX-Reswap', 'outerHTML');
+        c.header('HX-Reselect', 'main');
+      }
+      return c.html(<CertificatesPage view={await view(c)} errors={errors} />, 422);
+    }
+  });
+
+  return routes;
+}
+
+/** The form's fields; a file chosen for a field wins over text pasted in it. */
+async function readUpload(c: Context): Promise<TlsUpload> {
+  const type = c.req.header('content-type') ?? '';
+  if (!type.includes('multipart/form-data') && !type.includes('application/x-www-form-urlencoded')) return {};
+  const form = await c.req.formData().catch(() => null);
+  if (!form) return {};
+  const upload: TlsUpload = {};
+  for (const field of ['ca', 'cert', 'key'] as const) {
+    const file = form.get(`${field}File`);
+    const text = form.get(field);
+    if (file && typeof file !== 'string' && file.size > 0) {
+      upload[field] = file.size > MAX_PEM_BYTES ? 'x'.repeat(MAX_PEM_BYTES + 1) : await file.text();
+    } else if (typeof text === 'string') {
+      upload[field] = text;
+    }
+  }
+  return upload;
+}
