@@ -126,14 +126,14 @@
   });
 
   // Group rules: a rule by Client offers the client usernames as suggestions;
-  // a rule by MQTT Client ID does not.
+  // rules by MQTT Client ID or certificate fingerprint do not.
   function syncMatchBy(select) {
     const input = document.getElementById(select.getAttribute('data-match-by'));
     if (!input) return;
     const byClient = select.value === 'client';
     if (byClient) input.setAttribute('list', 'client-usernames');
     else input.removeAttribute('list');
-    input.placeholder = byClient ? 'client username' : 'sensor-*';
+    input.placeholder = byClient ? 'client username' : select.value === 'certificate' ? 'SHA-256 fingerprint' : 'sensor-*';
   }
 
   // Group rules: the closed group picker shows the groups checked.

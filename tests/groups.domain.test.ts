@@ -118,7 +118,7 @@ describe.each(drivers)('groups and group rules on %s', (driver) => {
         'rules.1.value': 'No client has this username.',
         'rules.2.value': 'Enter an MQTT client ID, or a pattern with *.',
         'rules.2.groups': 'Choose at least one group.',
-        'rules.3.matchBy': 'Choose Client or MQTT Client ID.',
+        'rules.3.matchBy': 'Choose Client, MQTT Client ID or Certificate fingerprint.',
         'rules.3.groups': 'A chosen group no longer exists; choose again.',
       });
       expect(await listGroupRules(database.db)).toEqual(before);

@@ -8,6 +8,8 @@ export interface CheckValues {
   clientId: string;
   action: Action;
   topic: string;
+  /** Certificate clients: the fingerprint of the certificate it connects with (rules by certificate fingerprint). */
+  fingerprint?: string;
 }
 
 interface Props {
@@ -72,6 +74,21 @@ export function ClientAccessSection(props: Props) {
             <input id="check-clientId" name="clientId" type="text" value={check.clientId} autocomplete="off" spellcheck={false} {...field('clientId')} />
             <ErrorText id="check-clientId-error" message={errors.clientId} />
           </label>
+          {check.fingerprint !== undefined ? (
+            <label for="check-fingerprint">
+              Certificate fingerprint (SHA-256)
+              <input
+                id="check-fingerprint"
+                name="fingerprint"
+                type="text"
+                value={check.fingerprint}
+                autocomplete="off"
+                spellcheck={false}
+                {...field('fingerprint')}
+              />
+              <ErrorText id="check-fingerprint-error" message={errors.fingerprint} />
+            </label>
+          ) : null}
           <label for="check-action">
             Action
             <select id="check-action" name="action">
@@ -159,6 +176,7 @@ function PermissionName(props: { permission: GrantedPermission }) {
 
 function describeVia(rule: RuleRef, client: Client) {
   if (rule.matchBy === 'client') return `Client “${client.name}”`;
+  if (rule.matchBy === 'certificate') return `Certificate fingerprint ${rule.value}`;
   return `MQTT Client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
 }
 

@@ -9,6 +9,9 @@ export interface ClientFormValues {
   version?: number;
   name: string;
   username: string;
+  authType?: string;
+  /** The certificate fingerprint as typed (or stored). */
+  fingerprint?: string;
 }
 
 const COLUMNS = 7;
@@ -228,6 +231,7 @@ export function ClientEditRow(props: { client: Client; values: ClientFormValues;
         <form
           method="post"
           action={`/clients/${client.id}`}
+          enctype="multipart/form-data"
           hx-post={`/clients/${client.id}`}
           hx-target={`#${id}`}
           hx-swap="outerHTML"
@@ -264,6 +268,30 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
       {props.values.version !== undefined ? <input type="hidden" name="version" value={String(props.values.version)} /> : null}
       <FormAlert message={errors.form} />
       <Field label="Client Name" name="name" id={`${prefix}name`} value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
+      <label for={`${prefix}authType`}>
+        Authentication Type
+        <select
+          id={`${prefix}authType`}
+          name="authType"
+          aria-invalid={errors.authType ? 'true' : undefined}
+          aria-describedby={[errors.authType ? `${prefix}authType-error` : '', `${prefix}authType-hint`].filter(Boolean).join(' ')}
+        >
+          {(Object.keys(AUTH_TYPE_LABELS) as Array<keyof typeof AUTH_TYPE_LABELS>).map((type) => (
+            <option value={type} selected={(props.values.authType ?? 'password') === type}>
+              {AUTH_TYPE_LABELS[type]}
+            </option>
+          ))}
+        </select>
+        {errors.authType ? (
+          <small id={`${prefix}authType-error`} class="field-error">
+            {errors.authType}
+          </small>
+        ) : null}
+        <small id={`${prefix}authType-hint`}>
+          Certificate clients connect over MQTTS or WSS with their client certificate; Certificate + Password clients send their username and
+          password too.
+        </small>
+      </label>
       <Field
         label="Username"
         name="username"
@@ -275,14 +303,34 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         maxlength={128}
         autocomplete="off"
       />
+      <fieldset>
+        <legend>Client certificate (Certificate and Certificate + Password)</legend>
+        <label for={`${prefix}certificateFile`}>
+          Upload the certificate
+          <input id={`${prefix}certificateFile`} name="certificateFile" type="file" accept=".pem,.crt,.cer" aria-describedby={`${prefix}fingerprint-hint`} />
+        </label>
+        <Field
+          label="or paste its SHA-256 fingerprint"
+          name="fingerprint"
+          id={`${prefix}fingerprint`}
+          value={props.values.fingerprint ?? ''}
+          error={errors.fingerprint}
+          hint="openssl x509 -noout -fingerprint -sha256 -in device.crt prints it. Only the fingerprint is kept."
+          maxlength={200}
+          autocomplete="off"
+        />
+      </fieldset>
       <Field
         label="Password"
         name="password"
         id={`${prefix}password`}
         type="password"
         error={errors.password}
-        hint={props.editing ? 'Leave empty to keep the current password. 8–256 characters.' : '8–256 characters. Shown only until you save.'}
-        required={!props.editing}
+        hint={
+          props.editing
+            ? 'Password and Certificate + Password clients. Leave empty to keep the current password. 8–256 characters.'
+            : 'Password and Certificate + Password clients. 8–256 characters. Shown only until you save.'
+        }
         maxlength={256}
         autocomplete="new-password"
       >
@@ -329,7 +377,7 @@ export function ClientFormPage(props: { client?: Client; values: ClientFormValue
 /** Page form; htmx posts it and swaps it back with messages on a 4xx. */
 export function ClientForm(props: { action: string; values: ClientFormValues; errors?: FieldErrors; editing?: boolean }) {
   return (
-    <form id="client-form" method="post" action={props.action} hx-post={props.action} hx-target="this" hx-swap="outerHTML" novalidate>
+    <form id="client-form" method="post" action={props.action} enctype="multipart/form-data" hx-post={props.action} hx-target="this" hx-swap="outerHTML" novalidate>
       <ClientFields values={props.values} errors={props.errors} editing={props.editing} />
       <div class="form-actions">
         <button type="submit">{props.editing ? 'Save changes' : 'Create client'}</button>

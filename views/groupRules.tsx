@@ -143,7 +143,7 @@ function RuleRowFields(props: {
   const id = (field: string) => `rule-${index}-${field}`;
   const error = (field: string) => errors[`rules.${index}.${field}`];
   const describedBy = (field: string, extra?: string) => [error(field) ? `${id(field)}-error` : '', extra ?? ''].filter(Boolean).join(' ') || undefined;
-  const byClient = row.matchBy !== 'client_id';
+  const byClient = row.matchBy === 'client';
   const clientName = byClient ? props.clients.find((c) => c.username === row.value.trim())?.name : undefined;
   const chosen = props.groups.filter((g) => row.groups.includes(String(g.id)));
   const invalid = error('matchBy') || error('value') || error('groups');
@@ -178,7 +178,7 @@ function RuleRowFields(props: {
           id={id('value')}
           value={row.value}
           list={byClient ? 'client-usernames' : undefined}
-          placeholder={byClient ? 'client username' : 'sensor-*'}
+          placeholder={byClient ? 'client username' : row.matchBy === 'certificate' ? 'SHA-256 fingerprint' : 'sensor-*'}
           aria-label={`Value, rule ${n}`}
           aria-invalid={error('value') ? 'true' : undefined}
           aria-describedby={describedBy('value', clientName ? `${id('client')}-name` : 'rule-help')}

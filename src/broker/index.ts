@@ -6,6 +6,7 @@ import { Aedes, type AedesOptions, type Client as AedesClient, type PublishPacke
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
+import type { ClientCertificate } from '../domain/certificateAuth';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
 export interface BrokerLimits {
@@ -80,7 +81,7 @@ export interface Broker {
   /** Serves MQTT over WebSocket on `server` at `path` (over TLS when `server` is an HTTPS server). */
   attachWebSocket(server: HttpServer, path?: string, options?: WebSocketOptions): void;
   /** Serves MQTT over TLS on the connections `server` accepts (it listens on its own). */
-  attachTls(server: tls.Server): void;
+  attachTls(server: tls.Server, options?: WebSocketOptions): void;
   /** Live connections (TCP and WebSocket). */
   connectionCount(): number;
   /** Live connections by transport. */
@@ -117,6 +118,10 @@ interface Connection {
   stalledSince?: number;
   /** Counted in the live sessions of its client. */
   counted: boolean;
+  /** Over TLS (MQTTS or WSS): the socket, for the client certificate. */
+  tlsSocket?: tls.TLSSocket;
+  /** Over TLS with mTLS on when it connected. */
+  certificateRequired?: boolean;
   /** CONNECT carried an empty client id (Aedes then makes one up). */
   emptyClientId?: boolean;
   /** With a publish rate limit: when its next PUBLISH may go on, and whether that was logged. */
@@ -139,6 +144,7 @@ export const REFUSED_PUBLISH_TOPIC = '$gatehouse/refused';
 
 const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
   bad_client_id: 2,
+  certificate_refused: 5,
   missing_credentials: 4,
   bad_credentials: 4,
   throttled: 3,
@@ -190,6 +196,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           clientId: client.id,
           transport: origin?.transport ?? 'tcp',
           remoteAddress: origin?.remoteAddress,
+          clientCertificate: origin?.tlsSocket ? peerCertificateOf(origin.tlsSocket) : undefined,
+          certificateRequired: origin?.certificateRequired,
         })
         .then(
           (result) => {
@@ -349,7 +357,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     log(`refused ${action} to ${JSON.stringify(topic)} for ${state.principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
   }
 
-  function handleConnection(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage) {
+  function handleConnection(
+    stream: Duplex,
+    transport: Transport,
+    remoteAddress: string | undefined,
+    req?: IncomingMessage,
+    secure?: { socket: tls.TLSSocket; certificateRequired: boolean },
+  ) {
     if (connections.size >= limits.maxConnections) {
       log(`refusing ${transport} connection from ${remoteAddress ?? 'unknown'}: ${limits.maxConnections} connections open`);
       stream.destroy();
@@ -362,7 +376,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       openByTransport[transport]--;
     });
     const client = aedes.handle(stream, req);
-    connectionOf.set(client, { transport, remoteAddress, decisions: nothingAllowed, counted: false });
+    connectionOf.set(client, {
+      transport,
+      remoteAddress,
+      decisions: nothingAllowed,
+      counted: false,
+      tlsSocket: secure?.socket,
+      certificateRequired: secure?.certificateRequired,
+    });
     limitPacketSize(client, limits.maxPacketBytes);
   }
 
@@ -412,13 +433,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         });
       });
     },
-    attachTls(server) {
+    attachTls(server, options = {}) {
       tlsServers.push(server);
       server.on('secureConnection', (socket) => {
         socket.setNoDelay(true);
         socket.setKeepAlive(true, 60_000);
         socket.on('error', () => socket.destroy());
-        handleConnection(socket, 'tls', socket.remoteAddress);
+        handleConnection(socket, 'tls', socket.remoteAddress, undefined, { socket, certificateRequired: options.requireClientCert?.() ?? false });
       });
     },
     attachWebSocket(server, path = '/mqtt', options = {}) {
@@ -454,7 +475,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         wss.handleUpgrade(req, socket, head, (ws) => {
           const stream = createWebSocketStream(ws);
           stream.on('error', () => stream.destroy());
-          handleConnection(stream, secure ? 'wss' : 'ws', req.socket.remoteAddress, req);
+          const tlsSocket = secure ? (req.socket as tls.TLSSocket) : undefined;
+          handleConnection(
+            stream,
+            secure ? 'wss' : 'ws',
+            req.socket.remoteAddress,
+            req,
+            tlsSocket ? { socket: tlsSocket, certificateRequired: options.requireClientCert?.() ?? false } : undefined,
+          );
         });
       });
     },
@@ -472,6 +500,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
     },
   };
+}
+
+/** The client certificate a TLS socket's peer presented, or undefined. */
+function peerCertificateOf(socket: tls.TLSSocket): ClientCertificate | undefined {
+  const peer = socket.getPeerCertificate();
+  if (!peer || !peer.fingerprint256) return undefined;
+  return { fingerprint256: peer.fingerprint256, validFrom: new Date(peer.valid_from), validTo: new Date(peer.valid_to) };
 }
 
 /** Answers an upgrade request with `status` and closes its socket. */

@@ -20,9 +20,12 @@ export const clients = pgTable(
   {
     id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
     name: text('name').notNull(),
-    authType: text('auth_type', { enum: ['password'] }).notNull().default('password'),
+    authType: text('auth_type', { enum: ['password', 'certificate', 'certificate_password'] }).notNull().default('password'),
     username: text('username').notNull(),
+    /** Certificate clients: no password is kept, and this holds no hash (empty). */
     passwordHash: text('password_hash').notNull(),
+    /** Certificate clients: SHA-256 of their client certificate, `AB:CD:…` (upper case, colons). */
+    certFingerprint: text('cert_fingerprint'),
     /** Bumped on every edit: a cached credential with an older version is stale. */
     version: integer('version').notNull().default(1),
     createdAt: createdAt(),
@@ -34,6 +37,11 @@ export const clients = pgTable(
   // cannot make an index depend on an extension being installable).
   (t) => [
     uniqueIndex('clients_username_key').on(t.username),
+    uniqueIndex('clients_cert_fingerprint_key').on(t.certFingerprint),
+    check(
+      'clients_auth_type_check',
+      sql`(${t.authType} = 'password' and ${t.certFingerprint} is null) or (${t.authType} in ('certificate', 'certificate_password') and ${t.certFingerprint} is not null)`,
+    ),
     index('clients_name_id_idx').on(sql`lower(${t.name})`, t.id),
   ],
 );
@@ -116,28 +124,30 @@ export const groupPermissions = pgTable(
 
 /**
  * Which clients join which groups. `match_by = 'client'` names a client row;
- * `match_by = 'client_id'` matches the MQTT client id exactly or with `*`.
+ * `match_by = 'client_id'` matches the MQTT client id exactly or with `*`;
+ * `match_by = 'certificate'` matches connections that authenticated with the
+ * client certificate whose SHA-256 fingerprint is `value`.
  */
 export const groupRules = pgTable(
   'group_rules',
   {
     id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
     position: integer('position').notNull(),
-    matchBy: text('match_by', { enum: ['client', 'client_id'] }).notNull(),
+    matchBy: text('match_by', { enum: ['client', 'client_id', 'certificate'] }).notNull(),
     clientId: integer('client_id').references(() => clients.id, { onDelete: 'cascade' }),
     value: text('value').notNull().default(''),
     createdAt: createdAt(),
   },
   (t) => [
     index('group_rules_client_idx').on(t.clientId),
-    check('group_rules_match_by_check', sql`${t.matchBy} in ('client', 'client_id')`),
+    check('group_rules_match_by_check', sql`${t.matchBy} in ('client', 'client_id', 'certificate')`),
     // A rule by client names exactly one client; a rule by client id names none.
     // Deleting the client deletes its rules (the cascade above): a rule whose
     // only target is gone would match nothing. The deletion is written to
     // group_rule_changes so the operator sees it.
     check(
       'group_rules_target_check',
-      sql`(${t.matchBy} = 'client' and ${t.clientId} is not null) or (${t.matchBy} = 'client_id' and ${t.clientId} is null)`,
+      sql`(${t.matchBy} = 'client' and ${t.clientId} is not null) or (${t.matchBy} in ('client_id', 'certificate') and ${t.clientId} is null)`,
     ),
   ],
 );

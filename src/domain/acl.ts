@@ -16,7 +16,7 @@ import {
 
 export type Effect = 'allow' | 'deny';
 export type Action = 'publish' | 'subscribe';
-export type MatchBy = 'client' | 'client_id';
+export type MatchBy = 'client' | 'client_id' | 'certificate';
 
 /** A group rule as the resolver needs it. */
 export interface RuleRef {
@@ -26,7 +26,7 @@ export interface RuleRef {
   matchBy: MatchBy;
   /** The `clients` row a rule by client names. */
   clientRowId: number | null;
-  /** The client id or pattern a rule by client id matches. */
+  /** The client id or pattern a rule by client id matches; the fingerprint a rule by certificate matches. */
   value: string;
 }
 
@@ -82,11 +82,14 @@ export interface Who {
   clientRowId: number;
   username: string;
   mqttClientId: string | undefined;
+  /** The SHA-256 fingerprint of the client certificate the connection authenticated with, if it did. */
+  certFingerprint?: string;
 }
 
 /** True when `rule` applies to the connection `who`. */
 export function ruleMatches(rule: RuleRef, who: Who): boolean {
   if (rule.matchBy === 'client') return rule.clientRowId === who.clientRowId;
+  if (rule.matchBy === 'certificate') return who.certFingerprint !== undefined && rule.value === who.certFingerprint;
   return who.mqttClientId !== undefined && clientIdPatternMatches(rule.value, who.mqttClientId);
 }
 

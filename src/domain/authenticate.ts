@@ -5,6 +5,7 @@ import { findPasswordCredentials, grantsFor, loadAccessModel, type AccessModel }
 import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from './acl';
 import type { AuthType, ClientCredentials } from './clients';
 import { findConnectRow, type ConnectRow } from './groupRules';
+import { authenticateByCertificate, type ClientCertificate } from './certificateAuth';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
 
 /** MQTT over TCP, over WebSocket, and the same two over TLS. */
@@ -17,6 +18,10 @@ export interface AuthenticateInput {
   clientId: string;
   remoteAddress?: string;
   transport: Transport;
+  /** Over TLS: the client certificate presented, if any (see certificateAuth.ts). */
+  clientCertificate?: ClientCertificate;
+  /** Over TLS with mTLS on: a certificate no client has is refused. */
+  certificateRequired?: boolean;
 }
 
 /** Who a connection is, once authenticated. */
@@ -29,6 +34,8 @@ export interface Principal {
   mqttClientId: string;
   transport: Transport;
   remoteAddress?: string;
+  /** Certificate clients: the fingerprint of the certificate they connected with. */
+  certFingerprint?: string;
 }
 
 export type AuthFailure =
@@ -41,7 +48,9 @@ export type AuthFailure =
   /** The database could not be asked. */
   | 'unavailable'
   /** A client id no MQTT string may hold (U+0000, [MQTT-1.5.3-2]). */
-  | 'bad_client_id';
+  | 'bad_client_id'
+  /** A client certificate out of its dates, or (mTLS) one no client has. */
+  | 'certificate_refused';
 
 export type AuthResult =
   /**
@@ -123,6 +132,13 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
   const mac = (password: Buffer) => createHmac('sha256', macKey).update(password).digest();
 
   async function authenticate(input: AuthenticateInput): Promise<AuthResult> {
+    // Certificate clients (certificateAuth.ts): the certificate's fingerprint
+    // decides first; null goes on to the password path below.
+    if (input.clientCertificate || input.certificateRequired) {
+      const decided = await authenticateByCertificate(db, input, (user, hash, secret) => gate.verify(user, input.remoteAddress, hash, secret));
+      if (decided) return decided;
+    }
+
     const username = input.username ?? '';
     const password = input.password === undefined ? Buffer.alloc(0) : Buffer.from(input.password);
     if (!username || password.length === 0) return { ok: false, reason: 'missing_credentials' };

@@ -15,12 +15,14 @@ import {
   type ClientGroupsOverview,
   type RuleChange,
 } from './groupRules';
+import { normalizeFingerprint, parseCertificates } from './certificates';
+import { ValidationError, type FieldErrors } from './errors';
 import { hashPassword } from './password';
 import { parseInput } from './validation';
 
 const { clients, clientTotals } = schema;
 
-export const AUTH_TYPE_LABELS = { password: 'Username/Password' } as const;
+export const AUTH_TYPE_LABELS = { password: 'Username/Password', certificate: 'Certificate', certificate_password: 'Certificate + Password' } as const;
 export type AuthType = keyof typeof AUTH_TYPE_LABELS;
 
 /** A client as the console sees it: never the password hash. */
@@ -29,6 +31,8 @@ export interface Client {
   name: string;
   authType: AuthType;
   username: string;
+  /** Certificate clients: the SHA-256 fingerprint of their certificate (`AB:CD:…`). */
+  certFingerprint: string | null;
   version: number;
   createdAt: Date;
   updatedAt: Date;
@@ -56,47 +60,140 @@ export const passwordSchema = z
   .min(8, 'Use at least 8 characters.')
   .max(256, 'Use at most 256 characters.');
 
+const authTypeSchema = z.enum(['password', 'certificate', 'certificate_password'], { error: 'Choose an authentication type.' }).default('password');
+
 const createClientSchema = z.object({
   name: clientNameSchema,
   username: usernameSchema,
-  password: passwordSchema,
+  authType: authTypeSchema,
+  password: z.string().optional().default(''),
 });
 
 const updateClientSchema = z.object({
   name: clientNameSchema,
   username: usernameSchema,
+  authType: authTypeSchema,
   // Empty keeps the current password.
-  password: z.union([z.literal(''), passwordSchema]).optional().default(''),
+  password: z.string().optional().default(''),
 });
 
-/** `version`, when given, is the version the form was loaded with (lost-update check). */
-export type ClientInput = { name?: unknown; username?: unknown; password?: unknown; version?: unknown };
+/**
+ * `version`, when given, is the version the form was loaded with (lost-update
+ * check). Certificate clients: `certificate` (PEM, e.g. an uploaded file) or
+ * `fingerprint` (SHA-256, pasted) names their certificate; the PEM wins.
+ */
+export type ClientInput = {
+  name?: unknown;
+  username?: unknown;
+  password?: unknown;
+  version?: unknown;
+  authType?: unknown;
+  fingerprint?: unknown;
+  certificate?: unknown;
+};
+
+/**
+ * The password and fingerprint a client of `authType` keeps, checked:
+ * password clients need a password (on create, or when they had none),
+ * certificate clients a fingerprint, Certificate + Password both.
+ */
+function credentialsFor(
+  authType: AuthType,
+  input: ClientInput,
+  password: string,
+  current: { authType: AuthType; certFingerprint: string | null } | null,
+): { errors: FieldErrors; certFingerprint: string | null; newPassword: string | null | undefined } {
+  const errors: FieldErrors = {};
+  let certFingerprint: string | null = null;
+  if (authType !== 'password') {
+    const pem = typeof input.certificate === 'string' ? input.certificate.trim() : '';
+    const typed = typeof input.fingerprint === 'string' ? input.fingerprint.trim() : '';
+    if (pem) {
+      try {
+        certFingerprint = parseCertificates(pem)[0]!.fingerprint256;
+      } catch (error) {
+        errors.fingerprint = `The uploaded file is not a PEM certificate: ${(error as Error).message}.`;
+      }
+    } else if (typed) {
+      certFingerprint = normalizeFingerprint(typed);
+      if (!certFingerprint) errors.fingerprint = 'Enter a SHA-256 fingerprint: 64 hexadecimal digits, colons allowed.';
+    } else if (current?.certFingerprint) {
+      certFingerprint = current.certFingerprint;
+    } else {
+      errors.fingerprint = 'Upload the client certificate or paste its SHA-256 fingerprint.';
+    }
+  }
+  const needsPassword = authType !== 'certificate';
+  // A client that kept no password (certificate only) must be given one.
+  const hasPassword = current !== null && current.authType !== 'certificate';
+  if (needsPassword && (password || !hasPassword)) {
+    const checked = passwordSchema.safeParse(password);
+    if (!checked.success) errors.password = checked.error.issues[0]!.message;
+  }
+  // newPassword: null clears it (certificate only), undefined keeps it.
+  return { errors, certFingerprint, newPassword: !needsPassword ? null : password ? password : undefined };
+}
+
+/**
+ * Validates a client form as a whole (every field's message at once) and
+ * hashes a new password only once all of it is valid.
+ */
+async function parseClientInput(
+  schema: typeof createClientSchema | typeof updateClientSchema,
+  input: ClientInput,
+  current: { authType: AuthType; certFingerprint: string | null } | null,
+) {
+  let data: z.infer<typeof createClientSchema> | undefined;
+  let errors: FieldErrors = {};
+  try {
+    data = parseInput(schema, input);
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    errors = { ...error.fieldErrors };
+  }
+  const authType = data?.authType ?? (authTypeSchema.safeParse(input.authType).data ?? 'password');
+  const password = typeof input.password === 'string' ? input.password : '';
+  const credentials = credentialsFor(authType, input, password, current);
+  errors = { ...credentials.errors, ...errors };
+  if (!data || Object.keys(errors).length > 0) throw new ValidationError(errors);
+  const passwordHash = credentials.newPassword === null ? '' : credentials.newPassword === undefined ? undefined : await hashPassword(credentials.newPassword);
+  return { data, certFingerprint: credentials.certFingerprint, passwordHash };
+}
 
 const publicColumns = {
   id: clients.id,
   name: clients.name,
   authType: clients.authType,
   username: clients.username,
+  certFingerprint: clients.certFingerprint,
   version: clients.version,
   createdAt: clients.createdAt,
   updatedAt: clients.updatedAt,
 };
 
 const USERNAME_TAKEN = 'This username is already used by another client.';
+const FINGERPRINT_TAKEN = 'Another client already uses this certificate.';
+
+/** The unique value a violation is about, as a ConflictError. */
+function conflictOf(error: unknown): ConflictError | null {
+  if (!isUniqueViolation(error)) return null;
+  const cause = (error as { cause?: { constraint_name?: string; constraint?: string; message?: string } }).cause;
+  const constraint = `${cause?.constraint_name ?? ''} ${cause?.constraint ?? ''} ${cause?.message ?? ''}`;
+  if (constraint.includes('fingerprint')) return new ConflictError('fingerprint', FINGERPRINT_TAKEN);
+  return new ConflictError('username', USERNAME_TAKEN);
+}
 
 /** Creates a client; throws ValidationError or ConflictError (username taken). */
 export async function createClient(db: Database, input: ClientInput): Promise<Client> {
-  const data = parseInput(createClientSchema, input);
-  const passwordHash = await hashPassword(data.password);
+  const { data, passwordHash, certFingerprint } = await parseClientInput(createClientSchema, input, null);
   try {
     const [row] = await db
       .insert(clients)
-      .values({ name: data.name, username: data.username, passwordHash })
+      .values({ name: data.name, username: data.username, authType: data.authType, passwordHash: passwordHash!, certFingerprint })
       .returning(publicColumns);
     return row!;
   } catch (error) {
-    if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
-    throw error;
+    throw conflictOf(error) ?? error;
   }
 }
 
@@ -106,14 +203,18 @@ export async function createClient(db: Database, input: ClientInput): Promise<Cl
  * applies at their next CONNECT.
  */
 export async function updateClient(db: Database, id: number, input: ClientInput): Promise<Client | null> {
-  const data = parseInput(updateClientSchema, input);
   const expectedVersion = typeof input.version === 'string' && /^[0-9]{1,9}$/.test(input.version) ? Number(input.version) : undefined;
+  const existing = await getClient(db, id);
+  if (!existing) return null;
+  const { data, passwordHash, certFingerprint } = await parseClientInput(updateClientSchema, input, existing);
   const changes: Partial<typeof clients.$inferInsert> = {
     name: data.name,
     username: data.username,
+    authType: data.authType,
+    certFingerprint,
     updatedAt: new Date(),
   };
-  if (data.password) changes.passwordHash = await hashPassword(data.password);
+  if (passwordHash !== undefined) changes.passwordHash = passwordHash;
   let row: Client | undefined;
   try {
     [row] = await db
@@ -122,8 +223,7 @@ export async function updateClient(db: Database, id: number, input: ClientInput)
       .where(expectedVersion === undefined ? eq(clients.id, id) : and(eq(clients.id, id), eq(clients.version, expectedVersion)))
       .returning(publicColumns);
   } catch (error) {
-    if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
-    throw error;
+    throw conflictOf(error) ?? error;
   }
   if (row) return row;
   const current = expectedVersion === undefined ? null : await getClient(db, id);

@@ -3,6 +3,7 @@ import { and, asc, desc, eq, inArray, or, sql, type SQL } from 'drizzle-orm';
 import type { Database } from '../db';
 import { isForeignKeyViolation, schema } from '../db';
 import { resolveAccess, type AccessSnapshot, type MatchBy, type RuleGrantRow, type Who } from './acl';
+import { normalizeFingerprint } from './certificates';
 import type { ClientCredentials } from './clients';
 import { ConflictError, ValidationError, type FieldErrors } from './errors';
 
@@ -24,7 +25,7 @@ export interface GroupRule {
   groups: Array<{ id: number; name: string }>;
 }
 
-export const MATCH_BY_LABELS: Record<MatchBy, string> = { client: 'Client', client_id: 'MQTT Client ID' };
+export const MATCH_BY_LABELS: Record<MatchBy, string> = { client: 'Client', client_id: 'MQTT Client ID', certificate: 'Certificate fingerprint' };
 export const MAX_GROUP_RULES = 1000;
 export const MAX_CLIENT_ID_PATTERN_LENGTH = 256;
 
@@ -33,6 +34,7 @@ const CONTROL_CHARACTERS = /\p{Cc}/u;
 /** "the rule for client “Front door” (front-door)", for messages about a rule. */
 export function describeRule(rule: Pick<GroupRule, 'matchBy' | 'clientName' | 'clientUsername' | 'value'>): string {
   if (rule.matchBy === 'client') return `The rule for client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
+  if (rule.matchBy === 'certificate') return `The rule for certificate fingerprint ${rule.value}`;
   return `The rule for MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
 }
 
@@ -43,7 +45,7 @@ export function describeRule(rule: Pick<GroupRule, 'matchBy' | 'clientName' | 'c
  * semantics as the pure matcher (which decides again). With `mqttClientId`
  * undefined (the console), every rule by client id.
  */
-function rulesApplyingTo(clientRowId: number | typeof clients.id, mqttClientId: string | undefined): SQL {
+function rulesApplyingTo(clientRowId: number | typeof clients.id, mqttClientId: string | undefined, certFingerprint?: string): SQL {
   const byClientId =
     mqttClientId === undefined
       ? eq(groupRules.matchBy, 'client_id')
@@ -55,7 +57,9 @@ function rulesApplyingTo(clientRowId: number | typeof clients.id, mqttClientId: 
             sql`strpos(${groupRules.value}, '*') > 0 and ${mqttClientId}::text like replace(replace(replace(replace(${groupRules.value}, '\\', '\\\\'), '%', '\\%'), '_', '\\_'), '*', '%')`,
           ),
         );
-  return or(and(eq(groupRules.matchBy, 'client'), eq(groupRules.clientId, clientRowId)), byClientId)!;
+  // Rules by certificate fingerprint: only for a connection that authenticated with that certificate.
+  const byCertificate = certFingerprint === undefined ? undefined : and(eq(groupRules.matchBy, 'certificate'), eq(groupRules.value, certFingerprint));
+  return or(and(eq(groupRules.matchBy, 'client'), eq(groupRules.clientId, clientRowId)), byClientId, byCertificate)!;
 }
 
 /** The rule → group → permission columns the access queries read. */
@@ -105,7 +109,7 @@ export async function loadAccess(db: Queryable, who: Who): Promise<AccessSnapsho
     .innerJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
     .innerJoin(groups, eq(groups.id, groupRuleGroups.groupId))
     .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
-    .where(rulesApplyingTo(who.clientRowId, who.mqttClientId));
+    .where(rulesApplyingTo(who.clientRowId, who.mqttClientId, who.certFingerprint));
   return resolveAccess(rows.flatMap((row) => toGrantRow(row) ?? []), who);
 }
 
@@ -139,6 +143,41 @@ export async function findConnectRow(db: Queryable, username: string, mqttClient
     .leftJoin(groups, eq(groups.id, groupRuleGroups.groupId))
     .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
     .where(and(eq(clients.username, username), eq(clients.authType, 'password')));
+  const [first] = rows;
+  if (!first) return null;
+  const { id, authType, passwordHash, version } = first;
+  return {
+    credentials: { id, username: first.username, authType, passwordHash, version },
+    grants: rows.flatMap((row) => toGrantRow(row) ?? []),
+  };
+}
+
+/**
+ * The one query of a CONNECT with a client certificate: the certificate
+ * client whose fingerprint is `certFingerprint` (null when there is none),
+ * with the rules, groups and permissions that may apply to it — rules by
+ * that fingerprint included.
+ */
+export async function findCertificateConnectRow(
+  db: Queryable,
+  certFingerprint: string,
+  mqttClientId: string,
+): Promise<ConnectRow | null> {
+  const rows = await db
+    .select({
+      id: clients.id,
+      username: clients.username,
+      authType: clients.authType,
+      passwordHash: clients.passwordHash,
+      version: clients.version,
+      ...grantColumns,
+    })
+    .from(clients)
+    .leftJoin(groupRules, rulesApplyingTo(clients.id, mqttClientId, certFingerprint))
+    .leftJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
+    .leftJoin(groups, eq(groups.id, groupRuleGroups.groupId))
+    .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
+    .where(and(eq(clients.certFingerprint, certFingerprint), inArray(clients.authType, ['certificate', 'certificate_password'])));
   const [first] = rows;
   if (!first) return null;
   const { id, authType, passwordHash, version } = first;
@@ -296,13 +335,18 @@ function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevi
         if (!username) errors[at('value')] = 'Enter the username of a client.';
         else if (!clientsByUsername.has(username)) errors[at('value')] = 'No client has this username.';
         else clientId = clientsByUsername.get(username)!;
+      } else if (input.matchBy === 'certificate') {
+        matchBy = 'certificate';
+        const fingerprint = normalizeFingerprint(value);
+        if (!fingerprint) errors[at('value')] = 'Enter a SHA-256 certificate fingerprint: 64 hexadecimal digits, colons allowed.';
+        storedValue = fingerprint ?? value;
       } else if (input.matchBy === 'client_id') {
         matchBy = 'client_id';
         const problem = clientIdPatternProblem(value);
         if (problem) errors[at('value')] = problem;
         storedValue = value;
       } else {
-        errors[at('matchBy')] = 'Choose Client or MQTT Client ID.';
+        errors[at('matchBy')] = 'Choose Client, MQTT Client ID or Certificate fingerprint.';
       }
 
       const rawGroups = Array.isArray(input.groups) ? input.groups : input.groups === undefined ? [] : [input.groups];

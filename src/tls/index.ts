@@ -137,7 +137,7 @@ export function createTlsService(deps: TlsDeps): TlsService {
     const mqttServer = tls.createServer(options);
     mqttServer.on('tlsClientError', (error, socket) => noteHandshakeFailure('mqtts', error, socket));
     mqttServer.on('error', (error) => log(`MQTTS listener error: ${error.message}`));
-    deps.broker.attachTls(mqttServer);
+    deps.broker.attachTls(mqttServer, { requireClientCert: () => requireClientCert });
     // The console stays reachable by browsers without a certificate: a
     // certificate is checked where MQTT starts (the /mqtt upgrade), and one
     // presented but not signed by the CA ends the connection under mTLS.

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { decide } from '../domain/acl';
+import { normalizeFingerprint } from '../domain/certificates';
 import { getClient } from '../domain/clients';
 import type { FieldErrors } from '../domain/errors';
 import { loadAccess, MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
@@ -26,6 +27,8 @@ export function clientAccessRoutes() {
       clientId: c.req.query('clientId') ?? '',
       action: c.req.query('action') === 'subscribe' ? 'subscribe' : 'publish',
       topic: c.req.query('topic') ?? '',
+      // Rules by certificate fingerprint apply to certificate clients only.
+      fingerprint: client.authType === 'password' ? undefined : (c.req.query('fingerprint') ?? client.certFingerprint ?? ''),
     };
     const errors: FieldErrors = {};
     if (check.clientId.length > MAX_CLIENT_ID_PATTERN_LENGTH) errors.clientId = `Use at most ${MAX_CLIENT_ID_PATTERN_LENGTH} characters.`;
@@ -36,8 +39,10 @@ export function clientAccessRoutes() {
       const problem = check.action === 'publish' ? topicNameProblem(check.topic) : topicFilterProblem(check.topic);
       if (problem) errors.topic = problem;
     }
+    const certFingerprint = check.fingerprint ? (normalizeFingerprint(check.fingerprint) ?? undefined) : undefined;
+    if (check.fingerprint && !certFingerprint) errors.fingerprint = 'Enter a SHA-256 fingerprint: 64 hexadecimal digits, colons allowed.';
     const mqttClientId = check.clientId && !errors.clientId ? check.clientId : undefined;
-    const access = await loadAccess(c.var.db, { clientRowId: client.id, username: client.username, mqttClientId });
+    const access = await loadAccess(c.var.db, { clientRowId: client.id, username: client.username, mqttClientId, certFingerprint });
     const hasErrors = Object.keys(errors).length > 0;
     const decision = check.topic && !hasErrors ? decide(access, check.action, check.topic) : undefined;
     const props = { client, access, check, errors, decision };

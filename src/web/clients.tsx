@@ -23,7 +23,7 @@ import {
 } from '../../views/clients';
 import { NotFoundPage } from '../../views/layout';
 import type { AppEnv } from './env';
-import { isHtmx, parseId, readForm, redirectAfterPost } from './http';
+import { isHtmx, parseId, readForm, readFormFile, redirectAfterPost } from './http';
 
 /** `/clients`: the clients console. */
 export function clientRoutes() {
@@ -47,7 +47,7 @@ export function clientRoutes() {
   clients.post('/', async (c) => {
     const form = await readForm(c);
     try {
-      await createClient(c.var.db, form);
+      await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') });
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
@@ -61,7 +61,7 @@ export function clientRoutes() {
   clients.get('/:id/edit', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    const values = { name: client.name, username: client.username, version: client.version };
+    const values = { name: client.name, username: client.username, version: client.version, authType: client.authType, fingerprint: client.certFingerprint ?? '' };
     if (isHtmx(c)) return c.html(<ClientEditRow client={client} values={values} />);
     return c.html(<ClientFormPage client={client} values={values} />);
   });
@@ -78,7 +78,7 @@ export function clientRoutes() {
     const form = await readForm(c);
     const inRow = isHtmx(c) && form._view === 'row';
     try {
-      const updated = await updateClient(c.var.db, client.id, form);
+      const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') });
       if (!updated) return notFound(c);
       if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
@@ -162,5 +162,7 @@ function formValues(form: ClientInput): ClientFormValues {
   return {
     name: typeof form.name === 'string' ? form.name : '',
     username: typeof form.username === 'string' ? form.username : '',
+    authType: typeof form.authType === 'string' ? form.authType : undefined,
+    fingerprint: typeof form.fingerprint === 'string' ? form.fingerprint : '',
   };
 }

@@ -60,3 +60,20 @@ export interface FormValues {
   /** Every value of `key`, in order. */
   all(key: string): string[];
 }
+
+/** Largest uploaded file read as text (a certificate fits many times over). */
+export const MAX_UPLOAD_BYTES = 64 * 1024;
+
+/**
+ * The text of the file chosen for `name` in a multipart form; undefined when
+ * none was chosen. A larger file than MAX_UPLOAD_BYTES reads as '' + a marker
+ * the caller's parser refuses.
+ */
+export async function readFormFile(c: Context, name: string): Promise<string | undefined> {
+  if (!(c.req.header('content-type') ?? '').includes('multipart/form-data')) return undefined;
+  const body = await c.req.formData().catch(() => null);
+  const file = body?.get(name);
+  if (!file || typeof file === 'string' || file.size === 0) return undefined;
+  if (file.size > MAX_UPLOAD_BYTES) return 'file too large';
+  return file.text();
+}
