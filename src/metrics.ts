@@ -65,7 +65,7 @@ export function createMetrics(): Metrics {
   handshakeFailures.inc({ listener: 'mqtts' }, 0);
   handshakeFailures.inc({ listener: 'https' }, 0);
   // Pre-create the series so a scrape shows zeros rather than nothing.
-  for (const result of ['accepted', 'bad_credentials', 'missing_credentials', 'throttled', 'unavailable', 'bad_client_id']) connects.labels(result);
+  for (const result of ['accepted', 'bad_credentials', 'missing_credentials', 'throttled', 'unavailable', 'bad_client_id', 'certificate_refused']) connects.labels(result);
   for (const qos of ['0', '1', '2']) {
     messagesIn.labels(qos);
     messagesOut.labels(qos);

@@ -268,8 +268,9 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
       {props.values.version !== undefined ? <input type="hidden" name="version" value={String(props.values.version)} /> : null}
       <FormAlert message={errors.form} />
       <Field label="Client Name" name="name" id={`${prefix}name`} value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
-      <label for={`${prefix}authType`}>
-        Authentication Type
+      {/* The label holds only its text: wrapped around the select it would take the options' words too. */}
+      <div class="select-field">
+        <label for={`${prefix}authType`}>Authentication Type</label>
         <select
           id={`${prefix}authType`}
           name="authType"
@@ -291,7 +292,7 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
           Certificate clients connect over MQTTS or WSS with their client certificate; Certificate + Password clients send their username and
           password too.
         </small>
-      </label>
+      </div>
       <Field
         label="Username"
         name="username"
