@@ -45,7 +45,7 @@ async function handshakeFailures(gatehouse: Gatehouse, listener: string): Promis
 }
 
 describe('TLS listeners from certificate files', () => {
-  let gatehouse: Gatehouse;
+  let gatehouse: Gatehouse & { logs: string[] };
   let ca: Issued;
   let serverCert: Issued;
   /** The files Gatehouse is told to read (copied over to replace them). */
@@ -133,6 +133,8 @@ describe('TLS listeners from certificate files', () => {
       socket.once('close', () => resolve());
     });
     await expect.poll(() => handshakeFailures(gatehouse, 'mqtts')).toBeGreaterThanOrEqual(before + 2);
+    // Logged once a minute per address, however many fail.
+    expect(gatehouse.logs.filter((line) => line.startsWith('TLS handshake from 127.0.0.1 failed'))).toHaveLength(1);
     const client = await connect(mqttsUrl(), { ca: ca.cert, servername: 'localhost', username: 'sensor', password: 'sensor-password' });
     await endClient(client);
   });
