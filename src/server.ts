@@ -149,6 +149,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       log,
     });
     const openTls = tls;
+    // A change made on another node's Certificates page (or by hand) reaches
+    // this node's listeners too: tls_settings announces itself (migration 0008).
+    changes.onChange((payload) => {
+      if (payload !== 'tls_settings' && payload !== 'resumed') return;
+      openTls.apply().catch((error: unknown) => log(`TLS settings changed but could not be applied here: ${(error as Error).message}`));
+    });
     const mqttPort = config.MQTT_PORT === 'off' ? 0 : await broker.listenTcp(config.MQTT_PORT, config.HOST);
     const plainPort = config.PORT;
     if (plainPort !== 'off') {

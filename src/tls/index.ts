@@ -174,7 +174,11 @@ export function createTlsService(deps: TlsDeps): TlsService {
     httpsServer = undefined;
   }
 
+  let closed = false;
+
   async function applyNow(): Promise<TlsStatus> {
+    // A change heard while shutting down starts nothing.
+    if (closed) return status;
     const files = readTlsFiles(config);
     let material: TlsMaterial | null = files;
     let fromConsole;
@@ -231,6 +235,7 @@ export function createTlsService(deps: TlsDeps): TlsService {
     },
     status: () => status,
     async close() {
+      closed = true;
       await applying;
       stop();
       // MQTT connections (over TLS and WSS) are ended by the broker's close.
