@@ -6,6 +6,8 @@ import { accessibilityViolations, browserAvailable, launchBrowser, openPage as o
 import { certificateFactory } from './support/certs';
 import { startTestGatehouse } from './support/gatehouse';
 import { saveTlsUpload, setTlsEnabled } from '../src/domain/tlsSettings';
+import { getClient, listClients } from '../src/domain/clients';
+import { connect, endClient } from './support/mqtt';
 
 const SECRET_KEY = 'browser-test-secret-key';
 
@@ -111,5 +113,46 @@ describe.runIf(browserAvailable)('certificates page in Chromium', () => {
     } finally {
       await context.close();
     }
+  }, 180_000);
+
+  it('creates certificate clients on the New client page, with and without JavaScript, and they connect over MQTTS', async () => {
+    const db = gatehouse.database.db;
+    await saveTlsUpload(db, { ca: ca.cert, cert: server.cert, key: server.key }, SECRET_KEY);
+    await setTlsEnabled(db, true);
+    await gatehouse.tls.apply();
+    const doorCert = certs.client(ca, 'browser-door');
+    const gateCert = certs.client(ca, 'browser-gate');
+    for (const javaScriptEnabled of [true, false]) {
+      const { context, page } = await openPage({ javaScriptEnabled });
+      try {
+        await page.goto(`${base}/clients/new`);
+        if (javaScriptEnabled) {
+          await page.getByLabel('Client Name').fill('Door');
+          await page.getByLabel('Authentication Type').selectOption('certificate');
+          await page.getByLabel('Username').fill('door');
+          await page.getByLabel('Upload the certificate').setInputFiles(doorCert.certFile);
+          expect(await accessibilityViolations(page)).toEqual([]);
+        } else {
+          await page.getByLabel('Client Name').fill('Gate');
+          await page.getByLabel('Authentication Type').selectOption('certificate_password');
+          await page.getByLabel('Username').fill('gate');
+          await page.getByLabel('or paste its SHA-256 fingerprint').fill(gateCert.fingerprint);
+          await page.getByLabel('Password').fill('gate-password');
+        }
+        await page.getByRole('button', { name: 'Create client' }).click();
+        await page.waitForURL(`${base}/clients`);
+        await page.getByRole('rowheader', { name: javaScriptEnabled ? 'Door' : 'Gate' }).waitFor();
+      } finally {
+        await context.close();
+      }
+    }
+    const door = (await listClients(db, { query: 'door' })).clients[0]!;
+    expect(await getClient(db, door.id)).toMatchObject({ authType: 'certificate', certFingerprint: doorCert.fingerprint });
+    const url = `mqtts://127.0.0.1:${gatehouse.tls.status().mqttsPort}`;
+    const devices = [
+      await connect(url, { ca: ca.cert, servername: 'localhost', cert: doorCert.cert, key: doorCert.key }),
+      await connect(url, { ca: ca.cert, servername: 'localhost', cert: gateCert.cert, key: gateCert.key, username: 'gate', password: 'gate-password' }),
+    ];
+    for (const device of devices) await endClient(device);
   }, 180_000);
 });
