@@ -57,7 +57,7 @@ main().catch((error: unknown) => {
   if (error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof BrokerStateLockedError) {
     console.error(error.message);
   } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-    console.error(`A port is already in use: ${(error as Error).message}. Set PORT or MQTT_PORT (0 picks a free port).`);
+    console.error(`A port is already in use: ${(error as Error).message}. Set PORT, MQTT_PORT, MQTTS_PORT or HTTPS_PORT (0 picks a free port).`);
   } else {
     console.error('Gatehouse failed to start:', error);
   }
