@@ -6,8 +6,8 @@
 
   // Told apart by dash pattern, marker and label, not by colour alone.
   const looks = [
-    { stroke: '#1d5fbf', dash: [], fill: '#1d5fbf' },
-    { stroke: '#a33b00', dash: [10, 6], fill: '#ffffff' },
+    { stroke: '#1d5fbf', dash: [], fill: '#1d5fbf', name: 'solid line' },
+    { stroke: '#a33b00', dash: [10, 6], fill: '#ffffff', name: 'dashed line' },
   ];
   const HEIGHT = 220;
   let plots = [];
@@ -58,7 +58,7 @@
         series: [
           { label: 'Time (UTC)' },
           ...keys.map((key, i) => ({
-            label: labels[key],
+            label: keys.length > 1 ? `${labels[key]} (${looks[i].name})` : labels[key],
             stroke: looks[i].stroke,
             width: 2,
             dash: looks[i].dash,

@@ -130,7 +130,7 @@ describe.each(drivers)('the overview with a broker (%s)', (driver) => {
   });
 
   it('serves uPlot and the overview script from this server', async () => {
-    for (const file of ['uPlot.iife.min.js', 'uPlot.min.css', 'overview.js', 'mqtt.min.js']) {
+    for (const file of ['uPlot.iife.min.js', 'uPlot.min.css', 'overview.js', 'try-it.js', 'mqtt.min.js']) {
       const response = await app.request(`/static/${file}`);
       expect(response.status, file).toBe(200);
     }

@@ -47,6 +47,7 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'uPlot.iife.min.js': { path: 'node_modules/uplot/dist/uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
   'uPlot.min.css': { path: 'node_modules/uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8' },
   'overview.js': { path: 'public/overview.js', type: 'text/javascript; charset=utf-8' },
+  'try-it.js': { path: 'public/try-it.js', type: 'text/javascript; charset=utf-8' },
   'app.css': { path: 'public/app.css', type: 'text/css; charset=utf-8' },
   'app.js': { path: 'public/app.js', type: 'text/javascript; charset=utf-8' },
   'favicon.svg': { path: 'public/favicon.svg', type: 'image/svg+xml' },
