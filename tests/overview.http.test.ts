@@ -116,6 +116,8 @@ describe.each(drivers)('the overview with a broker (%s)', (driver) => {
     const fragment = await counts.text();
     expect(fragment).toMatch(/^<section id="overview-counts"/);
     expect(fragment).toContain('hx-trigger="every 30s"');
+    // A failed refresh (database unavailable: 503) swaps nothing, whatever the error page's headers ask.
+    expect(fragment).toContain('hx-status:5xx="swap:none"');
     const history = await app.request('/?range=7d', { headers: htmx });
     const historyHtml = await history.text();
     expect(historyHtml).toMatch(/^<section id="overview-history"/);

@@ -34,7 +34,15 @@ export function OverviewCountsSection(props: { counts: OverviewCounts }) {
   const rate = (value: number | null) => (value === null ? '—' : `${decimal.format(value)}/s`);
   const rateNote = counts.messagesInPerSecond === null ? 'no sample yet: each node writes one a minute' : 'over the last minute';
   return (
-    <section id="overview-counts" aria-labelledby="overview-counts-title" hx-get="/overview/counts" hx-trigger="every 30s" hx-swap="outerHTML">
+    <section
+      id="overview-counts"
+      aria-labelledby="overview-counts-title"
+      hx-get="/overview/counts"
+      hx-trigger="every 30s"
+      hx-swap="outerHTML"
+      // A refresh that fails (database unavailable) keeps the numbers shown rather than the error page.
+      {...{ 'hx-status:5xx': 'swap:none' }}
+    >
       <h2 id="overview-counts-title">Now</h2>
       <dl class="stats">
         <Stat id="clients" label="Clients" value={<a href="/clients">{integer.format(counts.clients)}</a>} />

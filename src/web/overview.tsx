@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { isDatabaseUnavailable } from '../db/errors';
 import { loadOverview, loadSeries, type RangeName } from '../domain/overview';
 import { OverviewCountsSection, OverviewHistory, OverviewPage } from '../../views/overview';
 import type { AppEnv } from './env';
@@ -25,8 +26,15 @@ export function overviewRoutes() {
   routes.get('/overview/counts', async (c) => {
     // A fragment for htmx's refresh; a browser that opens it by hand gets the page.
     if (!isHtmx(c)) return c.redirect('/');
-    const counts = await loadOverview(c.var.db, { local: await c.var.live.thisNode?.() });
-    return c.html(<OverviewCountsSection counts={counts} />);
+    try {
+      const counts = await loadOverview(c.var.db, { local: await c.var.live.thisNode?.() });
+      return c.html(<OverviewCountsSection counts={counts} />);
+    } catch (error) {
+      // A refresh in the background must not replace the page with the 503
+      // page: 204, which htmx does not swap, keeps the numbers shown.
+      if (isDatabaseUnavailable(error)) return c.body(null, 204);
+      throw error;
+    }
   });
 
   return routes;
