@@ -177,6 +177,20 @@ describe.each(drivers)('overview samples (%s)', (driver) => {
     expect(rows[2]!.seconds).toBe(60);
   });
 
+  it('writes samples on its own timer once started, until stopped', async () => {
+    const db = database.db;
+    const sampler = createSampler({ db, nodeId: 'timed', connections: () => 1, totals: async () => nothing, retentionDays: 90, intervalMs: 200 });
+    sampler.start();
+    try {
+      await expect.poll(async () => (await db.select().from(schema.metricSamples)).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
+    } finally {
+      await sampler.stop();
+    }
+    const written = (await db.select().from(schema.metricSamples)).length;
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect((await db.select().from(schema.metricSamples)).length).toBe(written);
+  });
+
   it('sums the nodes minute by minute and buckets them to 15 minutes for a day, an hour for a week', async () => {
     const db = database.db;
     const hour = 3_600_000;
