@@ -12,8 +12,22 @@ export interface Metrics {
   registry: Registry;
   /** What the broker reports as it goes. */
   broker: BrokerMetrics;
+  /** What the counters hold now, summed over their labels (the overview's sampler reads them). */
+  totals(): Promise<MetricTotals>;
   /** Reads counters kept elsewhere when Prometheus scrapes. */
   watch(sources: { connections(): Record<Transport, number>; authenticator: Authenticator }): void;
+}
+
+/** Counters since the process started. */
+export interface MetricTotals {
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** CONNECTs refused, for any reason. */
+  authFailures: number;
+  /** Publishes and subscriptions refused by the permissions. */
+  refusals: number;
 }
 
 export function createMetrics(): Metrics {
@@ -75,6 +89,18 @@ export function createMetrics(): Metrics {
         bytesOut.inc(bytes);
       },
       refused: (action) => refused.labels(action).inc(),
+    },
+    async totals() {
+      const sum = async (counter: Counter<string>, keep: (labels: Record<string, unknown>) => boolean = () => true) =>
+        (await counter.get()).values.reduce((total, v) => (keep(v.labels) ? total + v.value : total), 0);
+      return {
+        messagesIn: await sum(messagesIn),
+        messagesOut: await sum(messagesOut),
+        bytesIn: await sum(bytesIn),
+        bytesOut: await sum(bytesOut),
+        authFailures: await sum(connects, (labels) => labels.result !== 'accepted'),
+        refusals: await sum(refused),
+      };
     },
     watch(sources) {
       new Gauge({

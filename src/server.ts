@@ -16,6 +16,7 @@ import { createSignInGuard } from './domain/administrators';
 import { createAuthenticator, type Authenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
+import { createSampler, type Sampler } from './sampler';
 import { createApp } from './web/app';
 
 export interface Gatehouse {
@@ -27,6 +28,8 @@ export interface Gatehouse {
   brokerState: BrokerState;
   /** The CONNECT path, for its counters. */
   authenticator: Authenticator;
+  /** Writes the overview's samples once a minute. */
+  sampler: Sampler;
   app: ReturnType<typeof createApp>;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
@@ -55,6 +58,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let redis: Redis | undefined;
   let clusterSessions: ClusterSessions | undefined;
   let changes: AccessChanges | undefined;
+  let sampler: Sampler | undefined;
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -95,6 +99,15 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     });
     const localBroker = broker;
     metrics.watch({ connections: () => localBroker.connectionsByTransport(), authenticator });
+    const openSampler = createSampler({
+      db: database.db,
+      nodeId: broker.aedes.id,
+      connections: () => localBroker.connectionCount(),
+      totals: () => metrics.totals(),
+      retentionDays: config.AUDIT_RETENTION_DAYS,
+      log,
+    });
+    sampler = openSampler;
     if (redis) {
       clusterSessions = await startClusterSessions({
         redis,
@@ -119,6 +132,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       live: {
         // Every node's sessions when there are several; Redis unreachable: this node's.
         sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),
+        thisNode: () => openSampler.local(),
       },
       log,
       trustProxy: config.TRUST_PROXY,
@@ -130,6 +144,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       server.once('error', reject);
     });
     broker.attachWebSocket(httpServer, '/mqtt');
+    openSampler.start();
     const httpPort = (httpServer.address() as AddressInfo).port;
     if (firstRun.kind === 'created-from-environment') {
       log(`Created the administrator "${firstRun.administrator.username}" from ADMIN_USERNAME and ADMIN_PASSWORD.`);
@@ -154,9 +169,11 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       broker: openBroker,
       brokerState: openState,
       authenticator,
+      sampler: openSampler,
       app,
       close() {
         closing ??= (async () => {
+          await openSampler.stop();
           const httpClosed = new Promise<void>((resolve) => openHttp.close(() => resolve()));
           await openBroker.close();
           await sharedSessions?.close().catch(() => {});
@@ -171,6 +188,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
     };
   } catch (error) {
+    await sampler?.stop().catch(() => {});
     await broker?.close().catch(() => {});
     await clusterSessions?.close().catch(() => {});
     await brokerState?.close().catch(() => {});

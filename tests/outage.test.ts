@@ -73,7 +73,7 @@ describe.runIf(drivers.includes('postgres'))('the console while PostgreSQL is un
     expect((await operator.request('/clients')).status).toBe(200);
     await relay.cut();
 
-    for (const page of ['/clients', '/groups', '/group-rules', '/administrators', '/clients/new']) {
+    for (const page of ['/', '/clients', '/groups', '/group-rules', '/administrators', '/clients/new']) {
       const response = await operator.request(page);
       expect(response.status, page).toBe(503);
       expect(response.headers.get('retry-after'), page).toBe('5');

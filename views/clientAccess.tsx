@@ -3,6 +3,7 @@ import type { Client } from '../src/domain/clients';
 import type { FieldErrors } from '../src/domain/errors';
 import { ErrorText } from './groups';
 import { Layout } from './layout';
+import { TryItPanel } from './tryIt';
 
 export interface CheckValues {
   clientId: string;
@@ -22,7 +23,7 @@ interface Props {
 export function ClientAccessPage(props: Props) {
   const { client } = props;
   return (
-    <Layout title={client.name} section="clients">
+    <Layout title={client.name} section="clients" scripts={['/static/mqtt.min.js', '/static/try-it.js']}>
       <nav aria-label="Breadcrumb">
         <ul>
           <li>
@@ -37,7 +38,10 @@ export function ClientAccessPage(props: Props) {
           Username <code>{client.username}</code> · <a href={`/clients/${client.id}/edit`}>Edit client</a>
         </p>
       </hgroup>
-      <ClientAccessSection {...props} />
+      <div class="client-workbench">
+        <TryItPanel client={client} />
+        <ClientAccessSection {...props} />
+      </div>
     </Layout>
   );
 }

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   check,
   index,
   integer,
@@ -169,4 +170,31 @@ export const groupRuleChanges = pgTable(
     createdAt: createdAt(),
   },
   (t) => [index('group_rule_changes_created_idx').on(t.createdAt)],
+);
+
+/**
+ * The overview's history: one row a minute per node (Aedes' broker id), what
+ * happened on that node since its previous row. Written by the sampler
+ * (src/sampler.ts), deleted after AUDIT_RETENTION_DAYS.
+ */
+export const metricSamples = pgTable(
+  'metric_samples',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    nodeId: text('node_id').notNull(),
+    at: timestamp('at', { withTimezone: true }).notNull(),
+    /** Seconds since the node's previous row (its first: since the node started). */
+    seconds: integer('seconds').notNull(),
+    /** Open MQTT connections when the row was written. */
+    connections: integer('connections').notNull(),
+    messagesIn: bigint('messages_in', { mode: 'number' }).notNull(),
+    messagesOut: bigint('messages_out', { mode: 'number' }).notNull(),
+    bytesIn: bigint('bytes_in', { mode: 'number' }).notNull(),
+    bytesOut: bigint('bytes_out', { mode: 'number' }).notNull(),
+    /** CONNECTs refused (bad or missing credentials, throttled, bad client id, database down). */
+    authFailures: integer('auth_failures').notNull(),
+    /** Publishes and subscriptions refused by the permissions. */
+    refusals: integer('refusals').notNull(),
+  },
+  (t) => [index('metric_samples_at_idx').on(t.at), index('metric_samples_node_at_idx').on(t.nodeId, t.at)],
 );

@@ -16,6 +16,7 @@ import { clientRoutes } from './clients';
 import type { AppEnv, LiveState } from './env';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
+import { overviewRoutes } from './overview';
 import { securityHeaders } from './security';
 import { isHtmx } from './http';
 import { requireAdministrator, sameOriginGuard } from './session';
@@ -43,6 +44,10 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'pico.min.css': { path: 'node_modules/@picocss/pico/css/pico.min.css', type: 'text/css; charset=utf-8' },
   'htmx.min.js': { path: 'node_modules/htmx.org/dist/htmx.min.js', type: 'text/javascript; charset=utf-8' },
   'mqtt.min.js': { path: 'node_modules/mqtt/dist/mqtt.min.js', type: 'text/javascript; charset=utf-8' },
+  'uPlot.iife.min.js': { path: 'node_modules/uplot/dist/uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
+  'uPlot.min.css': { path: 'node_modules/uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8' },
+  'overview.js': { path: 'public/overview.js', type: 'text/javascript; charset=utf-8' },
+  'try-it.js': { path: 'public/try-it.js', type: 'text/javascript; charset=utf-8' },
   'app.css': { path: 'public/app.css', type: 'text/css; charset=utf-8' },
   'app.js': { path: 'public/app.js', type: 'text/javascript; charset=utf-8' },
   'favicon.svg': { path: 'public/favicon.svg', type: 'image/svg+xml' },
@@ -135,7 +140,7 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get('/favicon.ico', (c) => c.redirect('/static/favicon.svg', 301));
-  app.get('/', (c) => c.redirect('/clients'));
+  app.route('/', overviewRoutes());
   app.route('/', authRoutes({ signIn, setup: deps.setup, trustProxy, log }));
   app.route('/clients', clientRoutes());
   app.route('/clients', clientAccessRoutes());

@@ -1,9 +1,12 @@
 import type { Database } from '../db';
+import type { LocalNode } from '../domain/overview';
 
 /** Live broker state the console shows; absent when no broker runs (some tests). */
 export interface LiveState {
   /** Live sessions per `clients` row id (on every node, when there are several). */
   sessionsByClient(): Promise<ReadonlyMap<number, number>>;
+  /** This node's connections and what it counted since its last overview sample. */
+  thisNode?(): Promise<LocalNode>;
 }
 
 /** What every route can read from `c.var`. */

@@ -6,7 +6,8 @@ import { startGatehouse, type Gatehouse } from '../../src/server';
 import { createTestDatabase, type DriverName } from './db';
 
 /**
- * A whole Gatehouse on free ports over a fresh database, with its broker state
+ * A whole Gatehouse on free ports over a fresh database (its overview sampler
+ * stopped: call `sampler.tick()`), with its broker state
  * in a DATA_DIR of its own (removed on close) unless `overrides` names one.
  */
 export async function startTestGatehouse(
@@ -20,6 +21,9 @@ export async function startTestGatehouse(
   const removeDataDir = () => (ownDataDir ? rm(ownDataDir, { recursive: true, force: true }) : Promise.resolve());
   try {
     const gatehouse = await startGatehouse({ config, database, log: (line) => logs.push(line) });
+    // The overview's sampler writes when a minute turns, which would land in
+    // the middle of tests that count database queries: tests call its tick().
+    await gatehouse.sampler.stop();
     return {
       ...gatehouse,
       async close() {
