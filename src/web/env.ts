@@ -1,9 +1,12 @@
 import type { Database } from '../db';
+import type { SessionDirectory } from '../domain/connections';
 
 /** Live broker state the console shows; absent when no broker runs (some tests). */
 export interface LiveState {
   /** Live sessions per `clients` row id (on every node, when there are several). */
   sessionsByClient(): Promise<ReadonlyMap<number, number>>;
+  /** Every node's live sessions, and the way to end them; none without a broker. */
+  sessions?: SessionDirectory;
 }
 
 /** What every route can read from `c.var`. */
