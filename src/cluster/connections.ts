@@ -80,9 +80,13 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
   const prefix = options.prefix ?? 'gatehouse:';
   const timeoutMs = options.timeoutMs ?? 2000;
   const log = options.log ?? (() => {});
-  const everyNode = `${prefix}sessions:ask`;
-  const nodeChannel = (id: string) => `${prefix}sessions:ask:${id}`;
-  const answers = `${prefix}sessions:answer:${nodeId}`;
+  // Pub/sub ignores Redis' logical databases: the channels name theirs, so
+  // clusters sharing one Redis server on different databases never meet.
+  const base = `${prefix}db${redis.options.db ?? 0}:sessions:`;
+  const everyNode = `${base}ask`;
+  const nodeChannel = (id: string) => `${base}ask:${id}`;
+  const answerChannel = (id: string) => `${base}answer:${id}`;
+  const answers = answerChannel(nodeId);
   const localDirectory = createLocalDirectory(local);
   const pending = new Map<string, { results: AnswerMessage[]; expected: number; done: () => void }>();
 
@@ -115,7 +119,7 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
   // Answers go out on the connection that also carries this node's session
   // counts, after them: a disconnect's answer arrives after its count changed.
   function reply(question: AskMessage, message: AnswerMessage) {
-    redis.publish(`${prefix}sessions:answer:${question.from}`, JSON.stringify(message)).catch((error: Error) => log(`could not answer a question about sessions: ${error.message}`));
+    redis.publish(answerChannel(question.from), JSON.stringify(message)).catch((error: Error) => log(`could not answer a question about sessions: ${error.message}`));
   }
 
   async function answer(ask: Ask): Promise<unknown> {
