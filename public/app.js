@@ -125,6 +125,19 @@
     confirmInDialog(message, label).then((yes) => (yes ? event.detail.issueRequest() : event.detail.dropRequest()));
   });
 
+  // A table that refreshes itself (Connections) skips a refresh while the
+  // operator is using it: a row menu or a confirmation open, or focus inside,
+  // which the swap would otherwise take away.
+  document.addEventListener('htmx:before:request', (event) => {
+    const source = event.target instanceof Element ? event.target : null;
+    if (!source || !source.hasAttribute('data-live-refresh')) return;
+    const busy =
+      source.querySelector('details.dropdown[open]') ||
+      document.querySelector('dialog[open]') ||
+      (document.activeElement && document.activeElement !== source && source.contains(document.activeElement));
+    if (busy) event.preventDefault();
+  });
+
   // Group rules: a rule by Client offers the client usernames as suggestions;
   // a rule by MQTT Client ID does not.
   function syncMatchBy(select) {

@@ -40,6 +40,8 @@ export const configSchema = z
      * of a node that died are published by the others 3 to 7 heartbeats later.
      */
     NODE_HEARTBEAT_MS: positiveInt.min(100).default(10_000),
+    /** How often the last seen times of ended sessions are written (one UPDATE per batch). */
+    LAST_SEEN_FLUSH_MS: positiveInt.min(100).default(5000),
     ADMIN_USERNAME: optionalText,
     ADMIN_PASSWORD: optionalText,
     TRUST_PROXY: flag,

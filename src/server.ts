@@ -8,12 +8,15 @@ import { createBroker, type Broker } from './broker';
 import { openBrokerState, type BrokerState } from './broker/state';
 import { createRedisFailureTrackers } from './cluster/failures';
 import { connectRedis } from './cluster/redis';
+import { createLocalDirectory, startClusterDirectory, type ClusterDirectory } from './cluster/connections';
 import { startClusterSessions, type ClusterSessions } from './cluster/sessions';
 import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
 import { createAuthenticator, type Authenticator } from './domain/authenticate';
+import type { SessionDirectory } from './domain/connections';
+import { createLastSeenRecorder, type LastSeenRecorder } from './domain/lastSeen';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
 import { createSampler, type Sampler } from './sampler';
@@ -31,6 +34,10 @@ export interface Gatehouse {
   /** Writes the overview's samples once a minute. */
   sampler: Sampler;
   app: ReturnType<typeof createApp>;
+  /** Every node's live sessions, and how to end them. */
+  sessions: SessionDirectory;
+  /** Last seen times waiting for their batched write. */
+  lastSeen: LastSeenRecorder;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
 }
@@ -59,6 +66,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let clusterSessions: ClusterSessions | undefined;
   let changes: AccessChanges | undefined;
   let sampler: Sampler | undefined;
+  let clusterDirectory: ClusterDirectory | undefined;
+  let lastSeen: LastSeenRecorder | undefined;
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -74,6 +83,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     changes = await listenForAccessChanges(database, log);
     const authenticator = createAuthenticator(database.db, { failureTrackers, changes });
     const metrics = createMetrics();
+    const recorder = createLastSeenRecorder(database.db, { flushMs: config.LAST_SEEN_FLUSH_MS, log });
+    lastSeen = recorder;
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
@@ -93,7 +104,10 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       mq: brokerState.mq,
       persistence: brokerState.persistence,
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
-      onSessionChange: (clientRowId, delta) => clusterSessions?.change(clientRowId, delta),
+      onSessionChange: (clientRowId, delta) => {
+        clusterSessions?.change(clientRowId, delta);
+        if (delta < 0) recorder.note(clientRowId);
+      },
       metrics: metrics.broker,
       log,
     });
@@ -118,6 +132,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     const sharedSessions = clusterSessions;
+    // Each node lists and ends its own sessions; with several, they ask each other through Redis.
+    if (redis) clusterDirectory = await startClusterDirectory({ redis, nodeId: broker.aedes.id, local: broker, log });
+    const sessions: SessionDirectory = clusterDirectory ?? createLocalDirectory(broker);
     const app = createApp({
       db: database.db,
       signIn: createSignInGuard(database.db, { failureTrackers }),
@@ -133,6 +150,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         // Every node's sessions when there are several; Redis unreachable: this node's.
         sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),
         thisNode: () => openSampler.local(),
+        sessions,
       },
       log,
       trustProxy: config.TRUST_PROXY,
@@ -161,6 +179,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const openState = brokerState;
     const openRedis = redis;
     const openChanges = changes;
+    const openDirectory = clusterDirectory;
     let closing: Promise<void> | undefined;
     return {
       httpPort,
@@ -171,11 +190,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       authenticator,
       sampler: openSampler,
       app,
+      sessions,
+      lastSeen: recorder,
       close() {
         closing ??= (async () => {
           await openSampler.stop();
           const httpClosed = new Promise<void>((resolve) => openHttp.close(() => resolve()));
           await openBroker.close();
+          // The sessions just closed are written with the rest.
+          await recorder.close();
+          await openDirectory?.close().catch(() => {});
           await sharedSessions?.close().catch(() => {});
           await openState.close();
           openRedis?.disconnect();
@@ -190,6 +214,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   } catch (error) {
     await sampler?.stop().catch(() => {});
     await broker?.close().catch(() => {});
+    await lastSeen?.close().catch(() => {});
+    await clusterDirectory?.close().catch(() => {});
     await clusterSessions?.close().catch(() => {});
     await brokerState?.close().catch(() => {});
     redis?.disconnect();

@@ -1,6 +1,7 @@
 import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, type ClientCursor, type ClientPage, type ListedClient } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
+import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
 import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
 
@@ -11,7 +12,7 @@ export interface ClientFormValues {
   username: string;
 }
 
-const COLUMNS = 7;
+const COLUMNS = 8;
 
 /** What the Groups column knows about one client. */
 export interface ClientAccessCell {
@@ -95,6 +96,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
                 <th scope="col">Username</th>
                 <th scope="col">Groups</th>
                 <th scope="col">Live sessions</th>
+                <th scope="col">Last seen</th>
                 <th scope="col">Updated</th>
                 <th scope="col">
                   <span class="visually-hidden">Actions</span>
@@ -171,6 +173,7 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
       </td>
       <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
       <td>{props.sessions}</td>
+      <td>{props.sessions > 0 ? 'connected' : client.lastSeenAt ? formatTime(client.lastSeenAt) : 'never'}</td>
       <td>{formatDate(client.updatedAt)}</td>
       <td class="row-actions">
         <RowMenu name={client.name}>
@@ -182,6 +185,7 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
           <li>
             <a href={`/clients/${client.id}`}>Permissions</a>
           </li>
+          {props.sessions > 0 ? <DisconnectAllMenuItem client={client} /> : null}
           <DangerMenuItem
             label="Delete"
             href={`/clients/${client.id}/delete`}

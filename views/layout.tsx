@@ -3,12 +3,13 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'overview' | 'clients' | 'groups' | 'group-rules' | 'administrators';
+export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators';
 
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
   { section: 'overview', href: '/', label: 'Overview' },
   { section: 'clients', href: '/clients', label: 'Clients' },
+  { section: 'connections', href: '/connections', label: 'Connections' },
   { section: 'groups', href: '/groups', label: 'Groups' },
   { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
   { section: 'administrators', href: '/administrators', label: 'Administrators' },

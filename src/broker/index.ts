@@ -5,6 +5,7 @@ import { Aedes, type AedesOptions, type Client as AedesClient, type PublishPacke
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
+import type { LiveSession } from '../domain/connections';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
 export interface BrokerLimits {
@@ -86,6 +87,15 @@ export interface Broker {
   listening(): boolean;
   /** Authenticated sessions now open, per `clients` row id. */
   sessionsByClient(): ReadonlyMap<number, number>;
+  /** This node's authenticated sessions, oldest first (descriptors kept from CONNECT on). */
+  liveSessions(): Iterable<LiveSession>;
+  /** One of this node's sessions, or undefined. */
+  liveSession(sessionId: string): LiveSession | undefined;
+  /**
+   * Closes these sessions of this node at once; resolves with those it
+   * closed once each has ended (its count and its will handled).
+   */
+  endSessions(sessionIds: Iterable<string>): Promise<LiveSession[]>;
   /** Stops accepting, closes every connection and the broker. */
   close(): Promise<void>;
 }
@@ -108,6 +118,12 @@ interface Connection {
   counted: boolean;
   /** CONNECT carried an empty client id (Aedes then makes one up). */
   emptyClientId?: boolean;
+  /** The keepalive CONNECT asked for, in seconds. */
+  keepaliveS?: number;
+  /** The groups its permissions came from. */
+  groups?: string[];
+  /** Set once the session is open (CONNACK sent): what the Connections page shows. */
+  session?: LiveSession;
   /** With a publish rate limit: when its next PUBLISH may go on, and whether that was logged. */
   nextPublishAt?: number;
   throttleLogged?: boolean;
@@ -158,7 +174,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     preConnect(client, packet, callback) {
       const origin = connectionOf.get(client);
-      if (origin) origin.emptyClientId = packet.clientId === '';
+      if (origin) {
+        origin.emptyClientId = packet.clientId === '';
+        origin.keepaliveS = packet.keepalive ?? 0;
+      }
       callback(null, true);
     },
 
@@ -189,6 +208,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
             if (origin) {
               origin.principal = result.principal;
               origin.decisions = new SessionDecisions(result.access);
+              origin.groups = result.access.groups.map((group) => group.name);
             }
             vetWill(client, result.access);
             done(null, true);
@@ -365,11 +385,30 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const wsServers: WebSocketServer[] = [];
 
   const sessionCounts = new Map<number, number>();
+  /** Open sessions by id, in the order they opened; and who waits for one to end. */
+  const sessions = new Map<string, { client: AedesClient; session: LiveSession }>();
+  const endWaiters = new Map<string, Array<() => void>>();
+  let sessionSequence = 0;
   aedes.on('client', (client) => {
     const state = connectionOf.get(client);
     if (!state?.principal) return;
     state.counted = true;
     const { clientRowId } = state.principal;
+    const session: LiveSession = {
+      id: `${aedes.id}.${++sessionSequence}`,
+      node: aedes.id,
+      mqttClientId: client.id,
+      clientRowId,
+      username: state.principal.username,
+      remoteAddress: state.remoteAddress ?? null,
+      transport: state.transport,
+      keepaliveS: state.keepaliveS ?? 0,
+      connectedAt: Date.now(),
+      subscriptions: 0,
+      groups: state.groups ?? [],
+    };
+    state.session = session;
+    sessions.set(session.id, { client, session });
     sessionCounts.set(clientRowId, (sessionCounts.get(clientRowId) ?? 0) + 1);
     deps.onSessionChange?.(clientRowId, 1);
   });
@@ -378,6 +417,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (!state?.principal || !state.counted) return;
     state.counted = false;
     const principal = state.principal;
+    if (state.session) {
+      const id = state.session.id;
+      sessions.delete(id);
+      for (const resolve of endWaiters.get(id) ?? []) resolve();
+      endWaiters.delete(id);
+    }
     const left = (sessionCounts.get(principal.clientRowId) ?? 1) - 1;
     if (left > 0) sessionCounts.set(principal.clientRowId, left);
     else sessionCounts.delete(principal.clientRowId);
@@ -436,6 +481,33 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     connectionsByTransport: () => ({ ...openByTransport }),
     listening: () => tcpServer.listening,
     sessionsByClient: () => sessionCounts,
+    *liveSessions() {
+      for (const { client, session } of sessions.values()) {
+        session.subscriptions = subscriptionCount(client);
+        yield session;
+      }
+    },
+    liveSession(sessionId) {
+      const open = sessions.get(sessionId);
+      if (!open) return undefined;
+      open.session.subscriptions = subscriptionCount(open.client);
+      return open.session;
+    },
+    async endSessions(sessionIds) {
+      const ending: Array<Promise<LiveSession>> = [];
+      for (const id of sessionIds) {
+        const open = sessions.get(id);
+        if (!open) continue;
+        const ended = new Promise<LiveSession>((resolve) => {
+          const waiters = endWaiters.get(id) ?? [];
+          waiters.push(() => resolve(open.session));
+          endWaiters.set(id, waiters);
+        });
+        ending.push(ended);
+        (open.client.conn as Duplex).destroy();
+      }
+      return Promise.all(ending);
+    },
     async close() {
       // server.close() only calls back once every connection has ended: stop
       // accepting first, then end the connections, then wait.
@@ -453,6 +525,12 @@ function refuseUpgrade(socket: Duplex, status: string) {
   socket.on('error', () => socket.destroy());
   socket.once('finish', () => socket.destroy());
   socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+/** Subscriptions the session holds now, restored ones (clean session 0) included. */
+function subscriptionCount(client: AedesClient): number {
+  const held = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions;
+  return held ? Object.keys(held).length : 0;
 }
 
 function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {

@@ -27,6 +27,12 @@ export const clients = pgTable(
     version: integer('version').notNull().default(1),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
+    /**
+     * When a session of this client last ended (null: never seen). Written in
+     * batches, never per CONNECT; not among the columns whose change the
+     * access triggers announce (migration 0003), so it forgets no cache.
+     */
+    lastSeenAt: timestamp('last_seen_at', { withTimezone: true }),
   },
   // The console lists clients by (lower(name), id) and pages by that key.
   // Searching uses a trigram index on name and username that migration 0005

@@ -32,6 +32,8 @@ export interface Client {
   version: number;
   createdAt: Date;
   updatedAt: Date;
+  /** When a session of it last ended (written in batches: see lastSeen.ts); null: never seen. */
+  lastSeenAt: Date | null;
 }
 
 export const CLIENTS_PAGE_SIZE = 50;
@@ -80,6 +82,7 @@ const publicColumns = {
   version: clients.version,
   createdAt: clients.createdAt,
   updatedAt: clients.updatedAt,
+  lastSeenAt: clients.lastSeenAt,
 };
 
 const USERNAME_TAKEN = 'This username is already used by another client.';
@@ -172,6 +175,17 @@ export async function getClient(db: Database, id: number): Promise<Client | null
   return row ?? null;
 }
 
+/** The names of these clients, by id (ids of deleted clients are left out). */
+export async function getClientNames(db: Database, ids: readonly number[]): Promise<Map<number, string>> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0) return new Map();
+  const rows = await db
+    .select({ id: clients.id, name: clients.name })
+    .from(clients)
+    .where(sql`${clients.id} = any(${`{${unique.join(',')}}`}::integer[])`);
+  return new Map(rows.map((row) => [row.id, row.name]));
+}
+
 /** A client's place in the list's order, (lower(name), id): where a page ends or starts. */
 export interface ClientCursor {
   id: number;
@@ -235,7 +249,7 @@ export const CLIENTS_SEARCH_COUNT_LIMIT = 1000;
 const SEARCH_WINDOW = 1000;
 
 /** A client as the clients table shows it: a page reads only these. */
-export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt'>;
+export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt' | 'lastSeenAt'>;
 
 const sortKey = sql<string>`lower(${clients.name})`;
 const keyedColumns = {
@@ -244,6 +258,7 @@ const keyedColumns = {
   authType: clients.authType,
   username: clients.username,
   updatedAt: clients.updatedAt,
+  lastSeenAt: clients.lastSeenAt,
   sortKey: sortKey.as('sort_key'),
 };
 type KeyedClient = ListedClient & { sortKey: string };
@@ -382,7 +397,7 @@ function pageOf(
   const first = rows[0];
   const last = rows.at(-1);
   return {
-    clients: rows.map(({ id, name, authType, username, updatedAt }) => ({ id, name, authType, username, updatedAt })),
+    clients: rows.map(({ id, name, authType, username, updatedAt, lastSeenAt }) => ({ id, name, authType, username, updatedAt, lastSeenAt })),
     query,
     total: totals.total,
     totalIsLowerBound: !totals.exact,

@@ -13,6 +13,7 @@ import { administratorRoutes } from './administrators';
 import { authRoutes } from './auth';
 import { clientAccessRoutes } from './clientAccess';
 import { clientRoutes } from './clients';
+import { connectionRoutes } from './connections';
 import type { AppEnv, LiveState } from './env';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
@@ -142,8 +143,9 @@ export function createApp(deps: AppDeps) {
   app.get('/favicon.ico', (c) => c.redirect('/static/favicon.svg', 301));
   app.route('/', overviewRoutes());
   app.route('/', authRoutes({ signIn, setup: deps.setup, trustProxy, log }));
-  app.route('/clients', clientRoutes());
+  app.route('/clients', clientRoutes({ log }));
   app.route('/clients', clientAccessRoutes());
+  app.route('/connections', connectionRoutes({ log }));
   app.route('/groups', groupRoutes());
   app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));

@@ -8,6 +8,7 @@ import {
   updateClient,
   type ClientInput,
 } from '../domain/clients';
+import { CONNECTIONS_PAGE_SIZE, disconnectClientSessions, listConnections } from '../domain/connections';
 import { ConflictError, ValidationError } from '../domain/errors';
 import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
 import { RuleChangeNotice } from '../../views/groups';
@@ -21,12 +22,14 @@ import {
   DeleteClientPage,
   type ClientFormValues,
 } from '../../views/clients';
-import { NotFoundPage } from '../../views/layout';
+import { ClientSessionsSection, DisconnectClientPage } from '../../views/connections';
+import { NotFoundPage, Notice } from '../../views/layout';
+import { actorOf, directoryOf, disconnectDeps } from './connections';
 import type { AppEnv } from './env';
 import { isHtmx, parseId, readForm, redirectAfterPost } from './http';
 
 /** `/clients`: the clients console. */
-export function clientRoutes() {
+export function clientRoutes(options: { log: (message: string) => void }) {
   const clients = new Hono<AppEnv>();
 
   clients.get('/', async (c) => {
@@ -39,7 +42,8 @@ export function clientRoutes() {
     });
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
-    return c.html(<ClientsPage result={result} ruleChange={ruleChange} sessions={await c.var.live.sessionsByClient()} />);
+    const notice = disconnectedNotice(c.req.query('disconnected'));
+    return c.html(<ClientsPage result={result} ruleChange={ruleChange} notice={notice} sessions={await c.var.live.sessionsByClient()} />);
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
@@ -99,6 +103,42 @@ export function clientRoutes() {
   clients.put('/:id', update);
   clients.patch('/:id', update);
 
+  clients.get('/:id/disconnect', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const page = await sessionsOf(c, client.id);
+    return c.html(<DisconnectClientPage client={client} page={page} fromList={c.req.query('from') === 'list'} />);
+  });
+
+  clients.post('/:id/disconnect', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const form = await readForm(c);
+    const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), client.id);
+    return redirectAfterPost(c, `${form.from === 'list' ? '/clients' : `/clients/${client.id}`}?disconnected=${ended.length}`);
+  });
+
+  // "Disconnect all sessions" with htmx: the client's row (clients table) or
+  // its live sessions (client page) come back up to date.
+  clients.delete('/:id/sessions', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), client.id);
+    const notice = disconnectedNotice(String(ended.length), client.name);
+    if (c.req.query('view') === 'page') {
+      return c.html(<ClientSessionsSection client={client} page={await sessionsOf(c, client.id)} notice={notice} />);
+    }
+    const sessions = (await c.var.live.sessionsByClient()).get(client.id) ?? 0;
+    return c.html(
+      <>
+        <ClientRow client={client} access={await accessCell(c, client.id)} sessions={sessions} />
+        <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
+          <Notice message={notice} />
+        </hx-partial>
+      </>,
+    );
+  });
+
   clients.get('/:id/delete', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
@@ -133,6 +173,19 @@ export function clientRoutes() {
 function parsePage(value: string | undefined): number | 'last' | undefined {
   if (value === 'last') return 'last';
   return parsePositive(value);
+}
+
+/** "Disconnected 2 sessions" after a disconnect-all (the count from the redirect's query). */
+export function disconnectedNotice(value: string | undefined, name?: string): string | undefined {
+  if (!value || !/^[0-9]{1,6}$/.test(value)) return undefined;
+  const n = Number(value);
+  const of = name ? ` of “${name}”` : '';
+  return n === 0 ? `No session${of} was connected: nothing to disconnect.` : `Disconnected ${n} ${n === 1 ? 'session' : 'sessions'}${of}.`;
+}
+
+/** A client's live sessions on every node (the first page). */
+export function sessionsOf(c: Context<AppEnv>, clientRowId: number) {
+  return listConnections(directoryOf(c), { query: '', clientRowId, order: 'newest', limit: CONNECTIONS_PAGE_SIZE });
 }
 
 function parsePositive(value: string | undefined): number | undefined {

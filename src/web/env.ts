@@ -1,5 +1,6 @@
 import type { Database } from '../db';
 import type { LocalNode } from '../domain/overview';
+import type { SessionDirectory } from '../domain/connections';
 
 /** Live broker state the console shows; absent when no broker runs (some tests). */
 export interface LiveState {
@@ -7,6 +8,8 @@ export interface LiveState {
   sessionsByClient(): Promise<ReadonlyMap<number, number>>;
   /** This node's connections and what it counted since its last overview sample. */
   thisNode?(): Promise<LocalNode>;
+  /** Every node's live sessions, and the way to end them; none without a broker. */
+  sessions?: SessionDirectory;
 }
 
 /** What every route can read from `c.var`. */
