@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { OpenDatabase } from '../src/db';
+import { openDatabase, type OpenDatabase } from '../src/db';
 import { listenForAccessChanges, type AccessChanges } from '../src/db/changes';
 import { createAuthenticator, type AuthResult } from '../src/domain/authenticate';
 import type { Database } from '../src/db';
@@ -8,7 +8,8 @@ import { createClient, deleteClient, MAX_USERNAME_LENGTH, updateClient } from '.
 import { hashPassword } from '../src/domain/password';
 import { getGroup, updateGroup } from '../src/domain/groups';
 import { grantGroup } from './support/acl';
-import { createTestDatabase, drivers } from './support/db';
+import { createPostgresTestDatabase, createTestDatabase, drivers } from './support/db';
+import { startRelay } from './support/relay';
 
 const connectAs = (username: string, password: string, clientId = 'cache-client') => ({
   username,
@@ -253,5 +254,38 @@ describe.runIf(drivers.includes('postgres'))('what CONNECT needs, when the chang
     expect(logs.join('\n')).toContain('Hearing console changes again');
     expect(await auth.authenticate(connectAs('careful', 'careful-password-1'))).toEqual({ ok: false, reason: 'bad_credentials' });
     expect((await auth.authenticate(connectAs('careful', 'careful-password-2'))).ok).toBe(true);
+  });
+
+  it('stops trusting what it keeps when its listening connection goes silent without closing, and listens anew', async () => {
+    const created = await createPostgresTestDatabase();
+    const relay = await startRelay(new URL(created.url));
+    const direct = await openDatabase({ kind: 'postgres', url: created.url, maxConnections: 2 });
+    const relayed = await openDatabase({ kind: 'postgres', url: relay.url, maxConnections: 2 });
+    let silent: AccessChanges | undefined;
+    try {
+      const client = await createClient(direct.db, { name: 'Silenced', username: 'silenced', password: 'silenced-password-1' });
+      const logs: string[] = [];
+      silent = await listenForAccessChanges(relayed, (line) => logs.push(line), { selfCheckMs: 200 });
+      expect(silent.live()).toBe(true);
+      const auth = createAuthenticator(direct.db, { changes: silent });
+      expect((await auth.authenticate(connectAs('silenced', 'silenced-password-1'))).ok).toBe(true);
+
+      // The LISTEN connection stays open but carries nothing: no close is ever seen.
+      expect(relay.silenceListeners()).toBe(1);
+      await expect.poll(() => silent!.live(), { timeout: 10_000, interval: 20 }).toBe(false);
+      expect(logs.join('\n')).toContain('did not hear a check');
+      // Changed while the old connection hears nothing.
+      await updateClient(direct.db, client.id, { name: 'Silenced', username: 'silenced', password: 'silenced-password-2' });
+      await expect.poll(() => silent!.live(), { timeout: 10_000 }).toBe(true);
+      expect(logs.join('\n')).toContain('Hearing console changes again');
+      expect(await auth.authenticate(connectAs('silenced', 'silenced-password-1'))).toEqual({ ok: false, reason: 'bad_credentials' });
+      expect((await auth.authenticate(connectAs('silenced', 'silenced-password-2'))).ok).toBe(true);
+    } finally {
+      await silent?.close();
+      await relayed.close();
+      await direct.close();
+      await relay.close();
+      await created.drop();
+    }
   });
 });
