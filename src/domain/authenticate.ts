@@ -78,6 +78,11 @@ export interface AuthenticatorOptions {
 
 export interface Authenticator {
   authenticate(input: AuthenticateInput): Promise<AuthResult>;
+  /**
+   * What `who` may do now, as a CONNECT would find it (the same cache), or
+   * null when its client no longer exists. For what outlives a session: its will.
+   */
+  currentAccess(who: Pick<Principal, 'clientRowId' | 'username' | 'mqttClientId'>): Promise<AccessSnapshot | null>;
   /** Forgets the verified-credential cache and failure counts. */
   reset(): Promise<void>;
   /**
@@ -182,6 +187,11 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
 
   return {
     authenticate,
+    async currentAccess(who) {
+      const found = await lookup.find(who.username, who.mqttClientId);
+      if (!found || found.credentials.id !== who.clientRowId) return null;
+      return resolveAccess(found.grants, { clientRowId: found.credentials.id, username: found.credentials.username, mqttClientId: who.mqttClientId });
+    },
     async reset() {
       cache.clear();
       await gate.clear();
