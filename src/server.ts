@@ -88,6 +88,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
+      // Wills are judged again when they fire, by what the client may do then.
+      currentAccess: authenticator.currentAccess,
       limits: {
         drainTimeoutMs: config.MQTT_DRAIN_TIMEOUT_MS,
         concurrency: config.MQTT_CONCURRENCY,

@@ -57,6 +57,11 @@ export interface BrokerDeps {
    * others publish the wills of a node silent for 3 heartbeats.
    */
   heartbeatIntervalMs?: number;
+  /**
+   * What a client may do now (null: it no longer exists). A will is judged
+   * by it when it fires; without it, by the permissions its session had.
+   */
+  currentAccess?(who: WillOwner): Promise<AccessSnapshot | null>;
   /** Told when a client's sessions on this node open (+1) or end (-1). */
   onSessionChange?(clientRowId: number, delta: 1 | -1): void;
   metrics?: BrokerMetrics;
@@ -99,6 +104,16 @@ export interface Broker {
   /** Stops accepting, closes every connection and the broker. */
   close(): Promise<void>;
 }
+
+/** Whose will a stored will is: written into it at CONNECT, kept with it by the persistence. */
+export interface WillOwner {
+  clientRowId: number;
+  username: string;
+  mqttClientId: string;
+}
+
+/** The field of a will packet naming its owner (msgpack keeps it in either persistence). */
+const WILL_OWNER = 'gatehouseOwner';
 
 /** What the broker keeps about one connection, from accept to close. */
 interface Connection {
@@ -210,7 +225,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
               origin.decisions = new SessionDecisions(result.access);
               origin.groups = result.access.groups.map((group) => group.name);
             }
-            vetWill(client, result.access);
+            vetWill(client, result.access, result.principal);
             done(null, true);
           },
           (error: unknown) => {
@@ -222,13 +237,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
 
     /**
-     * Also called for a client's will. `client` is null for the will of a
-     * session whose node died: that will was checked against the session's
-     * permissions when it connected (vetWill), and only such wills are stored.
+     * Also called for a client's will when it fires: on this node as its
+     * connection ends (`client` is the session), or by any node for a
+     * session whose node died (`client` is null, or a session of the same
+     * client id now connected here). See judgeWill.
      */
     authorizePublish(client, packet, callback) {
-      if (client === null) {
-        callback(null);
+      if (client === null || packet === (client as unknown as { will?: unknown }).will || WILL_OWNER in packet) {
+        judgeWill(client, packet, callback);
         return;
       }
       const delay = publishDelay(client);
@@ -336,15 +352,61 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   /**
    * A will is judged at CONNECT, by the permissions the session will keep: one
-   * it may not publish is never stored, so it cannot be published later by a
-   * node that no longer knows the session (its own node died). Aedes keeps the
-   * CONNECT's will in `_will` until it stores it after authentication.
+   * it may not publish is never stored. One it may is stored naming its owner,
+   * so that when it fires, on this node or another, it can be judged again
+   * (judgeWill). Aedes keeps the CONNECT's will in `_will` until it stores it
+   * after authentication.
    */
-  function vetWill(client: AedesClient, access: AccessSnapshot) {
-    const pending = client as unknown as { _will?: { topic: string } | null };
-    if (!pending._will || decidePublish(access, pending._will.topic).allowed) return;
+  function vetWill(client: AedesClient, access: AccessSnapshot, principal: Principal) {
+    const pending = client as unknown as { _will?: ({ topic: string } & Record<string, unknown>) | null };
+    if (!pending._will) return;
+    if (decidePublish(access, pending._will.topic).allowed) {
+      const owner: WillOwner = { clientRowId: principal.clientRowId, username: principal.username, mqttClientId: principal.mqttClientId };
+      pending._will[WILL_OWNER] = owner;
+      return;
+    }
     noteRefusal(client, 'publish', `${pending._will.topic} (will)`);
     pending._will = null;
+  }
+
+  /**
+   * A will fires after its session ended, maybe long after (its node died):
+   * it is published only if its client still exists and may publish the
+   * will's topic now (a client deleted, or whose group was taken away, in
+   * the meantime leaves no will). A will naming no owner (stored by an older
+   * version) has no permissions to judge it, and is dropped too. A dropped
+   * will is acknowledged to Aedes and sent where nothing is delivered (see
+   * REFUSED_PUBLISH_TOPIC): an error would leave it stored, to be tried again.
+   */
+  function judgeWill(client: AedesClient | null, packet: PublishPacket, callback: (error: Error | null) => void) {
+    const owner = (packet as unknown as Record<string, unknown>)[WILL_OWNER] as WillOwner | undefined;
+    const drop = (why: string) => {
+      log(`dropped the will of ${owner?.username ?? 'a client'} (client id ${JSON.stringify(owner?.mqttClientId ?? '?')}) to ${JSON.stringify(packet.topic)}: ${why}`);
+      packet.topic = REFUSED_PUBLISH_TOPIC;
+      packet.retain = false;
+      packet.payload = Buffer.alloc(0);
+      callback(null);
+    };
+    if (!owner || typeof owner.username !== 'string' || typeof owner.clientRowId !== 'number') {
+      drop('it names no client to judge it by');
+      return;
+    }
+    if (!deps.currentAccess) {
+      if (client && !decisionsOf(client).mayPublish(packet.topic)) drop('its session may not publish it');
+      else callback(null);
+      return;
+    }
+    deps.currentAccess(owner).then(
+      (access) => {
+        if (!access) drop('the client no longer exists');
+        else if (!decidePublish(access, packet.topic).allowed) drop('the client may no longer publish it');
+        else {
+          metrics.received(packet.qos, packet.payload.length);
+          callback(null);
+        }
+      },
+      () => drop('its permissions could not be read'),
+    );
   }
 
   function noteRefusal(client: AedesClient, action: 'publish' | 'subscribe', topic: string) {

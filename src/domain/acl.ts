@@ -259,39 +259,63 @@ export function decide(access: AccessSnapshot, action: Action, topic: string): D
   return action === 'publish' ? decidePublish(access, topic) : decideSubscribe(access, topic);
 }
 
+/** Topics longer than this are decided each time, never remembered. */
+export const MAX_REMEMBERED_TOPIC_LENGTH = 256;
+
 /**
  * The publish and delivery decisions of one session, remembered per topic:
  * its snapshot never changes, so a device that publishes or receives the same
  * topics again costs a map lookup instead of a walk of its permission rows.
- * Bounded: after `limit` distinct topics a map starts over.
+ * Bounded per map, in topics (`limit`) and in their total length
+ * (`limitChars`): past either a map starts over. A topic longer than
+ * MAX_REMEMBERED_TOPIC_LENGTH is not remembered at all, so 64 KB topics cannot
+ * pin memory in thousands of sessions.
  */
 export class SessionDecisions {
-  private delivers?: Map<string, boolean>;
-  private publishes?: Map<string, boolean>;
+  private delivers?: Memo;
+  private publishes?: Memo;
 
   constructor(
     readonly access: AccessSnapshot,
     private readonly limit = 256,
+    private readonly limitChars = 4096,
   ) {}
 
   /** `mayDeliver` for this session. */
   mayDeliver(topic: string): boolean {
-    this.delivers ??= new Map();
+    this.delivers ??= { decisions: new Map(), chars: 0 };
     return this.remember(this.delivers, topic, () => mayDeliver(this.access, topic));
   }
 
   /** `decidePublish(…).allowed` for this session. */
   mayPublish(topic: string): boolean {
-    this.publishes ??= new Map();
+    this.publishes ??= { decisions: new Map(), chars: 0 };
     return this.remember(this.publishes, topic, () => decidePublish(this.access, topic).allowed);
   }
 
-  private remember(map: Map<string, boolean>, topic: string, decide: () => boolean): boolean {
-    const known = map.get(topic);
+  /** Topics remembered now and their total length, both maps together. */
+  remembered(): { topics: number; chars: number } {
+    const memos = [this.delivers, this.publishes].filter((memo): memo is Memo => memo !== undefined);
+    return { topics: memos.reduce((n, memo) => n + memo.decisions.size, 0), chars: memos.reduce((n, memo) => n + memo.chars, 0) };
+  }
+
+  private remember(memo: Memo, topic: string, decide: () => boolean): boolean {
+    if (topic.length > MAX_REMEMBERED_TOPIC_LENGTH) return decide();
+    const known = memo.decisions.get(topic);
     if (known !== undefined) return known;
     const decision = decide();
-    if (map.size >= this.limit) map.clear();
-    map.set(topic, decision);
+    if (memo.decisions.size >= this.limit || memo.chars + topic.length > this.limitChars) {
+      memo.decisions.clear();
+      memo.chars = 0;
+    }
+    memo.decisions.set(topic, decision);
+    memo.chars += topic.length;
     return decision;
   }
+}
+
+interface Memo {
+  decisions: Map<string, boolean>;
+  /** The total length of the topics in `decisions`. */
+  chars: number;
 }

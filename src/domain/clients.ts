@@ -47,10 +47,13 @@ export const clientNameSchema = z
   .max(100, 'Use at most 100 characters.')
   .refine((v) => !CONTROL_CHARACTERS.test(v), 'Remove control characters.');
 
+/** The longest username a client may have (UTF-16 code units, as zod counts them). */
+export const MAX_USERNAME_LENGTH = 128;
+
 export const usernameSchema = z
   .string({ error: 'Enter a username.' })
   .min(1, 'Enter a username.')
-  .max(128, 'Use at most 128 characters.')
+  .max(MAX_USERNAME_LENGTH, `Use at most ${MAX_USERNAME_LENGTH} characters.`)
   .refine((v) => !/\s/u.test(v) && !CONTROL_CHARACTERS.test(v), 'Spaces and control characters are not allowed.');
 
 export const passwordSchema = z

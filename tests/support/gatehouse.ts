@@ -13,7 +13,7 @@ import { createTestDatabase, type DriverName } from './db';
 export async function startTestGatehouse(
   driver: DriverName = 'pglite',
   overrides: Partial<Record<keyof Config, string>> = {},
-): Promise<Gatehouse> {
+): Promise<Gatehouse & { logs: string[] }> {
   const ownDataDir = overrides.DATA_DIR ? undefined : await mkdtemp(path.join(tmpdir(), 'gatehouse-test-'));
   const config = configSchema.parse({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: ownDataDir, ...overrides });
   const database = await createTestDatabase(driver);
@@ -26,6 +26,8 @@ export async function startTestGatehouse(
     await gatehouse.sampler.stop();
     return {
       ...gatehouse,
+      /** What it logged so far. */
+      logs,
       async close() {
         await gatehouse.close();
         await database.close();
