@@ -5,6 +5,8 @@ import { Aedes, type AedesOptions, type Client as AedesClient, type PublishPacke
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
+import { dedupeExactly } from './exactDedupe';
+import { fixSessionStore } from './sessionStore';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
 export interface BrokerLimits {
@@ -147,7 +149,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const aedes = await Aedes.createBroker({
     mq: deps.mq,
-    persistence: deps.persistence,
+    persistence: deps.persistence && fixSessionStore(deps.persistence),
     drainTimeout: limits.drainTimeoutMs,
     concurrency: limits.concurrency,
     connectTimeout: limits.connectTimeoutMs,
@@ -350,6 +352,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       openByTransport[transport]--;
     });
     const client = aedes.handle(stream, req);
+    dedupeExactly(client);
     connectionOf.set(client, { transport, remoteAddress, decisions: nothingAllowed, counted: false });
     limitPacketSize(client, limits.maxPacketBytes);
   }
