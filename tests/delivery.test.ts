@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { Store, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
@@ -152,5 +152,41 @@ describe.each(stores)('delivery on $name', { timeout: 120_000 }, ({ start }) => 
     const retained = new Promise<{ payload: string; retain: boolean }>((resolve) => fresh.once('message', (_topic, payload, packet) => resolve({ payload: payload.toString(), retain: packet.retain })));
     await fresh.subscribeAsync('queued/#', { qos: 1 });
     expect(await retained).toEqual({ payload: 'while away', retain: true });
+  });
+
+  it('keeps a persistent QoS 2 subscriber connected through a reconnection while messages flow (queued and live at once), each message once', async () => {
+    // The client's QoS 2 state outlives its connections, as a device's does.
+    const stores = { incomingStore: new Store({ clean: false }), outgoingStore: new Store({ clean: false }) };
+    const options = { ...user, clientId: 'exactly-once', clean: false, reconnectPeriod: 0, ...stores };
+    const counts = new Map<string, number>();
+    const onMessage = (_topic: string, payload: Buffer) => counts.set(payload.toString(), (counts.get(payload.toString()) ?? 0) + 1);
+    const first = await client(options);
+    first.on('message', onMessage);
+    await first.subscribeAsync('exactly/q2', { qos: 2 });
+
+    const publisher = await client({ clientId: 'exactly-publisher' });
+    const total = 300;
+    let sent = 0;
+    const publishing = (async () => {
+      while (sent < total) {
+        await Promise.all(Array.from({ length: 5 }, () => publisher.publishAsync('exactly/q2', `e${sent++}`, { qos: 2 })));
+        await sleep(5);
+      }
+    })();
+    await settle(() => sent >= 60);
+    await endClient(first);
+    await settle(() => sent >= 150);
+    const second = mqtt.connect(url, options);
+    open.push(second);
+    const problems: string[] = [];
+    second.on('message', onMessage);
+    second.on('error', (error) => problems.push(error.message));
+    second.on('close', () => problems.push('connection closed'));
+    await new Promise((resolve) => second.once('connect', resolve));
+    await publishing;
+    await settle(() => counts.size === total, 30_000);
+    expect(problems).toEqual([]);
+    expect(counts.size).toBe(total);
+    expect([...counts.values()].filter((n) => n > 1)).toEqual([]);
   });
 });
