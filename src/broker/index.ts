@@ -6,6 +6,8 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 import type { LiveSession } from '../domain/connections';
+import { dedupeExactly } from './exactDedupe';
+import { fixSessionStore } from './sessionStore';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
 export interface BrokerLimits {
@@ -178,7 +180,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const aedes = await Aedes.createBroker({
     mq: deps.mq,
-    persistence: deps.persistence,
+    persistence: deps.persistence && fixSessionStore(deps.persistence),
     drainTimeout: limits.drainTimeoutMs,
     concurrency: limits.concurrency,
     connectTimeout: limits.connectTimeoutMs,
@@ -432,6 +434,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       openByTransport[transport]--;
     });
     const client = aedes.handle(stream, req);
+    dedupeExactly(client);
     connectionOf.set(client, { transport, remoteAddress, decisions: nothingAllowed, counted: false });
     limitPacketSize(client, limits.maxPacketBytes);
   }
