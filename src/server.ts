@@ -13,6 +13,7 @@ import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
+import { createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
 import { createAuthenticator, type Authenticator } from './domain/authenticate';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
@@ -27,6 +28,8 @@ export interface Gatehouse {
   brokerState: BrokerState;
   /** The CONNECT path, for its counters. */
   authenticator: Authenticator;
+  /** The audit trail's buffer (sign-ins, MQTT refusals, console disconnects). */
+  audit: AuditRecorder;
   app: ReturnType<typeof createApp>;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
@@ -37,6 +40,8 @@ export interface StartOptions {
   /** An already open database (tests); otherwise opened from the config. */
   database?: OpenDatabase;
   log?: (message: string) => void;
+  /** Options of the audit buffer (tests: a clock). */
+  audit?: AuditRecorderOptions;
 }
 
 /** Wires config → database → domain → broker + web, and listens. */
@@ -55,6 +60,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let redis: Redis | undefined;
   let clusterSessions: ClusterSessions | undefined;
   let changes: AccessChanges | undefined;
+  // Written in batches, off the hot path; flushed at the end of close().
+  const audit = createAuditRecorder(database.db, { log, ...options.audit });
+  const retention = startAuditRetention(database.db, { days: config.AUDIT_RETENTION_DAYS, log });
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -91,6 +99,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
       onSessionChange: (clientRowId, delta) => clusterSessions?.change(clientRowId, delta),
       metrics: metrics.broker,
+      audit: {
+        authFailed: (event) => audit.authFailure(event),
+        refused: (event) =>
+          audit.record({
+            kind: event.action === 'publish' ? 'mqtt.publish_refused' : 'mqtt.subscribe_refused',
+            actor: event.username ?? null,
+            subject: event.topic,
+            address: event.address,
+            details: { clientId: event.clientId, transport: event.transport },
+          }),
+      },
       log,
     });
     const localBroker = broker;
@@ -107,6 +126,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const sharedSessions = clusterSessions;
     const app = createApp({
       db: database.db,
+      audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),
       metrics: config.METRICS_TOKEN ? { registry: metrics.registry, token: config.METRICS_TOKEN } : undefined,
       notReady: async () => {
@@ -154,6 +174,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       broker: openBroker,
       brokerState: openState,
       authenticator,
+      audit,
       app,
       close() {
         closing ??= (async () => {
@@ -165,6 +186,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
           await openChanges.close().catch(() => {});
           openHttp.closeAllConnections?.();
           await httpClosed;
+          await retention.stop();
+          await audit.close();
           if (!options.database) await database.close();
         })();
         return closing;
@@ -177,6 +200,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     redis?.disconnect();
     await changes?.close().catch(() => {});
     httpServer?.close();
+    await retention.stop();
+    await audit.close().catch(() => {});
     if (!options.database) await database.close().catch(() => {});
     throw error;
   }
