@@ -1,4 +1,4 @@
-import { AUDIT_KINDS, formatAuditCursor, isAuditKind, type AuditCursor, type AuditEvent, type AuditPage as AuditResult } from '../src/domain/audit';
+import { AUDIT_CSV_MAX_ROWS, AUDIT_KINDS, formatAuditCursor, isAuditKind, type AuditCursor, type AuditEvent, type AuditPage as AuditResult } from '../src/domain/audit';
 import type { FieldErrors } from '../src/domain/errors';
 import { Field, FormAlert, Layout, PageTitle } from './layout';
 
@@ -78,9 +78,6 @@ export function AuditPage(props: { filters: AuditFilterValues; result?: AuditRes
           <a href="/audit" role="button" class="secondary outline">
             Clear filters
           </a>
-          <a href={auditHref('/audit.csv', filters)} download>
-            Download CSV
-          </a>
         </div>
       </form>
       <AuditResults filters={filters} result={props.result} errors={props.errors} />
@@ -95,6 +92,14 @@ export function AuditResults(props: { filters: AuditFilterValues; result?: Audit
   return (
     <section id="audit-results" aria-label="Audit events">
       {messages.length ? <FormAlert message={`Nothing was searched: ${messages.join(' ')}`} /> : null}
+      {result ? (
+        <p class="audit-export">
+          <a href={auditHref('/audit.csv', filters)} download>
+            Download CSV
+          </a>{' '}
+          <span class="help">of every event these filters match, newest first (at most {AUDIT_CSV_MAX_ROWS.toLocaleString('en-US')}).</span>
+        </p>
+      ) : null}
       {!result ? null : result.events.length === 0 ? (
         <p class="empty-state">{filterParams(filters).size ? 'No event matches these filters.' : 'Nothing has been recorded yet.'}</p>
       ) : (
