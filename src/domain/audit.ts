@@ -172,7 +172,7 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
   const now = options.now ?? Date.now;
   const log = options.log ?? (() => {});
   const maxBuffered = options.maxBuffered ?? 10_000;
-  const batchSize = options.batchSize ?? 500;
+  const batchSize = options.batchSize ?? 1000;
   let queue: Row[] = [];
   let failures = new Map<string, Row>();
   let dropped = 0;
@@ -286,14 +286,11 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
  */
 async function insertRows(db: Database, rows: Row[]): Promise<void> {
   if (rows.length === 0) return;
-  const values = sql.join(
-    rows.map(
-      (r) =>
-        sql`(${r.at.toISOString()}::timestamptz, ${r.kind}, ${r.actor}, ${r.subject}, ${JSON.stringify(r.details)}::jsonb, ${r.address}, ${r.count})`,
-    ),
-    sql`, `,
-  );
-  await db.execute(sql`insert into ${auditEvents} (at, kind, actor, subject, details, address, count) values ${values}
+  // One parameter, the rows as JSON: far cheaper to send and parse than seven per row.
+  const json = JSON.stringify(rows.map((r) => ({ ...r, at: r.at.toISOString() })));
+  await db.execute(sql`insert into ${auditEvents} (at, kind, actor, subject, details, address, count)
+    select at, kind, actor, subject, details, address, count
+    from jsonb_to_recordset(${json}::jsonb) as r(at timestamptz, kind text, actor text, subject text, details jsonb, address text, count integer)
     on conflict (kind, coalesce(actor, ''), coalesce(address, ''), at, (details ->> 'reason')) where kind = 'mqtt.auth_failed'
     do update set count = ${auditEvents}.count + excluded.count`);
 }
