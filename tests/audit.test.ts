@@ -238,6 +238,32 @@ describe.each(drivers)('audit trail on %s', (driver) => {
     expect(rows.filter((r) => r.kind === 'audit.dropped').map((r) => r.count)).toEqual([2]);
   });
 
+  it('keeps what it could not write and writes it with the next flush, failure counts merged', async () => {
+    let down = true;
+    // The real database, with its writes failing while `down`.
+    const flaky = new Proxy(database.db, {
+      get(target, property, receiver) {
+        if (property === 'execute' && down) return () => Promise.reject(new Error('connection refused'));
+        return Reflect.get(target, property, receiver);
+      },
+    });
+    const logs: string[] = [];
+    const clock = Date.parse('2025-02-01T10:00:30.000Z');
+    const buffered = createAuditRecorder(flaky, { flushIntervalMs: 3_600_000, now: () => clock, log: (line) => logs.push(line) });
+    buffered.authFailure({ username: 'vault', address: '192.0.2.9', reason: 'bad_credentials' });
+    buffered.record({ kind: 'console.signed_in', actor: 'alice' });
+    await buffered.flush();
+    expect(logs.join('\n')).toContain('audit events could not be written');
+    buffered.authFailure({ username: 'vault', address: '192.0.2.9', reason: 'bad_credentials' });
+    down = false;
+    await buffered.close();
+    const rows = await allEvents(database);
+    expect(rows.map((r) => [r.kind, r.actor, r.count])).toEqual([
+      ['console.signed_in', 'alice', 1],
+      ['mqtt.auth_failed', 'vault', 2],
+    ]);
+  });
+
   describe('the /audit page and its CSV export', () => {
     const base = Date.parse('2025-03-10T12:00:00.000Z');
     beforeEach(async () => {

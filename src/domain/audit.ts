@@ -222,11 +222,23 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
             lastErrorLog = now();
             log(`audit events could not be written (${(error as Error).message}); kept in memory up to ${maxBuffered}, then dropped and counted`);
           }
-          // Kept for the next flush as far as room allows.
-          const rest = rows.slice(start);
-          const room = Math.max(0, maxBuffered - queue.length);
-          queue = [...rest.slice(0, room), ...queue];
-          for (let i = room; i < rest.length; i++) drop();
+          // Kept for the next flush as far as room allows. Failure counters go
+          // back to their counter (one row per key in an INSERT: ON CONFLICT
+          // cannot update a row twice in one statement).
+          const kept: Row[] = [];
+          for (const row of rows.slice(start)) {
+            if (row.kind !== 'mqtt.auth_failed') {
+              if (queue.length + kept.length < maxBuffered) kept.push(row);
+              else drop();
+              continue;
+            }
+            const key = failureKey(row.at.getTime(), row.actor ?? '', row.address ?? '', String(row.details.reason));
+            const counter = failures.get(key);
+            if (counter) counter.count += row.count;
+            else if (failures.size < maxBuffered) failures.set(key, row);
+            else drop();
+          }
+          queue = [...kept, ...queue];
           return;
         }
       }
@@ -251,7 +263,7 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
     },
     authFailure(event) {
       const minute = Math.floor(now() / MINUTE_MS) * MINUTE_MS;
-      const key = `${minute}\u0000${event.username}\u0000${event.address ?? ''}\u0000${event.reason}`;
+      const key = failureKey(minute, event.username, event.address ?? '', event.reason);
       const row = failures.get(key);
       if (row) {
         row.count++;
@@ -277,6 +289,10 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
     },
     stats: () => ({ buffered: queue.length + failures.size, dropped, written }),
   };
+}
+
+function failureKey(minute: number, username: string, address: string, reason: string): string {
+  return `${minute}\u0000${username}\u0000${address}\u0000${reason}`;
 }
 
 /**
