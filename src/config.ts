@@ -45,10 +45,10 @@ export const configSchema = z
     ADMIN_USERNAME: optionalText,
     ADMIN_PASSWORD: optionalText,
     TRUST_PROXY: flag,
-    /** Audit entries and the overview's samples older than this many days are deleted. */
-    AUDIT_RETENTION_DAYS: positiveInt.default(90),
     /** Bearer token for /metrics; unset: /metrics answers 404. */
     METRICS_TOKEN: optionalText.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    /** Audit events and the overview's samples older than this many days are deleted (hourly, and at start). */
+    AUDIT_RETENTION_DAYS: positiveInt.max(36_500).default(90),
     /** A subscriber whose socket stays full this long is disconnected. */
     MQTT_DRAIN_TIMEOUT_MS: positiveInt.default(5000),
     /** Deliveries in flight through the broker's message bus at once. */

@@ -14,6 +14,7 @@ import type { Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
+import { createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
 import { createAuthenticator, type Authenticator } from './domain/authenticate';
 import type { SessionDirectory } from './domain/connections';
 import { createLastSeenRecorder, type LastSeenRecorder } from './domain/lastSeen';
@@ -33,6 +34,8 @@ export interface Gatehouse {
   authenticator: Authenticator;
   /** Writes the overview's samples once a minute. */
   sampler: Sampler;
+  /** The audit trail's buffer (sign-ins, MQTT refusals, console disconnects). */
+  audit: AuditRecorder;
   app: ReturnType<typeof createApp>;
   /** Every node's live sessions, and how to end them. */
   sessions: SessionDirectory;
@@ -47,6 +50,8 @@ export interface StartOptions {
   /** An already open database (tests); otherwise opened from the config. */
   database?: OpenDatabase;
   log?: (message: string) => void;
+  /** Options of the audit buffer (tests: a clock). */
+  audit?: AuditRecorderOptions;
 }
 
 /** Wires config → database → domain → broker + web, and listens. */
@@ -68,6 +73,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let sampler: Sampler | undefined;
   let clusterDirectory: ClusterDirectory | undefined;
   let lastSeen: LastSeenRecorder | undefined;
+  // Written in batches, off the hot path; flushed at the end of close().
+  const audit = createAuditRecorder(database.db, { log, ...options.audit });
+  const retention = startAuditRetention(database.db, { days: config.AUDIT_RETENTION_DAYS, log });
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -111,6 +119,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         if (delta < 0) recorder.note(clientRowId);
       },
       metrics: metrics.broker,
+      audit: {
+        authFailed: (event) => audit.authFailure(event),
+        refused: (event) =>
+          audit.record({
+            kind: event.action === 'publish' ? 'mqtt.publish_refused' : 'mqtt.subscribe_refused',
+            actor: event.username ?? null,
+            subject: event.topic,
+            address: event.address,
+            details: { clientId: event.clientId, transport: event.transport },
+          }),
+      },
       log,
     });
     const localBroker = broker;
@@ -139,6 +158,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const sessions: SessionDirectory = clusterDirectory ?? createLocalDirectory(broker);
     const app = createApp({
       db: database.db,
+      audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),
       metrics: config.METRICS_TOKEN ? { registry: metrics.registry, token: config.METRICS_TOKEN } : undefined,
       notReady: async () => {
@@ -191,6 +211,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       brokerState: openState,
       authenticator,
       sampler: openSampler,
+      audit,
       app,
       sessions,
       lastSeen: recorder,
@@ -208,6 +229,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
           await openChanges.close().catch(() => {});
           openHttp.closeAllConnections?.();
           await httpClosed;
+          await retention.stop();
+          await audit.close();
           if (!options.database) await database.close();
         })();
         return closing;
@@ -223,6 +246,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     redis?.disconnect();
     await changes?.close().catch(() => {});
     httpServer?.close();
+    await retention.stop();
+    await audit.close().catch(() => {});
     if (!options.database) await database.close().catch(() => {});
     throw error;
   }

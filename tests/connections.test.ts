@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
 import { configSchema } from '../src/config';
+import { auditEvents } from '../src/db/schema';
 import type { OpenDatabase } from '../src/db';
 import { createClient, getClient, type Client } from '../src/domain/clients';
 import { startGatehouse, type Gatehouse } from '../src/server';
@@ -141,6 +143,12 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     expect(rowOf(after, 'boiler-b')).toBeDefined();
     expect(logs.filter((line) => line.includes(sessionId!))).toEqual([
       expect.stringMatching(/^administrator "conn-operator" disconnected session \S+ \(client id "boiler-a", username "boiler", from \S+ over tcp\) on node \S+$/),
+    ]);
+    // And the audit trail has it: who, which session.
+    await gatehouse.audit.flush();
+    const audited = await database.db.select().from(auditEvents).where(eq(auditEvents.kind, 'mqtt.disconnected'));
+    expect(audited).toEqual([
+      expect.objectContaining({ actor: 'conn-operator', subject: 'boiler-a', details: expect.objectContaining({ username: 'boiler', transport: 'tcp' }) }),
     ]);
 
     // Asked again, it is gone: the answer says so, nothing else is closed.

@@ -3,7 +3,7 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators';
+export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'audit';
 
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
@@ -13,6 +13,7 @@ export const navigation: Array<{ section: Section; href: string; label: string }
   { section: 'groups', href: '/groups', label: 'Groups' },
   { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
   { section: 'administrators', href: '/administrators', label: 'Administrators' },
+  { section: 'audit', href: '/audit', label: 'Audit trail' },
 ];
 
 /** The administrator of the request being rendered, if one is signed in. */

@@ -67,7 +67,19 @@ export interface BrokerDeps {
   /** Told when a client's sessions on this node open (+1) or end (-1). */
   onSessionChange?(clientRowId: number, delta: 1 | -1): void;
   metrics?: BrokerMetrics;
+  /** Told of refused CONNECTs and (sampled) refused publishes and subscriptions; must not block. */
+  audit?: BrokerAudit;
   log?: (message: string) => void;
+}
+
+/**
+ * What the broker reports to the audit trail. Called on the hot path: an
+ * implementation only buffers (see createAuditRecorder), it never awaits a write.
+ */
+export interface BrokerAudit {
+  authFailed(event: { username: string; clientId: string; address?: string; transport: Transport; reason: AuthFailure }): void;
+  /** Sampled as the log is: once per session and topic, at most 20 per session. */
+  refused(event: { action: 'publish' | 'subscribe'; topic: string; username?: string; clientId: string; address?: string; transport: Transport }): void;
 }
 
 /** What the broker counts as it goes (see src/metrics.ts). */
@@ -171,6 +183,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = { ...defaultBrokerLimits, ...deps.limits };
   const log = deps.log ?? (() => {});
   const metrics = deps.metrics ?? noMetrics;
+  const audit = deps.audit;
   const openByTransport: Record<Transport, number> = { tcp: 0, ws: 0 };
   const connections = new Set<Duplex>();
   const connectionOf = new WeakMap<AedesClient, Connection>();
@@ -200,10 +213,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     authenticate(client, username, password, done) {
       const origin = connectionOf.get(client);
+      function auditAuthFailure(reason: AuthFailure) {
+        audit?.authFailed({ username: username ?? '', clientId: client.id, address: origin?.remoteAddress, transport: origin?.transport ?? 'tcp', reason });
+      }
       // [MQTT-3.1.3-8] A session that outlives the connection needs the
       // client's own id: an empty one with clean session 0 is refused.
       if (origin?.emptyClientId && !client.clean) {
         metrics.connect('bad_client_id');
+        auditAuthFailure('bad_client_id');
         done(authError(2, 'bad_client_id'), false);
         return;
       }
@@ -219,6 +236,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           (result) => {
             metrics.connect(result.ok ? 'accepted' : result.reason);
             if (!result.ok) {
+              auditAuthFailure(result.reason);
               done(authError(connackCodes[result.reason], result.reason), false);
               return;
             }
@@ -233,6 +251,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           (error: unknown) => {
             log(`authentication failed unexpectedly: ${(error as Error).message}`);
             metrics.connect('unavailable');
+            auditAuthFailure('unavailable');
             done(authError(3, 'unavailable'), false);
           },
         );
@@ -419,6 +438,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (state.refusals.has(key) || state.refusals.size >= 20) return;
     state.refusals.add(key);
     log(`refused ${action} to ${JSON.stringify(topic)} for ${state.principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
+    audit?.refused({ action, topic, username: state.principal?.username, clientId: client.id, address: state.remoteAddress, transport: state.transport });
   }
 
   function handleConnection(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage) {

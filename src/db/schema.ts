@@ -4,6 +4,7 @@ import {
   check,
   index,
   integer,
+  jsonb,
   pgTable,
   primaryKey,
   text,
@@ -203,4 +204,38 @@ export const metricSamples = pgTable(
     refusals: integer('refusals').notNull(),
   },
   (t) => [index('metric_samples_at_idx').on(t.at), index('metric_samples_node_at_idx').on(t.nodeId, t.at)],
+);
+
+/**
+ * The audit trail: console changes (with before and after, never a secret),
+ * sign-ins, and what the broker refused. MQTT authentication failures are one
+ * row per username, address, reason and minute, with `count`; everything else
+ * has `count` 1. `at` is kept to the millisecond, so a page's last row is an
+ * exact cursor for the next one. Rows older than AUDIT_RETENTION_DAYS go.
+ */
+export const auditEvents = pgTable(
+  'audit_events',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    at: timestamp('at', { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    kind: text('kind').notNull(),
+    /** Who acted: an administrator, a username tried; null when unknown. */
+    actor: text('actor'),
+    /** What was acted on: a client, a group, a topic… */
+    subject: text('subject'),
+    details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
+    address: text('address'),
+    count: integer('count').notNull().default(1),
+  },
+  (t) => [
+    // Newest first (read backwards), and the retention delete.
+    index('audit_events_at_idx').on(t.at, t.id),
+    index('audit_events_kind_at_idx').on(t.kind, t.at, t.id),
+    index('audit_events_actor_at_idx').on(t.actor, t.at, t.id),
+    // One row per minute for each failing username, address and reason: a
+    // flush adds its count to the row another flush (or node) started.
+    uniqueIndex('audit_events_auth_failure_key')
+      .on(t.kind, sql`coalesce(${t.actor}, '')`, sql`coalesce(${t.address}, '')`, t.at, sql`(${t.details} ->> 'reason')`)
+      .where(sql`${t.kind} = 'mqtt.auth_failed'`),
+  ],
 );

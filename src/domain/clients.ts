@@ -2,6 +2,7 @@ import { and, asc, count, desc, eq, sql, type SQL, type SQLWrapper } from 'drizz
 import { z } from 'zod';
 import type { SubqueryWithSelection } from 'drizzle-orm/pg-core';
 import { type Database, isUniqueViolation, schema } from '../db';
+import { type AuditActor, recordChange } from './audit';
 import { ConflictError } from './errors';
 import {
   anyClientIdRule,
@@ -90,16 +91,27 @@ const publicColumns = {
 
 const USERNAME_TAKEN = 'This username is already used by another client.';
 
-/** Creates a client; throws ValidationError or ConflictError (username taken). */
-export async function createClient(db: Database, input: ClientInput): Promise<Client> {
+/** What the audit trail keeps of a client: never the password or its hash. */
+function auditSnapshot(client: Client) {
+  return { id: client.id, name: client.name, username: client.username, authType: client.authType };
+}
+
+/**
+ * Creates a client; throws ValidationError or ConflictError (username taken).
+ * The audit record (`by`: who) is written in the same transaction.
+ */
+export async function createClient(db: Database, input: ClientInput, by?: AuditActor): Promise<Client> {
   const data = parseInput(createClientSchema, input);
   const passwordHash = await hashPassword(data.password);
   try {
-    const [row] = await db
-      .insert(clients)
-      .values({ name: data.name, username: data.username, passwordHash })
-      .returning(publicColumns);
-    return row!;
+    return await db.transaction(async (tx) => {
+      const [row] = await tx
+        .insert(clients)
+        .values({ name: data.name, username: data.username, passwordHash })
+        .returning(publicColumns);
+      await recordChange(tx, by, { kind: 'client.created', subject: row!.username, details: { after: auditSnapshot(row!), note: 'password set' } });
+      return row!;
+    });
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
     throw error;
@@ -111,7 +123,7 @@ export async function createClient(db: Database, input: ClientInput): Promise<Cl
  * the client does not exist. Live connections are left alone: the new state
  * applies at their next CONNECT.
  */
-export async function updateClient(db: Database, id: number, input: ClientInput): Promise<Client | null> {
+export async function updateClient(db: Database, id: number, input: ClientInput, by?: AuditActor): Promise<Client | null> {
   const data = parseInput(updateClientSchema, input);
   const expectedVersion = typeof input.version === 'string' && /^[0-9]{1,9}$/.test(input.version) ? Number(input.version) : undefined;
   const changes: Partial<typeof clients.$inferInsert> = {
@@ -122,11 +134,23 @@ export async function updateClient(db: Database, id: number, input: ClientInput)
   if (data.password) changes.passwordHash = await hashPassword(data.password);
   let row: Client | undefined;
   try {
-    [row] = await db
-      .update(clients)
-      .set({ ...changes, version: sql`${clients.version} + 1` })
-      .where(expectedVersion === undefined ? eq(clients.id, id) : and(eq(clients.id, id), eq(clients.version, expectedVersion)))
-      .returning(publicColumns);
+    row = await db.transaction(async (tx) => {
+      // Read under the row lock: the audit's "before" is what this update replaced.
+      const [before] = await tx.select(publicColumns).from(clients).where(eq(clients.id, id)).for('update');
+      if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined;
+      const [after] = await tx
+        .update(clients)
+        .set({ ...changes, version: sql`${clients.version} + 1` })
+        .where(expectedVersion === undefined ? eq(clients.id, id) : and(eq(clients.id, id), eq(clients.version, expectedVersion)))
+        .returning(publicColumns);
+      if (!after) return undefined;
+      await recordChange(tx, by, {
+        kind: 'client.updated',
+        subject: after.username,
+        details: { before: auditSnapshot(before), after: auditSnapshot(after), ...(data.password ? { note: 'password changed' } : {}) },
+      });
+      return after;
+    });
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
     throw error;
@@ -152,7 +176,7 @@ export interface DeletedClient extends Client {
  * the client go with it (a rule whose only target is gone matches nothing);
  * what was removed is recorded for the group-rules page.
  */
-export async function deleteClient(db: Database, id: number): Promise<DeletedClient | null> {
+export async function deleteClient(db: Database, id: number, by?: AuditActor): Promise<DeletedClient | null> {
   return db.transaction(async (tx) => {
     await lockGroupRules(tx); // serialises with a Save of the rules, which may be naming this client
     const naming = await loadRulesNaming(tx, id);
@@ -169,6 +193,11 @@ export async function deleteClient(db: Database, id: number): Promise<DeletedCli
                 `${describeRule(rule)} was removed${rule.groups.length ? `; it gave ${rule.groups.map((g) => `“${g.name}”`).join(', ')}` : ''}.`,
             ),
           );
+    await recordChange(tx, by, {
+      kind: 'client.deleted',
+      subject: row.username,
+      details: { before: auditSnapshot(row), ...(naming.length ? { rulesRemoved: naming.map(describeRule) } : {}) },
+    });
     return { ...row, ruleChange };
   });
 }

@@ -251,6 +251,8 @@ export interface Actor {
 export interface DisconnectDeps {
   directory: SessionDirectory;
   log: (message: string) => void;
+  /** Called once per session ended, for the audit trail. */
+  ended?: (session: LiveSession, actor: Actor) => void;
 }
 
 function describeSession(session: LiveSession): string {
@@ -264,13 +266,19 @@ function describeSession(session: LiveSession): string {
  */
 export async function disconnectSession(deps: DisconnectDeps, actor: Actor, sessionId: string): Promise<LiveSession | null> {
   const ended = await deps.directory.disconnect(sessionId);
-  if (ended) deps.log(`administrator ${JSON.stringify(actor.username)} disconnected ${describeSession(ended)}`);
+  if (ended) {
+    deps.log(`administrator ${JSON.stringify(actor.username)} disconnected ${describeSession(ended)}`);
+    deps.ended?.(ended, actor);
+  }
   return ended;
 }
 
 /** Closes every live session of a client, on every node; logged one line per session. */
 export async function disconnectClientSessions(deps: DisconnectDeps, actor: Actor, clientRowId: number): Promise<LiveSession[]> {
   const ended = await deps.directory.disconnectClient(clientRowId);
-  for (const session of ended) deps.log(`administrator ${JSON.stringify(actor.username)} disconnected ${describeSession(session)}`);
+  for (const session of ended) {
+    deps.log(`administrator ${JSON.stringify(actor.username)} disconnected ${describeSession(session)}`);
+    deps.ended?.(session, actor);
+  }
   return ended;
 }

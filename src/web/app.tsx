@@ -7,6 +7,7 @@ import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
 import { isDatabaseUnavailable } from '../db/errors';
 import { createSignInGuard, type SignInGuard } from '../domain/administrators';
+import { createAuditRecorder, type AuditRecorder } from '../domain/audit';
 import type { SetupToken } from '../domain/setup';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
 import { administratorRoutes } from './administrators';
@@ -20,7 +21,8 @@ import { groupRoutes } from './groups';
 import { overviewRoutes } from './overview';
 import { securityHeaders } from './security';
 import { isHtmx } from './http';
-import { requireAdministrator, sameOriginGuard } from './session';
+import { auditRoutes } from './audit';
+import { clientAddress, requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
   db: Database;
@@ -36,6 +38,8 @@ export interface AppDeps {
   notReady?: () => Promise<string[]>;
   /** `/metrics`, for a bearer of `token`; absent: `/metrics` is not found. */
   metrics?: { registry: Registry; token: string };
+  /** The audit trail's buffer; one of its own by default. */
+  audit?: AuditRecorder;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -91,6 +95,7 @@ export function createApp(deps: AppDeps) {
 
   const trustProxy = deps.trustProxy ?? false;
   const signIn = deps.signIn ?? createSignInGuard(deps.db);
+  const audit = deps.audit ?? createAuditRecorder(deps.db, { log });
 
   app.use(securityHeaders());
   app.use(errorPagesReplaceMain());
@@ -99,6 +104,7 @@ export function createApp(deps: AppDeps) {
   app.use(async (c, next) => {
     c.set('db', deps.db);
     c.set('live', live);
+    c.set('audit', audit);
     await next();
   });
   // Probes and metrics, open like /login (metrics behind their own token).
@@ -126,6 +132,11 @@ export function createApp(deps: AppDeps) {
   );
   // Every route below needs a signed-in administrator, except the public paths.
   app.use(requireAdministrator({ trustProxy }));
+  app.use(async (c, next) => {
+    const administrator = c.var.administrator;
+    if (administrator) c.set('actor', { username: administrator.username, address: clientAddress(c, trustProxy) });
+    await next();
+  });
 
   app.get('/static/:file', async (c) => {
     const file = staticFiles[c.req.param('file')];
@@ -149,6 +160,7 @@ export function createApp(deps: AppDeps) {
   app.route('/groups', groupRoutes());
   app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
+  app.route('/', auditRoutes());
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   let lastOutageLog = 0;

@@ -42,8 +42,15 @@ export function authRoutes(deps: AuthRouteDeps) {
     const form = await readForm(c);
     const next = safeNextPath(form.next);
     const username = form.username ?? '';
+    const address = clientAddress(c, deps.trustProxy);
     try {
-      const result = await deps.signIn.signIn({ username, password: form.password, address: clientAddress(c, deps.trustProxy) });
+      const result = await deps.signIn.signIn({ username, password: form.password, address });
+      // The username tried, never the password.
+      c.var.audit.record(
+        result.ok
+          ? { kind: 'console.signed_in', actor: result.administrator.username, subject: result.administrator.username, address }
+          : { kind: 'console.sign_in_failed', actor: username, subject: username, address, details: { reason: result.reason } },
+      );
       if (result.ok) {
         await startSession(c, result.administrator.id, deps.trustProxy);
         return redirectAfterPost(c, next ?? '/');
@@ -87,11 +94,11 @@ export function authRoutes(deps: AuthRouteDeps) {
     const values = { username: form.username ?? '' };
     let administrator: Administrator | null;
     try {
-      administrator = await createFirstAdministrator(c.var.db, {
-        username: form.username,
-        password: form.password,
-        confirm_password: form.confirm_password ?? '',
-      });
+      administrator = await createFirstAdministrator(
+        c.var.db,
+        { username: form.username, password: form.password, confirm_password: form.confirm_password ?? '' },
+        { username: null, address: clientAddress(c, deps.trustProxy), via: 'setup link' },
+      );
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;
       return c.html(<SetupPage token={form.token!} values={values} errors={error.fieldErrors} />, 422);

@@ -51,7 +51,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
   clients.post('/', async (c) => {
     const form = await readForm(c);
     try {
-      await createClient(c.var.db, form);
+      await createClient(c.var.db, form, c.var.actor);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
@@ -82,7 +82,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     const form = await readForm(c);
     const inRow = isHtmx(c) && form._view === 'row';
     try {
-      const updated = await updateClient(c.var.db, client.id, form);
+      const updated = await updateClient(c.var.db, client.id, form, c.var.actor);
       if (!updated) return notFound(c);
       if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
@@ -147,14 +147,14 @@ export function clientRoutes(options: { log: (message: string) => void }) {
 
   clients.post('/:id/delete', async (c) => {
     const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteClient(c.var.db, id);
+    const deleted = id === null ? null : await deleteClient(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
     return redirectAfterPost(c, deleted.ruleChange ? `/clients?change=${deleted.ruleChange.id}` : '/clients');
   });
 
   clients.delete('/:id', async (c) => {
     const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteClient(c.var.db, id);
+    const deleted = id === null ? null : await deleteClient(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
     // The row that asked is swapped for nothing: it disappears. Rules removed
     // with the client are reported in the page's notice region.

@@ -19,9 +19,20 @@ export function directoryOf(c: Context<AppEnv>): SessionDirectory {
   return c.var.live.sessions ?? noSessions;
 }
 
-/** What a disconnect needs: every node's sessions and the log. */
+/** What a disconnect needs: every node's sessions, the log and the audit trail. */
 export function disconnectDeps(c: Context<AppEnv>, log: (message: string) => void): DisconnectDeps {
-  return { directory: directoryOf(c), log };
+  return {
+    directory: directoryOf(c),
+    log,
+    ended: (session, actor) =>
+      c.var.audit.record({
+        kind: 'mqtt.disconnected',
+        actor: actor.username,
+        address: c.var.actor?.address ?? null,
+        subject: session.mqttClientId,
+        details: { username: session.username, remoteAddress: session.remoteAddress, transport: session.transport, node: session.node },
+      }),
+  };
 }
 
 /** The administrator making the request (every route here needs one). */
