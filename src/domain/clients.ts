@@ -15,7 +15,7 @@ import {
   type ClientGroupsOverview,
   type RuleChange,
 } from './groupRules';
-import { hashPassword } from './password';
+import { hashFormPassword } from './password';
 import { parseInput } from './validation';
 
 const { clients, clientTotals } = schema;
@@ -69,8 +69,13 @@ const updateClientSchema = z.object({
   password: z.union([z.literal(''), passwordSchema]).optional().default(''),
 });
 
-/** `version`, when given, is the version the form was loaded with (lost-update check). */
-export type ClientInput = { name?: unknown; username?: unknown; password?: unknown; version?: unknown };
+/**
+ * `version`, when given, is the version the form was loaded with (lost-update
+ * check). `password_generated`: the token that came with a password the
+ * server generated (see domain/password.ts); only such a password is stored
+ * with the fast hash, any other with Argon2id.
+ */
+export type ClientInput = { name?: unknown; username?: unknown; password?: unknown; version?: unknown; password_generated?: unknown };
 
 const publicColumns = {
   id: clients.id,
@@ -87,7 +92,7 @@ const USERNAME_TAKEN = 'This username is already used by another client.';
 /** Creates a client; throws ValidationError or ConflictError (username taken). */
 export async function createClient(db: Database, input: ClientInput): Promise<Client> {
   const data = parseInput(createClientSchema, input);
-  const passwordHash = await hashPassword(data.password);
+  const passwordHash = await hashFormPassword(data.password, input.password_generated);
   try {
     const [row] = await db
       .insert(clients)
@@ -113,7 +118,7 @@ export async function updateClient(db: Database, id: number, input: ClientInput)
     username: data.username,
     updatedAt: new Date(),
   };
-  if (data.password) changes.passwordHash = await hashPassword(data.password);
+  if (data.password) changes.passwordHash = await hashFormPassword(data.password, input.password_generated);
   let row: Client | undefined;
   try {
     [row] = await db

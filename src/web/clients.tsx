@@ -9,6 +9,7 @@ import {
   type ClientInput,
 } from '../domain/clients';
 import { ConflictError, ValidationError } from '../domain/errors';
+import { generatedPasswordToken, generatePassword } from '../domain/password';
 import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
 import { RuleChangeNotice } from '../../views/groups';
 import {
@@ -40,6 +41,14 @@ export function clientRoutes() {
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
     return c.html(<ClientsPage result={result} ruleChange={ruleChange} sessions={await c.var.live.sessionsByClient()} />);
+  });
+
+  // "Generate strong password": made here, so that saving can tell the
+  // generator's output (stored with a fast hash) from a typed password.
+  clients.get('/generated-password', (c) => {
+    const password = generatePassword();
+    c.header('Cache-Control', 'no-store');
+    return c.json({ password, token: generatedPasswordToken(password) });
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
