@@ -151,7 +151,8 @@ export function resolveAccess(rows: readonly RuleGrantRow[], who: Who): AccessSn
     (x, y) =>
       x.rule.position - y.rule.position ||
       x.rule.id - y.rule.id ||
-      x.groupName.localeCompare(y.groupName) ||
+      // The same group has the same name: no collation needed (rows of one group are the most common tie).
+      (x.groupId === y.groupId ? 0 : x.groupName.localeCompare(y.groupName)) ||
       x.groupId - y.groupId ||
       (x.permission?.position ?? -1) - (y.permission?.position ?? -1),
   );
