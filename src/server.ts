@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { serve } from '@hono/node-server';
 import { sql } from 'drizzle-orm';
@@ -89,7 +90,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;
     // What CONNECT needs stays in memory, forgotten on every change (any node's).
     changes = await listenForAccessChanges(database, log);
-    const authenticator = createAuthenticator(database.db, { failureTrackers, changes });
+    const authenticator = createAuthenticator(database.db, { failureTrackers, changes, maxConcurrentVerifies: concurrentVerifies() });
     const metrics = createMetrics();
     const recorder = createLastSeenRecorder(database.db, { flushMs: config.LAST_SEEN_FLUSH_MS, log });
     lastSeen = recorder;
@@ -251,4 +252,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (!options.database) await database.close().catch(() => {});
     throw error;
   }
+}
+
+/**
+ * Argon2id verifies run on libuv's thread pool (4 threads unless
+ * UV_THREADPOOL_SIZE says otherwise), which LevelDB's reads and writes and
+ * file operations share: as many verifies at once as the process has cores
+ * (its CPU affinity counts), and always a pool thread left for the broker's
+ * store, so a storm of typed passwords neither takes every core from the
+ * event loop nor makes QoS 1 messages wait behind it.
+ */
+function concurrentVerifies(): number {
+  const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  return Math.max(1, Math.min(availableParallelism(), pool - 1));
 }

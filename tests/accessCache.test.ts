@@ -8,8 +8,9 @@ import { createClient, deleteClient, MAX_USERNAME_LENGTH, updateClient } from '.
 import { hashPassword } from '../src/domain/password';
 import { getGroup, updateGroup } from '../src/domain/groups';
 import { grantGroup } from './support/acl';
-import { createPostgresTestDatabase, createTestDatabase, drivers } from './support/db';
+import { countQueries, createPostgresTestDatabase, createTestDatabase, drivers } from './support/db';
 import { startRelay } from './support/relay';
+import { generatedPasswordToken, generatePassword } from '../src/domain/password';
 
 const connectAs = (username: string, password: string, clientId = 'cache-client') => ({
   username,
@@ -205,6 +206,25 @@ describe.each(drivers)('what CONNECT needs, kept in memory, on %s', (driver) => 
     expect(auth.stats().databaseReads).toBe(reads);
     await auth.authenticate(connectAs('unknown-a', 'some-password'));
     expect(auth.stats().databaseReads).toBe(reads + 1);
+  });
+
+  it('reads the rows of a cold storm of distinct devices in a few queries, not one each', async () => {
+    const devices = Array.from({ length: 120 }, (_, i) => ({ username: `cold-${i}`, password: generatePassword() }));
+    for (const device of devices) {
+      await createClient(database.db, { name: device.username, ...device, password_generated: generatedPasswordToken(device.password) });
+    }
+    await settled();
+    const auth = createAuthenticator(database.db, { changes });
+    const counter = countQueries(database.db);
+    const results = await Promise.all([
+      ...devices.map((device) => auth.authenticate(connectAs(device.username, device.password, device.username))),
+      auth.authenticate(connectAs('cold-nobody', 'not-a-device-password')),
+    ]);
+    const queries = counter.stop();
+    expect(results.slice(0, -1).every((result) => result.ok)).toBe(true);
+    expect(results.at(-1)).toEqual({ ok: false, reason: 'bad_credentials' });
+    // The rows in one or two reads, the rule model in one.
+    expect(queries).toBeLessThanOrEqual(4);
   });
 
   it('remembers an unknown username without reading again, until a client takes it', async () => {

@@ -291,9 +291,11 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         autocomplete="new-password"
       >
         <div class="password-tools" hidden data-password-tools={`${prefix}password`}>
-          <button type="button" class="secondary outline" data-generate-password={`${prefix}password`}>
+          <button type="button" class="secondary outline" data-generate-password={`${prefix}password`} data-generate-url="/clients/generated-password">
             Generate strong password
           </button>
+          {/* The server's token for the password it generated; a typed password has none. */}
+          <input type="hidden" name="password_generated" id={`${prefix}password-generated`} value="" />
           <button type="button" class="secondary outline" data-copy-password={`${prefix}password`}>
             Copy
           </button>

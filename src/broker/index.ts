@@ -441,6 +441,16 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     audit?.refused({ action, topic, username: state.principal?.username, clientId: client.id, address: state.remoteAddress, transport: state.transport });
   }
 
+  // One listener for every connection of a transport (not a closure each).
+  function onTcpClose(this: Duplex) {
+    connections.delete(this);
+    openByTransport.tcp--;
+  }
+  function onWsClose(this: Duplex) {
+    connections.delete(this);
+    openByTransport.ws--;
+  }
+
   function handleConnection(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage) {
     if (connections.size >= limits.maxConnections) {
       log(`refusing ${transport} connection from ${remoteAddress ?? 'unknown'}: ${limits.maxConnections} connections open`);
@@ -449,10 +459,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     connections.add(stream);
     openByTransport[transport]++;
-    stream.once('close', () => {
-      connections.delete(stream);
-      openByTransport[transport]--;
-    });
+    stream.once('close', transport === 'tcp' ? onTcpClose : onWsClose);
     const client = aedes.handle(stream, req);
     dedupeExactly(client);
     connectionOf.set(client, { transport, remoteAddress, decisions: nothingAllowed, counted: false });
@@ -630,19 +637,31 @@ function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {
 function limitPacketSize(client: AedesClient, maxBytes: number) {
   const parser = (client as unknown as { _parser?: ParserInternals })._parser;
   if (!parser || typeof parser._parseLength !== 'function') return;
-  const parseLength = parser._parseLength;
-  parser._parseLength = function (this: ParserInternals) {
-    const parsed = parseLength.call(this);
-    if (parsed && this.packet.length > maxBytes) {
-      this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds the limit of ${maxBytes}`));
-      return false;
-    }
-    return parsed;
-  };
+  // The parser's class is patched once (not a closure per connection); each
+  // parser carries its own limit.
+  const prototype = Object.getPrototypeOf(parser) as ParserInternals;
+  if (!limitedPrototypes.has(prototype)) {
+    limitedPrototypes.add(prototype);
+    const parseLength = prototype._parseLength;
+    prototype._parseLength = function (this: ParserInternals) {
+      const parsed = parseLength.call(this);
+      const limit = this[MAX_PACKET_BYTES];
+      if (parsed && limit !== undefined && this.packet.length > limit) {
+        this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds the limit of ${limit}`));
+        return false;
+      }
+      return parsed;
+    };
+  }
+  parser[MAX_PACKET_BYTES] = maxBytes;
 }
+
+const MAX_PACKET_BYTES = Symbol('gatehouse.maxPacketBytes');
+const limitedPrototypes = new WeakSet<object>();
 
 interface ParserInternals {
   packet: { length: number };
+  [MAX_PACKET_BYTES]?: number;
   _parseLength(this: ParserInternals): boolean;
   _emitError(error: Error): void;
 }

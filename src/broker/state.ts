@@ -2,9 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { AedesOptions } from 'aedes';
 import aedesPersistenceLevel from 'aedes-persistence-level';
-import aedesPersistenceRedis from 'aedes-persistence-redis';
 import { ClassicLevel } from 'classic-level';
-import mqemitterRedis from 'mqemitter-redis';
 import { connectRedis, describeRedisUrl } from '../cluster/redis';
 import { coalesceWrites } from './coalescingLevel';
 
@@ -88,6 +86,8 @@ async function openLocalState(dir: string): Promise<BrokerState> {
  * session, a retained message or a will made on one node is there on all.
  */
 async function openRedisState(url: string, concurrency: number, log: (message: string) => void): Promise<BrokerState> {
+  // Loaded only with REDIS_URL: one node never pays for them.
+  const [{ default: aedesPersistenceRedis }, { default: mqemitterRedis }] = await Promise.all([import('aedes-persistence-redis'), import('mqemitter-redis')]);
   const conn = await connectRedis(url);
   const persistence = aedesPersistenceRedis({ conn }) as unknown as Persistence & { destroy(): Promise<void> };
   // What Aedes gives its own bus: `concurrency`, and [MQTT-4.7.1-3] empty levels.

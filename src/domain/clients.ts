@@ -16,7 +16,7 @@ import {
   type ClientGroupsOverview,
   type RuleChange,
 } from './groupRules';
-import { hashPassword } from './password';
+import { hashFormPassword } from './password';
 import { parseInput } from './validation';
 
 const { clients, clientTotals } = schema;
@@ -75,8 +75,13 @@ const updateClientSchema = z.object({
   password: z.union([z.literal(''), passwordSchema]).optional().default(''),
 });
 
-/** `version`, when given, is the version the form was loaded with (lost-update check). */
-export type ClientInput = { name?: unknown; username?: unknown; password?: unknown; version?: unknown };
+/**
+ * `version`, when given, is the version the form was loaded with (lost-update
+ * check). `password_generated`: the token that came with a password the
+ * server generated (see domain/password.ts); only such a password is stored
+ * with the fast hash, any other with Argon2id.
+ */
+export type ClientInput = { name?: unknown; username?: unknown; password?: unknown; version?: unknown; password_generated?: unknown };
 
 const publicColumns = {
   id: clients.id,
@@ -102,7 +107,7 @@ function auditSnapshot(client: Client) {
  */
 export async function createClient(db: Database, input: ClientInput, by?: AuditActor): Promise<Client> {
   const data = parseInput(createClientSchema, input);
-  const passwordHash = await hashPassword(data.password);
+  const passwordHash = await hashFormPassword(data.password, input.password_generated);
   try {
     return await db.transaction(async (tx) => {
       const [row] = await tx
@@ -131,7 +136,7 @@ export async function updateClient(db: Database, id: number, input: ClientInput,
     username: data.username,
     updatedAt: new Date(),
   };
-  if (data.password) changes.passwordHash = await hashPassword(data.password);
+  if (data.password) changes.passwordHash = await hashFormPassword(data.password, input.password_generated);
   let row: Client | undefined;
   try {
     row = await db.transaction(async (tx) => {

@@ -10,6 +10,7 @@ import {
 } from '../domain/clients';
 import { CONNECTIONS_PAGE_SIZE, disconnectClientSessions, listConnections } from '../domain/connections';
 import { ConflictError, ValidationError } from '../domain/errors';
+import { generatedPasswordToken, generatePassword } from '../domain/password';
 import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
 import { RuleChangeNotice } from '../../views/groups';
 import {
@@ -44,6 +45,14 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
     const notice = disconnectedNotice(c.req.query('disconnected'));
     return c.html(<ClientsPage result={result} ruleChange={ruleChange} notice={notice} sessions={await c.var.live.sessionsByClient()} />);
+  });
+
+  // "Generate strong password": made here, so that saving can tell the
+  // generator's output (stored with a fast hash) from a typed password.
+  clients.get('/generated-password', (c) => {
+    const password = generatePassword();
+    c.header('Cache-Control', 'no-store');
+    return c.json({ password, token: generatedPasswordToken(password) });
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
