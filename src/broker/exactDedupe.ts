@@ -1,4 +1,5 @@
 import type { Client as AedesClient } from 'aedes';
+import { claimLiveDelivery } from './resume';
 
 /**
  * How many of a client's latest deliveries are remembered. The copies of one
@@ -75,6 +76,11 @@ export function dedupeExactly(client: AedesClient): void {
     // Aedes' deliverQoS hands a QoS 0 message to this.deliver0: checked there, once.
     if (!packet.qos) internals.deliver0(packet, callback);
     else if (isRepeat(packet)) setImmediate(callback);
-    else deliverQoS(packet, callback);
+    else {
+      // A session coming back may have had this message from its queue already.
+      const own = claimLiveDelivery(client, packet, callback);
+      if (own) deliverQoS(packet, own);
+      else setImmediate(callback);
+    }
   };
 }

@@ -7,6 +7,7 @@ import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type Acces
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 import type { LiveSession } from '../domain/connections';
 import { dedupeExactly } from './exactDedupe';
+import { isRepeatedDelivery } from './resume';
 import { fixSessionStore } from './sessionStore';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
@@ -310,6 +311,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
      */
     authorizeForward(client, packet) {
       if (!decisionsOf(client).mayDeliver(packet.topic)) return null;
+      // The queued copy of a message already sent live (src/broker/resume.ts).
+      if (isRepeatedDelivery(packet)) return null;
       const conn = client.conn as Duplex;
       const state = connectionOf.get(client);
       if (conn.writableLength > limits.maxBufferedBytes) {

@@ -1,12 +1,17 @@
 import type { AedesOptions } from 'aedes';
+import { claimQueuedDelivery, isRepeatedDelivery } from './resume';
 
 type Persistence = NonNullable<AedesOptions['persistence']>;
 type Subscription = { topic: string; qos: number; rap?: boolean };
 type QueuedPacket = { retain?: boolean } & Record<string, unknown>;
+type OutgoingPacket = { cmd?: string; brokerId?: string | null; brokerCounter?: number; writeCallback?: unknown };
+type SessionClient = { connected?: boolean; clean?: boolean };
 
 interface SessionStoreMethods {
   addSubscriptions(client: unknown, subs: Subscription[]): Promise<unknown>;
   outgoingEnqueueCombi(subs: Subscription[], packet: QueuedPacket): Promise<unknown>;
+  outgoingUpdate(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
+  outgoingClearMessageId(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
 }
 
 /**
@@ -27,6 +32,12 @@ interface SessionStoreMethods {
  *   message sent because of a subscription that already existed has RETAIN=0
  *   (MQTT 5's retain-as-published subscriptions keep it, when every session
  *   the message is queued for has one: the store keeps one copy for all).
+ * - **Each queued message once when a session comes back** (src/broker/resume.ts):
+ *   the queued copy of a message the session was already sent live is
+ *   neither given a packet id here nor taken off the queue for its refusal.
+ * - **PUBREC always gets its PUBREL** ([MQTT-4.3.3-8]): for a packet id the
+ *   store no longer knows, PUBREL is still sent rather than an error
+ *   disconnecting the session.
  */
 export function fixSessionStore(persistence: Persistence): Persistence {
   const store = persistence as unknown as SessionStoreMethods;
@@ -46,6 +57,20 @@ export function fixSessionStore(persistence: Persistence): Persistence {
       const keepRetain = !packet.retain || (subs ?? []).every((sub) => sub.rap);
       // A copy: the packet itself goes on to the subscribers online.
       return store.outgoingEnqueueCombi(subs, keepRetain ? packet : { ...packet, retain: false });
+    },
+    async outgoingUpdate(client, packet) {
+      if (packet.cmd === 'publish' && !claimQueuedDelivery(client, packet)) return packet;
+      try {
+        return await store.outgoingUpdate(client, packet);
+      } catch (error) {
+        if (packet.cmd === 'pubrel' && error instanceof Error && error.message === 'no such packet') return packet;
+        throw error;
+      }
+    },
+    async outgoingClearMessageId(client, packet) {
+      // Its packet id was never stored; the entry belongs to the copy sent live.
+      if (isRepeatedDelivery(packet)) return undefined;
+      return store.outgoingClearMessageId(client, packet);
     },
   };
 
