@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config';
 import { createClient, getClient, type Client } from '../src/domain/clients';
 import { startGatehouse, type Gatehouse } from '../src/server';
+import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
 import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
@@ -69,6 +70,7 @@ describe.runIf(haveBoth)('Connections across two nodes', { timeout: 120_000 }, (
     b = await startNode('b', () => {});
     operator = await signIn(a.app, a.database.db, 'cluster-operator');
     roamer = await createClient(a.database.db, { name: 'Roamer', username: 'roamer', password: 'roamer-password' });
+    await grantGroup(a.database.db, { name: 'Watch all', permissions: [['allow', 'subscribe', '#'], ['allow', 'publish', 'watched/#']], usernames: ['roamer'] });
   });
   afterAll(async () => {
     await Promise.all(open.map((client) => endClient(client)));
@@ -135,5 +137,26 @@ describe.runIf(haveBoth)('Connections across two nodes', { timeout: 120_000 }, (
     await a.lastSeen.flush();
     await b.lastSeen.flush();
     expect((await getClient(a.database.db, roamer.id))?.lastSeenAt).toBeInstanceOf(Date);
+  });
+
+  it('keeps a node with a `#` subscriber up while the nodes talk about sessions, and carries messages after', async () => {
+    const watcher = await device(b, 'watch-all-b');
+    expect((await watcher.subscribeAsync('#', { qos: 0 })).map((granted) => granted.qos)).toEqual([0]);
+    const seen: string[] = [];
+    watcher.on('message', (topic) => seen.push(topic));
+    // A question to every node, and something foreign on the broker's own channels.
+    expect(await pageOnA('/connections?q=watch-all')).toContain('1 connection matches “watch-all”.');
+    const redis = new Redis(ownRedisUrl());
+    await redis.publish('gatehouse:db5:mqtt/watched/foreign', 'not a message of the broker');
+    await redis.publish('elsewhere', 'another application');
+    redis.disconnect();
+
+    const publisher = await device(a, 'watch-all-publisher');
+    await publisher.publishAsync('watched/after', 'still here', { qos: 1 });
+    const until = Date.now() + 10_000;
+    while (!seen.includes('watched/after') && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(seen).toContain('watched/after');
+    expect(seen).not.toContain('watched/foreign');
+    expect(watcher.connected).toBe(true);
   });
 });

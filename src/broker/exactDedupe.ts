@@ -12,6 +12,8 @@ const REMEMBERED = 16;
 type Deliver = (packet: { brokerId?: string | null; brokerCounter?: number; qos?: number }, callback: () => void) => void;
 
 interface AedesClientInternals {
+  connackSent?: boolean;
+  conn: { once(event: 'close', listener: () => void): unknown };
   duplicates: Record<string, number>;
   deliver0: Deliver;
   deliverQoS: Deliver;
@@ -69,10 +71,15 @@ export function dedupeExactly(client: AedesClient): void {
   const deliver0 = internals.deliver0;
   const deliverQoS = internals.deliverQoS;
   internals.deliver0 = (packet, callback) => {
-    if (isRepeat(packet)) setImmediate(callback);
+    if (!internals.connackSent) hold(client, () => internals.deliver0(packet, callback), callback);
+    else if (isRepeat(packet)) setImmediate(callback);
     else deliver0(packet, callback);
   };
   internals.deliverQoS = (packet, callback) => {
+    if (!internals.connackSent) {
+      hold(client, () => internals.deliverQoS(packet, callback), callback);
+      return;
+    }
     // Aedes' deliverQoS hands a QoS 0 message to this.deliver0: checked there, once.
     if (!packet.qos) internals.deliver0(packet, callback);
     else if (isRepeat(packet)) setImmediate(callback);
@@ -83,4 +90,40 @@ export function dedupeExactly(client: AedesClient): void {
       else setImmediate(callback);
     }
   };
+}
+
+/** Deliveries waiting for their client's CONNACK: each to run, or to give up (its callback). */
+const held = new WeakMap<object, { run: () => void; skip: () => void }[]>();
+
+/**
+ * A persistent session's subscriptions are restored before its CONNACK is
+ * sent (lib/handlers/connect.js, restoreSubs before doConnack), and Aedes
+ * writes whatever reaches them at once: a PUBLISH went out before the
+ * CONNACK, against [MQTT-3.2.0-1], and mqtt.js, waiting for its CONNACK,
+ * stalled on it and gave up ("connack timeout"). Such deliveries wait here
+ * until `releaseHeldDeliveries` (the broker's `connackSent` event), or are
+ * dropped when the connection closes first (the session keeps them queued).
+ */
+function hold(client: AedesClient, run: () => void, skip: () => void): void {
+  let waiting = held.get(client);
+  if (!waiting) {
+    held.set(client, (waiting = []));
+    (client as unknown as AedesClientInternals).conn.once('close', () => {
+      const dropped = held.get(client) ?? [];
+      held.delete(client);
+      for (const delivery of dropped) setImmediate(delivery.skip);
+    });
+  }
+  waiting.push({ run, skip });
+}
+
+/** Sends, in order, what reached `client` before its CONNACK was sent. */
+export function releaseHeldDeliveries(client: AedesClient): void {
+  if (!held.has(client)) return;
+  // Aedes emits `connackSent` just before it sets `client.connackSent`.
+  queueMicrotask(() => {
+    const waiting = held.get(client);
+    held.delete(client);
+    for (const delivery of waiting ?? []) delivery.run();
+  });
 }

@@ -6,7 +6,7 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 import type { LiveSession } from '../domain/connections';
-import { dedupeExactly } from './exactDedupe';
+import { dedupeExactly, releaseHeldDeliveries } from './exactDedupe';
 import { isRepeatedDelivery } from './resume';
 import { fixSessionStore } from './sessionStore';
 
@@ -484,6 +484,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const sessions = new Map<string, { client: AedesClient; session: LiveSession }>();
   const endWaiters = new Map<string, Array<() => void>>();
   let sessionSequence = 0;
+  aedes.on('connackSent', (_connack, client) => releaseHeldDeliveries(client));
   aedes.on('client', (client) => {
     const state = connectionOf.get(client);
     if (!state?.principal) return;
