@@ -206,7 +206,7 @@ describe.each(drivers)('audit trail on %s', (driver) => {
     admin = await signIn(app, database.db, `auditor-${Date.now()}`);
   });
 
-  it('records sign-ins and failed sign-ins with the username tried and the address, never the password', async () => {
+  it('records sign-ins and failed sign-ins with the username tried and the address, never the password, nor a username that is no administrator’s', async () => {
     await createAdministrator(database.db, { username: 'carol', password: 'carol-password-1' });
     await database.db.delete(auditEvents);
     const login = (username: string, password: string) =>
@@ -221,11 +221,36 @@ describe.each(drivers)('audit trail on %s', (driver) => {
     const rows = await allEvents(database);
     expect(rows.map((r) => [r.kind, r.actor, r.address, r.details])).toEqual([
       ['console.sign_in_failed', 'carol', '203.0.113.9', { reason: 'bad_credentials' }],
-      ['console.sign_in_failed', 'mallory', '203.0.113.9', { reason: 'bad_credentials' }],
+      ['console.sign_in_failed', null, '203.0.113.9', { reason: 'bad_credentials', username: 'not an administrator (not recorded)' }],
       ['console.signed_in', 'carol', '203.0.113.9', {}],
     ]);
     const text = JSON.stringify(rows);
-    for (const secret of ['wrong-password-x', 'guess-password', 'carol-password-1']) expect(text).not.toContain(secret);
+    for (const secret of ['wrong-password-x', 'guess-password', 'carol-password-1', 'mallory']) expect(text).not.toContain(secret);
+  });
+
+  it('stores what anyone may send (U+0000, lone surrogates, 64 KB) cut to size, and a batch with a row the database refuses loses only that row', async () => {
+    const hostile = `bad\u0000name\ud800${'x'.repeat(65_536)}`;
+    recorder.authFailure({ username: hostile, address: '192.0.2.77', reason: 'bad_credentials', clientId: hostile });
+    recorder.record({ kind: 'mqtt.publish_refused', actor: 'fine', subject: hostile, details: { clientId: hostile } });
+    await recorder.flush();
+    const rows = await allEvents(database);
+    expect(rows.map((r) => r.kind).sort()).toEqual(['mqtt.auth_failed', 'mqtt.publish_refused']);
+    for (const row of rows) {
+      for (const text of [row.actor, row.subject, (row.details as { clientId?: string }).clientId].filter((t) => t && t !== 'fine')) {
+        expect(text!.startsWith('bad\ufffdname\ufffdxxx')).toBe(true);
+        expect(text!.length).toBeLessThanOrEqual(4096);
+      }
+      expect(row.actor === 'fine' || row.actor!.length <= 256).toBe(true);
+    }
+
+    // A row PostgreSQL refuses (a count beyond integer) goes alone; the others are written.
+    recorder.record({ kind: 'console.signed_in', actor: 'before' });
+    recorder.record({ kind: 'console.signed_in', actor: 'too-many', count: 2 ** 40 });
+    recorder.record({ kind: 'console.signed_in', actor: 'after' });
+    await recorder.flush();
+    const signIns = (await eventsOfKind(database, 'console.signed_in')).map((r) => r.actor);
+    expect(signIns).toEqual(['before', 'after']);
+    expect(recorder.stats().buffered).toBe(0);
   });
 
   it('drops and counts events beyond its buffer', async () => {

@@ -188,10 +188,11 @@ const changePasswordSchema = z.object({
 
 export type ChangePasswordInput = { current_password?: unknown; new_password?: unknown; confirm_password?: unknown };
 
+/** A failure says whether the username is an administrator's, for the audit trail only. */
 export type SignInResult =
   | { ok: true; administrator: Administrator }
-  | { ok: false; reason: 'bad_credentials' }
-  | { ok: false; reason: 'throttled'; retryAfterMs: number };
+  | { ok: false; reason: 'bad_credentials'; knownUsername?: boolean }
+  | { ok: false; reason: 'throttled'; retryAfterMs: number; knownUsername?: boolean };
 
 export interface SignInGuardOptions {
   /** Failures for one username before it is locked out (1 s, doubling). */
@@ -254,7 +255,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       .where(eq(administrators.username, username))
       .then((rows) => rows[0]);
     const checked = await gate.verify(username, address, row?.passwordHash, password);
-    if (!checked.ok) return checked;
+    if (!checked.ok) return { ...checked, knownUsername: Boolean(row) };
     if (!row) throw new Error('a password verified without an administrator row');
     const { passwordHash: _, ...administrator } = row;
     return { ok: true, administrator };

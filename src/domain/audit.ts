@@ -87,14 +87,37 @@ export interface AuditEvent {
 
 const SECRET_KEY = /pass(word)?_?hash|hash|secret|token|^password$|private_?key/i;
 
-/** `details` without any key that could hold a secret, at any depth. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** Longest actor, subject or address kept in an event; the rest is cut and marked. */
+export const AUDIT_MAX_TEXT = 256;
+/** Longest string kept inside an event's details (a snapshot's field). */
+const AUDIT_MAX_DETAIL = 4096;
+
+/**
+ * `text` as an event may keep it: at most AUDIT_MAX_TEXT characters (a
+ * username or client id comes from anyone who reaches the broker port), no
+ * U+0000 and no lone surrogate (PostgreSQL refuses both in text and jsonb,
+ * and one such row would fail its whole batch).
+ */
+export function auditText(text: string, max?: number): string;
+export function auditText(text: string | null | undefined, max?: number): string | null;
+export function auditText(text: string | null | undefined, max = AUDIT_MAX_TEXT): string | null {
+  if (text === null || text === undefined) return null;
+  let clean = text.includes('\u0000') ? text.replaceAll('\u0000', '\ufffd') : text;
+  if (clean.length > max) clean = `${clean.slice(0, max - 1)}…`;
+  return clean.replace(LONE_SURROGATE, '\ufffd');
+}
+
+/** `details` without any key that could hold a secret, at any depth, its strings made storable (auditText). */
 export function scrubSecrets(value: unknown): unknown {
+  if (typeof value === 'string') return auditText(value, AUDIT_MAX_DETAIL);
   if (Array.isArray(value)) return value.map(scrubSecrets);
   if (value && typeof value === 'object' && !(value instanceof Date)) {
     return Object.fromEntries(
       Object.entries(value as Record<string, unknown>)
         .filter(([key]) => !SECRET_KEY.test(key))
-        .map(([key, v]) => [key, scrubSecrets(v)]),
+        .map(([key, v]) => [auditText(key), scrubSecrets(v)]),
     );
   }
   return value;
@@ -113,10 +136,10 @@ export async function recordChange(
   const details = scrubSecrets({ ...event.details, ...(by?.via ? { via: by.via } : {}) }) as Record<string, unknown>;
   await db.insert(auditEvents).values({
     kind: event.kind,
-    actor: by?.username ?? null,
-    subject: event.subject,
+    actor: auditText(by?.username),
+    subject: auditText(event.subject),
     details,
-    address: by?.address ?? null,
+    address: auditText(by?.address),
   });
 }
 
@@ -215,8 +238,18 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
       for (let start = 0; start < rows.length; start += batchSize) {
         const batch = rows.slice(start, start + batchSize);
         try {
-          await insertRows(db, batch);
-          written += batch.length;
+          await insertRows(db, batch).catch(async (error: unknown) => {
+            if (!isDataError(error)) throw error;
+            // One bad row must not hold back the rest for ever: each alone, the bad ones dropped.
+            for (const row of batch) {
+              await insertRows(db, [row]).catch((rowError: unknown) => {
+                if (!isDataError(rowError)) throw rowError;
+                log(`an audit event (${row.kind}) could not be stored and was dropped: ${(rowError as Error).message}`);
+                row.count = 0;
+              });
+            }
+          });
+          written += batch.filter((row) => row.count > 0).length;
         } catch (error) {
           if (now() - lastErrorLog > MINUTE_MS) {
             lastErrorLog = now();
@@ -254,14 +287,21 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
       queue.push({
         at: event.at ?? new Date(now()),
         kind: event.kind,
-        actor: event.actor ?? null,
-        subject: event.subject ?? null,
+        actor: auditText(event.actor),
+        subject: auditText(event.subject),
         details: scrubSecrets(event.details ?? {}) as Record<string, unknown>,
-        address: event.address ?? null,
+        address: auditText(event.address),
         count: event.count ?? 1,
       });
     },
-    authFailure(event) {
+    authFailure(input) {
+      const event = {
+        ...input,
+        username: auditText(input.username),
+        address: auditText(input.address),
+        reason: auditText(input.reason),
+        clientId: auditText(input.clientId),
+      };
       const minute = Math.floor(now() / MINUTE_MS) * MINUTE_MS;
       const key = failureKey(minute, event.username, event.address ?? '', event.reason);
       const row = failures.get(key);
@@ -291,6 +331,12 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
   };
 }
 
+/** PostgreSQL's class 22, data exception: the row is at fault, not the database. */
+function isDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code ?? (error as { cause?: { code?: unknown } } | null)?.cause?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}
+
 function failureKey(minute: number, username: string, address: string, reason: string): string {
   return `${minute}\u0000${username}\u0000${address}\u0000${reason}`;
 }
@@ -298,7 +344,7 @@ function failureKey(minute: number, username: string, address: string, reason: s
 /**
  * One multi-row INSERT. A failure counter whose row another flush (or
  * another node) already started that minute adds its count to it (the unique
- * index of migration 0006 on kind, actor, address, minute and reason).
+ * index of migration 0008 on kind, actor, address, minute and reason).
  */
 async function insertRows(db: Database, rows: Row[]): Promise<void> {
   if (rows.length === 0) return;

@@ -45,11 +45,14 @@ export function authRoutes(deps: AuthRouteDeps) {
     const address = clientAddress(c, deps.trustProxy);
     try {
       const result = await deps.signIn.signIn({ username, password: form.password, address });
-      // The username tried, never the password.
+      // The username tried, never the password; nor a username that is no
+      // administrator's, which is often a password typed in the wrong field.
       c.var.audit.record(
         result.ok
           ? { kind: 'console.signed_in', actor: result.administrator.username, subject: result.administrator.username, address }
-          : { kind: 'console.sign_in_failed', actor: username, subject: username, address, details: { reason: result.reason } },
+          : result.knownUsername === false
+            ? { kind: 'console.sign_in_failed', actor: null, subject: null, address, details: { reason: result.reason, username: 'not an administrator (not recorded)' } }
+            : { kind: 'console.sign_in_failed', actor: username, subject: username, address, details: { reason: result.reason } },
       );
       if (result.ok) {
         await startSession(c, result.administrator.id, deps.trustProxy);
