@@ -140,16 +140,28 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
     let done!: () => void;
     const finished = new Promise<void>((resolve) => (done = resolve));
     const entry = { results, expected: Infinity, done };
+    // With Redis away ioredis queues commands until it is back: the page
+    // would wait for it. Not reachable now is an answer of its own.
+    if (redis.status !== 'ready') throw new Error(`the connection is ${redis.status}`);
     pending.set(id, entry);
+    // The time limit covers the PUBLISH too, which a Redis lost meanwhile never answers.
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      done();
+    }, timeoutMs);
     try {
-      const receivers = await redis.publish(channel, JSON.stringify({ id, from: nodeId, ask } satisfies AskMessage));
-      entry.expected = Math.max(0, receivers - listenersThatAreUs);
-      if (results.length >= entry.expected) done();
-      const timer = setTimeout(done, timeoutMs);
+      const published = redis.publish(channel, JSON.stringify({ id, from: nodeId, ask } satisfies AskMessage)).then((receivers) => {
+        entry.expected = Math.max(0, receivers - listenersThatAreUs);
+        if (results.length >= entry.expected) done();
+      });
+      published.catch(() => done());
       await finished;
-      clearTimeout(timer);
+      if (!timedOut) await published; // a failed PUBLISH throws here
+      else if (entry.expected === Infinity) throw new Error(`Redis did not answer within ${timeoutMs} ms`);
       return { results: [...results], silent: Math.max(0, entry.expected - results.length) };
     } finally {
+      clearTimeout(timer);
       pending.delete(id);
     }
   }
@@ -184,9 +196,12 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
     },
 
     async disconnectClient(clientRowId) {
-      const [own, asked] = await Promise.all([localDirectory.disconnectClient(clientRowId), askNodes(everyNode, { op: 'disconnectClient', clientRowId }, 1)]);
-      const ended = [...own];
-      for (const answer of asked.results) if (Array.isArray(answer.result)) ended.push(...(answer.result as LiveSession[]));
+      const [own, asked] = await Promise.allSettled([localDirectory.disconnectClient(clientRowId), askNodes(everyNode, { op: 'disconnectClient', clientRowId }, 1)]);
+      if (own.status === 'rejected') throw own.reason;
+      const ended = [...own.value];
+      // This node's sessions are ended (and reported) whatever became of the others.
+      if (asked.status === 'rejected') log(`could not ask the other nodes to disconnect client ${clientRowId}: ${(asked.reason as Error).message}`);
+      else for (const answer of asked.value.results) if (Array.isArray(answer.result)) ended.push(...(answer.result as LiveSession[]));
       return ended;
     },
 
