@@ -57,10 +57,11 @@ export function createSampler(deps: SamplerDeps): Sampler {
   let timeout: NodeJS.Timeout | undefined;
   let interval: NodeJS.Timeout | undefined;
 
+  /** Never rejects: a failure is logged once, and the chain of samples goes on. */
   async function writeSample(now: Date) {
-    const totals = await deps.totals();
-    const seconds = Math.max(1, Math.round((now.getTime() - previousAt) / 1000));
     try {
+      const totals = await deps.totals();
+      const seconds = Math.max(1, Math.round((now.getTime() - previousAt) / 1000));
       await recordSample(deps.db, { nodeId: deps.nodeId, at: now, seconds, connections: deps.connections(), ...minus(totals, previous) });
       previous = totals;
       previousAt = now.getTime();

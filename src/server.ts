@@ -218,21 +218,34 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       lastSeen: recorder,
       close() {
         closing ??= (async () => {
-          await openSampler.stop();
+          // Every step runs, whatever an earlier one threw: a failing flush
+          // must not leave the database or the listeners open. The first
+          // failure is reported once all is closed.
+          const failures: unknown[] = [];
+          const step = async (run: () => unknown) => {
+            try {
+              await run();
+            } catch (error) {
+              failures.push(error);
+            }
+          };
+          await step(() => openSampler.stop());
           const httpClosed = new Promise<void>((resolve) => openHttp.close(() => resolve()));
-          await openBroker.close();
+          await step(() => openBroker.close());
           // The sessions just closed are written with the rest.
-          await recorder.close();
-          await openDirectory?.close().catch(() => {});
-          await sharedSessions?.close().catch(() => {});
-          await openState.close();
+          await step(() => recorder.close());
+          // Best effort: the other nodes find out by themselves.
+          await step(() => openDirectory?.close().catch(() => {}));
+          await step(() => sharedSessions?.close().catch(() => {}));
+          await step(() => openState.close());
           openRedis?.disconnect();
-          await openChanges.close().catch(() => {});
+          await step(() => openChanges.close().catch(() => {}));
           openHttp.closeAllConnections?.();
           await httpClosed;
-          await retention.stop();
-          await audit.close();
-          if (!options.database) await database.close();
+          await step(() => retention.stop());
+          await step(() => audit.close());
+          if (!options.database) await step(() => database.close());
+          if (failures.length > 0) throw failures[0];
         })();
         return closing;
       },
