@@ -17,6 +17,7 @@ vi.mock('@node-rs/argon2', async (importOriginal) => {
 
 import { schema, type OpenDatabase } from '../src/db';
 import { createAuthenticator } from '../src/domain/authenticate';
+import { createPasswordGate } from '../src/domain/passwordGate';
 import { createClient, updateClient } from '../src/domain/clients';
 import {
   GENERATED_ALPHABET,
@@ -134,6 +135,17 @@ describe('generated passwords', () => {
     expect(await costOf('slow-1', 'some-guess-2')).toBe(1);
     expect(await costOf('fast-1', generatePassword())).toBe(1);
     expect(await costOf('fast-1', `${secret}!`)).toBe(1);
+  });
+
+  it('is let in while every Argon2id slot is taken; a wrong one still waits for a slot like any failure', async () => {
+    const gate = createPasswordGate({ usernameThreshold: 100, addressThreshold: 100, usernameMaxBackoffMs: 1000, addressMaxBackoffMs: 1000, maxConcurrent: 1, maxWaiting: 0 });
+    const typedHash = await hashPassword('typed-password-1');
+    const secret = generatePassword();
+    const fastHash = hashGeneratedPassword(secret);
+    const typed = gate.verify('typed', '192.0.2.1', typedHash, 'typed-password-1'); // takes the only slot
+    expect(await gate.verify('generated', '192.0.2.2', fastHash, secret)).toEqual({ ok: true });
+    expect(await gate.verify('generated', '192.0.2.3', fastHash, `${secret}!`)).toMatchObject({ ok: false, reason: 'throttled' });
+    expect(await typed).toEqual({ ok: true });
   });
 
   it('an Argon2id row made before keeps working', async () => {

@@ -56,6 +56,15 @@ function fastDigest(salt: Buffer, password: string): Buffer {
 /** `$gh-hmac-sha256$` + 16 bytes of salt + `$` + 32 bytes of digest, base64url without padding. */
 const FAST_FORMAT = /^\$gh-hmac-sha256\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})$/;
 
+/** True when `password` is the generated password `hash` (a fast row) was made from; never throws. */
+export function verifyGeneratedPassword(hash: string, password: string): boolean {
+  try {
+    return verifyFast(hash, password);
+  } catch {
+    return false;
+  }
+}
+
 function verifyFast(hash: string, password: string): boolean {
   const parts = FAST_FORMAT.exec(hash);
   if (!parts) return false;
