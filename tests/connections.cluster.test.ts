@@ -151,11 +151,20 @@ describe.runIf(haveBoth)('Connections across two nodes', { timeout: 120_000 }, (
     await redis.publish('elsewhere', 'another application');
     redis.disconnect();
 
-    const publisher = await device(a, 'watch-all-publisher');
+    // A filter with Redis glob characters in it still matches across nodes
+    // (on A, where no `#` subscriber has the bus listen to everything).
+    const globber = await device(a, 'glob-a');
+    expect((await globber.subscribeAsync('watched/[x]*?/+', { qos: 1 })).map((granted) => granted.qos)).toEqual([1]);
+    const globbed: string[] = [];
+    globber.on('message', (topic) => globbed.push(topic));
+    const publisher = await device(b, 'watch-all-publisher');
+    await publisher.publishAsync('watched/[x]*?/y', 'literal', { qos: 1 });
     await publisher.publishAsync('watched/after', 'still here', { qos: 1 });
     const until = Date.now() + 10_000;
-    while (!seen.includes('watched/after') && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
+    while (!(seen.includes('watched/after') && globbed.length > 0) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(seen).toContain('watched/after');
+    expect(seen).toContain('watched/[x]*?/y');
+    expect(globbed).toEqual(['watched/[x]*?/y']);
     expect(seen).not.toContain('watched/foreign');
     expect(watcher.connected).toBe(true);
   });

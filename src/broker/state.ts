@@ -81,6 +81,23 @@ async function openLocalState(dir: string): Promise<BrokerState> {
   };
 }
 
+interface PatternMaker {
+  _subTopic(topic: string): string;
+}
+
+/**
+ * A filter with `+` or `#` becomes a Redis pattern (PSUBSCRIBE), in which `*`,
+ * `?`, `[`, `]` and `\\` are glob syntax; topics may hold them literally.
+ * Unescaped, `plant/[a]/+` matched `plant/a/x` and never `plant/[a]/x`: its
+ * messages from other nodes were lost. Escaped here before the bus turns the
+ * MQTT wildcards into `*` (its own matcher then checks each message).
+ */
+function escapeGlobCharacters(bus: PatternMaker): void {
+  if (typeof bus._subTopic !== 'function') throw new Error('mqemitter-redis internals changed (_subTopic): revisit src/broker/state.ts');
+  const subTopic = bus._subTopic.bind(bus);
+  bus._subTopic = (topic) => (/[+#]/.test(topic) ? subTopic(topic.replace(/[*?[\]\\]/g, '\\$&')) : topic);
+}
+
 /**
  * `subscriber` with a listener of its messages that throws (the bus decoding
  * something it did not write) made harmless: the message is dropped.
@@ -127,6 +144,7 @@ async function openRedisState(url: string, concurrency: number, log: (message: s
   };
   // What Aedes gives its own bus: `concurrency`, and [MQTT-4.7.1-3] empty levels.
   const bus = new MQEmitterRedisPrefix(prefix, { connectionString: url, subConn, concurrency, matchEmptyLevels: true });
+  escapeGlobCharacters(bus as unknown as PatternMaker);
   // Untyped in mqemitter-redis' declarations, present in its code.
   const busState = (bus as unknown as { state: import('node:events').EventEmitter }).state;
   // The bus reports a lost Redis connection as an 'error' event: unheard, it
