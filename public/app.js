@@ -39,7 +39,28 @@
       const id = generate.getAttribute('data-generate-password');
       const input = document.getElementById(id);
       if (!input) return;
-      input.value = generatePassword();
+      // Client passwords come from the server with a token saying it made them
+      // (such a password is stored with a fast hash; a typed one with Argon2id).
+      // If the server cannot be asked, one made here is stored as typed.
+      const token = document.getElementById(`${id}-generated`);
+      let password = null;
+      let proof = '';
+      const url = generate.getAttribute('data-generate-url');
+      if (url) {
+        try {
+          const response = await fetch(url, { headers: { Accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' });
+          if (response.ok) {
+            const body = await response.json();
+            if (typeof body.password === 'string' && typeof body.token === 'string') {
+              password = body.password;
+              proof = body.token;
+            }
+          }
+        } catch {}
+      }
+      if (password === null) password = generatePassword();
+      if (token) token.value = proof;
+      input.value = password;
       input.type = 'text'; // visible, so it can be read and copied before saving
       input.focus();
       input.select();
@@ -65,6 +86,15 @@
       }
       return;
     }
+  });
+
+  // An edited generated password is a typed one: its token no longer applies
+  // (the server would refuse it anyway).
+  document.addEventListener('input', (event) => {
+    const target = event.target;
+    if (!(target instanceof HTMLInputElement) || !target.id) return;
+    const token = document.getElementById(`${target.id}-generated`);
+    if (token) token.value = '';
   });
 
   // Close an open row menu when focus or a click moves elsewhere, or on Escape.
@@ -123,6 +153,19 @@
     event.preventDefault();
     const label = source.getAttribute('data-confirm-label') || 'Confirm';
     confirmInDialog(message, label).then((yes) => (yes ? event.detail.issueRequest() : event.detail.dropRequest()));
+  });
+
+  // A table that refreshes itself (Connections) skips a refresh while the
+  // operator is using it: a row menu or a confirmation open, or focus inside,
+  // which the swap would otherwise take away.
+  document.addEventListener('htmx:before:request', (event) => {
+    const source = event.target instanceof Element ? event.target : null;
+    if (!source || !source.hasAttribute('data-live-refresh')) return;
+    const busy =
+      source.querySelector('details.dropdown[open]') ||
+      document.querySelector('dialog[open]') ||
+      (document.activeElement && document.activeElement !== source && source.contains(document.activeElement));
+    if (busy) event.preventDefault();
   });
 
   // Group rules: a rule by Client offers the client usernames as suggestions;

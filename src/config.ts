@@ -54,11 +54,15 @@ export const configSchema = z
      * of a node that died are published by the others 3 to 7 heartbeats later.
      */
     NODE_HEARTBEAT_MS: positiveInt.min(100).default(10_000),
+    /** How often the last seen times of ended sessions are written (one UPDATE per batch). */
+    LAST_SEEN_FLUSH_MS: positiveInt.min(100).default(5000),
     ADMIN_USERNAME: optionalText,
     ADMIN_PASSWORD: optionalText,
     TRUST_PROXY: flag,
     /** Bearer token for /metrics; unset: /metrics answers 404. */
     METRICS_TOKEN: optionalText.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    /** Audit events and the overview's samples older than this many days are deleted (hourly, and at start). */
+    AUDIT_RETENTION_DAYS: positiveInt.max(36_500).default(90),
     /** A subscriber whose socket stays full this long is disconnected. */
     MQTT_DRAIN_TIMEOUT_MS: positiveInt.default(5000),
     /** Deliveries in flight through the broker's message bus at once. */

@@ -14,79 +14,75 @@ export interface Metrics {
   broker: BrokerMetrics;
   /** A TLS handshake that failed (bad certificate, wrong protocol, timeout…), by listener. */
   tlsHandshakeFailed(listener: 'mqtts' | 'https'): void;
+  /** What the counters hold now, summed over their labels (the overview's sampler reads them). */
+  totals(): Promise<MetricTotals>;
   /** Reads counters kept elsewhere when Prometheus scrapes. */
   watch(sources: { connections(): Record<Transport, number>; authenticator: Authenticator }): void;
+}
+
+/** Counters since the process started. */
+export interface MetricTotals {
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** CONNECTs refused, for any reason. */
+  authFailures: number;
+  /** Publishes and subscriptions refused by the permissions. */
+  refusals: number;
 }
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const connects = new Counter({
-    name: 'gatehouse_mqtt_connects_total',
-    help: 'CONNECTs answered, by result (accepted, or why not)',
-    labelNames: ['result'],
-    registers: [registry],
-  });
-  const messagesIn = new Counter({
-    name: 'gatehouse_mqtt_received_messages_total',
-    help: 'PUBLISH packets received from clients, by QoS',
-    labelNames: ['qos'],
-    registers: [registry],
-  });
-  const bytesIn = new Counter({
-    name: 'gatehouse_mqtt_received_payload_bytes_total',
-    help: 'Payload bytes of PUBLISH packets received from clients',
-    registers: [registry],
-  });
-  const messagesOut = new Counter({
-    name: 'gatehouse_mqtt_sent_messages_total',
-    help: 'PUBLISH packets sent to subscribers, by QoS',
-    labelNames: ['qos'],
-    registers: [registry],
-  });
-  const bytesOut = new Counter({
-    name: 'gatehouse_mqtt_sent_payload_bytes_total',
-    help: 'Payload bytes of PUBLISH packets sent to subscribers',
-    registers: [registry],
-  });
-  const refused = new Counter({
-    name: 'gatehouse_mqtt_refused_total',
-    help: 'Publishes and subscriptions refused by the permissions of the session',
-    labelNames: ['action'],
-    registers: [registry],
-  });
-  const handshakeFailures = new Counter({
-    name: 'gatehouse_tls_handshake_failures_total',
-    help: 'TLS handshakes that failed (refused or unknown certificate, protocol error, timeout), by listener',
-    labelNames: ['listener'],
-    registers: [registry],
-  });
-  handshakeFailures.inc({ listener: 'mqtts' }, 0);
-  handshakeFailures.inc({ listener: 'https' }, 0);
-  // Pre-create the series so a scrape shows zeros rather than nothing.
-  for (const result of ['accepted', 'bad_credentials', 'missing_credentials', 'throttled', 'unavailable', 'bad_client_id', 'certificate_refused']) connects.labels(result);
-  for (const qos of ['0', '1', '2']) {
-    messagesIn.labels(qos);
-    messagesOut.labels(qos);
-  }
-  for (const action of ['publish', 'subscribe']) refused.labels(action);
+  // The broker's counts are plain numbers on its hot paths (every CONNECT,
+  // every message), handed to prom-client only when Prometheus scrapes.
+  const connectResults = ['accepted', 'bad_credentials', 'missing_credentials', 'throttled', 'unavailable', 'bad_client_id', 'certificate_refused'] as const;
+  const connects = tally(registry, 'gatehouse_mqtt_connects_total', 'CONNECTs answered, by result (accepted, or why not)', 'result', connectResults);
+  const qosLevels = ['0', '1', '2'] as const;
+  const messagesIn = tally(registry, 'gatehouse_mqtt_received_messages_total', 'PUBLISH packets received from clients, by QoS', 'qos', qosLevels);
+  const bytesIn = tally(registry, 'gatehouse_mqtt_received_payload_bytes_total', 'Payload bytes of PUBLISH packets received from clients');
+  const messagesOut = tally(registry, 'gatehouse_mqtt_sent_messages_total', 'PUBLISH packets sent to subscribers, by QoS', 'qos', qosLevels);
+  const bytesOut = tally(registry, 'gatehouse_mqtt_sent_payload_bytes_total', 'Payload bytes of PUBLISH packets sent to subscribers');
+  const refusedActions = ['publish', 'subscribe'] as const;
+  const refused = tally(registry, 'gatehouse_mqtt_refused_total', 'Publishes and subscriptions refused by the permissions of the session', 'action', refusedActions);
+  const handshakeFailures = tally(
+    registry,
+    'gatehouse_tls_handshake_failures_total',
+    'TLS handshakes that failed (refused or unknown certificate, protocol error, timeout), by listener',
+    'listener',
+    ['mqtts', 'https'],
+  );
 
   return {
     registry,
     broker: {
-      connect: (result) => connects.labels(result).inc(),
+      connect: (result) => connects[connectResults.indexOf(result as (typeof connectResults)[number])]!++,
       received(qos, bytes) {
-        messagesIn.labels(String(qos)).inc();
-        bytesIn.inc(bytes);
+        messagesIn[qos]!++;
+        bytesIn[0]! += bytes;
       },
       sent(qos, bytes) {
-        messagesOut.labels(String(qos)).inc();
-        bytesOut.inc(bytes);
+        messagesOut[qos]!++;
+        bytesOut[0]! += bytes;
       },
-      refused: (action) => refused.labels(action).inc(),
+      refused: (action) => refused[action === 'publish' ? 0 : 1]!++,
     },
-    tlsHandshakeFailed: (listener) => handshakeFailures.labels(listener).inc(),
+    async totals() {
+      // The plain numbers themselves: no need to wait for a scrape.
+      const sum = (counts: number[], keep: (index: number) => boolean = () => true) => counts.reduce((total, value, i) => (keep(i) ? total + value : total), 0);
+      const accepted = connectResults.indexOf('accepted');
+      return {
+        messagesIn: sum(messagesIn),
+        messagesOut: sum(messagesOut),
+        bytesIn: sum(bytesIn),
+        bytesOut: sum(bytesOut),
+        authFailures: sum(connects, (i) => i !== accepted),
+        refusals: sum(refused),
+      };
+    },
+    tlsHandshakeFailed: (listener) => handshakeFailures[listener === 'mqtts' ? 0 : 1]!++,
     watch(sources) {
       new Gauge({
         name: 'gatehouse_mqtt_connections',
@@ -125,4 +121,33 @@ export function createMetrics(): Metrics {
       });
     },
   };
+}
+
+/**
+ * A counter kept as plain numbers (one per label value, in `values` order; one
+ * without a label), reported to prom-client at scrape time. Every series
+ * exists from the start, so a scrape shows zeros rather than nothing.
+ */
+function tally(registry: Registry, name: string, help: string, labelName?: string, values: readonly string[] = ['']): number[] {
+  const counts = values.map(() => 0);
+  const reported = values.map(() => 0);
+  const counter = new Counter({
+    name,
+    help,
+    labelNames: labelName ? [labelName] : [],
+    registers: [registry],
+    collect() {
+      values.forEach((value, i) => {
+        const delta = counts[i]! - reported[i]!;
+        reported[i] = counts[i]!;
+        if (delta <= 0) return;
+        if (labelName) this.labels(value).inc(delta);
+        else this.inc(delta);
+      });
+    },
+  });
+  // `labels()` alone makes no series: an increment by 0 does.
+  if (labelName) for (const value of values) counter.inc({ [labelName]: value }, 0);
+  else counter.inc(0);
+  return counts;
 }

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { serve } from '@hono/node-server';
 import { sql } from 'drizzle-orm';
@@ -8,14 +9,19 @@ import { createBroker, type Broker } from './broker';
 import { openBrokerState, type BrokerState } from './broker/state';
 import { createRedisFailureTrackers } from './cluster/failures';
 import { connectRedis } from './cluster/redis';
+import { createLocalDirectory, startClusterDirectory, type ClusterDirectory } from './cluster/connections';
 import { startClusterSessions, type ClusterSessions } from './cluster/sessions';
 import { ConfigError, type Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
+import { createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
 import { createAuthenticator, type Authenticator } from './domain/authenticate';
+import type { SessionDirectory } from './domain/connections';
+import { createLastSeenRecorder, type LastSeenRecorder } from './domain/lastSeen';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
+import { createSampler, type Sampler } from './sampler';
 import { createApp } from './web/app';
 import { createTlsService, readTlsFiles, type TlsService } from './tls';
 
@@ -32,7 +38,15 @@ export interface Gatehouse {
   brokerState: BrokerState;
   /** The CONNECT path, for its counters. */
   authenticator: Authenticator;
+  /** Writes the overview's samples once a minute. */
+  sampler: Sampler;
+  /** The audit trail's buffer (sign-ins, MQTT refusals, console disconnects). */
+  audit: AuditRecorder;
   app: ReturnType<typeof createApp>;
+  /** Every node's live sessions, and how to end them. */
+  sessions: SessionDirectory;
+  /** Last seen times waiting for their batched write. */
+  lastSeen: LastSeenRecorder;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
 }
@@ -42,6 +56,8 @@ export interface StartOptions {
   /** An already open database (tests); otherwise opened from the config. */
   database?: OpenDatabase;
   log?: (message: string) => void;
+  /** Options of the audit buffer (tests: a clock). */
+  audit?: AuditRecorderOptions;
 }
 
 /** Wires config → database → domain → broker + web, and listens. */
@@ -63,6 +79,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let clusterSessions: ClusterSessions | undefined;
   let changes: AccessChanges | undefined;
   let tls: TlsService | undefined;
+  let sampler: Sampler | undefined;
+  let clusterDirectory: ClusterDirectory | undefined;
+  let lastSeen: LastSeenRecorder | undefined;
+  // Written in batches, off the hot path; flushed at the end of close().
+  const audit = createAuditRecorder(database.db, { log, ...options.audit });
+  const retention = startAuditRetention(database.db, { days: config.AUDIT_RETENTION_DAYS, log });
   try {
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
@@ -76,11 +98,15 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;
     // What CONNECT needs stays in memory, forgotten on every change (any node's).
     changes = await listenForAccessChanges(database, log);
-    const authenticator = createAuthenticator(database.db, { failureTrackers, changes });
+    const authenticator = createAuthenticator(database.db, { failureTrackers, changes, maxConcurrentVerifies: concurrentVerifies() });
     const metrics = createMetrics();
+    const recorder = createLastSeenRecorder(database.db, { flushMs: config.LAST_SEEN_FLUSH_MS, log });
+    lastSeen = recorder;
     broker = await createBroker({
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
+      // Wills are judged again when they fire, by what the client may do then.
+      currentAccess: authenticator.currentAccess,
       limits: {
         drainTimeoutMs: config.MQTT_DRAIN_TIMEOUT_MS,
         concurrency: config.MQTT_CONCURRENCY,
@@ -97,12 +123,35 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       mq: brokerState.mq,
       persistence: brokerState.persistence,
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
-      onSessionChange: (clientRowId, delta) => clusterSessions?.change(clientRowId, delta),
+      onSessionChange: (clientRowId, delta) => {
+        clusterSessions?.change(clientRowId, delta);
+        if (delta < 0) recorder.note(clientRowId);
+      },
       metrics: metrics.broker,
+      audit: {
+        authFailed: (event) => audit.authFailure(event),
+        refused: (event) =>
+          audit.record({
+            kind: event.action === 'publish' ? 'mqtt.publish_refused' : 'mqtt.subscribe_refused',
+            actor: event.username ?? null,
+            subject: event.topic,
+            address: event.address,
+            details: { clientId: event.clientId, transport: event.transport },
+          }),
+      },
       log,
     });
     const localBroker = broker;
     metrics.watch({ connections: () => localBroker.connectionsByTransport(), authenticator });
+    const openSampler = createSampler({
+      db: database.db,
+      nodeId: broker.aedes.id,
+      connections: () => localBroker.connectionCount(),
+      totals: () => metrics.totals(),
+      retentionDays: config.AUDIT_RETENTION_DAYS,
+      log,
+    });
+    sampler = openSampler;
     if (redis) {
       clusterSessions = await startClusterSessions({
         redis,
@@ -113,8 +162,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     const sharedSessions = clusterSessions;
+    // Each node lists and ends its own sessions; with several, they ask each other through Redis.
+    if (redis) clusterDirectory = await startClusterDirectory({ redis, nodeId: broker.aedes.id, local: broker, log });
+    const sessions: SessionDirectory = clusterDirectory ?? createLocalDirectory(broker);
     const app = createApp({
       db: database.db,
+      audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),
       metrics: config.METRICS_TOKEN ? { registry: metrics.registry, token: config.METRICS_TOKEN } : undefined,
       notReady: async () => {
@@ -127,6 +180,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       live: {
         // Every node's sessions when there are several; Redis unreachable: this node's.
         sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),
+        thisNode: () => openSampler.local(),
+        sessions,
       },
       log,
       trustProxy: config.TRUST_PROXY,
@@ -150,7 +205,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     });
     const openTls = tls;
     // A change made on another node's Certificates page (or by hand) reaches
-    // this node's listeners too: tls_settings announces itself (migration 0008).
+    // this node's listeners too: tls_settings announces itself (migration 0010).
     changes.onChange((payload) => {
       if (payload !== 'tls_settings' && payload !== 'resumed') return;
       openTls.apply().catch((error: unknown) => log(`TLS settings changed but could not be applied here: ${(error as Error).message}`));
@@ -174,6 +229,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (config.MQTT_PORT === 'off' && tlsStatus.source === null) {
       log('MQTT_PORT=off and TLS is not on yet: devices have no MQTT listener until certificates are enabled.');
     }
+    openSampler.start();
     const plainWarning = plainListenerWarning(config);
     if (plainWarning) log(plainWarning);
     if (firstRun.kind === 'created-from-environment') {
@@ -191,6 +247,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const openState = brokerState;
     const openRedis = redis;
     const openChanges = changes;
+    const openDirectory = clusterDirectory;
     let closing: Promise<void> | undefined;
     return {
       httpPort,
@@ -200,31 +257,59 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       broker: openBroker,
       brokerState: openState,
       authenticator,
+      sampler: openSampler,
+      audit,
       app,
+      sessions,
+      lastSeen: recorder,
       close() {
         closing ??= (async () => {
+          // Every step runs, whatever an earlier one threw: a failing flush
+          // must not leave the database or the listeners open. The first
+          // failure is reported once all is closed.
+          const failures: unknown[] = [];
+          const step = async (run: () => unknown) => {
+            try {
+              await run();
+            } catch (error) {
+              failures.push(error);
+            }
+          };
+          await step(() => openSampler.stop());
           const httpClosed = new Promise<void>((resolve) => (openHttp ? openHttp.close(() => resolve()) : resolve()));
-          await openTls.close();
-          await openBroker.close();
-          await sharedSessions?.close().catch(() => {});
-          await openState.close();
+          await step(() => openTls.close());
+          await step(() => openBroker.close());
+          // The sessions just closed are written with the rest.
+          await step(() => recorder.close());
+          // Best effort: the other nodes find out by themselves.
+          await step(() => openDirectory?.close().catch(() => {}));
+          await step(() => sharedSessions?.close().catch(() => {}));
+          await step(() => openState.close());
           openRedis?.disconnect();
-          await openChanges.close().catch(() => {});
+          await step(() => openChanges.close().catch(() => {}));
           openHttp?.closeAllConnections?.();
           await httpClosed;
-          if (!options.database) await database.close();
+          await step(() => retention.stop());
+          await step(() => audit.close());
+          if (!options.database) await step(() => database.close());
+          if (failures.length > 0) throw failures[0];
         })();
         return closing;
       },
     };
   } catch (error) {
     await tls?.close().catch(() => {});
+    await sampler?.stop().catch(() => {});
     await broker?.close().catch(() => {});
+    await lastSeen?.close().catch(() => {});
+    await clusterDirectory?.close().catch(() => {});
     await clusterSessions?.close().catch(() => {});
     await brokerState?.close().catch(() => {});
     redis?.disconnect();
     await changes?.close().catch(() => {});
     httpServer?.close();
+    await retention.stop();
+    await audit.close().catch(() => {});
     if (!options.database) await database.close().catch(() => {});
     throw error;
   }
@@ -248,4 +333,17 @@ export function plainListenerWarning(config: Pick<Config, 'HOST' | 'MQTT_PORT' |
     `Warning: passwords are accepted in clear over ${plain.join(' and ')}, bound to ${config.HOST}. ` +
     'Turn TLS on and set MQTT_PORT=off and PORT=off, or bind HOST to 127.0.0.1 behind a TLS proxy.'
   );
+}
+
+/**
+ * Argon2id verifies run on libuv's thread pool (4 threads unless
+ * UV_THREADPOOL_SIZE says otherwise), which LevelDB's reads and writes and
+ * file operations share: as many verifies at once as the process has cores
+ * (its CPU affinity counts), and always a pool thread left for the broker's
+ * store, so a storm of typed passwords neither takes every core from the
+ * event loop nor makes QoS 1 messages wait behind it.
+ */
+function concurrentVerifies(): number {
+  const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  return Math.max(1, Math.min(availableParallelism(), pool - 1));
 }

@@ -1,8 +1,8 @@
 import { sql } from 'drizzle-orm';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient } from '../src/domain/clients';
-import { listGroups, updateGroup } from '../src/domain/groups';
+import { createClient, deleteClient } from '../src/domain/clients';
+import { deleteGroup, listGroups, updateGroup } from '../src/domain/groups';
 import type { Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { drivers } from './support/db';
@@ -35,7 +35,7 @@ function record(client: MqttClient, options: { retained?: boolean } = {}) {
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.each(drivers)('ACL enforcement in the broker on %s', (driver) => {
-  let gatehouse: Gatehouse;
+  let gatehouse: Gatehouse & { logs: string[] };
   const open: MqttClient[] = [];
   const as = async (transport: Transport, username: string, clientId: string, options: Pick<IClientOptions, 'will'> = {}) => {
     const client = await connect(brokerUrl(gatehouse, transport), { username, password: PASSWORD, clientId, ...options });
@@ -234,6 +234,39 @@ describe.each(drivers)('ACL enforcement in the broker on %s', (driver) => {
     await delivered;
     await pause(200);
     expect(log.stop().map((m) => m.topic)).toEqual(['sensors/sensor-will-b/status']);
+  });
+
+  describe.each(['deleted', 'stripped of its group'] as const)('a will whose client was %s while connected', (change) => {
+    it('is not published when the connection dies', async () => {
+      const db = gatehouse.database.db;
+      const username = change === 'deleted' ? 'will-deleted' : 'will-stripped';
+      const client = await createClient(db, { name: `ACL ${username}`, username, password: PASSWORD });
+      const group = await grantGroup(db, { name: `Wills of ${username}`, permissions: [['allow', 'publish', `${username}/#`]], usernames: [username] });
+      const admin = await as('tcp', 'admin', `admin-${username}`);
+      await admin.subscribeAsync(`${username}/#`, { qos: 1 });
+      const log = record(admin);
+      const device = await as('tcp', username, `${username}-1`, {
+        will: { topic: `${username}/status`, payload: Buffer.from('gone'), qos: 1, retain: false },
+      });
+
+      if (change === 'deleted') await deleteClient(db, client.id);
+      else await deleteGroup(db, group.id);
+      // Once the node has heard the change (NOTIFY), the connection dies.
+      const who = { clientRowId: client.id, username, mqttClientId: `${username}-1` };
+      await expect
+        .poll(async () => {
+          const access = await gatehouse.authenticator.currentAccess(who);
+          return access ? access.groups.length : 'gone';
+        })
+        .toBe(change === 'deleted' ? 'gone' : 0);
+      device.stream.destroy();
+
+      await expect.poll(() => gatehouse.logs.join('\n'), { timeout: 10_000 }).toContain(`dropped the will of ${username}`);
+      const marker = nextMessage(admin, `${username}/after`);
+      await admin.publishAsync(`${username}/after`, 'marker', { qos: 1 });
+      await marker;
+      expect(log.stop().map((m) => m.topic)).toEqual([`${username}/after`]);
+    });
   });
 
   it('keeps the permissions a session connected with when its group is edited, and applies the edit at reconnect', async () => {

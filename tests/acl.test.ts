@@ -5,6 +5,7 @@ import {
   mayDeliver,
   NO_ACCESS,
   resolveAccess,
+  MAX_REMEMBERED_TOPIC_LENGTH,
   SessionDecisions,
   type Action,
   type Effect,
@@ -288,6 +289,23 @@ describe('decisions remembered per session', () => {
       }
     },
   );
+
+  it('does not remember topics longer than 256 characters, and bounds the length of those it does', () => {
+    const decisions = new SessionDecisions(access);
+    const long = `plant/${'x'.repeat(64 * 1024)}`;
+    expect(decisions.mayDeliver(long)).toBe(true);
+    expect(decisions.mayPublish(`sensors/s1/${'y'.repeat(MAX_REMEMBERED_TOPIC_LENGTH)}`)).toBe(true);
+    expect(decisions.remembered()).toEqual({ topics: 0, chars: 0 });
+    let most = 0;
+    for (let i = 0; i < 1000; i++) {
+      const topic = `plant/${String(i).padStart(MAX_REMEMBERED_TOPIC_LENGTH - 6, '0')}`;
+      expect(decisions.mayDeliver(topic)).toBe(true);
+      expect(decisions.mayPublish(`sensors/s1/${topic}`.slice(0, MAX_REMEMBERED_TOPIC_LENGTH))).toBe(true);
+      most = Math.max(most, decisions.remembered().chars);
+    }
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2 * 4096);
+  });
 
   it('stays right past its bound on distinct topics', () => {
     const decisions = new SessionDecisions(access, 4);

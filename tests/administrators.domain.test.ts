@@ -190,8 +190,8 @@ describe.each(drivers)('administrators and sessions on %s', (driver) => {
       await clearAdministrators();
       await createAdministrator(database.db, { username: 'signer', password: 'signer-password' });
       const guard = createSignInGuard(database.db);
-      expect(await guard.signIn({ username: 'signer', password: 'wrong-password' })).toEqual({ ok: false, reason: 'bad_credentials' });
-      expect(await guard.signIn({ username: 'nobody', password: 'wrong-password' })).toEqual({ ok: false, reason: 'bad_credentials' });
+      expect(await guard.signIn({ username: 'signer', password: 'wrong-password' })).toEqual({ ok: false, reason: 'bad_credentials', knownUsername: true });
+      expect(await guard.signIn({ username: 'nobody', password: 'wrong-password' })).toEqual({ ok: false, reason: 'bad_credentials', knownUsername: false });
       expect(guard.stats().verifies).toBe(2);
       expect(await guard.signIn({ username: 'signer', password: 'signer-password' })).toMatchObject({ ok: true, administrator: { username: 'signer' } });
       await expect(guard.signIn({ username: '', password: '' })).rejects.toBeInstanceOf(ValidationError);

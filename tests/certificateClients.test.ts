@@ -5,6 +5,7 @@ import { ConflictError, ValidationError } from '../src/domain/errors';
 import { setRequireClientCert } from '../src/domain/tlsSettings';
 import type { Gatehouse } from '../src/server';
 import { appendRules, grantGroup } from './support/acl';
+import { signIn } from './support/admin';
 import { certificateFactory, type Issued } from './support/certs';
 import { drivers } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
@@ -66,6 +67,12 @@ describe.each(drivers)('certificate clients on %s', (driver) => {
         // Only the topic its group allows (doors/%u/#, %u = door) arrives.
         expect(await message).toMatchObject({ payload: 'open' });
         expect(gatehouse.broker.sessionsByClient().size).toBeGreaterThanOrEqual(2);
+        // The Connections page names the transport, the TLS version and the certificate.
+        const operator = await signIn(gatehouse.app, gatehouse.database.db, `tls-operator-${transport}`);
+        const page = await (await operator.request('/connections?q=door')).text();
+        expect(page).toContain(transport === 'tls' ? '<td>TLS<br/>' : '<td>WebSocket over TLS<br/>');
+        expect(page).toMatch(/<small>TLSv1\.[23]<\/small>/);
+        expect(page).toContain(`<code class="fingerprint">${door.fingerprint}</code>`);
       } finally {
         await endClient(device);
         await endClient(watcher);

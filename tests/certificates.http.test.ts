@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
 import { configSchema } from '../src/config';
 import { schema } from '../src/db';
 import { openSecret } from '../src/domain/certificates';
@@ -129,6 +130,14 @@ describe('the certificates page', () => {
     expect(await servedFingerprint(status.mqttsPort!)).toBe(server.fingerprint);
     const client = await connect(`mqtts://127.0.0.1:${status.mqttsPort}`, { ca: ca.cert, servername: 'localhost', username: 'sensor', password: 'sensor-password' });
     await endClient(client);
+
+    // The audit trail says who uploaded and who enabled, never with the key.
+    await gatehouse.audit.flush();
+    const events = await gatehouse.database.db.select().from(schema.auditEvents).where(eq(schema.auditEvents.kind, 'certificates.changed')).orderBy(schema.auditEvents.id);
+    expect(events.map((event) => event.details.change)).toContain('uploaded');
+    expect(events.at(-1)).toMatchObject({ details: { change: 'enable' } });
+    expect(events.every((event) => event.actor !== null)).toBe(true);
+    expect(JSON.stringify(events)).not.toContain(server.key.trim().split('\n')[1]!);
   });
 
   it('gives new connections an uploaded replacement while a connected device stays connected', async () => {

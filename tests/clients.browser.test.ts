@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { createClient, deleteClient, getClient, listClients } from '../src/domain/clients';
+import { eq } from 'drizzle-orm';
 import { schema } from '../src/db';
 import type { Gatehouse } from '../src/server';
 import { signInBrowser } from './support/admin';
@@ -43,8 +44,9 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       await page.getByLabel('Client Name').fill('Browser made');
       await page.getByLabel('Username').fill('browser-made');
       await page.getByRole('button', { name: 'Generate strong password' }).click();
+      // The server makes it (the button asks for it): wait for it to arrive.
+      await expect.poll(() => page.getByLabel('Password').inputValue()).toMatch(/^.{24}$/);
       const generated = await page.getByLabel('Password').inputValue();
-      expect(generated).toMatch(/^.{24}$/);
       await page.getByRole('button', { name: 'Copy' }).click();
       await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe(generated);
 
@@ -52,7 +54,10 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       await page.waitForURL(`${base}/clients`);
       await page.getByRole('rowheader', { name: 'Browser made' }).waitFor();
 
-      // The generated password is the one saved: a device can use it.
+      // The generated password is the one saved, in the fast format (the
+      // server made it), and a device can use it.
+      const [row] = await gatehouse.database.db.select({ hash: schema.clients.passwordHash }).from(schema.clients).where(eq(schema.clients.username, 'browser-made'));
+      expect(row!.hash).toMatch(/^\$gh-hmac-sha256\$/);
       const device = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'browser-made', password: generated });
       await endClient(device);
       expect(problems()).toEqual([]);

@@ -18,12 +18,6 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     await database?.close();
   });
 
-  it('redirects / to /clients', async () => {
-    const res = await app.request('/');
-    expect(res.status).toBe(302);
-    expect(res.headers.get('location')).toBe('/clients');
-  });
-
   it('shows an empty state with a New client button when there are no clients', async () => {
     const res = await app.request('/clients');
     expect(res.status).toBe(200);

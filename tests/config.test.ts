@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -65,11 +66,51 @@ describe('data directory lock', () => {
       // After a crash the files stay, naming a pid that runs (pid 1 always does,
       // and in a container it is often the restarted process itself): the
       // kernel released the lock with its holder, so it is taken.
-      await writeFile(path.join(dir, 'gatehouse.pid'), '1');
-      await writeFile(path.join(dir, 'gatehouse.lock'), '1');
-      const takeover = await acquireDataDirLock(dir);
-      expect(await readFile(path.join(dir, 'gatehouse.pid'), 'utf8')).toBe(String(process.pid));
-      await takeover.release();
+      // The lock file of an earlier version names a live process that is no
+      // Gatehouse: ignored and removed.
+      const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+      try {
+        await writeFile(path.join(dir, 'gatehouse.pid'), '1');
+        await writeFile(path.join(dir, 'gatehouse.lock'), String(other.pid));
+        const takeover = await acquireDataDirLock(dir);
+        expect(await readFile(path.join(dir, 'gatehouse.pid'), 'utf8')).toBe(String(process.pid));
+        await expect(readFile(path.join(dir, 'gatehouse.lock'), 'utf8')).rejects.toThrow();
+        await takeover.release();
+      } finally {
+        other.kill();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('is refused while the lock file of an earlier version names a running node process', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-lock-'));
+    const old = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
+    try {
+      await writeFile(path.join(dir, 'gatehouse.lock'), String(old.pid));
+      const refused = await acquireDataDirLock(dir).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(DataDirLockedError);
+      expect((refused as Error).message).toContain(`(pid ${old.pid})`);
+      // Its own kernel lock was let go: once the old process is gone, it starts.
+      old.kill();
+      await new Promise((resolve) => old.once('exit', resolve));
+      const lock = await acquireDataDirLock(dir);
+      await lock.release();
+    } finally {
+      old.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reports a data directory it cannot lock for another reason as that reason, not as another process', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-lock-'));
+    try {
+      // A file where LevelDB needs the lock's directory: its path names "lock".
+      await writeFile(path.join(dir, 'lock'), 'not a directory');
+      const failed = await acquireDataDirLock(dir).catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(Error);
+      expect(failed).not.toBeInstanceOf(DataDirLockedError);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

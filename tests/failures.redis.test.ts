@@ -150,11 +150,13 @@ describe.skipIf(!haveRedis)('failure counts shared through Redis', () => {
         expect(await guardA.signIn({ username: 'operator', password: `wrong-${i}-password`, address: `10.3.0.${i}` })).toEqual({
           ok: false,
           reason: 'bad_credentials',
+          knownUsername: true,
         });
       }
       expect(await guardA.signIn({ username: 'operator', password: `wrong-4-password`, address: '10.3.0.4' })).toEqual({
         ok: false,
         reason: 'bad_credentials',
+        knownUsername: true,
       });
 
       const verifies = guardB.stats().verifies;

@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,38 +10,7 @@ import { signIn, type SignedInApp } from './support/admin';
 import { createPostgresTestDatabase, drivers } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, tryConnect } from './support/mqtt';
-
-/**
- * A TCP relay between Gatehouse and PostgreSQL that a test can cut (every
- * connection dropped, new ones refused, as when the server is down) and
- * restore: a database outage without stopping the server other suites share.
- */
-async function startRelay(target: URL) {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    for (const s of [socket, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {});
-    }
-    socket.pipe(upstream).pipe(socket);
-    socket.on('close', () => upstream.destroy());
-    upstream.on('close', () => socket.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    url: Object.assign(new URL(target.toString()), { port: String(port), hostname: '127.0.0.1' }).toString(),
-    async cut() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-    },
-    restore: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve)),
-    close: () => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())),
-  };
-}
+import { startRelay } from './support/relay';
 
 describe.runIf(drivers.includes('postgres'))('the console while PostgreSQL is unreachable', { timeout: 120_000 }, () => {
   let database: { url: string; drop(): Promise<void> };
@@ -73,7 +41,7 @@ describe.runIf(drivers.includes('postgres'))('the console while PostgreSQL is un
     expect((await operator.request('/clients')).status).toBe(200);
     await relay.cut();
 
-    for (const page of ['/clients', '/groups', '/group-rules', '/administrators', '/clients/new']) {
+    for (const page of ['/', '/clients', '/groups', '/group-rules', '/administrators', '/clients/new']) {
       const response = await operator.request(page);
       expect(response.status, page).toBe(503);
       expect(response.headers.get('retry-after'), page).toBe('5');

@@ -82,6 +82,21 @@ describe('coalesced LevelDB writes', () => {
     expect(text(await db.get('k'))).toBe('2');
   });
 
+  it('writes on close what was written while it drained, before closing LevelDB', async () => {
+    const store = coalesceWrites(db);
+    // Each write, once on disk, makes the next one: three batches in a row.
+    const chained = store.put('first', bytes('1')).then(() => store.put('second', bytes('2')).then(() => store.put('third', bytes('3'))));
+    await store.close();
+    await chained;
+    const reopened = new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    try {
+      expect(text(await reopened.get('second'))).toBe('2');
+      expect(text(await reopened.get('third'))).toBe('3');
+    } finally {
+      await reopened.close();
+    }
+  });
+
   it('rejects the writes of a batch LevelDB refused', async () => {
     const store = coalesceWrites(db);
     await db.close();

@@ -1,8 +1,10 @@
 import type { AccessSnapshot, Action, Decision, GrantedPermission, RuleRef } from '../src/domain/acl';
 import type { Client } from '../src/domain/clients';
 import type { FieldErrors } from '../src/domain/errors';
+import type { Child } from 'hono/jsx';
 import { ErrorText } from './groups';
 import { Layout } from './layout';
+import { TryItPanel } from './tryIt';
 
 export interface CheckValues {
   clientId: string;
@@ -21,10 +23,10 @@ interface Props {
 }
 
 /** `/clients/:id`: a client's groups, merged permissions, and the access checker. */
-export function ClientAccessPage(props: Props) {
+export function ClientAccessPage(props: Props & { sessions?: Child }) {
   const { client } = props;
   return (
-    <Layout title={client.name} section="clients">
+    <Layout title={client.name} section="clients" scripts={['/static/mqtt.min.js', '/static/try-it.js']}>
       <nav aria-label="Breadcrumb">
         <ul>
           <li>
@@ -39,7 +41,11 @@ export function ClientAccessPage(props: Props) {
           Username <code>{client.username}</code> · <a href={`/clients/${client.id}/edit`}>Edit client</a>
         </p>
       </hgroup>
-      <ClientAccessSection {...props} />
+      {props.sessions}
+      <div class="client-workbench">
+        <TryItPanel client={client} />
+        <ClientAccessSection {...props} />
+      </div>
     </Layout>
   );
 }

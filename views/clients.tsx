@@ -1,6 +1,7 @@
 import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, type ClientCursor, type ClientPage, type ListedClient } from '../src/domain/clients';
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
+import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
 import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
 
@@ -14,7 +15,7 @@ export interface ClientFormValues {
   fingerprint?: string;
 }
 
-const COLUMNS = 7;
+const COLUMNS = 8;
 
 /** What the Groups column knows about one client. */
 export interface ClientAccessCell {
@@ -98,6 +99,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
                 <th scope="col">Username</th>
                 <th scope="col">Groups</th>
                 <th scope="col">Live sessions</th>
+                <th scope="col">Last seen</th>
                 <th scope="col">Updated</th>
                 <th scope="col">
                   <span class="visually-hidden">Actions</span>
@@ -174,6 +176,7 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
       </td>
       <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
       <td>{props.sessions}</td>
+      <td>{props.sessions > 0 ? 'connected' : client.lastSeenAt ? formatTime(client.lastSeenAt) : 'never'}</td>
       <td>{formatDate(client.updatedAt)}</td>
       <td class="row-actions">
         <RowMenu name={client.name}>
@@ -185,6 +188,7 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
           <li>
             <a href={`/clients/${client.id}`}>Permissions</a>
           </li>
+          {props.sessions > 0 ? <DisconnectAllMenuItem client={client} /> : null}
           <DangerMenuItem
             label="Delete"
             href={`/clients/${client.id}/delete`}
@@ -336,9 +340,11 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         autocomplete="new-password"
       >
         <div class="password-tools" hidden data-password-tools={`${prefix}password`}>
-          <button type="button" class="secondary outline" data-generate-password={`${prefix}password`}>
+          <button type="button" class="secondary outline" data-generate-password={`${prefix}password`} data-generate-url="/clients/generated-password">
             Generate strong password
           </button>
+          {/* The server's token for the password it generated; a typed password has none. */}
+          <input type="hidden" name="password_generated" id={`${prefix}password-generated`} value="" />
           <button type="button" class="secondary outline" data-copy-password={`${prefix}password`}>
             Copy
           </button>

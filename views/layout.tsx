@@ -3,15 +3,18 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'clients' | 'groups' | 'group-rules' | 'administrators' | 'certificates';
+export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'certificates' | 'audit';
 
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
+  { section: 'overview', href: '/', label: 'Overview' },
   { section: 'clients', href: '/clients', label: 'Clients' },
+  { section: 'connections', href: '/connections', label: 'Connections' },
   { section: 'groups', href: '/groups', label: 'Groups' },
   { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
   { section: 'administrators', href: '/administrators', label: 'Administrators' },
   { section: 'certificates', href: '/certificates', label: 'Certificates' },
+  { section: 'audit', href: '/audit', label: 'Audit trail' },
 ];
 
 /** The administrator of the request being rendered, if one is signed in. */
@@ -23,7 +26,15 @@ function signedInAdministrator() {
  * The page frame. Scripts are files only (the CSP forbids inline script);
  * htmx is told not to inject its indicator <style> for the same reason.
  */
-export function Layout(props: { title: string; section?: Section; children: Child; header?: Child }) {
+export function Layout(props: {
+  title: string;
+  section?: Section;
+  children: Child;
+  header?: Child;
+  /** Stylesheets and scripts (files under /static) only this page needs, after the shared ones. */
+  styles?: string[];
+  scripts?: string[];
+}) {
   const administrator = signedInAdministrator();
   return (
     <>
@@ -36,9 +47,11 @@ export function Layout(props: { title: string; section?: Section; children: Chil
         <title>{`${props.title} · Gatehouse`}</title>
         <link rel="icon" href="/static/favicon.svg" type="image/svg+xml" />
         <link rel="stylesheet" href="/static/pico.min.css" />
+        {props.styles?.map((href) => <link rel="stylesheet" href={href} />)}
         <link rel="stylesheet" href="/static/app.css" />
         <script src="/static/htmx.min.js" defer></script>
         <script src="/static/app.js" defer></script>
+        {props.scripts?.map((src) => <script src={src} defer></script>)}
       </head>
       <body>
         <header class="container">

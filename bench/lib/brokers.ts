@@ -144,7 +144,7 @@ export interface FleetUser {
  * Fills a database with what the benchmark connects as: the bench client and
  * a group that lets it publish and subscribe under `bench/`, beside a few
  * groups with deny rows, as a real install has. `fleet` adds devices (rows with
- * their own Argon2id hashes) and a rule by client id pattern that gives them a
+ * their own generated passwords, stored as the console stores those) and a rule by client id pattern that gives them a
  * site's group, so their CONNECT resolves groups as a real device's does.
  */
 export async function seedDatabase(target: { databaseUrl?: string; dataDir?: string }, fleet: FleetUser[] = []) {

@@ -63,7 +63,6 @@ export type Request =
   /** `credentials: 'again'`: the devices the last storm connected. */
   | { op: 'storm'; url: string; credentials: StormCredential[] | 'again'; inFlight: number; timeoutMs: number }
   | { op: 'stormClose' }
-  | { op: 'hash'; passwords: string[] }
   | { op: 'exit' };
 
 
@@ -329,13 +328,6 @@ async function handle(request: Request): Promise<unknown> {
     case 'stormClose':
       await stormClose();
       return {};
-    case 'hash': {
-      // Loaded only here: a worker that only publishes never needs Argon2.
-      const { hashPassword } = await import('../../src/domain/password');
-      const hashes = [];
-      for (const password of request.passwords) hashes.push(await hashPassword(password));
-      return { hashes };
-    }
     case 'exit':
       setImmediate(() => process.exit(0));
       return {};

@@ -136,7 +136,9 @@ export function coalesceWrites(db: ClassicLevel<string, Uint8Array>) {
     },
     async close(): Promise<void> {
       closing = true;
-      await drained();
+      // A write made as an earlier one lands (Aedes chains them) opens a new
+      // batch: wait until none is left, not only for those there were.
+      while (entries.length > 0) await drained();
       await db.close();
     },
   };

@@ -7,6 +7,10 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type AccessSnapshot } from '../domain/acl';
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 import type { ClientCertificate } from '../domain/certificateAuth';
+import type { LiveSession } from '../domain/connections';
+import { dedupeExactly, releaseHeldDeliveries } from './exactDedupe';
+import { isRepeatedDelivery } from './resume';
+import { fixSessionStore } from './sessionStore';
 
 /** Broker limits, chosen on purpose (README, "Broker limits"). */
 export interface BrokerLimits {
@@ -58,10 +62,27 @@ export interface BrokerDeps {
    * others publish the wills of a node silent for 3 heartbeats.
    */
   heartbeatIntervalMs?: number;
+  /**
+   * What a client may do now (null: it no longer exists). A will is judged
+   * by it when it fires; without it, by the permissions its session had.
+   */
+  currentAccess?(who: WillOwner): Promise<AccessSnapshot | null>;
   /** Told when a client's sessions on this node open (+1) or end (-1). */
   onSessionChange?(clientRowId: number, delta: 1 | -1): void;
   metrics?: BrokerMetrics;
+  /** Told of refused CONNECTs and (sampled) refused publishes and subscriptions; must not block. */
+  audit?: BrokerAudit;
   log?: (message: string) => void;
+}
+
+/**
+ * What the broker reports to the audit trail. Called on the hot path: an
+ * implementation only buffers (see createAuditRecorder), it never awaits a write.
+ */
+export interface BrokerAudit {
+  authFailed(event: { username: string; clientId: string; address?: string; transport: Transport; reason: AuthFailure }): void;
+  /** Sampled as the log is: once per session and topic, at most 20 per session. */
+  refused(event: { action: 'publish' | 'subscribe'; topic: string; username?: string; clientId: string; address?: string; transport: Transport }): void;
 }
 
 /** What the broker counts as it goes (see src/metrics.ts). */
@@ -90,6 +111,15 @@ export interface Broker {
   listening(): boolean;
   /** Authenticated sessions now open, per `clients` row id. */
   sessionsByClient(): ReadonlyMap<number, number>;
+  /** This node's authenticated sessions, oldest first (descriptors kept from CONNECT on). */
+  liveSessions(): Iterable<LiveSession>;
+  /** One of this node's sessions, or undefined. */
+  liveSession(sessionId: string): LiveSession | undefined;
+  /**
+   * Closes these sessions of this node at once; resolves with those it
+   * closed once each has ended (its count and its will handled).
+   */
+  endSessions(sessionIds: Iterable<string>): Promise<LiveSession[]>;
   /** Stops accepting, closes every connection and the broker. */
   close(): Promise<void>;
 }
@@ -101,6 +131,16 @@ export interface WebSocketOptions {
    */
   requireClientCert?(): boolean;
 }
+
+/** Whose will a stored will is: written into it at CONNECT, kept with it by the persistence. */
+export interface WillOwner {
+  clientRowId: number;
+  username: string;
+  mqttClientId: string;
+}
+
+/** The field of a will packet naming its owner (msgpack keeps it in either persistence). */
+const WILL_OWNER = 'gatehouseOwner';
 
 /** What the broker keeps about one connection, from accept to close. */
 interface Connection {
@@ -124,6 +164,12 @@ interface Connection {
   certificateRequired?: boolean;
   /** CONNECT carried an empty client id (Aedes then makes one up). */
   emptyClientId?: boolean;
+  /** The keepalive CONNECT asked for, in seconds. */
+  keepaliveS?: number;
+  /** The groups its permissions came from. */
+  groups?: string[];
+  /** Set once the session is open (CONNACK sent): what the Connections page shows. */
+  session?: LiveSession;
   /** With a publish rate limit: when its next PUBLISH may go on, and whether that was logged. */
   nextPublishAt?: number;
   throttleLogged?: boolean;
@@ -155,6 +201,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = { ...defaultBrokerLimits, ...deps.limits };
   const log = deps.log ?? (() => {});
   const metrics = deps.metrics ?? noMetrics;
+  const audit = deps.audit;
   const openByTransport: Record<Transport, number> = { tcp: 0, ws: 0, tls: 0, wss: 0 };
   const tlsServers: tls.Server[] = [];
   const connections = new Set<Duplex>();
@@ -165,7 +212,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const aedes = await Aedes.createBroker({
     mq: deps.mq,
-    persistence: deps.persistence,
+    persistence: deps.persistence && fixSessionStore(deps.persistence),
     drainTimeout: limits.drainTimeoutMs,
     concurrency: limits.concurrency,
     connectTimeout: limits.connectTimeoutMs,
@@ -176,16 +223,23 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
     preConnect(client, packet, callback) {
       const origin = connectionOf.get(client);
-      if (origin) origin.emptyClientId = packet.clientId === '';
+      if (origin) {
+        origin.emptyClientId = packet.clientId === '';
+        origin.keepaliveS = packet.keepalive ?? 0;
+      }
       callback(null, true);
     },
 
     authenticate(client, username, password, done) {
       const origin = connectionOf.get(client);
+      function auditAuthFailure(reason: AuthFailure) {
+        audit?.authFailed({ username: username ?? '', clientId: client.id, address: origin?.remoteAddress, transport: origin?.transport ?? 'tcp', reason });
+      }
       // [MQTT-3.1.3-8] A session that outlives the connection needs the
       // client's own id: an empty one with clean session 0 is refused.
       if (origin?.emptyClientId && !client.clean) {
         metrics.connect('bad_client_id');
+        auditAuthFailure('bad_client_id');
         done(authError(2, 'bad_client_id'), false);
         return;
       }
@@ -203,32 +257,36 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           (result) => {
             metrics.connect(result.ok ? 'accepted' : result.reason);
             if (!result.ok) {
+              auditAuthFailure(result.reason);
               done(authError(connackCodes[result.reason], result.reason), false);
               return;
             }
             if (origin) {
               origin.principal = result.principal;
               origin.decisions = new SessionDecisions(result.access);
+              origin.groups = result.access.groups.map((group) => group.name);
             }
-            vetWill(client, result.access);
+            vetWill(client, result.access, result.principal);
             done(null, true);
           },
           (error: unknown) => {
             log(`authentication failed unexpectedly: ${(error as Error).message}`);
             metrics.connect('unavailable');
+            auditAuthFailure('unavailable');
             done(authError(3, 'unavailable'), false);
           },
         );
     },
 
     /**
-     * Also called for a client's will. `client` is null for the will of a
-     * session whose node died: that will was checked against the session's
-     * permissions when it connected (vetWill), and only such wills are stored.
+     * Also called for a client's will when it fires: on this node as its
+     * connection ends (`client` is the session), or by any node for a
+     * session whose node died (`client` is null, or a session of the same
+     * client id now connected here). See judgeWill.
      */
     authorizePublish(client, packet, callback) {
-      if (client === null) {
-        callback(null);
+      if (client === null || packet === (client as unknown as { will?: unknown }).will || WILL_OWNER in packet) {
+        judgeWill(client, packet, callback);
         return;
       }
       const delay = publishDelay(client);
@@ -273,6 +331,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
      */
     authorizeForward(client, packet) {
       if (!decisionsOf(client).mayDeliver(packet.topic)) return null;
+      // The queued copy of a message already sent live (src/broker/resume.ts).
+      if (isRepeatedDelivery(packet)) return null;
       const conn = client.conn as Duplex;
       const state = connectionOf.get(client);
       if (conn.writableLength > limits.maxBufferedBytes) {
@@ -336,15 +396,61 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   /**
    * A will is judged at CONNECT, by the permissions the session will keep: one
-   * it may not publish is never stored, so it cannot be published later by a
-   * node that no longer knows the session (its own node died). Aedes keeps the
-   * CONNECT's will in `_will` until it stores it after authentication.
+   * it may not publish is never stored. One it may is stored naming its owner,
+   * so that when it fires, on this node or another, it can be judged again
+   * (judgeWill). Aedes keeps the CONNECT's will in `_will` until it stores it
+   * after authentication.
    */
-  function vetWill(client: AedesClient, access: AccessSnapshot) {
-    const pending = client as unknown as { _will?: { topic: string } | null };
-    if (!pending._will || decidePublish(access, pending._will.topic).allowed) return;
+  function vetWill(client: AedesClient, access: AccessSnapshot, principal: Principal) {
+    const pending = client as unknown as { _will?: ({ topic: string } & Record<string, unknown>) | null };
+    if (!pending._will) return;
+    if (decidePublish(access, pending._will.topic).allowed) {
+      const owner: WillOwner = { clientRowId: principal.clientRowId, username: principal.username, mqttClientId: principal.mqttClientId };
+      pending._will[WILL_OWNER] = owner;
+      return;
+    }
     noteRefusal(client, 'publish', `${pending._will.topic} (will)`);
     pending._will = null;
+  }
+
+  /**
+   * A will fires after its session ended, maybe long after (its node died):
+   * it is published only if its client still exists and may publish the
+   * will's topic now (a client deleted, or whose group was taken away, in
+   * the meantime leaves no will). A will naming no owner (stored by an older
+   * version) has no permissions to judge it, and is dropped too. A dropped
+   * will is acknowledged to Aedes and sent where nothing is delivered (see
+   * REFUSED_PUBLISH_TOPIC): an error would leave it stored, to be tried again.
+   */
+  function judgeWill(client: AedesClient | null, packet: PublishPacket, callback: (error: Error | null) => void) {
+    const owner = (packet as unknown as Record<string, unknown>)[WILL_OWNER] as WillOwner | undefined;
+    const drop = (why: string) => {
+      log(`dropped the will of ${owner?.username ?? 'a client'} (client id ${JSON.stringify(owner?.mqttClientId ?? '?')}) to ${JSON.stringify(packet.topic)}: ${why}`);
+      packet.topic = REFUSED_PUBLISH_TOPIC;
+      packet.retain = false;
+      packet.payload = Buffer.alloc(0);
+      callback(null);
+    };
+    if (!owner || typeof owner.username !== 'string' || typeof owner.clientRowId !== 'number') {
+      drop('it names no client to judge it by');
+      return;
+    }
+    if (!deps.currentAccess) {
+      if (client && !decisionsOf(client).mayPublish(packet.topic)) drop('its session may not publish it');
+      else callback(null);
+      return;
+    }
+    deps.currentAccess(owner).then(
+      (access) => {
+        if (!access) drop('the client no longer exists');
+        else if (!decidePublish(access, packet.topic).allowed) drop('the client may no longer publish it');
+        else {
+          metrics.received(packet.qos, packet.payload.length);
+          callback(null);
+        }
+      },
+      () => drop('its permissions could not be read'),
+    );
   }
 
   function noteRefusal(client: AedesClient, action: 'publish' | 'subscribe', topic: string) {
@@ -355,7 +461,19 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (state.refusals.has(key) || state.refusals.size >= 20) return;
     state.refusals.add(key);
     log(`refused ${action} to ${JSON.stringify(topic)} for ${state.principal?.username ?? '?'} (client id ${JSON.stringify(client.id)})`);
+    audit?.refused({ action, topic, username: state.principal?.username, clientId: client.id, address: state.remoteAddress, transport: state.transport });
   }
+
+  // One listener for every connection of a transport (not a closure each).
+  const onClose = Object.fromEntries(
+    (Object.keys(openByTransport) as Transport[]).map((transport) => [
+      transport,
+      function (this: Duplex) {
+        connections.delete(this);
+        openByTransport[transport]--;
+      },
+    ]),
+  ) as Record<Transport, (this: Duplex) => void>;
 
   function handleConnection(
     stream: Duplex,
@@ -371,11 +489,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     connections.add(stream);
     openByTransport[transport]++;
-    stream.once('close', () => {
-      connections.delete(stream);
-      openByTransport[transport]--;
-    });
+    stream.once('close', onClose[transport]);
     const client = aedes.handle(stream, req);
+    dedupeExactly(client);
     connectionOf.set(client, {
       transport,
       remoteAddress,
@@ -398,11 +514,33 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const wsServers: WebSocketServer[] = [];
 
   const sessionCounts = new Map<number, number>();
+  /** Open sessions by id, in the order they opened; and who waits for one to end. */
+  const sessions = new Map<string, { client: AedesClient; session: LiveSession }>();
+  const endWaiters = new Map<string, Array<() => void>>();
+  let sessionSequence = 0;
+  aedes.on('connackSent', (_connack, client) => releaseHeldDeliveries(client));
   aedes.on('client', (client) => {
     const state = connectionOf.get(client);
     if (!state?.principal) return;
     state.counted = true;
     const { clientRowId } = state.principal;
+    const session: LiveSession = {
+      id: `${aedes.id}.${++sessionSequence}`,
+      node: aedes.id,
+      mqttClientId: client.id,
+      clientRowId,
+      username: state.principal.username,
+      remoteAddress: state.remoteAddress ?? null,
+      transport: state.transport,
+      keepaliveS: state.keepaliveS ?? 0,
+      connectedAt: Date.now(),
+      subscriptions: 0,
+      groups: state.groups ?? [],
+      tlsVersion: state.tlsSocket?.getProtocol() ?? null,
+      certFingerprint: state.tlsSocket ? (peerCertificateOf(state.tlsSocket)?.fingerprint256 ?? null) : null,
+    };
+    state.session = session;
+    sessions.set(session.id, { client, session });
     sessionCounts.set(clientRowId, (sessionCounts.get(clientRowId) ?? 0) + 1);
     deps.onSessionChange?.(clientRowId, 1);
   });
@@ -411,6 +549,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (!state?.principal || !state.counted) return;
     state.counted = false;
     const principal = state.principal;
+    if (state.session) {
+      const id = state.session.id;
+      sessions.delete(id);
+      for (const resolve of endWaiters.get(id) ?? []) resolve();
+      endWaiters.delete(id);
+    }
     const left = (sessionCounts.get(principal.clientRowId) ?? 1) - 1;
     if (left > 0) sessionCounts.set(principal.clientRowId, left);
     else sessionCounts.delete(principal.clientRowId);
@@ -490,6 +634,33 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     connectionsByTransport: () => ({ ...openByTransport }),
     listening: () => tcpServer.listening || tlsServers.some((server) => server.listening),
     sessionsByClient: () => sessionCounts,
+    *liveSessions() {
+      for (const { client, session } of sessions.values()) {
+        session.subscriptions = subscriptionCount(client);
+        yield session;
+      }
+    },
+    liveSession(sessionId) {
+      const open = sessions.get(sessionId);
+      if (!open) return undefined;
+      open.session.subscriptions = subscriptionCount(open.client);
+      return open.session;
+    },
+    async endSessions(sessionIds) {
+      const ending: Array<Promise<LiveSession>> = [];
+      for (const id of sessionIds) {
+        const open = sessions.get(id);
+        if (!open) continue;
+        const ended = new Promise<LiveSession>((resolve) => {
+          const waiters = endWaiters.get(id) ?? [];
+          waiters.push(() => resolve(open.session));
+          endWaiters.set(id, waiters);
+        });
+        ending.push(ended);
+        (open.client.conn as Duplex).destroy();
+      }
+      return Promise.all(ending);
+    },
     async close() {
       // server.close() only calls back once every connection has ended: stop
       // accepting first, then end the connections, then wait.
@@ -516,6 +687,12 @@ function refuseUpgrade(socket: Duplex, status: string) {
   socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
+/** Subscriptions the session holds now, restored ones (clean session 0) included. */
+function subscriptionCount(client: AedesClient): number {
+  const held = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions;
+  return held ? Object.keys(held).length : 0;
+}
+
 function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {
   return Object.assign(new Error(reason), { returnCode });
 }
@@ -528,19 +705,31 @@ function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {
 function limitPacketSize(client: AedesClient, maxBytes: number) {
   const parser = (client as unknown as { _parser?: ParserInternals })._parser;
   if (!parser || typeof parser._parseLength !== 'function') return;
-  const parseLength = parser._parseLength;
-  parser._parseLength = function (this: ParserInternals) {
-    const parsed = parseLength.call(this);
-    if (parsed && this.packet.length > maxBytes) {
-      this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds the limit of ${maxBytes}`));
-      return false;
-    }
-    return parsed;
-  };
+  // The parser's class is patched once (not a closure per connection); each
+  // parser carries its own limit.
+  const prototype = Object.getPrototypeOf(parser) as ParserInternals;
+  if (!limitedPrototypes.has(prototype)) {
+    limitedPrototypes.add(prototype);
+    const parseLength = prototype._parseLength;
+    prototype._parseLength = function (this: ParserInternals) {
+      const parsed = parseLength.call(this);
+      const limit = this[MAX_PACKET_BYTES];
+      if (parsed && limit !== undefined && this.packet.length > limit) {
+        this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds the limit of ${limit}`));
+        return false;
+      }
+      return parsed;
+    };
+  }
+  parser[MAX_PACKET_BYTES] = maxBytes;
 }
+
+const MAX_PACKET_BYTES = Symbol('gatehouse.maxPacketBytes');
+const limitedPrototypes = new WeakSet<object>();
 
 interface ParserInternals {
   packet: { length: number };
+  [MAX_PACKET_BYTES]?: number;
   _parseLength(this: ParserInternals): boolean;
   _emitError(error: Error): void;
 }

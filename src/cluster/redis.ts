@@ -1,10 +1,12 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 
 /**
  * Opens a Redis connection and waits until it answers, so a wrong REDIS_URL
  * stops the start with a clear message instead of retrying in the background.
  */
 export async function connectRedis(url: string): Promise<Redis> {
+  // Loaded only with REDIS_URL: one node never pays for it.
+  const { Redis } = await import('ioredis');
   const redis = new Redis(url, { lazyConnect: true });
   redis.on('error', () => {}); // reconnects by itself; failed commands report their own errors
   try {

@@ -5,7 +5,9 @@ import type { Redis } from 'ioredis';
  * counts in a Redis hash (`{prefix}sessions:{nodeId}`) and says it is alive in
  * a sorted set (`{prefix}nodes`, scored by its last heartbeat). A reader sums
  * the hashes of live nodes; a node silent for three heartbeats (it died) no
- * longer counts, and the first reader to notice deletes what it left.
+ * longer counts, and the first reader to notice deletes what it left. Every
+ * time is Redis' own clock (TIME), never a node's: nodes whose clocks differ
+ * cannot take one another for dead.
  *
  * A change is sent as it happens, without waiting for Redis (the CONNECT does
  * not wait); every heartbeat rewrites the node's whole hash from its own
@@ -30,6 +32,12 @@ export interface ClusterSessionsOptions {
   log?: (message: string) => void;
 }
 
+/** Scores member ARGV[1] of sorted set KEYS[1] with Redis' time now, in milliseconds. */
+const STAMP_WITH_REDIS_TIME = `
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), ARGV[1])
+`;
+
 /** Starts announcing this node and returns the counts of all nodes. */
 export async function startClusterSessions(options: ClusterSessionsOptions): Promise<ClusterSessions> {
   const { redis, nodeId, heartbeatMs } = options;
@@ -49,7 +57,7 @@ export async function startClusterSessions(options: ClusterSessionsOptions): Pro
     const counts = options.local();
     const write = redis.multi().del(ownHash);
     if (counts.size > 0) write.hset(ownHash, Object.fromEntries(counts));
-    write.zadd(nodesKey, Date.now(), nodeId);
+    write.eval(STAMP_WITH_REDIS_TIME, 1, nodesKey, nodeId);
     await write.exec();
     warned = false;
   }
@@ -66,7 +74,8 @@ export async function startClusterSessions(options: ClusterSessionsOptions): Pro
     },
 
     async sessionsByClient() {
-      const deadBefore = Date.now() - 3 * heartbeatMs;
+      const [seconds, micros] = await redis.time();
+      const deadBefore = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - 3 * heartbeatMs;
       const [live, dead] = await Promise.all([
         redis.zrangebyscore(nodesKey, deadBefore, '+inf'),
         redis.zrangebyscore(nodesKey, '-inf', `(${deadBefore}`),

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
 import type { OpenDatabase } from '.';
@@ -22,11 +23,20 @@ export interface AccessChanges {
   close(): Promise<void>;
 }
 
+export interface ListenOptions {
+  /**
+   * PostgreSQL: how often the listener checks that it still hears, by
+   * NOTIFYing itself through the pool; not heard back before the next check
+   * means it does not (a connection dropped silently by a NAT or a proxy).
+   */
+  selfCheckMs?: number;
+}
+
 /** Starts listening for access changes on `database`. */
-export async function listenForAccessChanges(database: OpenDatabase, log: (message: string) => void = () => {}): Promise<AccessChanges> {
+export async function listenForAccessChanges(database: OpenDatabase, log: (message: string) => void = () => {}, options: ListenOptions = {}): Promise<AccessChanges> {
   const client = (database.db as unknown as { $client: unknown }).$client;
   if (database.driver === 'pglite') return listenOnPglite(client as PGlite);
-  return listenOnPostgres(client as postgres.Sql, log);
+  return listenOnPostgres(client as postgres.Sql, log, options.selfCheckMs ?? 5000);
 }
 
 /**
@@ -45,64 +55,147 @@ async function listenOnPglite(client: PGlite): Promise<AccessChanges> {
   };
 }
 
+/** Payloads of the listener's self-checks (never reported as changes). */
+const SELF_CHECK_PREFIX = 'gatehouse-self-check:';
+
 /**
- * A connection of its own, as postgres.js' `listen` makes one, but whose
- * loss is seen at once: from then until LISTEN is back, `live()` is false
- * (a cache must ask the database), and a change is reported once it is back.
+ * A connection of its own, as postgres.js' `listen` makes one, trusted only
+ * while it is seen to hear: LISTEN is issued, then every `selfCheckMs` the
+ * node NOTIFYs itself through the pool and must hear that back before the next
+ * check. Until the first check comes back, and from a closed socket or a
+ * check not heard back until one is again, `live()` is false (a cache must
+ * ask the database) and the connection is replaced; a change is reported on
+ * each of these turns. A connection that hears nothing at all (LISTEN through
+ * PgBouncer in transaction mode) is never trusted.
  */
-async function listenOnPostgres(pool: postgres.Sql, log: (message: string) => void): Promise<AccessChanges> {
+async function listenOnPostgres(pool: postgres.Sql, log: (message: string) => void, selfCheckMs: number): Promise<AccessChanges> {
   const listeners: Array<(payload: string) => void> = [];
   const changed = (payload: string) => listeners.forEach((listener) => listener(payload));
-  let listening = false;
+  const selfCheckId = `${SELF_CHECK_PREFIX}${randomBytes(6).toString('hex')}:`;
+  let checks = 0;
+  /** The self-check sent and not heard back yet, with who waits for it. */
+  let awaiting: { payload: string; heard(): void } | undefined;
+  let live = false;
   let closed = false;
+  let connecting: Promise<'heard' | 'unheard' | 'failed'> | undefined;
   let retry: NodeJS.Timeout | undefined;
-  const options = {
-    ...pool.options,
-    max: 1,
-    idle_timeout: null,
-    max_lifetime: null,
-    fetch_types: false,
-    onnotice: () => {},
-    onnotify: (channel: string, payload: string) => {
-      if (channel === ACCESS_CHANNEL) changed(payload);
-    },
-    onclose: () => {
-      if (!listening) return;
-      listening = false;
-      if (closed) return;
-      log('Lost the database connection that hears console changes: CONNECTs read the database until it is back');
-      changed('lost');
-      schedule();
-    },
-  };
-  // The pool's own options (already parsed), as postgres.js' `listen` reuses them.
-  const sql = postgres(options as unknown as postgres.Options<Record<string, never>>);
+  let lostLogged = false;
 
-  async function listen() {
-    await sql`listen ${sql(ACCESS_CHANNEL)}`;
-    listening = true;
+  function connect(): postgres.Sql {
+    const instance: postgres.Sql = postgres({
+      ...pool.options,
+      max: 1,
+      idle_timeout: null,
+      max_lifetime: null,
+      fetch_types: false,
+      onnotice: () => {},
+      onnotify: (channel: string, payload: string) => {
+        if (channel !== ACCESS_CHANNEL || instance !== sql) return;
+        if (payload.startsWith(SELF_CHECK_PREFIX)) {
+          if (awaiting?.payload === payload) awaiting.heard();
+          return;
+        }
+        changed(payload);
+      },
+      onclose: () => {
+        if (instance !== sql) return;
+        lost('Lost the database connection that hears console changes');
+        clearTimeout(retry);
+        retry = setTimeout(reconnect, 1000);
+        retry.unref();
+      },
+      // The pool's own options (already parsed), as postgres.js' `listen` reuses them.
+    } as unknown as postgres.Options<Record<string, never>>) as unknown as postgres.Sql;
+    return instance;
   }
-  function schedule() {
-    retry = setTimeout(() => {
-      listen().then(
-        () => {
-          log('Hearing console changes again');
-          changed('resumed');
+  let sql = connect();
+
+  function lost(why: string) {
+    awaiting = undefined;
+    if (!live) return;
+    live = false;
+    if (closed) return;
+    if (!lostLogged) log(`${why}: CONNECTs read the database until it is back`);
+    lostLogged = true;
+    changed('lost');
+  }
+
+  /** NOTIFYs itself through the pool; resolves true once heard back, false after `timeoutMs`. */
+  function selfCheck(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const payload = `${selfCheckId}${++checks}`;
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      timer.unref();
+      awaiting = {
+        payload,
+        heard() {
+          awaiting = undefined;
+          clearTimeout(timer);
+          resolve(true);
         },
-        () => !closed && schedule(),
-      );
-    }, 1000);
-    retry.unref();
+      };
+      // A failed NOTIFY is a check not heard back.
+      pool`select pg_notify(${ACCESS_CHANNEL}, ${payload})`.catch(() => {});
+    });
   }
 
-  await listen();
+  /** LISTENs on the current connection and waits for a self-check to come back. */
+  async function listen(): Promise<'heard' | 'unheard' | 'failed'> {
+    try {
+      await sql`listen ${sql(ACCESS_CHANNEL)}`;
+    } catch {
+      return 'failed';
+    }
+    if (!(await selfCheck(selfCheckMs)) || closed) return 'unheard';
+    live = true;
+    return 'heard';
+  }
+
+  /** A new connection in place of one that does not hear; reports the turn once it does. */
+  function reconnect() {
+    if (closed || live || connecting) return;
+    const old = sql;
+    sql = connect();
+    void old.end({ timeout: 0 }).catch(() => {});
+    connecting = listen().finally(() => (connecting = undefined));
+    void connecting.then((outcome) => {
+      if (outcome !== 'heard' || closed) return;
+      if (lostLogged) log('Hearing console changes again');
+      lostLogged = false;
+      changed('resumed');
+    });
+  }
+
+  const checker = setInterval(() => {
+    if (closed || connecting) return;
+    if (!live) return reconnect();
+    if (awaiting) {
+      lost(`The database connection that hears console changes did not hear a check within ${selfCheckMs} ms`);
+      return reconnect();
+    }
+    void selfCheck(2 * selfCheckMs);
+  }, selfCheckMs);
+  checker.unref();
+
+  connecting = listen().finally(() => (connecting = undefined));
+  const outcome = await connecting;
+  if (outcome !== 'heard') {
+    lostLogged = true;
+    log(
+      outcome === 'failed'
+        ? 'Could not LISTEN for console changes: CONNECTs read the database until it can'
+        : 'LISTEN for console changes hears nothing: CONNECTs read the database until it does. ' +
+            'Behind PgBouncer, DATABASE_URL needs session pooling (transaction pooling does not keep LISTEN)',
+    );
+  }
   return {
-    live: () => listening,
+    live: () => live,
     onChange: (listener) => void listeners.push(listener),
     async close() {
       closed = true;
       clearTimeout(retry);
-      listening = false;
+      clearInterval(checker);
+      live = false;
       await sql.end({ timeout: 5 });
     },
   };

@@ -39,8 +39,16 @@ export async function acquireDataDirLock(dir: string): Promise<DataDirLock> {
     const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
     throw new DataDirLockedError(dir, Number.isInteger(pid) && pid > 0 ? pid : undefined);
   }
-  // The lock file of earlier versions, which a crash could leave behind.
-  await rm(path.join(dir, 'gatehouse.lock'), { force: true });
+  // The lock file of earlier versions: they took no kernel lock, so one still
+  // running is seen only by the pid its file names. A file that names no live
+  // Gatehouse (a crash left it; the pid is now another program's) is removed.
+  const oldLockFile = path.join(dir, 'gatehouse.lock');
+  const oldHolder = Number.parseInt(await readFile(oldLockFile, 'utf8').catch(() => ''), 10);
+  if (Number.isInteger(oldHolder) && oldHolder > 0 && oldHolder !== process.pid && (await isGatehouseProcess(oldHolder))) {
+    await lock.close();
+    throw new DataDirLockedError(dir, oldHolder);
+  }
+  await rm(oldLockFile, { force: true });
   await writeFile(pidFile, String(process.pid));
   let released = false;
   return {
@@ -53,8 +61,21 @@ export async function acquireDataDirLock(dir: string): Promise<DataDirLock> {
   };
 }
 
-/** LevelDB reports a held lock as an open error whose cause names the lock. */
+/**
+ * True only for LevelDB's "lock held" error (classic-level: code
+ * LEVEL_LOCKED, as the cause of the open error). Any other failure to open
+ * (permissions, a full disk, a path that is not a directory) is thrown as
+ * itself, not reported as another process.
+ */
 function isLockHeld(error: unknown): boolean {
-  const cause = (error as { cause?: unknown }).cause;
-  return /lock/i.test(String(cause ?? '')) || /LOCK/.test(String((error as Error).message));
+  const code = (value: unknown) => (value as { code?: unknown } | undefined)?.code;
+  return code(error) === 'LEVEL_LOCKED' || code((error as { cause?: unknown }).cause) === 'LEVEL_LOCKED';
+}
+
+/** True when `pid` runs a Gatehouse (or any node) process, by its /proc command line. */
+async function isGatehouseProcess(pid: number): Promise<boolean> {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  if (!cmdline) return false;
+  const [program = ''] = cmdline.split('\0');
+  return /gatehouse/i.test(cmdline) || /(^|\/)node(js)?$/.test(program);
 }

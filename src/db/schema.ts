@@ -1,9 +1,11 @@
 import { sql } from 'drizzle-orm';
 import {
   boolean,
+  bigint,
   check,
   index,
   integer,
+  jsonb,
   pgTable,
   primaryKey,
   text,
@@ -30,6 +32,12 @@ export const clients = pgTable(
     version: integer('version').notNull().default(1),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
+    /**
+     * When a session of this client last ended (null: never seen). Written in
+     * batches, never per CONNECT; not among the columns whose change the
+     * access triggers announce (migration 0003), so it forgets no cache.
+     */
+    lastSeenAt: timestamp('last_seen_at', { withTimezone: true }),
   },
   // The console lists clients by (lower(name), id) and pages by that key.
   // Searching uses a trigram index on name and username that migration 0005
@@ -199,4 +207,65 @@ export const tlsSettings = pgTable(
     updatedAt: updatedAt(),
   },
   (t) => [check('tls_settings_one_row', sql`${t.id} = 1`)],
+);
+
+/**
+ * The overview's history: one row a minute per node (Aedes' broker id), what
+ * happened on that node since its previous row. Written by the sampler
+ * (src/sampler.ts), deleted after AUDIT_RETENTION_DAYS.
+ */
+export const metricSamples = pgTable(
+  'metric_samples',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    nodeId: text('node_id').notNull(),
+    at: timestamp('at', { withTimezone: true }).notNull(),
+    /** Seconds since the node's previous row (its first: since the node started). */
+    seconds: integer('seconds').notNull(),
+    /** Open MQTT connections when the row was written. */
+    connections: integer('connections').notNull(),
+    messagesIn: bigint('messages_in', { mode: 'number' }).notNull(),
+    messagesOut: bigint('messages_out', { mode: 'number' }).notNull(),
+    bytesIn: bigint('bytes_in', { mode: 'number' }).notNull(),
+    bytesOut: bigint('bytes_out', { mode: 'number' }).notNull(),
+    /** CONNECTs refused (bad or missing credentials, throttled, bad client id, database down). */
+    authFailures: integer('auth_failures').notNull(),
+    /** Publishes and subscriptions refused by the permissions. */
+    refusals: integer('refusals').notNull(),
+  },
+  (t) => [index('metric_samples_at_idx').on(t.at), index('metric_samples_node_at_idx').on(t.nodeId, t.at)],
+);
+
+/**
+ * The audit trail: console changes (with before and after, never a secret),
+ * sign-ins, and what the broker refused. MQTT authentication failures are one
+ * row per username, address, reason and minute, with `count`; everything else
+ * has `count` 1. `at` is kept to the millisecond, so a page's last row is an
+ * exact cursor for the next one. Rows older than AUDIT_RETENTION_DAYS go.
+ */
+export const auditEvents = pgTable(
+  'audit_events',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    at: timestamp('at', { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    kind: text('kind').notNull(),
+    /** Who acted: an administrator, a username tried; null when unknown. */
+    actor: text('actor'),
+    /** What was acted on: a client, a group, a topic… */
+    subject: text('subject'),
+    details: jsonb('details').$type<Record<string, unknown>>().notNull().default({}),
+    address: text('address'),
+    count: integer('count').notNull().default(1),
+  },
+  (t) => [
+    // Newest first (read backwards), and the retention delete.
+    index('audit_events_at_idx').on(t.at, t.id),
+    index('audit_events_kind_at_idx').on(t.kind, t.at, t.id),
+    index('audit_events_actor_at_idx').on(t.actor, t.at, t.id),
+    // One row per minute for each failing username, address and reason: a
+    // flush adds its count to the row another flush (or node) started.
+    uniqueIndex('audit_events_auth_failure_key')
+      .on(t.kind, sql`coalesce(${t.actor}, '')`, sql`coalesce(${t.address}, '')`, t.at, sql`(${t.details} ->> 'reason')`)
+      .where(sql`${t.kind} = 'mqtt.auth_failed'`),
+  ],
 );

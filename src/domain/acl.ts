@@ -114,6 +114,37 @@ function concreteFilter(permission: { effect: Effect; topic: string }, who: Who)
 }
 
 /**
+ * Granted permissions made from a row, by row object: the rows of the rule
+ * model CONNECT keeps in memory are the same objects for every connection, so
+ * every session whose filter comes out the same (every row without `%u`/`%c`,
+ * and a `%u` row for sessions of one username) shares one frozen object and
+ * its split levels instead of holding copies: 10,000 devices of a group hold
+ * its permissions once. Rows read per CONNECT from the database are new
+ * objects each time and simply miss.
+ */
+const grantedByRow = new WeakMap<RuleGrantRow, GrantedPermission>();
+
+function grantedPermission(row: RuleGrantRow, filter: string | null): GrantedPermission {
+  const known = grantedByRow.get(row);
+  if (known && known.filter === filter) return known;
+  const permission = row.permission!;
+  // Built field by field (not spread): objects of one shape, which V8 then
+  // describes once instead of once per object.
+  const granted: GrantedPermission = Object.freeze({
+    groupId: row.groupId,
+    groupName: row.groupName,
+    position: permission.position,
+    effect: permission.effect,
+    action: permission.action,
+    topic: permission.topic,
+    filter,
+    levels: filter === null ? null : Object.freeze(splitLevels(filter)),
+  });
+  grantedByRow.set(row, granted);
+  return granted;
+}
+
+/**
  * The groups and the union of their permissions for `who`, from the rows of
  * the rule → group → permission join. Groups are ordered by the first rule
  * that gave them, then by name; a group given by several rules appears once.
@@ -123,11 +154,13 @@ export function resolveAccess(rows: readonly RuleGrantRow[], who: Who): AccessSn
     (x, y) =>
       x.rule.position - y.rule.position ||
       x.rule.id - y.rule.id ||
-      x.groupName.localeCompare(y.groupName) ||
+      // The same group has the same name: no collation needed (rows of one group are the most common tie).
+      (x.groupId === y.groupId ? 0 : x.groupName.localeCompare(y.groupName)) ||
       x.groupId - y.groupId ||
       (x.permission?.position ?? -1) - (y.permission?.position ?? -1),
   );
   const groups = new Map<number, GrantedGroup>();
+  const firstRows = new Map<number, RuleGrantRow>();
   const permissionsByGroup = new Map<number, GrantedPermission[]>();
   const unresolved = new Map<number, RuleRef>();
   const seenRows = new Set<string>();
@@ -141,29 +174,45 @@ export function resolveAccess(rows: readonly RuleGrantRow[], who: Who): AccessSn
     if (!group) {
       group = { id: row.groupId, name: row.groupName, via: [] };
       groups.set(row.groupId, group);
+      firstRows.set(row.groupId, row);
       permissionsByGroup.set(row.groupId, []);
     }
     if (!group.via.some((rule) => rule.id === row.rule.id)) group.via.push(row.rule);
     if (row.permission && !seenRows.has(`${row.groupId}:${row.permission.position}`)) {
       seenRows.add(`${row.groupId}:${row.permission.position}`);
-      const filter = concreteFilter(row.permission, who);
-      permissionsByGroup.get(row.groupId)!.push({
-        ...row.permission,
-        groupId: row.groupId,
-        groupName: row.groupName,
-        filter,
-        levels: filter === null ? null : splitLevels(filter),
-      });
+      permissionsByGroup.get(row.groupId)!.push(grantedPermission(row, concreteFilter(row.permission, who)));
     }
   }
   const permissions = [...groups.keys()].flatMap((id) => permissionsByGroup.get(id)!);
   return Object.freeze({
     username: who.username,
     mqttClientId: who.mqttClientId,
-    groups: Object.freeze([...groups.values()]),
+    groups: Object.freeze([...groups.values()].map((group) => sharedGroup(firstRows.get(group.id)!, group))),
     permissions: Object.freeze(permissions),
-    unresolvedRules: Object.freeze([...unresolved.values()]),
+    unresolvedRules: unresolved.size === 0 ? NO_RULES : Object.freeze([...unresolved.values()]),
   });
+}
+
+const NO_RULES: readonly RuleRef[] = Object.freeze([]);
+
+/** Granted groups by the row that first gave them: shared as `grantedByRow` is, when they came the same way. */
+const groupByRow = new WeakMap<RuleGrantRow, GrantedGroup>();
+
+function sharedGroup(first: RuleGrantRow, group: GrantedGroup): GrantedGroup {
+  const known = groupByRow.get(first);
+  if (
+    known &&
+    known.id === group.id &&
+    known.name === group.name &&
+    known.via.length === group.via.length &&
+    known.via.every((rule, i) => rule === group.via[i])
+  ) {
+    return known;
+  }
+  Object.freeze(group.via);
+  Object.freeze(group);
+  groupByRow.set(first, group);
+  return group;
 }
 
 /** Nothing granted: what a connection without a snapshot gets. */
@@ -262,39 +311,63 @@ export function decide(access: AccessSnapshot, action: Action, topic: string): D
   return action === 'publish' ? decidePublish(access, topic) : decideSubscribe(access, topic);
 }
 
+/** Topics longer than this are decided each time, never remembered. */
+export const MAX_REMEMBERED_TOPIC_LENGTH = 256;
+
 /**
  * The publish and delivery decisions of one session, remembered per topic:
  * its snapshot never changes, so a device that publishes or receives the same
  * topics again costs a map lookup instead of a walk of its permission rows.
- * Bounded: after `limit` distinct topics a map starts over.
+ * Bounded per map, in topics (`limit`) and in their total length
+ * (`limitChars`): past either a map starts over. A topic longer than
+ * MAX_REMEMBERED_TOPIC_LENGTH is not remembered at all, so 64 KB topics cannot
+ * pin memory in thousands of sessions.
  */
 export class SessionDecisions {
-  private delivers?: Map<string, boolean>;
-  private publishes?: Map<string, boolean>;
+  private delivers?: Memo;
+  private publishes?: Memo;
 
   constructor(
     readonly access: AccessSnapshot,
     private readonly limit = 256,
+    private readonly limitChars = 4096,
   ) {}
 
   /** `mayDeliver` for this session. */
   mayDeliver(topic: string): boolean {
-    this.delivers ??= new Map();
+    this.delivers ??= { decisions: new Map(), chars: 0 };
     return this.remember(this.delivers, topic, () => mayDeliver(this.access, topic));
   }
 
   /** `decidePublish(…).allowed` for this session. */
   mayPublish(topic: string): boolean {
-    this.publishes ??= new Map();
+    this.publishes ??= { decisions: new Map(), chars: 0 };
     return this.remember(this.publishes, topic, () => decidePublish(this.access, topic).allowed);
   }
 
-  private remember(map: Map<string, boolean>, topic: string, decide: () => boolean): boolean {
-    const known = map.get(topic);
+  /** Topics remembered now and their total length, both maps together. */
+  remembered(): { topics: number; chars: number } {
+    const memos = [this.delivers, this.publishes].filter((memo): memo is Memo => memo !== undefined);
+    return { topics: memos.reduce((n, memo) => n + memo.decisions.size, 0), chars: memos.reduce((n, memo) => n + memo.chars, 0) };
+  }
+
+  private remember(memo: Memo, topic: string, decide: () => boolean): boolean {
+    if (topic.length > MAX_REMEMBERED_TOPIC_LENGTH) return decide();
+    const known = memo.decisions.get(topic);
     if (known !== undefined) return known;
     const decision = decide();
-    if (map.size >= this.limit) map.clear();
-    map.set(topic, decision);
+    if (memo.decisions.size >= this.limit || memo.chars + topic.length > this.limitChars) {
+      memo.decisions.clear();
+      memo.chars = 0;
+    }
+    memo.decisions.set(topic, decision);
+    memo.chars += topic.length;
     return decision;
   }
+}
+
+interface Memo {
+  decisions: Map<string, boolean>;
+  /** The total length of the topics in `decisions`. */
+  chars: number;
 }

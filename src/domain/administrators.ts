@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
 import { usernameSchema } from './clients';
+import { type AuditActor, recordChange } from './audit';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
 import { hashPassword } from './password';
 import { deleteSessionsOfAdministrator } from './sessions';
@@ -97,12 +98,15 @@ export async function getAdministratorByUsername(db: Database, username: string)
 }
 
 /** Creates an administrator; throws ValidationError or ConflictError (username taken). */
-export async function createAdministrator(db: Database, input: AdministratorInput): Promise<Administrator> {
+export async function createAdministrator(db: Database, input: AdministratorInput, by?: AuditActor): Promise<Administrator> {
   const data = parseAdministratorInput(input);
   const passwordHash = await hashPassword(data.password);
   try {
-    const [row] = await db.insert(administrators).values({ username: data.username, passwordHash }).returning(publicColumns);
-    return row!;
+    return await db.transaction(async (tx) => {
+      const [row] = await tx.insert(administrators).values({ username: data.username, passwordHash }).returning(publicColumns);
+      await recordChange(tx, by, { kind: 'administrator.created', subject: row!.username, details: { after: auditSnapshot(row!), note: 'password set' } });
+      return row!;
+    });
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError('username', USERNAME_TAKEN);
     throw error;
@@ -113,7 +117,7 @@ export async function createAdministrator(db: Database, input: AdministratorInpu
  * Creates the first administrator, or returns null when one already exists
  * (another node, request or the environment got there first).
  */
-export async function createFirstAdministrator(db: Database, input: AdministratorInput): Promise<Administrator | null> {
+export async function createFirstAdministrator(db: Database, input: AdministratorInput, by?: AuditActor): Promise<Administrator | null> {
   const data = parseAdministratorInput(input);
   const passwordHash = await hashPassword(data.password);
   return db.transaction(async (tx) => {
@@ -121,8 +125,14 @@ export async function createFirstAdministrator(db: Database, input: Administrato
     const [existing] = await tx.select({ total: count() }).from(administrators);
     if ((existing?.total ?? 0) > 0) return null;
     const [row] = await tx.insert(administrators).values({ username: data.username, passwordHash }).returning(publicColumns);
+    await recordChange(tx, by, { kind: 'administrator.created', subject: row!.username, details: { after: auditSnapshot(row!), note: 'password set' } });
     return row!;
   });
+}
+
+/** What the audit trail keeps of an administrator: never the password or its hash. */
+function auditSnapshot(administrator: Administrator) {
+  return { id: administrator.id, username: administrator.username };
 }
 
 /** Why a removal was refused. */
@@ -137,7 +147,7 @@ export class LastAdministratorError extends ConflictError {
  * theirs. Returns null when there was none; throws LastAdministratorError
  * rather than leave the console without an administrator.
  */
-export async function deleteAdministrator(db: Database, id: number): Promise<Administrator | null> {
+export async function deleteAdministrator(db: Database, id: number, by?: AuditActor): Promise<Administrator | null> {
   return db.transaction(async (tx) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${ADMINISTRATORS_LOCK_KEY})`);
     const [target] = await tx.select(publicColumns).from(administrators).where(eq(administrators.id, id));
@@ -145,6 +155,7 @@ export async function deleteAdministrator(db: Database, id: number): Promise<Adm
     const [totals] = await tx.select({ total: count() }).from(administrators);
     if ((totals?.total ?? 0) <= 1) throw new LastAdministratorError();
     await tx.delete(administrators).where(eq(administrators.id, id));
+    await recordChange(tx, by, { kind: 'administrator.deleted', subject: target.username, details: { before: auditSnapshot(target) } });
     return target;
   });
 }
@@ -154,7 +165,7 @@ export async function deleteAdministrator(db: Database, id: number): Promise<Adm
  * password change is how a stolen session is cut off). Returns null when the
  * administrator does not exist.
  */
-export async function setAdministratorPassword(db: Database, id: number, newPassword: unknown): Promise<Administrator | null> {
+export async function setAdministratorPassword(db: Database, id: number, newPassword: unknown, by?: AuditActor): Promise<Administrator | null> {
   const password = parseInput(z.object({ password: administratorPasswordSchema }), { password: newPassword }).password;
   const passwordHash = await hashPassword(password);
   return db.transaction(async (tx) => {
@@ -165,6 +176,7 @@ export async function setAdministratorPassword(db: Database, id: number, newPass
       .returning(publicColumns);
     if (!row) return null;
     await deleteSessionsOfAdministrator(tx, id);
+    await recordChange(tx, by, { kind: 'administrator.password_changed', subject: row.username, details: { note: 'password changed; every session ended' } });
     return row;
   });
 }
@@ -176,10 +188,11 @@ const changePasswordSchema = z.object({
 
 export type ChangePasswordInput = { current_password?: unknown; new_password?: unknown; confirm_password?: unknown };
 
+/** A failure says whether the username is an administrator's, for the audit trail only. */
 export type SignInResult =
   | { ok: true; administrator: Administrator }
-  | { ok: false; reason: 'bad_credentials' }
-  | { ok: false; reason: 'throttled'; retryAfterMs: number };
+  | { ok: false; reason: 'bad_credentials'; knownUsername?: boolean }
+  | { ok: false; reason: 'throttled'; retryAfterMs: number; knownUsername?: boolean };
 
 export interface SignInGuardOptions {
   /** Failures for one username before it is locked out (1 s, doubling). */
@@ -242,7 +255,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       .where(eq(administrators.username, username))
       .then((rows) => rows[0]);
     const checked = await gate.verify(username, address, row?.passwordHash, password);
-    if (!checked.ok) return checked;
+    if (!checked.ok) return { ...checked, knownUsername: Boolean(row) };
     if (!row) throw new Error('a password verified without an administrator row');
     const { passwordHash: _, ...administrator } = row;
     return { ok: true, administrator };
@@ -271,7 +284,7 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       if (!result.ok || result.administrator.id !== administrator.id) {
         throw new ValidationError({ current_password: 'This is not your current password.' });
       }
-      const updated = await setAdministratorPassword(db, administrator.id, data.new_password);
+      const updated = await setAdministratorPassword(db, administrator.id, data.new_password, { username: administrator.username, address });
       if (!updated) throw new ValidationError({ form: 'Your account no longer exists.' });
       return { ok: true };
     },

@@ -1,9 +1,9 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../db';
 import type { AccessChanges } from '../db/changes';
 import { findPasswordCredentials, grantsFor, loadAccessModel, type AccessModel } from './accessModel';
 import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from './acl';
-import type { AuthType, ClientCredentials } from './clients';
+import { MAX_USERNAME_LENGTH, type AuthType, type ClientCredentials } from './clients';
 import { findConnectRow, type ConnectRow } from './groupRules';
 import { authenticateByCertificate, type ClientCertificate } from './certificateAuth';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
@@ -73,6 +73,8 @@ export interface AuthenticatorOptions {
   maxBackoffMs?: number;
   /** Verified credentials (and, with `changes`, client rows) remembered per process. */
   cacheSize?: number;
+  /** With `changes`: unknown usernames remembered (each at most MAX_USERNAME_LENGTH long). */
+  unknownCacheSize?: number;
   /**
    * Hears every change to credentials and rules. Given, what CONNECT reads is
    * kept in memory and forgotten on each change (a warm CONNECT reads no
@@ -86,6 +88,11 @@ export interface AuthenticatorOptions {
 
 export interface Authenticator {
   authenticate(input: AuthenticateInput): Promise<AuthResult>;
+  /**
+   * What `who` may do now, as a CONNECT would find it (the same cache), or
+   * null when its client no longer exists. For what outlives a session: its will.
+   */
+  currentAccess(who: Pick<Principal, 'clientRowId' | 'username' | 'mqttClientId'>): Promise<AccessSnapshot | null>;
   /** Forgets the verified-credential cache and failure counts. */
   reset(): Promise<void>;
   /**
@@ -98,6 +105,12 @@ export interface Authenticator {
 interface CachedCredential {
   version: number;
   clientRowId: number;
+  /**
+   * The stored hash the password was verified against: the entry holds only
+   * while the row still has this very hash, so a hash changed without a
+   * version bump (by hand in SQL) is a miss too.
+   */
+  passwordHash: string;
   passwordMac: Buffer;
 }
 
@@ -107,13 +120,13 @@ interface CachedCredential {
  * only once the password is verified): with `changes`, from memory (see
  * createConnectLookup); otherwise in one database read. A verified password is
  * remembered as an HMAC under a per-process key together with the row's
- * version, so a reconnect storm costs no Argon2id work and any edit of the
- * client (which bumps its version) is a cache miss.
+ * version and hash, so a reconnect storm costs no Argon2id work and any edit
+ * of the client (which bumps its version) or of its hash is a cache miss.
  */
 export function createAuthenticator(db: Database, options: AuthenticatorOptions = {}): Authenticator {
   const now = options.now ?? Date.now;
   const cacheSize = options.cacheSize ?? 100_000;
-  const lookup = createConnectLookup(db, options.changes, cacheSize);
+  const lookup = createConnectLookup(db, options.changes, cacheSize, options.unknownCacheSize ?? 10_000);
   const macKey = randomBytes(32);
   const cache = new Map<string, CachedCredential>();
   const maxBackoffMs = options.maxBackoffMs ?? 60_000;
@@ -146,6 +159,15 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     // such a username names no client, and such a client id is refused.
     if (input.clientId.includes('\u0000')) return { ok: false, reason: 'bad_client_id' };
     if (username.includes('\u0000')) return { ok: false, reason: 'bad_credentials' };
+    if (username.length > MAX_USERNAME_LENGTH) {
+      // No client can have it: refused without a read or a cache entry, after
+      // the same decoy verify as an unknown username. Failures are counted
+      // under a digest, so a flood of 64 KB usernames costs the failure
+      // counts no more memory than short ones.
+      const key = `sha256:${createHash('sha256').update(username).digest('base64')}`;
+      const checked = await gate.verify(key, input.remoteAddress, undefined, password.toString('utf8'));
+      return { ok: false, reason: checked.ok ? 'bad_credentials' : checked.reason };
+    }
 
     let found;
     try {
@@ -158,7 +180,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
 
     const passwordMac = mac(password);
     const cached = cache.get(username);
-    if (row && cached && cached.version === row.version && cached.clientRowId === row.id) {
+    if (row && cached && cached.version === row.version && cached.clientRowId === row.id && cached.passwordHash === row.passwordHash) {
       // A device that proved this very password before is not locked out by
       // someone guessing its username or sharing its (NAT) address: back-off
       // only gates the costly verifies.
@@ -175,13 +197,18 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     if (!checked.ok) return { ok: false, reason: checked.reason };
     if (!row) throw new Error('a password verified without a client row');
     cache.delete(username);
-    cache.set(username, { version: row.version, clientRowId: row.id, passwordMac });
+    cache.set(username, { version: row.version, clientRowId: row.id, passwordHash: row.passwordHash, passwordMac });
     if (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
     return success(row, grants, input);
   }
 
   return {
     authenticate,
+    async currentAccess(who) {
+      const found = await lookup.find(who.username, who.mqttClientId);
+      if (!found || found.credentials.id !== who.clientRowId) return null;
+      return resolveAccess(found.grants, { clientRowId: found.credentials.id, username: found.credentials.username, mqttClientId: who.mqttClientId });
+    },
     async reset() {
       cache.clear();
       await gate.clear();
@@ -192,15 +219,17 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
 
 /**
  * What a CONNECT reads, kept in memory while `changes` is live: client rows
- * by username (unknown usernames too, so a flood of them costs no reads),
- * and the whole rule model (rules, groups, permissions), indexed.
+ * by username, unknown usernames (so a flood of them costs no reads; at most
+ * `unknownCacheSize`, oldest forgotten first), and the whole rule model
+ * (rules, groups, permissions), indexed.
  *
  * Invalidated by: every change to clients, groups, permissions or rules,
  * made on any node or by hand (database triggers NOTIFY; see db/changes.ts),
  * which forgets everything; and any break in hearing changes, during which
- * every CONNECT reads the database. A read that raced a change is not kept.
+ * every CONNECT reads the database. A read during which a change was heard is
+ * neither kept nor used: it is read again (see `find`).
  */
-function createConnectLookup(db: Database, changes: AccessChanges | undefined, cacheSize: number) {
+function createConnectLookup(db: Database, changes: AccessChanges | undefined, cacheSize: number, unknownCacheSize: number) {
   let databaseReads = 0;
   if (!changes) {
     return {
@@ -212,11 +241,13 @@ function createConnectLookup(db: Database, changes: AccessChanges | undefined, c
     };
   }
   let generation = 0;
-  const credentials = new Map<string, ClientCredentials | null>();
+  const credentials = new Map<string, ClientCredentials>();
+  const unknown = new Set<string>();
   let model: Promise<AccessModel> | undefined;
   changes.onChange(() => {
     generation++;
     credentials.clear();
+    unknown.clear();
     model = undefined;
   });
 
@@ -232,24 +263,41 @@ function createConnectLookup(db: Database, changes: AccessChanges | undefined, c
     return loading;
   }
 
+  async function credentialsOf(username: string): Promise<ClientCredentials | null> {
+    const known = credentials.get(username);
+    if (known) return known;
+    if (unknown.has(username)) return null;
+    const seen = generation;
+    databaseReads++;
+    const row = await findPasswordCredentials(db, username);
+    if (seen === generation && changes!.live()) {
+      if (row) {
+        credentials.set(username, row);
+        if (credentials.size > cacheSize) credentials.delete(credentials.keys().next().value!);
+      } else {
+        unknown.add(username);
+        if (unknown.size > unknownCacheSize) unknown.delete(unknown.values().next().value!);
+      }
+    }
+    return row;
+  }
+
+  /** Reads that raced a change, tried again this many times before one plain read decides. */
+  const RETRIES = 3;
+
   return {
     async find(username: string, clientId: string): Promise<ConnectRow | null> {
-      if (!changes.live()) {
-        databaseReads++;
-        return findConnectRow(db, username, clientId);
+      for (let attempt = 0; attempt < RETRIES && changes.live(); attempt++) {
+        // A row or a model read before a change was heard may predate it: a
+        // change heard meanwhile (the generation moved) means read again.
+        const seen = generation;
+        const row = await credentialsOf(username);
+        const found = row && { credentials: row, grants: grantsFor(await accessModel(), row.id, clientId) };
+        if (seen === generation && changes.live()) return found;
       }
-      const seen = generation;
-      let row = credentials.get(username);
-      if (row === undefined) {
-        databaseReads++;
-        row = await findPasswordCredentials(db, username);
-        if (seen === generation && changes.live()) {
-          credentials.set(username, row);
-          if (credentials.size > cacheSize) credentials.delete(credentials.keys().next().value!);
-        }
-      }
-      if (!row) return null;
-      return { credentials: row, grants: grantsFor(await accessModel(), row.id, clientId) };
+      // Not hearing changes, or changes keep coming: what the database says now.
+      databaseReads++;
+      return findConnectRow(db, username, clientId);
     },
     databaseReads: () => databaseReads,
   };

@@ -2,6 +2,7 @@ import { and, asc, count, desc, eq, sql, type SQL, type SQLWrapper } from 'drizz
 import { z } from 'zod';
 import type { SubqueryWithSelection } from 'drizzle-orm/pg-core';
 import { type Database, isUniqueViolation, schema } from '../db';
+import { type AuditActor, recordChange } from './audit';
 import { ConflictError } from './errors';
 import {
   anyClientIdRule,
@@ -17,7 +18,7 @@ import {
 } from './groupRules';
 import { normalizeFingerprint, parseCertificates } from './certificates';
 import { ValidationError, type FieldErrors } from './errors';
-import { hashPassword } from './password';
+import { hashFormPassword } from './password';
 import { parseInput } from './validation';
 
 const { clients, clientTotals } = schema;
@@ -36,6 +37,8 @@ export interface Client {
   version: number;
   createdAt: Date;
   updatedAt: Date;
+  /** When a session of it last ended (written in batches: see lastSeen.ts); null: never seen. */
+  lastSeenAt: Date | null;
 }
 
 export const CLIENTS_PAGE_SIZE = 50;
@@ -49,10 +52,13 @@ export const clientNameSchema = z
   .max(100, 'Use at most 100 characters.')
   .refine((v) => !CONTROL_CHARACTERS.test(v), 'Remove control characters.');
 
+/** The longest username a client may have (UTF-16 code units, as zod counts them). */
+export const MAX_USERNAME_LENGTH = 128;
+
 export const usernameSchema = z
   .string({ error: 'Enter a username.' })
   .min(1, 'Enter a username.')
-  .max(128, 'Use at most 128 characters.')
+  .max(MAX_USERNAME_LENGTH, `Use at most ${MAX_USERNAME_LENGTH} characters.`)
   .refine((v) => !/\s/u.test(v) && !CONTROL_CHARACTERS.test(v), 'Spaces and control characters are not allowed.');
 
 export const passwordSchema = z
@@ -81,6 +87,9 @@ const updateClientSchema = z.object({
  * `version`, when given, is the version the form was loaded with (lost-update
  * check). Certificate clients: `certificate` (PEM, e.g. an uploaded file) or
  * `fingerprint` (SHA-256, pasted) names their certificate; the PEM wins.
+ * `password_generated`: the token that came with a password the server
+ * generated (see domain/password.ts); only such a password is stored with the
+ * fast hash, any other with Argon2id.
  */
 export type ClientInput = {
   name?: unknown;
@@ -90,6 +99,7 @@ export type ClientInput = {
   authType?: unknown;
   fingerprint?: unknown;
   certificate?: unknown;
+  password_generated?: unknown;
 };
 
 /**
@@ -156,7 +166,7 @@ async function parseClientInput(
   const credentials = credentialsFor(authType, input, password, current);
   errors = { ...credentials.errors, ...errors };
   if (!data || Object.keys(errors).length > 0) throw new ValidationError(errors);
-  const passwordHash = credentials.newPassword === null ? '' : credentials.newPassword === undefined ? undefined : await hashPassword(credentials.newPassword);
+  const passwordHash = credentials.newPassword === null ? '' : credentials.newPassword === undefined ? undefined : await hashFormPassword(credentials.newPassword, input.password_generated);
   return { data, certFingerprint: credentials.certFingerprint, passwordHash };
 }
 
@@ -169,6 +179,7 @@ const publicColumns = {
   version: clients.version,
   createdAt: clients.createdAt,
   updatedAt: clients.updatedAt,
+  lastSeenAt: clients.lastSeenAt,
 };
 
 const USERNAME_TAKEN = 'This username is already used by another client.';
@@ -183,15 +194,33 @@ function conflictOf(error: unknown): ConflictError | null {
   return new ConflictError('username', USERNAME_TAKEN);
 }
 
-/** Creates a client; throws ValidationError or ConflictError (username taken). */
-export async function createClient(db: Database, input: ClientInput): Promise<Client> {
+/** What the audit trail keeps of a client: never the password or its hash. */
+function auditSnapshot(client: Client) {
+  return {
+    id: client.id,
+    name: client.name,
+    username: client.username,
+    authType: client.authType,
+    ...(client.certFingerprint ? { certFingerprint: client.certFingerprint } : {}),
+  };
+}
+
+/**
+ * Creates a client; throws ValidationError or ConflictError (username taken).
+ * The audit record (`by`: who) is written in the same transaction.
+ */
+export async function createClient(db: Database, input: ClientInput, by?: AuditActor): Promise<Client> {
   const { data, passwordHash, certFingerprint } = await parseClientInput(createClientSchema, input, null);
   try {
-    const [row] = await db
-      .insert(clients)
-      .values({ name: data.name, username: data.username, authType: data.authType, passwordHash: passwordHash!, certFingerprint })
-      .returning(publicColumns);
-    return row!;
+    return await db.transaction(async (tx) => {
+      const [row] = await tx
+        .insert(clients)
+        .values({ name: data.name, username: data.username, authType: data.authType, passwordHash: passwordHash!, certFingerprint })
+        .returning(publicColumns);
+      const note = data.authType === 'certificate' ? 'certificate set' : data.authType === 'certificate_password' ? 'certificate and password set' : 'password set';
+      await recordChange(tx, by, { kind: 'client.created', subject: row!.username, details: { after: auditSnapshot(row!), note } });
+      return row!;
+    });
   } catch (error) {
     throw conflictOf(error) ?? error;
   }
@@ -202,7 +231,7 @@ export async function createClient(db: Database, input: ClientInput): Promise<Cl
  * the client does not exist. Live connections are left alone: the new state
  * applies at their next CONNECT.
  */
-export async function updateClient(db: Database, id: number, input: ClientInput): Promise<Client | null> {
+export async function updateClient(db: Database, id: number, input: ClientInput, by?: AuditActor): Promise<Client | null> {
   const expectedVersion = typeof input.version === 'string' && /^[0-9]{1,9}$/.test(input.version) ? Number(input.version) : undefined;
   const existing = await getClient(db, id);
   if (!existing) return null;
@@ -217,11 +246,23 @@ export async function updateClient(db: Database, id: number, input: ClientInput)
   if (passwordHash !== undefined) changes.passwordHash = passwordHash;
   let row: Client | undefined;
   try {
-    [row] = await db
-      .update(clients)
-      .set({ ...changes, version: sql`${clients.version} + 1` })
-      .where(expectedVersion === undefined ? eq(clients.id, id) : and(eq(clients.id, id), eq(clients.version, expectedVersion)))
-      .returning(publicColumns);
+    row = await db.transaction(async (tx) => {
+      // Read under the row lock: the audit's "before" is what this update replaced.
+      const [before] = await tx.select(publicColumns).from(clients).where(eq(clients.id, id)).for('update');
+      if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined;
+      const [after] = await tx
+        .update(clients)
+        .set({ ...changes, version: sql`${clients.version} + 1` })
+        .where(expectedVersion === undefined ? eq(clients.id, id) : and(eq(clients.id, id), eq(clients.version, expectedVersion)))
+        .returning(publicColumns);
+      if (!after) return undefined;
+      await recordChange(tx, by, {
+        kind: 'client.updated',
+        subject: after.username,
+        details: { before: auditSnapshot(before), after: auditSnapshot(after), ...(passwordHash ? { note: 'password changed' } : passwordHash === '' && before.authType !== 'certificate' ? { note: 'password removed' } : {}) },
+      });
+      return after;
+    });
   } catch (error) {
     throw conflictOf(error) ?? error;
   }
@@ -246,7 +287,7 @@ export interface DeletedClient extends Client {
  * the client go with it (a rule whose only target is gone matches nothing);
  * what was removed is recorded for the group-rules page.
  */
-export async function deleteClient(db: Database, id: number): Promise<DeletedClient | null> {
+export async function deleteClient(db: Database, id: number, by?: AuditActor): Promise<DeletedClient | null> {
   return db.transaction(async (tx) => {
     await lockGroupRules(tx); // serialises with a Save of the rules, which may be naming this client
     const naming = await loadRulesNaming(tx, id);
@@ -263,6 +304,11 @@ export async function deleteClient(db: Database, id: number): Promise<DeletedCli
                 `${describeRule(rule)} was removed${rule.groups.length ? `; it gave ${rule.groups.map((g) => `“${g.name}”`).join(', ')}` : ''}.`,
             ),
           );
+    await recordChange(tx, by, {
+      kind: 'client.deleted',
+      subject: row.username,
+      details: { before: auditSnapshot(row), ...(naming.length ? { rulesRemoved: naming.map(describeRule) } : {}) },
+    });
     return { ...row, ruleChange };
   });
 }
@@ -270,6 +316,17 @@ export async function deleteClient(db: Database, id: number): Promise<DeletedCli
 export async function getClient(db: Database, id: number): Promise<Client | null> {
   const [row] = await db.select(publicColumns).from(clients).where(eq(clients.id, id));
   return row ?? null;
+}
+
+/** The names of these clients, by id (ids of deleted clients are left out). */
+export async function getClientNames(db: Database, ids: readonly number[]): Promise<Map<number, string>> {
+  const unique = [...new Set(ids)];
+  if (unique.length === 0) return new Map();
+  const rows = await db
+    .select({ id: clients.id, name: clients.name })
+    .from(clients)
+    .where(sql`${clients.id} = any(${`{${unique.join(',')}}`}::integer[])`);
+  return new Map(rows.map((row) => [row.id, row.name]));
 }
 
 /** A client's place in the list's order, (lower(name), id): where a page ends or starts. */
@@ -335,7 +392,7 @@ export const CLIENTS_SEARCH_COUNT_LIMIT = 1000;
 const SEARCH_WINDOW = 1000;
 
 /** A client as the clients table shows it: a page reads only these. */
-export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt'>;
+export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt' | 'lastSeenAt'>;
 
 const sortKey = sql<string>`lower(${clients.name})`;
 const keyedColumns = {
@@ -344,6 +401,7 @@ const keyedColumns = {
   authType: clients.authType,
   username: clients.username,
   updatedAt: clients.updatedAt,
+  lastSeenAt: clients.lastSeenAt,
   sortKey: sortKey.as('sort_key'),
 };
 type KeyedClient = ListedClient & { sortKey: string };
@@ -482,7 +540,7 @@ function pageOf(
   const first = rows[0];
   const last = rows.at(-1);
   return {
-    clients: rows.map(({ id, name, authType, username, updatedAt }) => ({ id, name, authType, username, updatedAt })),
+    clients: rows.map(({ id, name, authType, username, updatedAt, lastSeenAt }) => ({ id, name, authType, username, updatedAt, lastSeenAt })),
     query,
     total: totals.total,
     totalIsLowerBound: !totals.exact,

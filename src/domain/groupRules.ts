@@ -5,6 +5,7 @@ import { isForeignKeyViolation, schema } from '../db';
 import { resolveAccess, type AccessSnapshot, type MatchBy, type RuleGrantRow, type Who } from './acl';
 import { normalizeFingerprint } from './certificates';
 import type { ClientCredentials } from './clients';
+import { type AuditActor, recordChange } from './audit';
 import { ConflictError, ValidationError, type FieldErrors } from './errors';
 
 const { clients, groups, groupPermissions, groupRules, groupRuleGroups, groupRuleChanges } = schema;
@@ -290,12 +291,17 @@ const DELETED_MEANWHILE =
  * rules changed since `expectedRevision` was read, or a group or client they
  * use deleted during the Save, throw ConflictError.
  */
-export async function replaceGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined): Promise<GroupRule[]> {
+export async function replaceGroupRules(
+  db: Database,
+  inputs: readonly RuleInput[],
+  expectedRevision: string | undefined,
+  by?: AuditActor,
+): Promise<GroupRule[]> {
   if (inputs.length > MAX_GROUP_RULES) {
     throw new ValidationError({ form: `There can be at most ${MAX_GROUP_RULES} group rules.` });
   }
   try {
-    return await saveGroupRules(db, inputs, expectedRevision);
+    return await saveGroupRules(db, inputs, expectedRevision, by);
   } catch (error) {
     // Deletions take the rules lock too; this only guards a path that does not.
     if (isForeignKeyViolation(error)) throw new ConflictError('form', DELETED_MEANWHILE);
@@ -303,10 +309,11 @@ export async function replaceGroupRules(db: Database, inputs: readonly RuleInput
   }
 }
 
-function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined): Promise<GroupRule[]> {
+function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined, by: AuditActor | undefined): Promise<GroupRule[]> {
   return db.transaction(async (tx) => {
     await lockGroupRules(tx);
-    if (expectedRevision !== undefined && rulesRevision(await listGroupRules(tx)) !== expectedRevision) {
+    const before = await listGroupRules(tx);
+    if (expectedRevision !== undefined && rulesRevision(before) !== expectedRevision) {
       throw new ConflictError(
         'form',
         'Someone else changed the group rules since this page was loaded. Your rows are shown below; Save again to replace their changes, or reload the page to see them.',
@@ -366,8 +373,23 @@ function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevi
         .returning({ id: groupRules.id });
       await tx.insert(groupRuleGroups).values(row.groupIds.map((groupId) => ({ ruleId: saved!.id, groupId })));
     }
-    return listGroupRules(tx);
+    const after = await listGroupRules(tx);
+    await recordChange(tx, by, {
+      kind: 'group_rules.saved',
+      subject: 'group rules',
+      details: { before: before.map(auditSnapshot), after: after.map(auditSnapshot) },
+    });
+    return after;
   });
+}
+
+/** What the audit trail keeps of a rule: how it matches, and the names of its groups. */
+function auditSnapshot(rule: GroupRule) {
+  return {
+    matchBy: MATCH_BY_LABELS[rule.matchBy],
+    value: rule.matchBy === 'client' ? (rule.clientUsername ?? '') : rule.value,
+    groups: rule.groups.map((g) => g.name),
+  };
 }
 
 /** Why `value` is not a usable MQTT client id or pattern, or null. */

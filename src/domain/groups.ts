@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import type { Action, Effect } from './acl';
 import { likePattern } from './clients';
+import { type AuditActor, recordChange } from './audit';
 import { ConflictError } from './errors';
 import { describeRule, loadRulesGiving, lockGroupRules, recordRuleChange, type GroupRule, type RuleChange } from './groupRules';
 import { topicFilterProblem } from './topics';
@@ -99,13 +100,15 @@ const groupColumns = {
 };
 
 /** Creates a group with its permission rows; throws ValidationError or ConflictError (name taken). */
-export async function createGroup(db: Database, input: GroupInput): Promise<GroupWithPermissions> {
+export async function createGroup(db: Database, input: GroupInput, by?: AuditActor): Promise<GroupWithPermissions> {
   const data = parseInput(groupSchema, input);
   try {
     return await db.transaction(async (tx) => {
       const [group] = await tx.insert(groups).values({ name: data.name, description: data.description }).returning(groupColumns);
       await insertPermissions(tx, group!.id, data.permissions);
-      return { ...group!, permissions: data.permissions };
+      const created = { ...group!, permissions: data.permissions };
+      await recordChange(tx, by, { kind: 'group.created', subject: created.name, details: { after: auditSnapshot(created) } });
+      return created;
     });
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError('name', NAME_TAKEN);
@@ -117,12 +120,15 @@ export async function createGroup(db: Database, input: GroupInput): Promise<Grou
  * Replaces a group's name, description and permission rows. Null when the
  * group does not exist. Live sessions keep the permissions they connected with.
  */
-export async function updateGroup(db: Database, id: number, input: GroupInput): Promise<GroupWithPermissions | null> {
+export async function updateGroup(db: Database, id: number, input: GroupInput, by?: AuditActor): Promise<GroupWithPermissions | null> {
   const data = parseInput(groupSchema, input);
   const expectedVersion = parseVersion(input.version);
   let updated: GroupWithPermissions | null;
   try {
     updated = await db.transaction(async (tx) => {
+      // Read under the row lock: the audit's "before" is what this update replaces.
+      const before = await readGroup(tx, id, true);
+      if (!before) return null;
       const [group] = await tx
         .update(groups)
         .set({ name: data.name, description: data.description, updatedAt: new Date(), version: sql`${groups.version} + 1` })
@@ -131,7 +137,9 @@ export async function updateGroup(db: Database, id: number, input: GroupInput): 
       if (!group) return null;
       await tx.delete(groupPermissions).where(eq(groupPermissions.groupId, id));
       await insertPermissions(tx, id, data.permissions);
-      return { ...group, permissions: data.permissions };
+      const after = { ...group, permissions: data.permissions };
+      await recordChange(tx, by, { kind: 'group.updated', subject: after.name, details: { before: auditSnapshot(before), after: auditSnapshot(after) } });
+      return after;
     });
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError('name', NAME_TAKEN);
@@ -161,7 +169,22 @@ async function insertPermissions(tx: Tx, groupId: number, permissions: GroupPerm
 }
 
 export async function getGroup(db: Database, id: number): Promise<GroupWithPermissions | null> {
-  const [group] = await db.select(groupColumns).from(groups).where(eq(groups.id, id));
+  return readGroup(db, id, false);
+}
+
+/** What the audit trail keeps of a group: its fields and its rows, one line each. */
+function auditSnapshot(group: GroupWithPermissions) {
+  return {
+    id: group.id,
+    name: group.name,
+    description: group.description,
+    permissions: group.permissions.map((p) => `${p.effect} ${p.action} ${p.topic}`),
+  };
+}
+
+async function readGroup(db: Database | Tx, id: number, lock: boolean): Promise<GroupWithPermissions | null> {
+  const query = db.select(groupColumns).from(groups).where(eq(groups.id, id));
+  const [group] = await (lock ? query.for('update') : query);
   if (!group) return null;
   const permissions = await db
     .select({ effect: groupPermissions.effect, action: groupPermissions.action, topic: groupPermissions.topic })
@@ -224,11 +247,12 @@ function impactOf(rules: GroupRule[], groupId: number): RuleImpact[] {
  * removed, since it would give nothing. What changed is recorded for the
  * group-rules page. Null when the group does not exist.
  */
-export async function deleteGroup(db: Database, id: number): Promise<{ group: Group; change: RuleChange | null } | null> {
+export async function deleteGroup(db: Database, id: number, by?: AuditActor): Promise<{ group: Group; change: RuleChange | null } | null> {
   return db.transaction(async (tx) => {
     await lockGroupRules(tx); // serialises with a Save of the rules, which may be giving this group
-    const [existing] = await tx.select(groupColumns).from(groups).where(eq(groups.id, id)).for('update');
-    if (!existing) return null;
+    const before = await readGroup(tx, id, true);
+    if (!before) return null;
+    const { permissions: _, ...existing } = before;
     const rulesGiving = await loadRulesGiving(tx, id);
     const impact = impactOf(rulesGiving, id);
     await tx.delete(groups).where(eq(groups.id, id));
@@ -246,6 +270,11 @@ export async function deleteGroup(db: Database, id: number): Promise<{ group: Gr
                 : `${i.rule} no longer gives “${existing.name}”; it still gives ${i.remainingGroups.map((n) => `“${n}”`).join(', ')}.`,
             ),
           );
+    await recordChange(tx, by, {
+      kind: 'group.deleted',
+      subject: existing.name,
+      details: { before: auditSnapshot(before), ...(impact.length ? { rulesChanged: change?.details ?? [] } : {}) },
+    });
     return { group: existing, change };
   });
 }

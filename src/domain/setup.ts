@@ -50,7 +50,11 @@ export async function prepareFirstAdministrator(
   if ((await countAdministrators(db)) > 0) return { kind: 'ready' };
   if (env.ADMIN_USERNAME && env.ADMIN_PASSWORD) {
     try {
-      const administrator = await createFirstAdministrator(db, { username: env.ADMIN_USERNAME, password: env.ADMIN_PASSWORD });
+      const administrator = await createFirstAdministrator(
+        db,
+        { username: env.ADMIN_USERNAME, password: env.ADMIN_PASSWORD },
+        { username: null, via: 'ADMIN_USERNAME and ADMIN_PASSWORD' },
+      );
       return administrator ? { kind: 'created-from-environment', administrator } : { kind: 'ready' };
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;

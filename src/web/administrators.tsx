@@ -46,7 +46,7 @@ export function administratorRoutes(deps: { signIn: SignInGuard; trustProxy: boo
   admins.post('/', async (c) => {
     const form = await readForm(c);
     try {
-      await createAdministrator(c.var.db, { username: form.username, password: form.password });
+      await createAdministrator(c.var.db, { username: form.username, password: form.password }, c.var.actor);
       return redirectAfterPost(c, '/administrators?notice=added');
     } catch (error) {
       if (!(error instanceof ValidationError || error instanceof ConflictError)) throw error;
@@ -124,7 +124,7 @@ export function administratorRoutes(deps: { signIn: SignInGuard; trustProxy: boo
     if (!administrator) return notFound(c);
     const isCurrent = administrator.id === me(c).id;
     try {
-      if (!(await deleteAdministrator(c.var.db, administrator.id))) return notFound(c);
+      if (!(await deleteAdministrator(c.var.db, administrator.id, c.var.actor))) return notFound(c);
     } catch (error) {
       if (!(error instanceof LastAdministratorError)) throw error;
       return answer.refused(administrator, isCurrent, error.message);

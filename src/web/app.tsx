@@ -7,6 +7,7 @@ import { contextStorage } from 'hono/context-storage';
 import type { Database } from '../db';
 import { isDatabaseUnavailable } from '../db/errors';
 import { createSignInGuard, type SignInGuard } from '../domain/administrators';
+import { createAuditRecorder, type AuditRecorder } from '../domain/audit';
 import type { SetupToken } from '../domain/setup';
 import { ErrorPage, NotFoundPage } from '../../views/layout';
 import { administratorRoutes } from './administrators';
@@ -14,12 +15,15 @@ import { authRoutes } from './auth';
 import { clientAccessRoutes } from './clientAccess';
 import { certificateRoutes } from './certificates';
 import { clientRoutes } from './clients';
+import { connectionRoutes } from './connections';
 import type { AppEnv, LiveState, TlsControl } from './env';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
+import { overviewRoutes } from './overview';
 import { securityHeaders } from './security';
 import { isHtmx } from './http';
-import { requireAdministrator, sameOriginGuard } from './session';
+import { auditRoutes } from './audit';
+import { clientAddress, requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
   db: Database;
@@ -37,6 +41,8 @@ export interface AppDeps {
   tls?: TlsControl;
   /** `/metrics`, for a bearer of `token`; absent: `/metrics` is not found. */
   metrics?: { registry: Registry; token: string };
+  /** The audit trail's buffer; one of its own by default. */
+  audit?: AuditRecorder;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -46,6 +52,10 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'pico.min.css': { path: 'node_modules/@picocss/pico/css/pico.min.css', type: 'text/css; charset=utf-8' },
   'htmx.min.js': { path: 'node_modules/htmx.org/dist/htmx.min.js', type: 'text/javascript; charset=utf-8' },
   'mqtt.min.js': { path: 'node_modules/mqtt/dist/mqtt.min.js', type: 'text/javascript; charset=utf-8' },
+  'uPlot.iife.min.js': { path: 'node_modules/uplot/dist/uPlot.iife.min.js', type: 'text/javascript; charset=utf-8' },
+  'uPlot.min.css': { path: 'node_modules/uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8' },
+  'overview.js': { path: 'public/overview.js', type: 'text/javascript; charset=utf-8' },
+  'try-it.js': { path: 'public/try-it.js', type: 'text/javascript; charset=utf-8' },
   'app.css': { path: 'public/app.css', type: 'text/css; charset=utf-8' },
   'app.js': { path: 'public/app.js', type: 'text/javascript; charset=utf-8' },
   'favicon.svg': { path: 'public/favicon.svg', type: 'image/svg+xml' },
@@ -88,6 +98,7 @@ export function createApp(deps: AppDeps) {
 
   const trustProxy = deps.trustProxy ?? false;
   const signIn = deps.signIn ?? createSignInGuard(deps.db);
+  const audit = deps.audit ?? createAuditRecorder(deps.db, { log });
 
   app.use(securityHeaders());
   app.use(errorPagesReplaceMain());
@@ -96,6 +107,7 @@ export function createApp(deps: AppDeps) {
   app.use(async (c, next) => {
     c.set('db', deps.db);
     c.set('live', live);
+    c.set('audit', audit);
     await next();
   });
   // Probes and metrics, open like /login (metrics behind their own token).
@@ -123,6 +135,11 @@ export function createApp(deps: AppDeps) {
   );
   // Every route below needs a signed-in administrator, except the public paths.
   app.use(requireAdministrator({ trustProxy }));
+  app.use(async (c, next) => {
+    const administrator = c.var.administrator;
+    if (administrator) c.set('actor', { username: administrator.username, address: clientAddress(c, trustProxy) });
+    await next();
+  });
 
   app.get('/static/:file', async (c) => {
     const file = staticFiles[c.req.param('file')];
@@ -138,14 +155,16 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get('/favicon.ico', (c) => c.redirect('/static/favicon.svg', 301));
-  app.get('/', (c) => c.redirect('/clients'));
+  app.route('/', overviewRoutes());
   app.route('/', authRoutes({ signIn, setup: deps.setup, trustProxy, log }));
-  app.route('/clients', clientRoutes());
+  app.route('/clients', clientRoutes({ log }));
   app.route('/clients', clientAccessRoutes());
+  app.route('/connections', connectionRoutes({ log }));
   app.route('/groups', groupRoutes());
   app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
   app.route('/certificates', certificateRoutes({ tls: deps.tls }));
+  app.route('/', auditRoutes());
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   let lastOutageLog = 0;

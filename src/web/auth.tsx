@@ -42,8 +42,18 @@ export function authRoutes(deps: AuthRouteDeps) {
     const form = await readForm(c);
     const next = safeNextPath(form.next);
     const username = form.username ?? '';
+    const address = clientAddress(c, deps.trustProxy);
     try {
-      const result = await deps.signIn.signIn({ username, password: form.password, address: clientAddress(c, deps.trustProxy) });
+      const result = await deps.signIn.signIn({ username, password: form.password, address });
+      // The username tried, never the password; nor a username that is no
+      // administrator's, which is often a password typed in the wrong field.
+      c.var.audit.record(
+        result.ok
+          ? { kind: 'console.signed_in', actor: result.administrator.username, subject: result.administrator.username, address }
+          : result.knownUsername === false
+            ? { kind: 'console.sign_in_failed', actor: null, subject: null, address, details: { reason: result.reason, username: 'not an administrator (not recorded)' } }
+            : { kind: 'console.sign_in_failed', actor: username, subject: username, address, details: { reason: result.reason } },
+      );
       if (result.ok) {
         await startSession(c, result.administrator.id, deps.trustProxy);
         return redirectAfterPost(c, next ?? '/');
@@ -87,11 +97,11 @@ export function authRoutes(deps: AuthRouteDeps) {
     const values = { username: form.username ?? '' };
     let administrator: Administrator | null;
     try {
-      administrator = await createFirstAdministrator(c.var.db, {
-        username: form.username,
-        password: form.password,
-        confirm_password: form.confirm_password ?? '',
-      });
+      administrator = await createFirstAdministrator(
+        c.var.db,
+        { username: form.username, password: form.password, confirm_password: form.confirm_password ?? '' },
+        { username: null, address: clientAddress(c, deps.trustProxy), via: 'setup link' },
+      );
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;
       return c.html(<SetupPage token={form.token!} values={values} errors={error.fieldErrors} />, 422);

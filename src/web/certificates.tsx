@@ -60,6 +60,14 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
         throw new ValidationError(errors);
       }
       await saveTlsUpload(c.var.db, parsed.data, tls?.secretKey);
+      // What was uploaded is named by the page (subject, fingerprint); never the key.
+      c.var.audit.record({
+        kind: 'certificates.changed',
+        actor: c.var.actor?.username,
+        subject: 'certificates',
+        address: c.var.actor?.address,
+        details: { change: 'uploaded', ...(keyDropped ? { note: 'private key replaced' } : {}) },
+      });
       if (tls?.status().source === 'console') await tls.apply();
       return redirectAfterPost(c, '/certificates?done=saved');
     } catch (error) {
@@ -101,6 +109,7 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
           throw new ValidationError({ action: `This could not be applied, so nothing changed: ${(error as Error).message}` });
         }
       }
+      c.var.audit.record({ kind: 'certificates.changed', actor: c.var.actor?.username, subject: 'certificates', address: c.var.actor?.address, details: { change: action } });
       return redirectAfterPost(c, `/certificates?done=${action}`);
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;

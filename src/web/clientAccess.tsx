@@ -6,7 +6,9 @@ import type { FieldErrors } from '../domain/errors';
 import { loadAccess, MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
 import { topicFilterProblem, topicNameProblem } from '../domain/topics';
 import { ClientAccessPage, ClientAccessSection, type CheckValues } from '../../views/clientAccess';
+import { ClientSessionsSection } from '../../views/connections';
 import { NotFoundPage } from '../../views/layout';
+import { disconnectedNotice, sessionsOf } from './clients';
 import type { AppEnv } from './env';
 import { isHtmx, parseId } from './http';
 
@@ -46,7 +48,9 @@ export function clientAccessRoutes() {
     const hasErrors = Object.keys(errors).length > 0;
     const decision = check.topic && !hasErrors ? decide(access, check.action, check.topic) : undefined;
     const props = { client, access, check, errors, decision };
-    return c.html(isHtmx(c) ? <ClientAccessSection {...props} /> : <ClientAccessPage {...props} />, hasErrors ? 422 : 200);
+    if (isHtmx(c)) return c.html(<ClientAccessSection {...props} />, hasErrors ? 422 : 200);
+    const sessions = <ClientSessionsSection client={client} page={await sessionsOf(c, client.id)} notice={disconnectedNotice(c.req.query('disconnected'))} />;
+    return c.html(<ClientAccessPage {...props} sessions={sessions} />, hasErrors ? 422 : 200);
   });
 
   return routes;

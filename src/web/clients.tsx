@@ -8,7 +8,9 @@ import {
   updateClient,
   type ClientInput,
 } from '../domain/clients';
+import { CONNECTIONS_PAGE_SIZE, disconnectClientSessions, listConnections } from '../domain/connections';
 import { ConflictError, ValidationError } from '../domain/errors';
+import { generatedPasswordToken, generatePassword } from '../domain/password';
 import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
 import { RuleChangeNotice } from '../../views/groups';
 import {
@@ -21,12 +23,14 @@ import {
   DeleteClientPage,
   type ClientFormValues,
 } from '../../views/clients';
-import { NotFoundPage } from '../../views/layout';
+import { ClientSessionsSection, DisconnectClientPage } from '../../views/connections';
+import { NotFoundPage, Notice } from '../../views/layout';
+import { actorOf, directoryOf, disconnectDeps } from './connections';
 import type { AppEnv } from './env';
 import { isHtmx, parseId, readForm, readFormFile, redirectAfterPost } from './http';
 
 /** `/clients`: the clients console. */
-export function clientRoutes() {
+export function clientRoutes(options: { log: (message: string) => void }) {
   const clients = new Hono<AppEnv>();
 
   clients.get('/', async (c) => {
@@ -39,7 +43,16 @@ export function clientRoutes() {
     });
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
-    return c.html(<ClientsPage result={result} ruleChange={ruleChange} sessions={await c.var.live.sessionsByClient()} />);
+    const notice = disconnectedNotice(c.req.query('disconnected'));
+    return c.html(<ClientsPage result={result} ruleChange={ruleChange} notice={notice} sessions={await c.var.live.sessionsByClient()} />);
+  });
+
+  // "Generate strong password": made here, so that saving can tell the
+  // generator's output (stored with a fast hash) from a typed password.
+  clients.get('/generated-password', (c) => {
+    const password = generatePassword();
+    c.header('Cache-Control', 'no-store');
+    return c.json({ password, token: generatedPasswordToken(password) });
   });
 
   clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
@@ -47,7 +60,7 @@ export function clientRoutes() {
   clients.post('/', async (c) => {
     const form = await readForm(c);
     try {
-      await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') });
+      await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
@@ -78,7 +91,7 @@ export function clientRoutes() {
     const form = await readForm(c);
     const inRow = isHtmx(c) && form._view === 'row';
     try {
-      const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') });
+      const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
       if (!updated) return notFound(c);
       if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
@@ -99,6 +112,42 @@ export function clientRoutes() {
   clients.put('/:id', update);
   clients.patch('/:id', update);
 
+  clients.get('/:id/disconnect', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const page = await sessionsOf(c, client.id);
+    return c.html(<DisconnectClientPage client={client} page={page} fromList={c.req.query('from') === 'list'} />);
+  });
+
+  clients.post('/:id/disconnect', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const form = await readForm(c);
+    const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), client.id);
+    return redirectAfterPost(c, `${form.from === 'list' ? '/clients' : `/clients/${client.id}`}?disconnected=${ended.length}`);
+  });
+
+  // "Disconnect all sessions" with htmx: the client's row (clients table) or
+  // its live sessions (client page) come back up to date.
+  clients.delete('/:id/sessions', async (c) => {
+    const client = await findClient(c);
+    if (!client) return notFound(c);
+    const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), client.id);
+    const notice = disconnectedNotice(String(ended.length), client.name);
+    if (c.req.query('view') === 'page') {
+      return c.html(<ClientSessionsSection client={client} page={await sessionsOf(c, client.id)} notice={notice} />);
+    }
+    const sessions = (await c.var.live.sessionsByClient()).get(client.id) ?? 0;
+    return c.html(
+      <>
+        <ClientRow client={client} access={await accessCell(c, client.id)} sessions={sessions} />
+        <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
+          <Notice message={notice} />
+        </hx-partial>
+      </>,
+    );
+  });
+
   clients.get('/:id/delete', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
@@ -107,14 +156,14 @@ export function clientRoutes() {
 
   clients.post('/:id/delete', async (c) => {
     const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteClient(c.var.db, id);
+    const deleted = id === null ? null : await deleteClient(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
     return redirectAfterPost(c, deleted.ruleChange ? `/clients?change=${deleted.ruleChange.id}` : '/clients');
   });
 
   clients.delete('/:id', async (c) => {
     const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteClient(c.var.db, id);
+    const deleted = id === null ? null : await deleteClient(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
     // The row that asked is swapped for nothing: it disappears. Rules removed
     // with the client are reported in the page's notice region.
@@ -133,6 +182,19 @@ export function clientRoutes() {
 function parsePage(value: string | undefined): number | 'last' | undefined {
   if (value === 'last') return 'last';
   return parsePositive(value);
+}
+
+/** "Disconnected 2 sessions" after a disconnect-all (the count from the redirect's query). */
+export function disconnectedNotice(value: string | undefined, name?: string): string | undefined {
+  if (!value || !/^[0-9]{1,6}$/.test(value)) return undefined;
+  const n = Number(value);
+  const of = name ? ` of “${name}”` : '';
+  return n === 0 ? `No session${of} was connected: nothing to disconnect.` : `Disconnected ${n} ${n === 1 ? 'session' : 'sessions'}${of}.`;
+}
+
+/** A client's live sessions on every node (the first page). */
+export function sessionsOf(c: Context<AppEnv>, clientRowId: number) {
+  return listConnections(directoryOf(c), { query: '', clientRowId, order: 'newest', limit: CONNECTIONS_PAGE_SIZE });
 }
 
 function parsePositive(value: string | undefined): number | undefined {

@@ -1,9 +1,16 @@
 import type { Database } from '../db';
+import type { LocalNode } from '../domain/overview';
+import type { SessionDirectory } from '../domain/connections';
+import type { AuditActor, AuditRecorder } from '../domain/audit';
 
 /** Live broker state the console shows; absent when no broker runs (some tests). */
 export interface LiveState {
   /** Live sessions per `clients` row id (on every node, when there are several). */
   sessionsByClient(): Promise<ReadonlyMap<number, number>>;
+  /** This node's connections and what it counted since its last overview sample. */
+  thisNode?(): Promise<LocalNode>;
+  /** Every node's live sessions, and the way to end them; none without a broker. */
+  sessions?: SessionDirectory;
 }
 
 /** The TLS listeners as the certificates page drives them. */
@@ -28,5 +35,12 @@ export interface AppEnv {
     administrator?: { id: number; username: string };
     /** SHA-256 of the current session token, to end or replace this session. */
     sessionTokenHash?: string;
+    /** The audit trail's buffer: `c.var.audit.record({ kind, actor, subject, details, address })`. */
+    audit: AuditRecorder;
+    /**
+     * Who is acting, for domain calls that record a change (`by`), or for
+     * `record()`: the signed-in administrator and their address.
+     */
+    actor?: AuditActor;
   };
 }

@@ -57,7 +57,7 @@ export function groupRuleRoutes() {
     }
 
     try {
-      await replaceGroupRules(c.var.db, rows, revision);
+      await replaceGroupRules(c.var.db, rows, revision, c.var.actor);
       return redirectAfterPost(c, '/group-rules?saved=1');
     } catch (error) {
       if (error instanceof ConflictError) {

@@ -62,14 +62,14 @@ export function groupRoutes() {
 
   groups.post('/:id/delete', async (c) => {
     const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteGroup(c.var.db, id);
+    const deleted = id === null ? null : await deleteGroup(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
     return redirectAfterPost(c, deleted.change ? `/groups?change=${deleted.change.id}` : '/groups');
   });
 
   groups.delete('/:id', async (c) => {
     const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteGroup(c.var.db, id);
+    const deleted = id === null ? null : await deleteGroup(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
     // The row that asked is swapped for nothing; the notice says what changed.
     return c.html(<GroupDeletedFragment group={deleted.group} change={deleted.change} />);
@@ -109,7 +109,7 @@ async function submit(c: Context<AppEnv>, group: Group | null) {
   }
 
   try {
-    const saved = group ? await updateGroup(c.var.db, group.id, values) : await createGroup(c.var.db, values);
+    const saved = group ? await updateGroup(c.var.db, group.id, values, c.var.actor) : await createGroup(c.var.db, values, c.var.actor);
     if (!saved) return notFound(c);
     return redirectAfterPost(c, '/groups');
   } catch (error) {

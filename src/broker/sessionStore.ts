@@ -1,0 +1,86 @@
+import type { AedesOptions } from 'aedes';
+import { claimQueuedDelivery, isRepeatedDelivery } from './resume';
+
+type Persistence = NonNullable<AedesOptions['persistence']>;
+type Subscription = { topic: string; qos: number; rap?: boolean };
+type QueuedPacket = { retain?: boolean } & Record<string, unknown>;
+type OutgoingPacket = { cmd?: string; brokerId?: string | null; brokerCounter?: number; writeCallback?: unknown };
+type SessionClient = { connected?: boolean; clean?: boolean };
+
+interface SessionStoreMethods {
+  addSubscriptions(client: unknown, subs: Subscription[]): Promise<unknown>;
+  outgoingEnqueueCombi(subs: Subscription[], packet: QueuedPacket): Promise<unknown>;
+  outgoingUpdate(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
+  outgoingClearMessageId(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
+}
+
+/**
+ * Aedes' persistence (LevelDB, Redis or in memory) with what Aedes 1.2 asks of
+ * it put right, whichever store is below:
+ *
+ * - **One write per SUBSCRIBE.** Aedes stores a persistent session's
+ *   subscriptions once per filter of a SUBSCRIBE, each time with all of its
+ *   filters (lib/handlers/subscribe.js, storeSubscriptions). On LevelDB that
+ *   is n² writes; on Redis the calls wait for their broadcast under one key
+ *   (the client and its first filter), so all but the last never resolve and
+ *   a SUBSCRIBE of two filters or more gets no SUBACK. The calls for one
+ *   SUBSCRIBE share its array of filters: the first one is made, the others
+ *   get its result.
+ * - **Queued messages are not retained messages.** A message queued for a
+ *   session that is away is stored as it was published, RETAIN flag
+ *   included, and sent so when the session comes back. [MQTT-3.3.1-9]: a
+ *   message sent because of a subscription that already existed has RETAIN=0
+ *   (MQTT 5's retain-as-published subscriptions keep it, when every session
+ *   the message is queued for has one: the store keeps one copy for all).
+ * - **Each queued message once when a session comes back** (src/broker/resume.ts):
+ *   the queued copy of a message the session was already sent live is
+ *   neither given a packet id here nor taken off the queue for its refusal.
+ * - **PUBREC always gets its PUBREL** ([MQTT-4.3.3-8]): for a packet id the
+ *   store no longer knows, PUBREL is still sent rather than an error
+ *   disconnecting the session.
+ */
+export function fixSessionStore(persistence: Persistence): Persistence {
+  const store = persistence as unknown as SessionStoreMethods;
+  const subscribing = new WeakMap<Subscription[], Promise<unknown>>();
+
+  const overrides: SessionStoreMethods = {
+    addSubscriptions(client, subs) {
+      let stored = subscribing.get(subs);
+      if (!stored) {
+        stored = store.addSubscriptions(client, subs);
+        subscribing.set(subs, stored);
+      }
+      return stored;
+    },
+    outgoingEnqueueCombi(subs, packet) {
+      // One call for all: Redis stores the message once, counted for its sessions.
+      const keepRetain = !packet.retain || (subs ?? []).every((sub) => sub.rap);
+      // A copy: the packet itself goes on to the subscribers online.
+      return store.outgoingEnqueueCombi(subs, keepRetain ? packet : { ...packet, retain: false });
+    },
+    async outgoingUpdate(client, packet) {
+      if (packet.cmd === 'publish' && !claimQueuedDelivery(client, packet)) return packet;
+      try {
+        return await store.outgoingUpdate(client, packet);
+      } catch (error) {
+        if (packet.cmd === 'pubrel' && error instanceof Error && error.message === 'no such packet') return packet;
+        throw error;
+      }
+    },
+    async outgoingClearMessageId(client, packet) {
+      // Its packet id was never stored; the entry belongs to the copy sent live.
+      if (isRepeatedDelivery(packet)) return undefined;
+      return store.outgoingClearMessageId(client, packet);
+    },
+  };
+
+  return new Proxy(persistence, {
+    get(target, key, receiver) {
+      if (key in overrides) return overrides[key as keyof SessionStoreMethods];
+      const value = Reflect.get(target, key, receiver);
+      // Bound to the store itself: its methods use private fields. A bound
+      // async function stays one (Aedes checks that setup() is async).
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}

@@ -1,0 +1,266 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
+import { configSchema } from '../src/config';
+import { auditEvents } from '../src/db/schema';
+import type { OpenDatabase } from '../src/db';
+import { createClient, getClient, type Client } from '../src/domain/clients';
+import { startGatehouse, type Gatehouse } from '../src/server';
+import { grantGroup } from './support/acl';
+import { signIn, type SignedInApp } from './support/admin';
+import { createTestDatabase } from './support/db';
+import { htmx, postForm } from './support/http';
+import { brokerUrl, connect, endClient } from './support/mqtt';
+
+/** True once `client` has lost its connection (the broker closed it). */
+function closedByBroker(client: MqttClient): Promise<void> {
+  return new Promise((resolve) => {
+    if (!client.connected) resolve();
+    client.once('close', () => resolve());
+  });
+}
+
+describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120_000 }, () => {
+  let database: OpenDatabase;
+  let dataDir: string;
+  let gatehouse: Gatehouse;
+  let operator: SignedInApp;
+  let sensor: Client;
+  let other: Client;
+  const logs: string[] = [];
+  const open: MqttClient[] = [];
+
+  beforeAll(async () => {
+    database = await createTestDatabase('pglite');
+    dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-connections-'));
+    gatehouse = await startGatehouse({
+      // Last seen is written only when the test flushes it.
+      config: configSchema.parse({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, LAST_SEEN_FLUSH_MS: '3600000' }),
+      database,
+      log: (line) => logs.push(line),
+    });
+    operator = await signIn(gatehouse.app, database.db, 'conn-operator');
+    sensor = await createClient(database.db, { name: 'Boiler sensor', username: 'boiler', password: 'boiler-password' });
+    other = await createClient(database.db, { name: 'Porch light', username: 'porch', password: 'porch-password' });
+    await grantGroup(database.db, { name: 'Heating', permissions: [['allow', 'subscribe', 'heat/#'], ['allow', 'publish', 'heat/#']], usernames: ['boiler'] });
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((client) => endClient(client)));
+    await gatehouse?.close();
+    await database?.close();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const page = async (path = '/connections') => {
+    const res = await operator.request(path);
+    expect(res.status).toBe(200);
+    return res.text();
+  };
+  const device = async (transport: 'tcp' | 'ws', options: { username: string; password: string; clientId: string; keepalive?: number }) => {
+    const client = await connect(brokerUrl(gatehouse, transport), options);
+    open.push(client);
+    return client;
+  };
+  const rowOf = (html: string, clientId: string) => new RegExp(`<tr id="session-[^"]+"><th scope="row"><code>${clientId}</code>.*?</tr>`, 's').exec(html)?.[0];
+
+  it('shows an empty state when nobody is connected, and the Connections link in the navigation', async () => {
+    const html = await page();
+    expect(html).toContain('Nobody is connected right now.');
+    expect(html).toContain('0 connections.');
+    expect(html).toMatch(/<a href="\/connections" aria-current="page">Connections<\/a>/);
+  });
+
+  it('lists a session with its client, IP address, transport, keep-alive, subscriptions and groups, until it ends', async () => {
+    const boiler = await device('ws', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-ws-1', keepalive: 42 });
+    await boiler.subscribeAsync('heat/set', { qos: 1 });
+    const html = await page();
+    const row = rowOf(html, 'boiler-ws-1');
+    expect(row).toBeDefined();
+    expect(row).toContain(`<a href="/clients/${sensor.id}">Boiler sensor</a>`);
+    expect(row).toContain('<code>boiler</code>');
+    expect(row).toMatch(/<td>(::ffff:)?127\.0\.0\.1<\/td>/);
+    expect(row).toContain('<td>WebSocket</td>');
+    expect(row).toContain('<td>42 s</td>');
+    expect(row).toContain('<td>1</td>'); // one subscription
+    expect(row).toContain('<td>Heating</td>');
+    expect(row).toMatch(/<time datetime="\d{4}-\d\d-\d\dT[^"]+Z">\d{4}-\d\d-\d\d \d\d:\d\d UTC<\/time>/);
+    expect(html).toContain('1 connection.');
+    // The section polls its own address every few seconds.
+    expect(html).toMatch(/<section id="connections-results"[^>]*hx-get="\/connections"[^>]*hx-trigger="every 5s"/);
+
+    await endClient(boiler);
+    await expect.poll(async () => rowOf(await page(), 'boiler-ws-1'), { timeout: 10_000 }).toBeUndefined();
+  });
+
+  it('filters by MQTT client id or username, and keeps the search in the refresh address', async () => {
+    await device('tcp', { username: 'boiler', password: 'boiler-password', clientId: 'kitchen-boiler' });
+    await device('tcp', { username: 'porch', password: 'porch-password', clientId: 'porch-lamp' });
+    const byClientId = await page('/connections?q=KITCHEN');
+    expect(rowOf(byClientId, 'kitchen-boiler')).toBeDefined();
+    expect(rowOf(byClientId, 'porch-lamp')).toBeUndefined();
+    expect(byClientId).toContain('1 connection matches “KITCHEN”.');
+    expect(byClientId).toMatch(/hx-get="\/connections\?q=KITCHEN"[^>]*hx-trigger="every 5s"/);
+
+    const byUsername = await page('/connections?q=porch');
+    expect(rowOf(byUsername, 'porch-lamp')).toBeDefined();
+    expect(rowOf(byUsername, 'kitchen-boiler')).toBeUndefined();
+    expect(byUsername).toContain('<td>TCP</td>');
+
+    expect(await page('/connections?q=nobody-such')).toContain('No connection matches your search.');
+  });
+
+  it('sorts by Connected At, newest first by default and oldest first on request', async () => {
+    const newest = await page('/connections');
+    const oldest = await page('/connections?order=oldest');
+    const order = (html: string) => [...html.matchAll(/<th scope="row"><code>([^<]+)<\/code>/g)].map((m) => m[1]);
+    expect(order(newest)).toEqual([...order(oldest)].reverse());
+    expect(order(oldest).indexOf('kitchen-boiler')).toBeLessThan(order(oldest).indexOf('porch-lamp'));
+    expect(newest).toContain('aria-sort="descending"');
+    expect(oldest).toContain('aria-sort="ascending"');
+  });
+
+  it('disconnects one session from the row menu (htmx), leaving the same client’s other session connected, and logs who did it', async () => {
+    const first = await device('tcp', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-a' });
+    const second = await device('ws', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-b' });
+    const html = await page('/connections?q=boiler-');
+    const sessionId = /hx-delete="\/connections\/([^"]+)"[^>]*hx-confirm="Disconnect the session “boiler-a”/.exec(html)?.[1];
+    expect(sessionId).toBeDefined();
+    expect(html).toContain(`href="/connections/${sessionId}/disconnect"`);
+
+    const closed = closedByBroker(first);
+    const res = await operator.request(`/connections/${sessionId}`, { method: 'DELETE', headers: htmx });
+    expect(res.status).toBe(200);
+    const body = await res.text();
+    expect(body).toContain('hx-target="#connections-notice"');
+    expect(body).toContain('Disconnected “boiler-a” (username boiler).');
+    await closed;
+    expect(second.connected).toBe(true);
+    const after = await page('/connections?q=boiler-');
+    expect(rowOf(after, 'boiler-a')).toBeUndefined();
+    expect(rowOf(after, 'boiler-b')).toBeDefined();
+    expect(logs.filter((line) => line.includes(sessionId!))).toEqual([
+      expect.stringMatching(/^administrator "conn-operator" disconnected session \S+ \(client id "boiler-a", username "boiler", from \S+ over tcp\) on node \S+$/),
+    ]);
+    // And the audit trail has it: who, which session.
+    await gatehouse.audit.flush();
+    const audited = await database.db.select().from(auditEvents).where(eq(auditEvents.kind, 'mqtt.disconnected'));
+    expect(audited).toEqual([
+      expect.objectContaining({ actor: 'conn-operator', subject: 'boiler-a', details: expect.objectContaining({ username: 'boiler', transport: 'tcp' }) }),
+    ]);
+
+    // Asked again, it is gone: the answer says so, nothing else is closed.
+    const again = await operator.request(`/connections/${sessionId}`, { method: 'DELETE', headers: htmx });
+    expect(await again.text()).toContain('That session had already ended.');
+    expect(second.connected).toBe(true);
+  });
+
+  it('disconnects without JavaScript through a confirmation page', async () => {
+    const lamp = await device('tcp', { username: 'porch', password: 'porch-password', clientId: 'porch-nojs' });
+    const html = await page('/connections?q=porch-nojs');
+    const sessionId = /href="\/connections\/([^"]+)\/disconnect"/.exec(html)?.[1];
+    const confirm = await operator.request(`/connections/${sessionId}/disconnect`);
+    expect(confirm.status).toBe(200);
+    const confirmHtml = await confirm.text();
+    expect(confirmHtml).toContain('Disconnect porch-nojs?');
+    expect(confirmHtml).toContain(`<form method="post" action="/connections/${sessionId}/disconnect"`);
+    expect(lamp.connected).toBe(true); // asking is not doing
+
+    const closed = closedByBroker(lamp);
+    const res = await postForm(operator, `/connections/${sessionId}/disconnect`, {});
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe('/connections?disconnected=1');
+    await closed;
+    expect((await operator.request(`/connections/${sessionId}/disconnect`)).status).toBe(404);
+  });
+
+  it('refuses a disconnect that does not come from the console (CSRF)', async () => {
+    const lamp = await device('tcp', { username: 'porch', password: 'porch-password', clientId: 'porch-csrf' });
+    const html = await page('/connections?q=porch-csrf');
+    const sessionId = /href="\/connections\/([^"]+)\/disconnect"/.exec(html)?.[1];
+    const res = await postForm(operator, `/connections/${sessionId}/disconnect`, {}, { origin: 'http://evil.example' });
+    expect(res.status).toBe(403);
+    expect(lamp.connected).toBe(true);
+  });
+
+  it('disconnects all sessions of a client from its row in the clients table, and no other client’s', async () => {
+    const a = await device('tcp', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-all-1' });
+    const b = await device('ws', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-all-2' });
+    const bystander = await device('tcp', { username: 'porch', password: 'porch-password', clientId: 'porch-bystander' });
+    const list = await page('/clients');
+    expect(list).toContain(`hx-delete="/clients/${sensor.id}/sessions?view=row"`);
+    expect(list).toContain(`href="/clients/${sensor.id}/disconnect?from=list"`);
+
+    const closed = Promise.all([closedByBroker(a), closedByBroker(b)]);
+    const res = await operator.request(`/clients/${sensor.id}/sessions?view=row`, { method: 'DELETE', headers: htmx });
+    expect(res.status).toBe(200);
+    const row = await res.text();
+    await closed;
+    expect(bystander.connected).toBe(true);
+    expect(row).toMatch(new RegExp(`^<tr id="client-${sensor.id}">`));
+    expect(row).toMatch(/Disconnected \d+ sessions of “Boiler sensor”\./);
+    // Every session of the client went, the ones opened by earlier tests too.
+    const remaining = await page('/connections?q=boiler');
+    expect(remaining).toContain('0 connections match “boiler”.');
+    expect(rowOf(await page('/connections?q=porch-bystander'), 'porch-bystander')).toBeDefined();
+  });
+
+  it("lists a client's live sessions on its page and disconnects them all there, with and without htmx", async () => {
+    const a = await device('ws', { username: 'porch', password: 'porch-password', clientId: 'porch-page-1' });
+    const clientPage = await page(`/clients/${other.id}`);
+    expect(clientPage).toContain('<h2 id="live-sessions-title">Live sessions</h2>');
+    expect(clientPage).toContain('<code>porch-page-1</code>');
+    expect(clientPage).toContain(`hx-delete="/clients/${other.id}/sessions?view=page"`);
+
+    // Without JavaScript: the confirmation page, then a POST.
+    const confirm = await page(`/clients/${other.id}/disconnect`);
+    expect(confirm).toContain('Disconnect every session of “Porch light”?');
+    expect(confirm).toContain('<code>porch-page-1</code>');
+    const closed = closedByBroker(a);
+    const res = await postForm(operator, `/clients/${other.id}/disconnect`, {});
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toMatch(new RegExp(`^/clients/${other.id}\\?disconnected=\\d+$`));
+    await closed;
+    const after = await page(res.headers.get('location')!);
+    expect(after).toMatch(/Disconnected \d+ sessions?\./);
+    expect(after).toContain('No live session: this client is not connected.');
+
+    // With htmx: the section comes back, emptied.
+    const b = await device('tcp', { username: 'porch', password: 'porch-password', clientId: 'porch-page-2' });
+    const closedB = closedByBroker(b);
+    const section = await (await operator.request(`/clients/${other.id}/sessions?view=page`, { method: 'DELETE', headers: htmx })).text();
+    await closedB;
+    expect(section).toMatch(/^<section id="live-sessions"/);
+    expect(section).toContain('Disconnected 1 session of “Porch light”.');
+    expect(section).toContain('No live session: this client is not connected.');
+  });
+
+  it('writes Last seen in a batch after a disconnect, and shows "connected" while a session is live', async () => {
+    const fresh = await createClient(database.db, { name: 'Seen later', username: 'seen-later', password: 'seen-password' });
+    const rowCell = async () => {
+      const html = await (await operator.request(`/clients/${fresh.id}/row`, { headers: htmx })).text();
+      return /<td>(\d+)<\/td><td>(.*?)<\/td><td><time/.exec(html)?.slice(1);
+    };
+    expect(await rowCell()).toEqual(['0', 'never']);
+    const seen = await device('tcp', { username: 'seen-later', password: 'seen-password', clientId: 'seen-1' });
+    expect(await rowCell()).toEqual(['1', 'connected']);
+
+    const before = Date.now();
+    await gatehouse.lastSeen.flush(); // nothing of this client waits yet
+    await endClient(seen);
+    // Noted in memory at once, not written: the database still says never.
+    await expect.poll(() => gatehouse.lastSeen.pending(), { timeout: 10_000 }).toBeGreaterThan(0);
+    expect((await getClient(database.db, fresh.id))?.lastSeenAt).toBeNull();
+
+    await gatehouse.lastSeen.flush();
+    expect(gatehouse.lastSeen.pending()).toBe(0);
+    const lastSeenAt = (await getClient(database.db, fresh.id))?.lastSeenAt;
+    expect(lastSeenAt).toBeInstanceOf(Date);
+    expect(lastSeenAt!.getTime()).toBeGreaterThanOrEqual(before - 1000);
+    const [sessions, cell] = (await rowCell())!;
+    expect(sessions).toBe('0');
+    expect(cell).toContain(`<time datetime="${lastSeenAt!.toISOString()}">`);
+  });
+});

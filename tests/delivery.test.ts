@@ -1,0 +1,192 @@
+import { Redis } from 'ioredis';
+import mqtt, { Store, type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from '../src/domain/clients';
+import type { Gatehouse } from '../src/server';
+import { grantGroup } from './support/acl';
+import { requireOrSkip } from './support/env';
+import { startTestGatehouse } from './support/gatehouse';
+import { brokerUrl, connect, endClient } from './support/mqtt';
+
+/**
+ * No QoS 1/2 message may be lost to a subscriber, whatever else travels
+ * beside it, and a session's queue is delivered as [MQTT-3.3.1-9] says.
+ * Run on both stores of broker state: LevelDB (one node) and Redis.
+ */
+const redisUrl = process.env.TEST_REDIS_URL;
+const databaseUrl = process.env.TEST_DATABASE_URL;
+
+/** Logical database 3 of the test Redis belongs to this file alone. */
+function deliveryRedisUrl(): string {
+  const url = new URL(redisUrl!);
+  url.pathname = '/3';
+  return url.toString();
+}
+
+const stores = [
+  { name: 'LevelDB', start: () => startTestGatehouse('pglite') },
+  ...(requireOrSkip('Redis and PostgreSQL (TEST_REDIS_URL, TEST_DATABASE_URL)', Boolean(redisUrl && databaseUrl), 'set both to run the delivery suite on Redis')
+    ? [
+        {
+          name: 'Redis',
+          start: async () => {
+            const redis = new Redis(deliveryRedisUrl());
+            await redis.flushdb();
+            redis.disconnect();
+            // DATABASE_URL only passes the config's check: the test database is handed in.
+            return startTestGatehouse('postgres', { REDIS_URL: deliveryRedisUrl(), DATABASE_URL: databaseUrl });
+          },
+        },
+      ]
+    : []),
+];
+
+const user = { username: 'relay', password: 'relay-password' };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `done()` holds, or `ms` passed; the caller asserts what it got. */
+async function settle(done: () => boolean, ms = 10_000) {
+  const until = Date.now() + ms;
+  while (!done() && Date.now() < until) await sleep(50);
+}
+
+describe.each(stores)('delivery on $name', { timeout: 120_000 }, ({ start }) => {
+  let gatehouse: Gatehouse;
+  let url: string;
+  beforeAll(async () => {
+    gatehouse = await start();
+    url = brokerUrl(gatehouse, 'tcp');
+    await createClient(gatehouse.database.db, { name: 'Relay', ...user });
+    await grantGroup(gatehouse.database.db, {
+      name: 'Everything',
+      permissions: [
+        ['allow', 'publish', '#'],
+        ['allow', 'subscribe', '#'],
+      ],
+      usernames: [user.username],
+    });
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  const open: MqttClient[] = [];
+  const client = async (options: mqtt.IClientOptions) => {
+    const c = await connect(url, { ...user, ...options });
+    open.push(c);
+    return c;
+  };
+  afterAll(async () => {
+    await Promise.all(open.map((c) => endClient(c)));
+  });
+
+  it('delivers every QoS 1 message to connected subscribers when QoS 0 messages published right after them overtake them', async () => {
+    // A session that is away makes every QoS 1 message wait for its queue
+    // write before delivery; a QoS 0 message does not wait.
+    const away = await client({ clientId: 'mixed-away', clean: false });
+    await away.subscribeAsync('mixed/#', { qos: 1 });
+    await endClient(away);
+
+    const clean = await client({ clientId: 'mixed-clean', clean: true });
+    const persistent = await client({ clientId: 'mixed-persistent', clean: false });
+    const got = { clean: new Set<string>(), persistent: new Set<string>() };
+    for (const [name, c] of [['clean', clean], ['persistent', persistent]] as const) {
+      await c.subscribeAsync({ 'mixed/q0': { qos: 0 }, 'mixed/q1': { qos: 1 } });
+      c.on('message', (topic, payload) => {
+        if (topic === 'mixed/q1') got[name].add(payload.toString());
+      });
+    }
+
+    // Two publishers, so a QoS 0 message can be published while an earlier
+    // QoS 1 message waits for its queue write (one connection's packets are
+    // published in order: Aedes reads its next chunk once they are done).
+    const reliable = await client({ clientId: 'mixed-publisher-1' });
+    const chatty = await client({ clientId: 'mixed-publisher-0' });
+    const count = 400;
+    const acks: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      acks.push(reliable.publishAsync('mixed/q1', `m${i}`, { qos: 1 }));
+      chatty.publish('mixed/q0', `z${i}`, { qos: 0 });
+      if (i % 4 === 3) await sleep(2);
+    }
+    await Promise.all(acks);
+    await settle(() => got.clean.size === count && got.persistent.size === count);
+    expect(got.clean.size).toBe(count);
+    expect(got.persistent.size).toBe(count);
+  });
+
+  it('still delivers a message matching two of one session’s filters once', async () => {
+    const overlap = await client({ clientId: 'overlap', clean: true });
+    await overlap.subscribeAsync({ 'overlap/#': { qos: 1 }, 'overlap/+': { qos: 1 }, 'overlap/a': { qos: 0 } });
+    const seen: string[] = [];
+    overlap.on('message', (_topic, payload) => seen.push(payload.toString()));
+    const publisher = await client({ clientId: 'overlap-publisher' });
+    for (let i = 0; i < 20; i++) await publisher.publishAsync('overlap/a', `o${i}`, { qos: 1 });
+    await publisher.publishAsync('overlap/end', 'end', { qos: 1 });
+    await settle(() => seen.includes('end'));
+    expect(seen).toEqual([...Array.from({ length: 20 }, (_, i) => `o${i}`), 'end']);
+  });
+
+  it('answers a persistent session’s SUBSCRIBE of several filters', async () => {
+    const session = await client({ clientId: 'several-filters', clean: false });
+    const granted = await session.subscribeAsync({ 'several/a': { qos: 1 }, 'several/b': { qos: 2 }, 'several/c': { qos: 0 } });
+    expect(granted.map((g) => g.qos)).toEqual([1, 2, 0]);
+  });
+
+  it('sends a message queued from a retained publish with RETAIN=0, and a new subscription’s retained message with RETAIN=1', async () => {
+    const session = await client({ clientId: 'queued-retain', clean: false });
+    await session.subscribeAsync('queued/#', { qos: 1 });
+    await endClient(session);
+    const publisher = await client({ clientId: 'queued-publisher' });
+    await publisher.publishAsync('queued/state', 'while away', { qos: 1, retain: true });
+
+    const back = mqtt.connect(url, { ...user, clientId: 'queued-retain', clean: false, reconnectPeriod: 0 });
+    open.push(back);
+    const queued = await new Promise<{ payload: string; retain: boolean }>((resolve, reject) => {
+      back.once('message', (_topic, payload, packet) => resolve({ payload: payload.toString(), retain: packet.retain }));
+      back.once('error', reject);
+    });
+    expect(queued).toEqual({ payload: 'while away', retain: false });
+
+    const fresh = await client({ clientId: 'queued-fresh', clean: true });
+    const retained = new Promise<{ payload: string; retain: boolean }>((resolve) => fresh.once('message', (_topic, payload, packet) => resolve({ payload: payload.toString(), retain: packet.retain })));
+    await fresh.subscribeAsync('queued/#', { qos: 1 });
+    expect(await retained).toEqual({ payload: 'while away', retain: true });
+  });
+
+  it('keeps a persistent QoS 2 subscriber connected through a reconnection while messages flow (queued and live at once), each message once', async () => {
+    // The client's QoS 2 state outlives its connections, as a device's does.
+    const stores = { incomingStore: new Store({ clean: false }), outgoingStore: new Store({ clean: false }) };
+    const options = { ...user, clientId: 'exactly-once', clean: false, reconnectPeriod: 0, ...stores };
+    const counts = new Map<string, number>();
+    const onMessage = (_topic: string, payload: Buffer) => counts.set(payload.toString(), (counts.get(payload.toString()) ?? 0) + 1);
+    const first = await client(options);
+    first.on('message', onMessage);
+    await first.subscribeAsync('exactly/q2', { qos: 2 });
+
+    const publisher = await client({ clientId: 'exactly-publisher' });
+    const total = 300;
+    let sent = 0;
+    const publishing = (async () => {
+      while (sent < total) {
+        await Promise.all(Array.from({ length: 5 }, () => publisher.publishAsync('exactly/q2', `e${sent++}`, { qos: 2 })));
+        await sleep(5);
+      }
+    })();
+    await settle(() => sent >= 60);
+    await endClient(first);
+    await settle(() => sent >= 150);
+    const second = mqtt.connect(url, options);
+    open.push(second);
+    const problems: string[] = [];
+    second.on('message', onMessage);
+    second.on('error', (error) => problems.push(error.message));
+    second.on('close', () => problems.push('connection closed'));
+    await new Promise((resolve) => second.once('connect', resolve));
+    await publishing;
+    await settle(() => counts.size === total, 30_000);
+    expect(problems).toEqual([]);
+    expect(counts.size).toBe(total);
+    expect([...counts.values()].filter((n) => n > 1)).toEqual([]);
+  });
+});
