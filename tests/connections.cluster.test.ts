@@ -6,6 +6,7 @@ import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config';
 import { createClient, getClient, type Client } from '../src/domain/clients';
+import { getGroup, listGroups } from '../src/domain/groups';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
@@ -167,5 +168,25 @@ describe.runIf(haveBoth)('Connections across two nodes', { timeout: 120_000 }, (
     expect(globbed).toEqual(['watched/[x]*?/y']);
     expect(seen).not.toContain('watched/foreign');
     expect(watcher.connected).toBe(true);
+  });
+
+  it("applies a group's change now on every node: A's save ends the group's sessions on B", async () => {
+    const onB = await device(b, 'group-apply-b');
+    const group = (await listGroups(a.database.db, { query: 'Watch all' })).groups[0]!;
+    const full = (await getGroup(a.database.db, group.id))!;
+    const closed = closedByBroker(onB);
+    const res = await postForm(operator, `/groups/${group.id}`, {
+      _action: 'save',
+      version: String(full.version),
+      name: full.name,
+      description: 'changed on A',
+      'permission-effect': 'allow',
+      'permission-action': 'subscribe',
+      'permission-topic': '#',
+      apply: 'now',
+    });
+    expect(res.status).toBe(303);
+    await closed;
+    expect(Number(new URL(res.headers.get('location')!, 'http://x').searchParams.get('disconnected'))).toBeGreaterThanOrEqual(1);
   });
 });

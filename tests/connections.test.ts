@@ -8,6 +8,7 @@ import { configSchema } from '../src/config';
 import { auditEvents } from '../src/db/schema';
 import type { OpenDatabase } from '../src/db';
 import { createClient, getClient, type Client } from '../src/domain/clients';
+import { getGroup, listGroups } from '../src/domain/groups';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
@@ -205,6 +206,51 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     const remaining = await page('/connections?q=boiler');
     expect(remaining).toContain('0 connections match “boiler”.');
     expect(rowOf(await page('/connections?q=porch-bystander'), 'porch-bystander')).toBeDefined();
+  });
+
+  it('applies a saved client or group now when asked (its sessions end), and at the next connection by default', async () => {
+    const boiler = await device('tcp', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-apply' });
+    const bystander = await device('tcp', { username: 'porch', password: 'porch-password', clientId: 'porch-apply' });
+    const edit = async (apply: 'next' | 'now') => {
+      const current = (await getClient(database.db, sensor.id))!;
+      return postForm(operator, `/clients/${sensor.id}`, { name: 'Boiler sensor', username: 'boiler', version: String(current.version), apply });
+    };
+    // The form offers the choice, at next connection by default.
+    const form = await page(`/clients/${sensor.id}/edit`);
+    expect(form).toContain('<input type="radio" name="apply" value="next" checked=""/>');
+    expect(form).toContain('<input type="radio" name="apply" value="now"/>');
+
+    expect((await edit('next')).status).toBe(303);
+    expect(boiler.connected).toBe(true);
+    const closed = closedByBroker(boiler);
+    const saved = await edit('now');
+    expect(saved.status).toBe(303);
+    expect(saved.headers.get('location')).toBe('/clients?disconnected=1');
+    await closed;
+    expect(await page('/clients?disconnected=1')).toContain('Disconnected 1 session.');
+    expect(bystander.connected).toBe(true);
+
+    // A group: the sessions that hold its permissions, and no other.
+    const heating = (await listGroups(database.db, { query: 'Heating' })).groups[0]!;
+    const group = (await getGroup(database.db, heating.id))!;
+    const again = await device('ws', { username: 'boiler', password: 'boiler-password', clientId: 'boiler-apply-2' });
+    expect(await page(`/groups/${group.id}/edit`)).toContain('name="apply" value="now"');
+    const groupClosed = closedByBroker(again);
+    const res = await postForm(operator, `/groups/${group.id}`, {
+      _action: 'save',
+      version: String(group.version),
+      name: group.name,
+      description: 'Boilers and radiators',
+      'permission-effect': 'allow',
+      'permission-action': 'subscribe',
+      'permission-topic': 'heat/#',
+      apply: 'now',
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get('location')).toBe('/groups?disconnected=1');
+    await groupClosed;
+    expect(bystander.connected).toBe(true);
+    expect(logs.filter((line) => line.includes('"boiler-apply-2"'))).toEqual([expect.stringMatching(/^administrator "conn-operator" disconnected session/)]);
   });
 
   it("lists a client's live sessions on its page and disconnects them all there, with and without htmx", async () => {

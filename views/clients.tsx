@@ -3,7 +3,7 @@ import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, t
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
-import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
+import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -13,6 +13,8 @@ export interface ClientFormValues {
   authType?: string;
   /** The certificate fingerprint as typed (or stored). */
   fingerprint?: string;
+  /** Editing: `now` to disconnect the client's sessions once saved. */
+  apply?: string;
 }
 
 const COLUMNS = 8;
@@ -386,6 +388,7 @@ export function ClientForm(props: { action: string; values: ClientFormValues; er
   return (
     <form id="client-form" method="post" action={props.action} enctype="multipart/form-data" hx-post={props.action} hx-target="this" hx-swap="outerHTML" novalidate>
       <ClientFields values={props.values} errors={props.errors} editing={props.editing} />
+      {props.editing ? <ApplyChoice value={props.values.apply} affects="this client’s sessions" /> : null}
       <div class="form-actions">
         <button type="submit">{props.editing ? 'Save changes' : 'Create client'}</button>
         <a href="/clients" role="button" class="secondary outline">

@@ -2,7 +2,7 @@ import type { Child } from 'hono/jsx';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
 import type { RuleChange } from '../src/domain/groupRules';
-import { ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, PageTitle, Pagination, RowMenu, SearchSummary } from './layout';
+import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, Notice, PageTitle, Pagination, RowMenu, SearchSummary } from './layout';
 
 /** A permission row as typed: any string, so bad input can be shown again. */
 export interface PermissionFormRow {
@@ -17,16 +17,21 @@ export interface GroupFormValues {
   name: string;
   description: string;
   permissions: PermissionFormRow[];
+  /** Editing: `now` to disconnect the group's sessions once saved. */
+  apply?: string;
 }
 
 export const BLANK_PERMISSION: PermissionFormRow = { effect: 'allow', action: 'publish', topic: '' };
 
 /** `/groups`: search, the table and paging. */
-export function GroupsPage(props: { result: GroupPage; notice?: RuleChange | null }) {
+export function GroupsPage(props: { result: GroupPage; notice?: RuleChange | null; message?: string }) {
   return (
     <Layout title="Groups" section="groups">
       <PageTitle title="Groups">Bundles of topic permissions. Group rules decide which clients get which groups.</PageTitle>
-      <div id="groups-notice">{props.notice ? <RuleChangeNotice change={props.notice} /> : null}</div>
+      <div id="groups-notice">
+        {props.notice ? <RuleChangeNotice change={props.notice} /> : null}
+        <Notice message={props.message} />
+      </div>
       <div class="toolbar">
         <form
           method="get"
@@ -227,7 +232,11 @@ export function GroupForm(props: { action: string; values: GroupFormValues; erro
           Add permission
         </button>
       </fieldset>
-      <p class="help">Changes apply to devices as they next connect; connected devices keep the permissions they connected with.</p>
+      {props.editing ? (
+        <ApplyChoice value={props.values.apply} affects="the sessions that hold this group’s permissions" />
+      ) : (
+        <p class="help">Changes apply to devices as they next connect; connected devices keep the permissions they connected with.</p>
+      )}
       <div class="form-actions">
         <button type="submit" name="_action" value="save">
           {props.editing ? 'Save changes' : 'Create group'}

@@ -310,3 +310,25 @@ export function PageLinks(props: { position: string; first: string | null; previ
     </nav>
   );
 }
+
+/**
+ * On an edit form: when a saved change reaches the sessions it affects. By
+ * default at their next connection; "now" disconnects them, and devices
+ * reconnect under what was saved.
+ */
+export function ApplyChoice(props: { value?: string; affects: string }) {
+  const now = props.value === 'now';
+  return (
+    <fieldset class="apply-choice">
+      <legend>Apply the change</legend>
+      <label>
+        <input type="radio" name="apply" value="next" checked={!now} />
+        At each session’s next connection
+      </label>
+      <label>
+        <input type="radio" name="apply" value="now" checked={now} />
+        Now: disconnect {props.affects}, so they reconnect under it
+      </label>
+    </fieldset>
+  );
+}

@@ -29,13 +29,19 @@ export function createLocalDirectory(local: LocalSessions): SessionDirectory {
       for (const session of local.liveSessions()) if (session.clientRowId === clientRowId) ids.push(session.id);
       return local.endSessions(ids);
     },
+    disconnectGroup(groupName) {
+      const ids: string[] = [];
+      for (const session of local.liveSessions()) if (session.groups.includes(groupName)) ids.push(session.id);
+      return local.endSessions(ids);
+    },
   };
 }
 
 type Ask =
   | { op: 'window'; request: SessionRequest }
   | { op: 'disconnect'; sessionId: string }
-  | { op: 'disconnectClient'; clientRowId: number };
+  | { op: 'disconnectClient'; clientRowId: number }
+  | { op: 'disconnectGroup'; groupName: string };
 
 interface AskMessage {
   id: string;
@@ -130,6 +136,8 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
         return localDirectory.disconnect(ask.sessionId);
       case 'disconnectClient':
         return localDirectory.disconnectClient(ask.clientRowId);
+      case 'disconnectGroup':
+        return localDirectory.disconnectGroup(ask.groupName);
     }
   }
 
@@ -166,6 +174,17 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
     }
   }
 
+  /** Ends sessions here and asks every other node to end theirs; all that were ended. */
+  async function disconnectEverywhere(here: () => Promise<LiveSession[]>, ask: Ask, what: string): Promise<LiveSession[]> {
+    const [own, asked] = await Promise.allSettled([here(), askNodes(everyNode, ask, 1)]);
+    if (own.status === 'rejected') throw own.reason;
+    const ended = [...own.value];
+    // This node's sessions are ended (and reported) whatever became of the others.
+    if (asked.status === 'rejected') log(`could not ask the other nodes to disconnect ${what}: ${(asked.reason as Error).message}`);
+    else for (const answer of asked.value.results) if (Array.isArray(answer.result)) ended.push(...(answer.result as LiveSession[]));
+    return ended;
+  }
+
   return {
     async window(request) {
       const own = sessionWindow(local.liveSessions(), request);
@@ -195,14 +214,12 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
       return (answer.result as LiveSession | null) ?? null;
     },
 
-    async disconnectClient(clientRowId) {
-      const [own, asked] = await Promise.allSettled([localDirectory.disconnectClient(clientRowId), askNodes(everyNode, { op: 'disconnectClient', clientRowId }, 1)]);
-      if (own.status === 'rejected') throw own.reason;
-      const ended = [...own.value];
-      // This node's sessions are ended (and reported) whatever became of the others.
-      if (asked.status === 'rejected') log(`could not ask the other nodes to disconnect client ${clientRowId}: ${(asked.reason as Error).message}`);
-      else for (const answer of asked.value.results) if (Array.isArray(answer.result)) ended.push(...(answer.result as LiveSession[]));
-      return ended;
+    disconnectClient(clientRowId) {
+      return disconnectEverywhere(() => localDirectory.disconnectClient(clientRowId), { op: 'disconnectClient', clientRowId }, `client ${clientRowId}`);
+    },
+
+    disconnectGroup(groupName) {
+      return disconnectEverywhere(() => localDirectory.disconnectGroup(groupName), { op: 'disconnectGroup', groupName }, `the sessions of group ${JSON.stringify(groupName)}`);
     },
 
     async close() {

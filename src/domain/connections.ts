@@ -90,6 +90,8 @@ export interface SessionDirectory {
   disconnect(sessionId: string): Promise<LiveSession | null>;
   /** Ends every session of a client on every node; the sessions ended. */
   disconnectClient(clientRowId: number): Promise<LiveSession[]>;
+  /** Ends every session whose permissions came (in part) from the group so named, on every node. */
+  disconnectGroup(groupName: string): Promise<LiveSession[]>;
 }
 
 /** A directory that knows no session (no broker runs: some tests). */
@@ -97,6 +99,7 @@ export const noSessions: SessionDirectory = {
   window: async () => ({ sessions: [], total: 0, beforeAnchor: 0, missing: null }),
   disconnect: async () => null,
   disconnectClient: async () => [],
+  disconnectGroup: async () => [],
 };
 
 const SESSION_ID = /^[0-9A-Za-z-]{1,64}\.[1-9][0-9]{0,15}$/;
@@ -279,7 +282,19 @@ export async function disconnectSession(deps: DisconnectDeps, actor: Actor, sess
 
 /** Closes every live session of a client, on every node; logged one line per session. */
 export async function disconnectClientSessions(deps: DisconnectDeps, actor: Actor, clientRowId: number): Promise<LiveSession[]> {
-  const ended = await deps.directory.disconnectClient(clientRowId);
+  return reportEnded(deps, actor, await deps.directory.disconnectClient(clientRowId));
+}
+
+/**
+ * Closes every live session that holds permissions of the group `groupName`
+ * (its name when they connected), on every node, so they reconnect under
+ * the group as saved ("apply now"); logged one line per session.
+ */
+export async function disconnectGroupSessions(deps: DisconnectDeps, actor: Actor, groupName: string): Promise<LiveSession[]> {
+  return reportEnded(deps, actor, await deps.directory.disconnectGroup(groupName));
+}
+
+function reportEnded(deps: DisconnectDeps, actor: Actor, ended: LiveSession[]): LiveSession[] {
   for (const session of ended) {
     deps.log(`administrator ${JSON.stringify(actor.username)} disconnected ${describeSession(session)}`);
     deps.ended?.(session, actor);

@@ -160,7 +160,7 @@ export function createApp(deps: AppDeps) {
   app.route('/clients', clientRoutes({ log }));
   app.route('/clients', clientAccessRoutes());
   app.route('/connections', connectionRoutes({ log }));
-  app.route('/groups', groupRoutes());
+  app.route('/groups', groupRoutes({ log }));
   app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
   app.route('/certificates', certificateRoutes({ tls: deps.tls }));

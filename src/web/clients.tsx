@@ -93,6 +93,11 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     try {
       const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
       if (!updated) return notFound(c);
+      if (form.apply === 'now') {
+        // "Apply now": its sessions end and reconnect under what was saved.
+        const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), updated.id);
+        if (!inRow) return redirectAfterPost(c, `/clients?disconnected=${ended.length}`);
+      }
       if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} />);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
@@ -226,5 +231,6 @@ function formValues(form: ClientInput): ClientFormValues {
     username: typeof form.username === 'string' ? form.username : '',
     authType: typeof form.authType === 'string' ? form.authType : undefined,
     fingerprint: typeof form.fingerprint === 'string' ? form.fingerprint : '',
+    apply: (form as { apply?: unknown }).apply === 'now' ? 'now' : undefined,
   };
 }

@@ -21,11 +21,14 @@ import {
   type GroupFormValues,
 } from '../../views/groups';
 import { NotFoundPage } from '../../views/layout';
+import { disconnectGroupSessions } from '../domain/connections';
+import { actorOf, disconnectDeps } from './connections';
+import { disconnectedNotice } from './clients';
 import type { AppEnv } from './env';
 import { isHtmx, parseId, readFormAll, redirectAfterPost, type FormValues } from './http';
 
 /** `/groups`: the groups console. */
-export function groupRoutes() {
+export function groupRoutes(options: { log: (message: string) => void }) {
   const groups = new Hono<AppEnv>();
 
   groups.get('/', async (c) => {
@@ -33,12 +36,12 @@ export function groupRoutes() {
     const result = await listGroups(c.var.db, { query: c.req.query('q') ?? '', page });
     const changeId = parseId(c.req.query('change'));
     const notice = changeId === null ? null : await getRuleChange(c.var.db, changeId);
-    return c.html(<GroupsPage result={result} notice={notice} />);
+    return c.html(<GroupsPage result={result} notice={notice} message={disconnectedNotice(c.req.query('disconnected'))} />);
   });
 
   groups.get('/new', (c) => c.html(<GroupFormPage values={{ name: '', description: '', permissions: [{ ...BLANK_PERMISSION }] }} />));
 
-  groups.post('/', (c) => submit(c, null));
+  groups.post('/', (c) => submit(c, null, options.log));
 
   groups.get('/:id/edit', async (c) => {
     const group = await findGroup(c);
@@ -51,7 +54,7 @@ export function groupRoutes() {
   groups.post('/:id', async (c) => {
     const group = await findGroup(c);
     if (!group) return notFound(c);
-    return submit(c, group);
+    return submit(c, group, options.log);
   });
 
   groups.get('/:id/delete', async (c) => {
@@ -82,7 +85,7 @@ export function groupRoutes() {
  * The group form's one endpoint: `_action` is `add` or `remove:<row>` (echo the
  * form with a row more or less, saving nothing) or `save`.
  */
-async function submit(c: Context<AppEnv>, group: Group | null) {
+async function submit(c: Context<AppEnv>, group: Group | null, log: (message: string) => void) {
   const form = await readFormAll(c);
   const values = groupFormValues(form);
   const action = form.first('_action') ?? 'save';
@@ -111,6 +114,11 @@ async function submit(c: Context<AppEnv>, group: Group | null) {
   try {
     const saved = group ? await updateGroup(c.var.db, group.id, values, c.var.actor) : await createGroup(c.var.db, values, c.var.actor);
     if (!saved) return notFound(c);
+    if (group && form.first('apply') === 'now') {
+      // Sessions know the group by the name it had when they connected.
+      const ended = await disconnectGroupSessions(disconnectDeps(c, log), actorOf(c), group.name);
+      return redirectAfterPost(c, `/groups?disconnected=${ended.length}`);
+    }
     return redirectAfterPost(c, '/groups');
   } catch (error) {
     if (error instanceof ValidationError || error instanceof ConflictError) {
@@ -135,6 +143,7 @@ function groupFormValues(form: FormValues): GroupFormValues {
     version: /^[0-9]{1,9}$/.test(version) ? Number(version) : undefined,
     name: form.first('name') ?? '',
     description: form.first('description') ?? '',
+    apply: form.first('apply') === 'now' ? 'now' : undefined,
     permissions: Array.from({ length: count }, (_, i) => ({
       effect: effects[i] ?? '',
       action: actions[i] ?? '',
