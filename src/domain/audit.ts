@@ -179,15 +179,8 @@ export interface AuditRecorder {
   stats(): { buffered: number; dropped: number; written: number };
 }
 
-interface Row {
-  at: Date;
-  kind: string;
-  actor: string | null;
-  subject: string | null;
-  details: Record<string, unknown>;
-  address: string | null;
-  count: number;
-}
+/** An event waiting in the buffer: a stored event before it has an id. */
+type Row = Omit<AuditEvent, 'id'>;
 
 const MINUTE_MS = 60_000;
 
