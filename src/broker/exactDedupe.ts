@@ -105,6 +105,13 @@ const held = new WeakMap<object, { run: () => void; skip: () => void }[]>();
  * dropped when the connection closes first (the session keeps them queued).
  */
 function hold(client: AedesClient, run: () => void, skip: () => void): void {
+  // Closed already (its 'close' came and went; the bus lets go of its
+  // listeners a turn later): nothing would release this delivery.
+  const internals = client as unknown as AedesClientInternals & { closed?: boolean; conn: { destroyed?: boolean } };
+  if (internals.closed || internals.conn.destroyed) {
+    setImmediate(skip);
+    return;
+  }
   let waiting = held.get(client);
   if (!waiting) {
     held.set(client, (waiting = []));

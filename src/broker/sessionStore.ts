@@ -63,7 +63,8 @@ export function fixSessionStore(persistence: Persistence): Persistence {
       try {
         return await store.outgoingUpdate(client, packet);
       } catch (error) {
-        if (packet.cmd === 'pubrel' && error instanceof Error && error.message === 'no such packet') return packet;
+        // LevelDB says 'no such packet', Redis 'unknown key' for a packet id it no longer knows.
+        if (packet.cmd === 'pubrel' && error instanceof Error && /^(no such packet|unknown key)$/.test(error.message)) return packet;
         throw error;
       }
     },
