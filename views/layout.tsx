@@ -261,7 +261,7 @@ export function NotFoundPage(props: { message?: string; section?: Section }) {
 export function ErrorPage(props: { status: number; message: string }) {
   return (
     <Layout title="Error">
-      <h1>{props.status === 403 ? 'Forbidden' : props.status === 503 ? 'Database unavailable' : 'Something went wrong'}</h1>
+      <h1>{props.status === 403 ? 'Forbidden' : props.status === 503 ? 'Database unavailable' : props.status === 413 ? 'Too large' : 'Something went wrong'}</h1>
       <p>{props.message}</p>
     </Layout>
   );

@@ -2,7 +2,7 @@ import { asc, count, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
-import { usernameSchema } from './clients';
+import { MAX_USERNAME_LENGTH, usernameSchema } from './clients';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
 import { hashPassword } from './password';
@@ -19,6 +19,9 @@ export interface Administrator {
   updatedAt: Date;
 }
 
+/** No administrator's password is longer, so a longer one is refused before any hashing. */
+export const MAX_ADMINISTRATOR_PASSWORD_LENGTH = 256;
+
 /**
  * Longer than a client's minimum: an administrator hands out every broker
  * credential, and a person types this password (a device stores its own).
@@ -26,7 +29,7 @@ export interface Administrator {
 export const administratorPasswordSchema = z
   .string({ error: 'Enter a password.' })
   .min(12, 'Use at least 12 characters.')
-  .max(256, 'Use at most 256 characters.');
+  .max(MAX_ADMINISTRATOR_PASSWORD_LENGTH, `Use at most ${MAX_ADMINISTRATOR_PASSWORD_LENGTH} characters.`);
 
 const administratorInputSchema = z.object({
   username: usernameSchema,
@@ -182,7 +185,10 @@ export async function setAdministratorPassword(db: Database, id: number, newPass
 }
 
 const changePasswordSchema = z.object({
-  current_password: z.string({ error: 'Enter your current password.' }).min(1, 'Enter your current password.'),
+  current_password: z
+    .string({ error: 'Enter your current password.' })
+    .min(1, 'Enter your current password.')
+    .max(MAX_ADMINISTRATOR_PASSWORD_LENGTH, 'This is not your current password.'),
   new_password: administratorPasswordSchema,
 });
 
@@ -267,7 +273,10 @@ export function createSignInGuard(db: Database, options: SignInGuardOptions = {}
       const password = typeof input.password === 'string' ? input.password : '';
       const errors: Record<string, string> = {};
       if (!username) errors.username = 'Enter your username.';
+      else if (username.length > MAX_USERNAME_LENGTH) errors.username = `Usernames have at most ${MAX_USERNAME_LENGTH} characters.`;
       if (!password) errors.password = 'Enter your password.';
+      // No stored password is longer: refused before the throttle, the database and Argon2id.
+      else if (password.length > MAX_ADMINISTRATOR_PASSWORD_LENGTH) errors.password = `Passwords have at most ${MAX_ADMINISTRATOR_PASSWORD_LENGTH} characters.`;
       if (Object.keys(errors).length) throw new ValidationError(errors);
       return check(username, password, input.address);
     },

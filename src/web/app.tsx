@@ -23,6 +23,7 @@ import { overviewRoutes } from './overview';
 import { securityHeaders } from './security';
 import { isHtmx } from './http';
 import { auditRoutes } from './audit';
+import { bodyLimits, formatBytes } from './bodyLimits';
 import { clientAddress, requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
@@ -102,6 +103,13 @@ export function createApp(deps: AppDeps) {
 
   app.use(securityHeaders());
   app.use(errorPagesReplaceMain());
+  // Before anything reads a body, and before sign-in: a body past its limit is never read.
+  app.use(
+    bodyLimits({
+      refuse: (c, maxBytes) =>
+        c.html(<ErrorPage status={413} message={`What was sent is larger than this page accepts (${formatBytes(maxBytes)}), so it was not read and nothing was saved.`} />, 413),
+    }),
+  );
   // Lets the layout show who is signed in without every view passing it down.
   app.use(contextStorage());
   app.use(async (c, next) => {

@@ -49,16 +49,15 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
   });
 
   routes.post('/', async (c) => {
-    const upload = await readUpload(c);
+    const { upload, tooLarge } = await readUpload(c);
     const values = { ca: upload.ca ?? '', cert: upload.cert ?? '' };
     const keyDropped = Boolean(upload.key?.trim());
     try {
       const parsed = uploadSchema.safeParse(upload);
-      if (!parsed.success) {
-        const errors: FieldErrors = {};
-        for (const issue of parsed.error.issues) errors[String(issue.path[0])] ??= issue.message;
-        throw new ValidationError(errors);
-      }
+      const errors: FieldErrors = {};
+      for (const field of tooLarge) errors[field] = `Use at most ${MAX_PEM_BYTES / 1024} KB.`;
+      if (!parsed.success) for (const issue of parsed.error.issues) errors[String(issue.path[0])] ??= issue.message;
+      if (Object.keys(errors).length > 0 || !parsed.success) throw new ValidationError(errors);
       await saveTlsUpload(c.var.db, parsed.data, tls?.secretKey);
       // What was uploaded is named by the page (subject, fingerprint); never the key.
       c.var.audit.record({
@@ -127,21 +126,26 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
   return routes;
 }
 
-/** The form's fields; a file chosen for a field wins over text pasted in it. */
-async function readUpload(c: Context): Promise<TlsUpload> {
-  const type = c.req.header('content-type') ?? '';
-  if (!type.includes('multipart/form-data') && !type.includes('application/x-www-form-urlencoded')) return {};
-  const form = await c.req.formData().catch(() => null);
-  if (!form) return {};
+/**
+ * The form's fields; a file chosen for a field wins over text pasted in it.
+ * A field over MAX_PEM_BYTES is left out of `upload` and named in `tooLarge`:
+ * it is refused without being read further, and never shown back.
+ */
+async function readUpload(c: Context): Promise<{ upload: TlsUpload; tooLarge: Array<keyof TlsUpload> }> {
   const upload: TlsUpload = {};
+  const tooLarge: Array<keyof TlsUpload> = [];
+  const type = c.req.header('content-type') ?? '';
+  if (!type.includes('multipart/form-data') && !type.includes('application/x-www-form-urlencoded')) return { upload, tooLarge };
+  const form = await c.req.formData().catch(() => null);
+  if (!form) return { upload, tooLarge };
   for (const field of ['ca', 'cert', 'key'] as const) {
     const file = form.get(`${field}File`);
     const text = form.get(field);
-    if (file && typeof file !== 'string' && file.size > 0) {
-      upload[field] = file.size > MAX_PEM_BYTES ? 'x'.repeat(MAX_PEM_BYTES + 1) : await file.text();
-    } else if (typeof text === 'string') {
-      upload[field] = text;
-    }
+    const chosen = file && typeof file !== 'string' && file.size > 0 ? file : undefined;
+    const size = chosen ? chosen.size : typeof text === 'string' ? Buffer.byteLength(text) : 0;
+    if (size > MAX_PEM_BYTES) tooLarge.push(field);
+    else if (chosen) upload[field] = await chosen.text();
+    else if (typeof text === 'string') upload[field] = text;
   }
-  return upload;
+  return { upload, tooLarge };
 }
