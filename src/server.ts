@@ -23,6 +23,7 @@ import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
 import { createSampler, type Sampler } from './sampler';
 import { createApp } from './web/app';
+import { TOKEN_FAILURES_BEFORE_BACKOFF, TOKEN_MAX_BACKOFF_MS } from './web/api/auth';
 import { createTlsService, readTlsFiles, type TlsService } from './tls';
 
 export interface Gatehouse {
@@ -169,6 +170,10 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       db: database.db,
       audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),
+      // Failed API token attempts, per address: shared by every node, like sign-in's.
+      apiTokenFailures: redis
+        ? createRedisFailureTrackers(redis, 'gatehouse:api-token:')('address', { threshold: TOKEN_FAILURES_BEFORE_BACKOFF, maxBackoffMs: TOKEN_MAX_BACKOFF_MS })
+        : undefined,
       metrics: config.METRICS_TOKEN ? { registry: metrics.registry, token: config.METRICS_TOKEN } : undefined,
       notReady: async () => {
         const missing: string[] = [];

@@ -3,7 +3,7 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'certificates' | 'audit';
+export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'certificates' | 'audit' | 'tokens';
 
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
@@ -15,6 +15,7 @@ export const navigation: Array<{ section: Section; href: string; label: string }
   { section: 'administrators', href: '/administrators', label: 'Administrators' },
   { section: 'certificates', href: '/certificates', label: 'Certificates' },
   { section: 'audit', href: '/audit', label: 'Audit trail' },
+  { section: 'tokens', href: '/tokens', label: 'API tokens' },
 ];
 
 /** The administrator of the request being rendered, if one is signed in. */

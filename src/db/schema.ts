@@ -269,3 +269,55 @@ export const auditEvents = pgTable(
       .where(sql`${t.kind} = 'mqtt.auth_failed'`),
   ],
 );
+
+/**
+ * API tokens (`/tokens`, used as `Authorization: Bearer gat_…` on `/api/v1`).
+ * A token is 256 random bits, so a fast hash is right: only its SHA-256 is
+ * kept, found by `prefix` (the first characters of its random part, unique)
+ * and compared in constant time. Revoking deletes the row: every node reads
+ * it per request, so a revoked token is refused at once everywhere.
+ */
+export const apiTokens = pgTable(
+  'api_tokens',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    name: text('name').notNull(),
+    prefix: text('prefix').notNull(),
+    /** SHA-256 of the whole token, hex. */
+    digest: text('digest').notNull(),
+    /** Its last 4 characters, to tell tokens apart in the list. */
+    last4: text('last4').notNull(),
+    /** Resource → 'read' | 'write' (absent: none). */
+    scopes: jsonb('scopes').$type<Record<string, 'read' | 'write'>>().notNull(),
+    /** IP addresses and CIDR ranges it may be used from; empty: anywhere. */
+    allowedAddresses: text('allowed_addresses').array().notNull().default(sql`'{}'::text[]`),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+    createdBy: text('created_by'),
+    createdAt: createdAt(),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true }),
+    lastUsedAddress: text('last_used_address'),
+  },
+  (t) => [uniqueIndex('api_tokens_name_key').on(t.name), uniqueIndex('api_tokens_prefix_key').on(t.prefix)],
+);
+
+/**
+ * `Idempotency-Key` of the API's creates: the answer given to the first
+ * request with a key is given again to a retry with the same key and body
+ * (per token, kept 24 hours). `status` is null while the first is running.
+ */
+export const apiIdempotencyKeys = pgTable(
+  'api_idempotency_keys',
+  {
+    tokenId: integer('token_id')
+      .notNull()
+      .references(() => apiTokens.id, { onDelete: 'cascade' }),
+    key: text('key').notNull(),
+    /** SHA-256 of the method, path and body: the same key with another request is refused. */
+    requestHash: text('request_hash').notNull(),
+    status: integer('status'),
+    response: jsonb('response').$type<unknown>(),
+    location: text('location'),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.tokenId, t.key] }), index('api_idempotency_keys_created_idx').on(t.createdAt)],
+);

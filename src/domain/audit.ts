@@ -39,6 +39,8 @@ export const AUDIT_KINDS = {
   'administrator.deleted': 'Administrator removed',
   'administrator.password_changed': 'Administrator password changed',
   'certificates.changed': 'Certificates changed',
+  'token.created': 'API token created',
+  'token.revoked': 'API token revoked',
   'console.signed_in': 'Signed in',
   'console.sign_in_failed': 'Sign-in failed',
   'mqtt.auth_failed': 'MQTT authentication failed',

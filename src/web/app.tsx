@@ -24,6 +24,10 @@ import { securityHeaders } from './security';
 import { isHtmx } from './http';
 import { auditRoutes } from './audit';
 import { bodyLimits, formatBytes } from './bodyLimits';
+import { API_BASE, apiRoutes } from './api';
+import { tokenRoutes } from './tokens';
+import { createFailureTracker, type FailureTracker } from '../domain/passwordGate';
+import { TOKEN_FAILURES_BEFORE_BACKOFF, TOKEN_MAX_BACKOFF_MS } from './api/auth';
 import { clientAddress, requireAdministrator, sameOriginGuard } from './session';
 
 export interface AppDeps {
@@ -44,6 +48,8 @@ export interface AppDeps {
   metrics?: { registry: Registry; token: string };
   /** The audit trail's buffer; one of its own by default. */
   audit?: AuditRecorder;
+  /** Failed API token attempts per address; in this process's memory by default (several nodes: Redis). */
+  apiTokenFailures?: FailureTracker;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -135,6 +141,12 @@ export function createApp(deps: AppDeps) {
     c.header('Content-Type', metrics.registry.contentType);
     return c.body(await metrics.registry.metrics());
   });
+  // The API authenticates with bearer tokens only (never the session cookie)
+  // and takes no form posts: neither the CSRF guard nor the console's sign-in
+  // applies to it, so it is mounted before them.
+  const apiTokenFailures =
+    deps.apiTokenFailures ?? createFailureTracker({ threshold: TOKEN_FAILURES_BEFORE_BACKOFF, maxBackoffMs: TOKEN_MAX_BACKOFF_MS, now: Date.now });
+  app.route(API_BASE, apiRoutes({ failures: apiTokenFailures, trustProxy, log, tls: deps.tls }));
   app.use(
     sameOriginGuard({
       trustProxy,
@@ -173,6 +185,7 @@ export function createApp(deps: AppDeps) {
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));
   app.route('/certificates', certificateRoutes({ tls: deps.tls }));
   app.route('/', auditRoutes());
+  app.route('/tokens', tokenRoutes());
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   let lastOutageLog = 0;

@@ -17,6 +17,9 @@ export function isPublicPath(path: string): boolean {
     // Devices reach MQTT over WebSocket with their own MQTT credentials.
     path === '/mqtt' ||
     path === '/favicon.ico' ||
+    // The API: bearer tokens of its own, never this cookie (src/web/api).
+    path === '/api' ||
+    path.startsWith('/api/') ||
     path.startsWith('/static/')
   );
 }
