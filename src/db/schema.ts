@@ -3,6 +3,7 @@ import {
   boolean,
   bigint,
   check,
+  customType,
   index,
   integer,
   jsonb,
@@ -10,6 +11,7 @@ import {
   primaryKey,
   text,
   timestamp,
+  smallint,
   uniqueIndex,
 } from 'drizzle-orm/pg-core';
 
@@ -320,4 +322,131 @@ export const apiIdempotencyKeys = pgTable(
     createdAt: createdAt(),
   },
   (t) => [primaryKey({ columns: [t.tokenId, t.key] }), index('api_idempotency_keys_created_idx').on(t.createdAt)],
+);
+
+/** Raw bytes (a message's payload). postgres.js reads a Buffer, PGlite a Uint8Array: both become a Buffer. */
+const bytea = customType<{ data: Buffer; driverData: Buffer | Uint8Array }>({
+  dataType: () => 'bytea',
+  toDriver: (value) => value,
+  fromDriver: (value) => (Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)),
+});
+
+/**
+ * Where device messages are forwarded: a webhook, TagoIO's API or another
+ * MQTT broker. `settings` holds what the console shows again; the secrets
+ * (tokens, passwords, a client key, signing secrets) are one JSON object
+ * sealed under SECRET_KEY (see domain/certificates.ts) and never shown again.
+ * Changes are announced on the access-change channel (migration 0013), so
+ * every node applies them at once.
+ */
+export const pipelines = pgTable(
+  'pipelines',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    name: text('name').notNull(),
+    description: text('description').notNull().default(''),
+    enabled: boolean('enabled').notNull().default(true),
+    kind: text('kind', { enum: ['webhook', 'tagoio', 'mqtt'] }).notNull(),
+    settings: jsonb('settings').$type<Record<string, unknown>>().notNull().default({}),
+    secretsSealed: text('secrets_sealed'),
+    /** Outbox limits: past them, `overflow` decides. */
+    maxOutboxBytes: bigint('max_outbox_bytes', { mode: 'number' }).notNull(),
+    maxAgeSeconds: integer('max_age_seconds').notNull(),
+    overflow: text('overflow', { enum: ['drop_oldest', 'drop_newest', 'refuse'] }).notNull(),
+    version: integer('version').notNull().default(1),
+    createdAt: createdAt(),
+    updatedAt: updatedAt(),
+  },
+  (t) => [
+    uniqueIndex('pipelines_name_key').on(t.name),
+    check('pipelines_kind_check', sql`${t.kind} in ('webhook', 'tagoio', 'mqtt')`),
+    check('pipelines_overflow_check', sql`${t.overflow} in ('drop_oldest', 'drop_newest', 'refuse')`),
+  ],
+);
+
+/**
+ * Topic filter → pipeline, many to many, optionally narrowed to one client
+ * (row id in `narrow_value`), one username or one group name.
+ */
+export const pipelineMappings = pgTable(
+  'pipeline_mappings',
+  {
+    id: integer('id').primaryKey().generatedAlwaysAsIdentity(),
+    pipelineId: integer('pipeline_id')
+      .notNull()
+      .references(() => pipelines.id, { onDelete: 'cascade' }),
+    position: integer('position').notNull(),
+    topicFilter: text('topic_filter').notNull(),
+    narrowBy: text('narrow_by', { enum: ['any', 'client', 'username', 'group'] }).notNull().default('any'),
+    narrowValue: text('narrow_value').notNull().default(''),
+  },
+  (t) => [
+    index('pipeline_mappings_pipeline_idx').on(t.pipelineId, t.position),
+    check('pipeline_mappings_narrow_by_check', sql`${t.narrowBy} in ('any', 'client', 'username', 'group')`),
+  ],
+);
+
+/**
+ * Messages accepted and not yet forwarded, one row per message and pipeline,
+ * written before the device's PUBACK/PUBREC (see domain/pipelines/outbox.ts).
+ * `id` orders them; `not_before` holds a row back: claimed by a node (its
+ * lease) or waiting for its next attempt. A row whose `not_before` is in the
+ * future also holds back the later rows of its `order_key`.
+ */
+export const pipelineOutbox = pgTable(
+  'pipeline_outbox',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    pipelineId: integer('pipeline_id')
+      .notNull()
+      .references(() => pipelines.id, { onDelete: 'cascade' }),
+    /** Stable across attempts, nodes and restarts: the idempotency key the endpoint sees. */
+    messageId: text('message_id').notNull(),
+    orderKey: text('order_key').notNull(),
+    topic: text('topic').notNull(),
+    payload: bytea('payload').notNull(),
+    qos: smallint('qos').notNull(),
+    retain: boolean('retain').notNull(),
+    clientRowId: integer('client_row_id'),
+    username: text('username'),
+    mqttClientId: text('mqtt_client_id'),
+    receivedAt: timestamp('received_at', { withTimezone: true, precision: 3 }).notNull(),
+    attempts: integer('attempts').notNull().default(0),
+    notBefore: timestamp('not_before', { withTimezone: true, precision: 3 }),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    bytes: integer('bytes').notNull(),
+  },
+  (t) => [
+    index('pipeline_outbox_pipeline_idx').on(t.pipelineId, t.id),
+    // Small: only rows claimed or waiting for a retry.
+    index('pipeline_outbox_held_idx').on(t.pipelineId, t.orderKey, t.id).where(sql`${t.notBefore} is not null`),
+  ],
+);
+
+/** Messages a pipeline failed to forward for good (a 4xx other than 408/429), kept to be replayed or purged. */
+export const pipelineDeadLetters = pgTable(
+  'pipeline_dead_letters',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    pipelineId: integer('pipeline_id')
+      .notNull()
+      .references(() => pipelines.id, { onDelete: 'cascade' }),
+    messageId: text('message_id').notNull(),
+    orderKey: text('order_key').notNull(),
+    topic: text('topic').notNull(),
+    payload: bytea('payload').notNull(),
+    qos: smallint('qos').notNull(),
+    retain: boolean('retain').notNull(),
+    clientRowId: integer('client_row_id'),
+    username: text('username'),
+    mqttClientId: text('mqtt_client_id'),
+    receivedAt: timestamp('received_at', { withTimezone: true, precision: 3 }).notNull(),
+    failedAt: timestamp('failed_at', { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    attempts: integer('attempts').notNull(),
+    lastStatus: integer('last_status'),
+    /** The start of the endpoint's answer, or the error. */
+    lastError: text('last_error'),
+  },
+  (t) => [index('pipeline_dead_letters_pipeline_idx').on(t.pipelineId, t.id)],
 );

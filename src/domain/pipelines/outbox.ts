@@ -1,0 +1,481 @@
+/**
+ * The durable outbox: every message a pipeline's mappings match is a row of
+ * `pipeline_outbox` (one per pipeline) until it is forwarded, dropped by a
+ * limit, or moved to the dead letters.
+ *
+ * Writing (createOutboxWriter) is part of accepting a message: the broker
+ * waits for it before PUBACK/PUBREC. Rows are written by group commit: while
+ * one INSERT is in flight, the messages arriving meanwhile gather, and the
+ * next INSERT takes them all, so a burst of concurrent QoS 1 publishes costs a
+ * few statements, not one each.
+ *
+ * Taking work (claimOutboxRows) is safe across nodes: a claim locks rows with
+ * `FOR UPDATE SKIP LOCKED`, under a per-pipeline advisory lock held for the
+ * claim's short transaction, and gives each row a lease (`not_before`). A
+ * node that dies leaves leases that run out; another node takes the rows
+ * then (forwarded at least once; the stable message id lets the endpoint
+ * drop a repeat). Order: a row is claimed only when no earlier row of its
+ * `order_key` (the topic) is held, so one topic's messages go out in order
+ * while other topics go on beside them.
+ */
+import { randomUUID } from 'node:crypto';
+import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
+import { type Database, schema } from '../../db';
+import { type AuditActor, recordChange } from '../audit';
+
+const { pipelineOutbox, pipelineDeadLetters, pipelines } = schema;
+
+/** A message as the broker accepted it, as the hook receives it. */
+export interface AcceptedMessage {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+}
+
+/** The publishing session, as the hook receives it. */
+export interface PublishingSession {
+  clientRowId?: number;
+  username?: string;
+  mqttClientId?: string;
+  groups?: readonly string[];
+}
+
+/** One row of the outbox, as the delivery sees it. */
+export interface OutboxRow {
+  id: number;
+  pipelineId: number;
+  messageId: string;
+  orderKey: string;
+  topic: string;
+  payload: Buffer;
+  qos: number;
+  retain: boolean;
+  clientRowId: number | null;
+  username: string | null;
+  mqttClientId: string | null;
+  receivedAt: Date;
+  attempts: number;
+  bytes: number;
+}
+
+/** Why a message was not forwarded (the counters' `reason` label). */
+export type DropReason = 'overflow_oldest' | 'overflow_newest' | 'refused' | 'expired' | 'write_failed';
+export const DROP_REASONS: DropReason[] = ['overflow_oldest', 'overflow_newest', 'refused', 'expired', 'write_failed'];
+
+/** What a pipeline's outbox holds, across every node. */
+export interface OutboxUsage {
+  rows: number;
+  bytes: number;
+  oldest: Date | null;
+}
+
+/** What the writer needs to know of a pipeline. */
+export interface WriterPipeline {
+  id: number;
+  maxOutboxBytes: number;
+  overflow: 'drop_oldest' | 'drop_newest' | 'refuse';
+}
+
+export interface OutboxWriterDeps {
+  db: Database;
+  /** The pipelines a message goes to (the live mapping matcher); empty for most messages. */
+  match(message: AcceptedMessage, session: PublishingSession): readonly WriterPipeline[];
+  /** Bytes in each pipeline's outbox (measured, plus what was written since). */
+  usage(pipelineId: number): number;
+  /** Told after rows are written (to wake the delivery and count). */
+  written(rows: Array<{ pipelineId: number; bytes: number; message: AcceptedMessage; session: PublishingSession; messageId: string; receivedAt: Date }>): void;
+  dropped(pipelineId: number, reason: DropReason): void;
+  /** Rows per INSERT at most. */
+  maxBatchRows?: number;
+  log?: (message: string) => void;
+}
+
+/** The publish is refused: the outbox of a pipeline with the "refuse" policy is full (MQTT 5: 0x97 quota exceeded). */
+export class OutboxFullError extends Error {
+  readonly reasonCode = 0x97;
+  constructor(readonly pipelineId: number) {
+    super(`the outbox of pipeline ${pipelineId} is full`);
+  }
+}
+
+export interface OutboxWriter {
+  /**
+   * The broker's `onPublishAccepted` hook. Returns nothing when no mapping
+   * matches; else a promise that settles once the rows are committed (QoS 0
+   * callers need not wait: its failure is counted, never thrown).
+   */
+  write(message: AcceptedMessage, session: PublishingSession): Promise<void> | void;
+  /** Waits for every row handed over so far. */
+  flush(): Promise<void>;
+  stats(): { batches: number; rows: number };
+}
+
+type Insert = typeof pipelineOutbox.$inferInsert;
+interface Pending {
+  rows: Insert[];
+  settle: { resolve(): void; reject(error: unknown): void } | null;
+  report: Parameters<OutboxWriterDeps['written']>[0];
+  qos0: boolean;
+}
+
+export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
+  const maxBatchRows = deps.maxBatchRows ?? 500;
+  let queue: Pending[] = [];
+  let flushing: Promise<void> | null = null;
+  let batches = 0;
+  let rowsWritten = 0;
+  const idle: Array<() => void> = [];
+
+  function pump() {
+    if (flushing || queue.length === 0) {
+      if (!flushing) idle.splice(0).forEach((resolve) => resolve());
+      return;
+    }
+    // Take whole messages until the batch is full: a message's rows (one per pipeline) commit together.
+    const taken: Pending[] = [];
+    let count = 0;
+    while (queue.length > 0 && (taken.length === 0 || count + queue[0]!.rows.length <= maxBatchRows)) {
+      const next = queue.shift()!;
+      taken.push(next);
+      count += next.rows.length;
+    }
+    flushing = deps.db
+      .insert(pipelineOutbox)
+      .values(taken.flatMap((p) => p.rows))
+      .then(
+        () => {
+          batches++;
+          rowsWritten += count;
+          deps.written(taken.flatMap((p) => p.report));
+          for (const p of taken) p.settle?.resolve();
+        },
+        (error: unknown) => {
+          for (const p of taken) {
+            if (p.qos0) for (const row of p.rows) deps.dropped(row.pipelineId, 'write_failed');
+            p.settle?.reject(error);
+          }
+          deps.log?.(`could not write ${count} messages to the pipelines' outbox: ${(error as Error).message}`);
+        },
+      )
+      .finally(() => {
+        flushing = null;
+        pump();
+      });
+  }
+
+  return {
+    write(message, session) {
+      const targets = deps.match(message, session);
+      if (targets.length === 0) return;
+      const receivedAt = new Date();
+      const messageId = randomUUID();
+      const bytes = message.payload.length + Buffer.byteLength(message.topic) + 200;
+      const rows: Insert[] = [];
+      const report: Pending['report'] = [];
+      for (const pipeline of targets) {
+        if (deps.usage(pipeline.id) + bytes > pipeline.maxOutboxBytes) {
+          if (pipeline.overflow === 'drop_newest') {
+            deps.dropped(pipeline.id, 'overflow_newest');
+            continue;
+          }
+          if (pipeline.overflow === 'refuse') {
+            deps.dropped(pipeline.id, 'refused');
+            if (message.qos === 0) continue;
+            // Nothing is written for any pipeline: the device sends it again later.
+            return Promise.reject(new OutboxFullError(pipeline.id));
+          }
+          // drop_oldest: written; the janitor makes room by removing the oldest rows.
+        }
+        rows.push({
+          pipelineId: pipeline.id,
+          messageId,
+          orderKey: message.topic,
+          topic: message.topic,
+          payload: message.payload,
+          qos: message.qos,
+          retain: message.retain,
+          clientRowId: session.clientRowId ?? null,
+          username: session.username ?? null,
+          mqttClientId: session.mqttClientId ?? null,
+          receivedAt,
+          bytes,
+        });
+        report.push({ pipelineId: pipeline.id, bytes, message, session, messageId, receivedAt });
+      }
+      if (rows.length === 0) return;
+      if (message.qos === 0) {
+        queue.push({ rows, settle: null, report, qos0: true });
+        pump();
+        return;
+      }
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ rows, settle: { resolve, reject }, report, qos0: false });
+        pump();
+      });
+    },
+    flush() {
+      if (!flushing && queue.length === 0) return Promise.resolve();
+      return new Promise((resolve) => idle.push(resolve));
+    },
+    stats: () => ({ batches, rows: rowsWritten }),
+  };
+}
+
+type OutboxRecord = typeof pipelineOutbox.$inferSelect;
+
+function rowOf(record: OutboxRecord): OutboxRow {
+  return {
+    id: Number(record.id),
+    pipelineId: record.pipelineId,
+    messageId: record.messageId,
+    orderKey: record.orderKey,
+    topic: record.topic,
+    payload: record.payload,
+    qos: record.qos,
+    retain: record.retain,
+    clientRowId: record.clientRowId,
+    username: record.username,
+    mqttClientId: record.mqttClientId,
+    receivedAt: record.receivedAt,
+    attempts: record.attempts,
+    bytes: record.bytes,
+  };
+}
+
+/** An arbitrary constant mixed with the pipeline id for the claim's advisory lock. */
+const CLAIM_LOCK_CLASS = 7_231_020;
+
+/**
+ * Claims up to `limit` rows of a pipeline that are due, in id order, each the
+ * next of its topic (see the module comment), and leases them for `leaseMs`.
+ * Rows come back in id order.
+ */
+export async function claimOutboxRows(db: Database, pipelineId: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
+  const records = await db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${CLAIM_LOCK_CLASS}, ${pipelineId})`);
+    const claimed = await tx.execute(sql`
+      with due as (
+        select o.id from pipeline_outbox o
+        where o.pipeline_id = ${pipelineId}
+          and (o.not_before is null or o.not_before <= now())
+          and not exists (
+            select 1 from pipeline_outbox p
+            where p.pipeline_id = o.pipeline_id and p.order_key = o.order_key and p.id < o.id
+              and p.not_before is not null and p.not_before > now())
+        order by o.id
+        limit ${limit}
+        for update skip locked
+      )
+      update pipeline_outbox u set not_before = now() + make_interval(secs => ${leaseMs / 1000})
+      from due where u.id = due.id
+      returning u.id`);
+    const ids = rowsOf(claimed).map((r) => Number(r.id));
+    if (ids.length === 0) return [];
+    return tx.select().from(pipelineOutbox).where(inArray(pipelineOutbox.id, ids)).orderBy(asc(pipelineOutbox.id));
+  });
+  return records.map(rowOf);
+}
+
+/** `db.execute` answers an array (postgres.js) or `{ rows }` (PGlite). */
+function rowsOf(result: unknown): Array<Record<string, unknown>> {
+  if (Array.isArray(result)) return result as Array<Record<string, unknown>>;
+  return ((result as { rows?: Array<Record<string, unknown>> }).rows ?? []) as Array<Record<string, unknown>>;
+}
+
+/** Forwarded: the rows leave the outbox. */
+export async function completeOutboxRows(db: Database, ids: number[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.delete(pipelineOutbox).where(inArray(pipelineOutbox.id, ids));
+}
+
+/** Not forwarded this time: tried again after `delayMs` (they hold back the later rows of their topics meanwhile). */
+export async function retryOutboxRows(db: Database, ids: number[], delayMs: number, status: number | null, error: string): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .update(pipelineOutbox)
+    .set({
+      attempts: sql`${pipelineOutbox.attempts} + 1`,
+      notBefore: sql`now() + make_interval(secs => ${delayMs / 1000})`,
+      lastStatus: status,
+      lastError: error.slice(0, 1000),
+    })
+    .where(inArray(pipelineOutbox.id, ids));
+}
+
+/** Claimed but not tried (their topic's earlier row failed): free again, held back by that row. */
+export async function releaseOutboxRows(db: Database, ids: number[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.update(pipelineOutbox).set({ notBefore: null }).where(inArray(pipelineOutbox.id, ids));
+}
+
+/** Failed for good: moved to the dead letters with the last status and the start of the answer. */
+export async function deadLetterOutboxRows(db: Database, ids: number[], status: number | null, answer: string): Promise<void> {
+  if (ids.length === 0) return;
+  await db.transaction(async (tx) => {
+    const moved = await tx.delete(pipelineOutbox).where(inArray(pipelineOutbox.id, ids)).returning();
+    if (moved.length === 0) return;
+    await tx.insert(pipelineDeadLetters).values(
+      moved.map((row) => ({
+        pipelineId: row.pipelineId,
+        messageId: row.messageId,
+        orderKey: row.orderKey,
+        topic: row.topic,
+        payload: row.payload,
+        qos: row.qos,
+        retain: row.retain,
+        clientRowId: row.clientRowId,
+        username: row.username,
+        mqttClientId: row.mqttClientId,
+        receivedAt: row.receivedAt,
+        attempts: row.attempts + 1,
+        lastStatus: status,
+        lastError: answer.slice(0, 1000),
+      })),
+    );
+  });
+}
+
+/** Rows, bytes and the oldest message of every pipeline's outbox. */
+export async function measureOutboxes(db: Database): Promise<Map<number, OutboxUsage>> {
+  const rows = await db
+    .select({
+      pipelineId: pipelineOutbox.pipelineId,
+      rows: sql<number>`count(*)`.mapWith(Number),
+      bytes: sql<number>`coalesce(sum(${pipelineOutbox.bytes}), 0)`.mapWith(Number),
+      oldest: sql<Date | null>`min(${pipelineOutbox.receivedAt})`.mapWith((value) => (value === null ? null : new Date(value))),
+    })
+    .from(pipelineOutbox)
+    .groupBy(pipelineOutbox.pipelineId);
+  return new Map(rows.map((row) => [row.pipelineId, { rows: row.rows, bytes: row.bytes, oldest: row.oldest }]));
+}
+
+/** Deletes a pipeline's rows older than `maxAgeSeconds`; returns how many. */
+export async function expireOutboxRows(db: Database, pipelineId: number, maxAgeSeconds: number): Promise<number> {
+  const cutoff = new Date(Date.now() - maxAgeSeconds * 1000);
+  const deleted = await db
+    .delete(pipelineOutbox)
+    .where(and(eq(pipelineOutbox.pipelineId, pipelineId), lt(pipelineOutbox.receivedAt, cutoff)))
+    .returning({ id: pipelineOutbox.id });
+  return deleted.length;
+}
+
+/** Deletes a pipeline's oldest rows until about `excessBytes` are gone; returns how many rows. */
+export async function dropOldestOutboxRows(db: Database, pipelineId: number, excessBytes: number, averageBytes: number): Promise<number> {
+  const count = Math.max(1, Math.ceil(excessBytes / Math.max(1, averageBytes)));
+  const deleted = await db.execute(sql`
+    delete from pipeline_outbox where id in (
+      select id from pipeline_outbox where pipeline_id = ${pipelineId} order by id limit ${count})
+    returning id`);
+  return rowsOf(deleted).length;
+}
+
+/** The outbox's newest row of a pipeline (a recent real message for the Test button), or null. */
+export async function latestOutboxRow(db: Database, pipelineId: number): Promise<OutboxRow | null> {
+  const [record] = await db.select().from(pipelineOutbox).where(eq(pipelineOutbox.pipelineId, pipelineId)).orderBy(desc(pipelineOutbox.id)).limit(1);
+  return record ? rowOf(record) : null;
+}
+
+/** A dead letter as the console lists it. */
+export interface DeadLetter {
+  id: number;
+  messageId: string;
+  topic: string;
+  payloadPreview: string;
+  payloadBytes: number;
+  qos: number;
+  username: string | null;
+  mqttClientId: string | null;
+  receivedAt: Date;
+  failedAt: Date;
+  attempts: number;
+  lastStatus: number | null;
+  lastError: string | null;
+}
+
+export const DEAD_LETTERS_PAGE_SIZE = 50;
+
+/** One page of a pipeline's dead letters, newest first, with their total. */
+export async function listDeadLetters(db: Database, pipelineId: number, page = 1): Promise<{ letters: DeadLetter[]; total: number; page: number; pageCount: number }> {
+  const [totals] = await db.select({ n: sql<number>`count(*)`.mapWith(Number) }).from(pipelineDeadLetters).where(eq(pipelineDeadLetters.pipelineId, pipelineId));
+  const total = totals?.n ?? 0;
+  const pageCount = Math.max(1, Math.ceil(total / DEAD_LETTERS_PAGE_SIZE));
+  const current = Math.min(Math.max(1, Math.trunc(page) || 1), pageCount);
+  const records = await db
+    .select()
+    .from(pipelineDeadLetters)
+    .where(eq(pipelineDeadLetters.pipelineId, pipelineId))
+    .orderBy(desc(pipelineDeadLetters.id))
+    .limit(DEAD_LETTERS_PAGE_SIZE)
+    .offset((current - 1) * DEAD_LETTERS_PAGE_SIZE);
+  return {
+    total,
+    page: current,
+    pageCount,
+    letters: records.map((r) => ({
+      id: Number(r.id),
+      messageId: r.messageId,
+      topic: r.topic,
+      payloadPreview: r.payload.subarray(0, 200).toString('utf8'),
+      payloadBytes: r.payload.length,
+      qos: r.qos,
+      username: r.username,
+      mqttClientId: r.mqttClientId,
+      receivedAt: r.receivedAt,
+      failedAt: r.failedAt,
+      attempts: r.attempts,
+      lastStatus: r.lastStatus,
+      lastError: r.lastError,
+    })),
+  };
+}
+
+export async function deadLetterCount(db: Database, pipelineId: number): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)`.mapWith(Number) }).from(pipelineDeadLetters).where(eq(pipelineDeadLetters.pipelineId, pipelineId));
+  return row?.n ?? 0;
+}
+
+/**
+ * Puts dead letters back in the outbox (one, or all of the pipeline's), with
+ * their message ids: the endpoint can tell a replay from a new message. They
+ * go to the end of the queue. Returns how many.
+ */
+export async function replayDeadLetters(db: Database, pipelineId: number, which: number | 'all', by?: AuditActor): Promise<number> {
+  return db.transaction(async (tx) => {
+    const where = which === 'all' ? eq(pipelineDeadLetters.pipelineId, pipelineId) : and(eq(pipelineDeadLetters.pipelineId, pipelineId), eq(pipelineDeadLetters.id, which));
+    const moved = await tx.delete(pipelineDeadLetters).where(where).returning();
+    if (moved.length === 0) return 0;
+    moved.sort((a, b) => Number(a.id) - Number(b.id));
+    for (let i = 0; i < moved.length; i += 500) {
+      await tx.insert(pipelineOutbox).values(
+        moved.slice(i, i + 500).map((row) => ({
+          pipelineId: row.pipelineId,
+          messageId: row.messageId,
+          orderKey: row.orderKey,
+          topic: row.topic,
+          payload: row.payload,
+          qos: row.qos,
+          retain: row.retain,
+          clientRowId: row.clientRowId,
+          username: row.username,
+          mqttClientId: row.mqttClientId,
+          receivedAt: row.receivedAt,
+          bytes: row.payload.length + Buffer.byteLength(row.topic) + 200,
+        })),
+      );
+    }
+    const [pipeline] = await tx.select({ name: pipelines.name }).from(pipelines).where(eq(pipelines.id, pipelineId));
+    await recordChange(tx, by, { kind: 'pipeline.dead_letters_replayed', subject: pipeline?.name ?? String(pipelineId), details: { count: moved.length, ...(which === 'all' ? {} : { messageId: moved[0]!.messageId }) } });
+    return moved.length;
+  });
+}
+
+/** Deletes a pipeline's dead letters; returns how many. */
+export async function purgeDeadLetters(db: Database, pipelineId: number, by?: AuditActor): Promise<number> {
+  return db.transaction(async (tx) => {
+    const deleted = await tx.delete(pipelineDeadLetters).where(eq(pipelineDeadLetters.pipelineId, pipelineId)).returning({ id: pipelineDeadLetters.id });
+    const [pipeline] = await tx.select({ name: pipelines.name }).from(pipelines).where(eq(pipelines.id, pipelineId));
+    if (deleted.length > 0) await recordChange(tx, by, { kind: 'pipeline.dead_letters_purged', subject: pipeline?.name ?? String(pipelineId), details: { count: deleted.length } });
+    return deleted.length;
+  });
+}
