@@ -373,6 +373,19 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
           await sleep(runner, options.pollMs);
           continue;
         }
+        const batch = destination.batch;
+        if (batch && !halfOpen && rows.length < batch.maxMessages) {
+          // Not a full batch yet: it waits until its oldest message has waited its time.
+          const waited = Date.now() - rows[0]!.receivedAt.getTime();
+          const bytes = rows.reduce((sum, row) => sum + row.bytes, 0);
+          if (waited < batch.maxWaitMs && bytes < batch.maxBytes) {
+            await releaseOutboxRows(db, rows.map((row) => row.id));
+            runner.firstPendingAt = rows[0]!.receivedAt.getTime();
+            runner.pendingHere += rows.length;
+            await sleep(runner, batch.maxWaitMs - waited);
+            continue;
+          }
+        }
         await deliver(runner, destination, rows);
         if (runner.consecutiveFailures >= options.breakerThreshold) {
           // The circuit opens: no request for a while, then one to probe.
@@ -380,10 +393,6 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
           runner.openUntil = Date.now() + Math.min(60_000, options.retryBaseMs * 2 ** Math.min(runner.opens, 6));
         } else if (runner.consecutiveFailures === 0) {
           runner.opens = 0;
-        }
-        if (destination.batch && !runner.stopped && runner.pendingHere < destination.batch.maxMessages) {
-          // Let the next batch fill (or its oldest wait its time).
-          await sleep(runner, destination.batch.maxWaitMs);
         }
       } catch (error) {
         if (runner.stopped) return;
