@@ -87,6 +87,14 @@ export const configSchema = z
     MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
     /** PUBLISH packets one connection may send per second (beyond, it is slowed down); 0 = no limit. */
     MQTT_MAX_PUBLISH_RATE: z.coerce.number().int().min(0).default(0),
+    /**
+     * Pipelines may connect to private, loopback and link-local addresses
+     * (an endpoint on this machine or the local network). Off by default: a
+     * console user could otherwise reach internal services (SSRF).
+     */
+    PIPELINES_ALLOW_PRIVATE_NETWORKS: flag,
+    /** Longest wait between two attempts to forward a message (back-off doubles up to it). */
+    PIPELINES_RETRY_MAX_MS: positiveInt.min(100).default(300_000),
     /** Bytes buffered for one subscriber before its QoS 0 messages are dropped. */
     MQTT_MAX_BUFFERED_BYTES: positiveInt.default(1024 * 1024),
   })

@@ -1,6 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { BrokerMetrics } from './broker';
 import type { Authenticator, Transport } from './domain/authenticate';
+import type { PipelineFigures } from './pipelines/service';
+import { DROP_REASONS } from './domain/pipelines/outbox';
 
 /**
  * Prometheus metrics (prom-client), named by Prometheus' conventions: base
@@ -16,6 +18,12 @@ export interface Metrics {
   tlsHandshakeFailed(listener: 'mqtts' | 'https'): void;
   /** What the counters hold now, summed over their labels (the overview's sampler reads them). */
   totals(): Promise<MetricTotals>;
+  /**
+   * The pipelines' figures, read when Prometheus scrapes. Their label is the
+   * pipeline's id: as many series as pipelines an operator made (names could
+   * change and hold anything); a deleted pipeline's series go with it.
+   */
+  watchPipelines(figures: () => PipelineFigures[]): void;
   /** Reads counters kept elsewhere when Prometheus scrapes. */
   watch(sources: { connections(): Record<Transport, number>; authenticator: Authenticator }): void;
 }
@@ -81,6 +89,91 @@ export function createMetrics(): Metrics {
         authFailures: sum(connects, (i) => i !== accepted),
         refusals: sum(refused),
       };
+    },
+    watchPipelines(figures) {
+      const outcomes = ['matched', 'delivered', 'retried', 'failed'] as const;
+      const reported = new Map<string, number>();
+      /** Adds to `counter` what `value` gained since the last scrape (a pipeline recreated starts again). */
+      const mirror = (counter: Counter<string>, name: string, labels: Record<string, string>, value: number) => {
+        const key = JSON.stringify([name, labels]);
+        const before = reported.get(key) ?? 0;
+        counter.inc(labels, Math.max(0, value - before));
+        reported.set(key, value);
+      };
+      let known = new Set<string>();
+      const forget = (ids: Set<string>) => {
+        for (const id of known) {
+          if (ids.has(id)) continue;
+          for (const metric of [queueMessages, queueBytes, queueAge]) metric.remove({ pipeline: id });
+          for (const outcome of outcomes) messages.remove({ pipeline: id, outcome });
+          for (const reason of DROP_REASONS) dropped.remove({ pipeline: id, reason });
+          for (const s of states) state.remove({ pipeline: id, state: s });
+          for (const key of [...reported.keys()]) if (key.includes(`"pipeline":"${id}"`)) reported.delete(key);
+        }
+        known = ids;
+      };
+      const messages = new Counter({
+        name: 'gatehouse_pipeline_messages_total',
+        help: 'Messages of each pipeline on this node, by outcome: matched (written to the outbox), delivered, retried (an attempt failed and will be repeated), failed (moved to the dead letters)',
+        labelNames: ['pipeline', 'outcome'],
+        registers: [registry],
+        collect() {
+          const all = figures();
+          forget(new Set(all.map((f) => String(f.id))));
+          for (const f of all) for (const outcome of outcomes) mirror(this, 'messages', { pipeline: String(f.id), outcome }, f[outcome]);
+        },
+      });
+      const dropped = new Counter({
+        name: 'gatehouse_pipeline_dropped_messages_total',
+        help: 'Messages a pipeline dropped on this node, by reason: overflow_oldest, overflow_newest, refused (publish refused, outbox full), expired (older than the age limit), write_failed (a QoS 0 message the outbox could not take)',
+        labelNames: ['pipeline', 'reason'],
+        registers: [registry],
+        collect() {
+          for (const f of figures()) for (const [reason, n] of Object.entries(f.dropped)) mirror(this, 'dropped', { pipeline: String(f.id), reason }, n);
+        },
+      });
+      const gauge = (name: string, help: string, read: (f: PipelineFigures) => number) =>
+        new Gauge({
+          name,
+          help,
+          labelNames: ['pipeline'],
+          registers: [registry],
+          collect() {
+            for (const f of figures()) this.set({ pipeline: String(f.id) }, read(f));
+          },
+        });
+      const queueMessages = gauge('gatehouse_pipeline_queue_messages', 'Messages waiting in a pipeline’s outbox (every node’s)', (f) => f.queueRows);
+      const queueBytes = gauge('gatehouse_pipeline_queue_bytes', 'Bytes waiting in a pipeline’s outbox (every node’s)', (f) => f.queueBytes);
+      const queueAge = gauge('gatehouse_pipeline_queue_age_seconds', 'Age of the oldest message waiting in a pipeline’s outbox', (f) => f.queueAgeS);
+      const states = ['healthy', 'degraded', 'failing', 'paused'] as const;
+      const state = new Gauge({
+        name: 'gatehouse_pipeline_state',
+        help: 'A pipeline’s state on this node: 1 for the state it is in (healthy, degraded, failing, paused), 0 for the others',
+        labelNames: ['pipeline', 'state'],
+        registers: [registry],
+        collect() {
+          for (const f of figures()) for (const s of states) this.set({ pipeline: String(f.id), state: s }, f.state === s ? 1 : 0);
+        },
+      });
+      // prom-client's Histogram only takes observations: the service's buckets are reported as they are.
+      registry.registerMetric({
+        name: 'gatehouse_pipeline_delivery_latency_seconds',
+        help: 'Seconds from the broker accepting a message to the destination acknowledging it, per pipeline, on this node',
+        type: 'histogram',
+        aggregator: 'sum',
+        get: async () => {
+          const values: Array<{ value: number; labels: Record<string, string | number>; metricName: string }> = [];
+          for (const f of figures()) {
+            const id = String(f.id);
+            f.latency.buckets.forEach((le, i) => values.push({ value: f.latency.counts[i]!, labels: { pipeline: id, le }, metricName: 'gatehouse_pipeline_delivery_latency_seconds_bucket' }));
+            values.push({ value: f.latency.count, labels: { pipeline: id, le: '+Inf' }, metricName: 'gatehouse_pipeline_delivery_latency_seconds_bucket' });
+            values.push({ value: f.latency.sum, labels: { pipeline: id }, metricName: 'gatehouse_pipeline_delivery_latency_seconds_sum' });
+            values.push({ value: f.latency.count, labels: { pipeline: id }, metricName: 'gatehouse_pipeline_delivery_latency_seconds_count' });
+          }
+          return { name: 'gatehouse_pipeline_delivery_latency_seconds', help: 'Seconds from the broker accepting a message to the destination acknowledging it, per pipeline, on this node', type: 'histogram', values, aggregator: 'sum' };
+        },
+        reset() {},
+      } as never);
     },
     tlsHandshakeFailed: (listener) => handshakeFailures[listener === 'mqtts' ? 0 : 1]!++,
     watch(sources) {

@@ -25,6 +25,8 @@ import { createSampler, type Sampler } from './sampler';
 import { createApp } from './web/app';
 import { TOKEN_FAILURES_BEFORE_BACKOFF, TOKEN_MAX_BACKOFF_MS } from './web/api/auth';
 import { createTlsService, readTlsFiles, type TlsService } from './tls';
+import { createPipelineService, type PipelineService, type PipelineServiceOptions } from './pipelines/service';
+import { loadEnabledTlsMaterial } from './domain/tlsSettings';
 
 export interface Gatehouse {
   /** The console's plain HTTP port; 0 when PORT=off. */
@@ -48,6 +50,8 @@ export interface Gatehouse {
   sessions: SessionDirectory;
   /** Last seen times waiting for their batched write. */
   lastSeen: LastSeenRecorder;
+  /** Forwarding to webhooks, TagoIO and other brokers: the outbox and its delivery. */
+  pipelines: PipelineService;
   /** Stops accepting, closes MQTT sessions, the HTTP server, then the database. */
   close(): Promise<void>;
 }
@@ -59,6 +63,8 @@ export interface StartOptions {
   log?: (message: string) => void;
   /** Options of the audit buffer (tests: a clock). */
   audit?: AuditRecorderOptions;
+  /** Timings of the pipelines' delivery (tests: shorter waits). */
+  pipelines?: PipelineServiceOptions;
 }
 
 /** Wires config → database → domain → broker + web, and listens. */
@@ -83,6 +89,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let sampler: Sampler | undefined;
   let clusterDirectory: ClusterDirectory | undefined;
   let lastSeen: LastSeenRecorder | undefined;
+  let pipelines: PipelineService | undefined;
   // Written in batches, off the hot path; flushed at the end of close().
   const audit = createAuditRecorder(database.db, { log, ...options.audit });
   const retention = startAuditRetention(database.db, { days: config.AUDIT_RETENTION_DAYS, log });
@@ -101,6 +108,25 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     changes = await listenForAccessChanges(database, log);
     const authenticator = createAuthenticator(database.db, { failureTrackers, changes, maxConcurrentVerifies: concurrentVerifies() });
     const metrics = createMetrics();
+    /** Where this node's MQTT listeners answer (a bridge to one of them would loop); known once they listen. */
+    const ownMqttAddresses: string[] = [];
+    pipelines = createPipelineService({
+      db: database.db,
+      secretKey: config.SECRET_KEY,
+      changes,
+      destination: {
+        allowPrivateNetworks: config.PIPELINES_ALLOW_PRIVATE_NETWORKS,
+        nodeId: `${process.pid}`,
+        ownMqttAddresses: () => ownMqttAddresses,
+        storedCertificate: async () => (await loadEnabledTlsMaterial(database.db, config.SECRET_KEY)).material,
+      },
+      options: { retryMaxMs: config.PIPELINES_RETRY_MAX_MS, ...options.pipelines },
+      log,
+    });
+    const openPipelines = pipelines;
+    // Mappings are read before the first device can publish.
+    await openPipelines.reload();
+    metrics.watchPipelines(() => openPipelines.figures());
     const recorder = createLastSeenRecorder(database.db, { flushMs: config.LAST_SEEN_FLUSH_MS, log });
     lastSeen = recorder;
     broker = await createBroker({
@@ -168,6 +194,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const sessions: SessionDirectory = clusterDirectory ?? createLocalDirectory(broker);
     const app = createApp({
       db: database.db,
+      pipelines: { service: openPipelines, secretKey: config.SECRET_KEY },
       audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),
       // Failed API token attempts, per address: shared by every node, like sign-in's.
@@ -216,6 +243,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       openTls.apply().catch((error: unknown) => log(`TLS settings changed but could not be applied here: ${(error as Error).message}`));
     });
     const mqttPort = config.MQTT_PORT === 'off' ? 0 : await broker.listenTcp(config.MQTT_PORT, config.HOST);
+    if (mqttPort) ownMqttAddresses.push(`${config.HOST}:${mqttPort}`, `127.0.0.1:${mqttPort}`, `localhost:${mqttPort}`, `[::1]:${mqttPort}`);
+    openPipelines.start();
     const plainPort = config.PORT;
     if (plainPort !== 'off') {
       httpServer = await new Promise<HttpServer>((resolve, reject) => {
@@ -267,6 +296,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       app,
       sessions,
       lastSeen: recorder,
+      pipelines: openPipelines,
       close() {
         closing ??= (async () => {
           // Every step runs, whatever an earlier one threw: a failing flush
@@ -284,6 +314,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
           const httpClosed = new Promise<void>((resolve) => (openHttp ? openHttp.close(() => resolve()) : resolve()));
           await step(() => openTls.close());
           await step(() => openBroker.close());
+          // After the broker: no more writes come; those in flight are committed.
+          await step(() => openPipelines.close());
           // The sessions just closed are written with the rest.
           await step(() => recorder.close());
           // Best effort: the other nodes find out by themselves.
@@ -306,6 +338,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     await tls?.close().catch(() => {});
     await sampler?.stop().catch(() => {});
     await broker?.close().catch(() => {});
+    await pipelines?.close().catch(() => {});
     await lastSeen?.close().catch(() => {});
     await clusterDirectory?.close().catch(() => {});
     await clusterSessions?.close().catch(() => {});

@@ -3,7 +3,7 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'certificates' | 'audit' | 'tokens';
+export type Section = 'pipelines' | 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'certificates' | 'audit' | 'tokens';
 
 /** Links in the main navigation; later sections add themselves here. */
 export const navigation: Array<{ section: Section; href: string; label: string }> = [
@@ -13,6 +13,7 @@ export const navigation: Array<{ section: Section; href: string; label: string }
   { section: 'groups', href: '/groups', label: 'Groups' },
   { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
   { section: 'administrators', href: '/administrators', label: 'Administrators' },
+  { section: 'pipelines', href: '/pipelines', label: 'Pipelines' },
   { section: 'certificates', href: '/certificates', label: 'Certificates' },
   { section: 'audit', href: '/audit', label: 'Audit trail' },
   { section: 'tokens', href: '/tokens', label: 'API tokens' },

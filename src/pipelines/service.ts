@@ -484,8 +484,15 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
           log(`pipeline ${JSON.stringify(runner.pipeline.name)}: dropped ${expired} messages older than ${maxAgeSeconds / 3600} hours`);
         }
       }
-      writtenSince.clear();
-      usage = await measureOutboxes(db);
+      // What is written while the outbox is measured counts in both for a moment: the limit errs on the full side.
+      const counted = new Map(writtenSince);
+      const measured = await measureOutboxes(db);
+      for (const [id, bytes] of counted) {
+        const left = (writtenSince.get(id) ?? 0) - bytes;
+        if (left > 0) writtenSince.set(id, left);
+        else writtenSince.delete(id);
+      }
+      usage = measured;
       for (const runner of runners.values()) {
         const { id, maxOutboxBytes, overflow } = runner.pipeline;
         const used = usage.get(id);

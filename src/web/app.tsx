@@ -26,6 +26,7 @@ import { auditRoutes } from './audit';
 import { bodyLimits, formatBytes } from './bodyLimits';
 import { API_BASE, apiRoutes } from './api';
 import { tokenRoutes } from './tokens';
+import { pipelineRoutes, type PipelineControl } from './pipelines';
 import { createFailureTracker, type FailureTracker } from '../domain/passwordGate';
 import { TOKEN_FAILURES_BEFORE_BACKOFF, TOKEN_MAX_BACKOFF_MS } from './api/auth';
 import { clientAddress, requireAdministrator, sameOriginGuard } from './session';
@@ -46,6 +47,8 @@ export interface AppDeps {
   tls?: TlsControl;
   /** `/metrics`, for a bearer of `token`; absent: `/metrics` is not found. */
   metrics?: { registry: Registry; token: string };
+  /** Pipelines at run time (figures, Test) and SECRET_KEY for their secrets; absent: the pages still edit them. */
+  pipelines?: PipelineControl;
   /** The audit trail's buffer; one of its own by default. */
   audit?: AuditRecorder;
   /** Failed API token attempts per address; in this process's memory by default (several nodes: Redis). */
@@ -186,6 +189,7 @@ export function createApp(deps: AppDeps) {
   app.route('/certificates', certificateRoutes({ tls: deps.tls }));
   app.route('/', auditRoutes());
   app.route('/tokens', tokenRoutes());
+  app.route('/pipelines', pipelineRoutes(deps.pipelines));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));
   let lastOutageLog = 0;
