@@ -1,3 +1,4 @@
+import { EngineMismatchError } from './broker/engine/packages';
 import { BrokerStateLockedError } from './broker/state';
 import { ConfigError, loadConfig } from './config';
 import { DataDirLockedError } from './db/lock';
@@ -54,7 +55,7 @@ async function main() {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof BrokerStateLockedError) {
+  if (error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof BrokerStateLockedError || error instanceof EngineMismatchError) {
     console.error(error.message);
   } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
     console.error(`A port is already in use: ${(error as Error).message}. Set PORT, MQTT_PORT, MQTTS_PORT or HTTPS_PORT (0 picks a free port).`);

@@ -65,6 +65,8 @@ export interface StartOptions {
   audit?: AuditRecorderOptions;
   /** Timings of the pipelines' delivery (tests: shorter waits). */
   pipelines?: PipelineServiceOptions;
+  /** Wraps the broker's store once opened (tests: one whose writes are held). */
+  wrapBrokerState?: (state: BrokerState) => BrokerState;
 }
 
 /** Wires config → database → domain → broker + web, and listens. */
@@ -101,6 +103,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       config.REDIS_URL ? { kind: 'redis', url: config.REDIS_URL } : { kind: 'local', dir: path.join(config.DATA_DIR, 'broker') },
       { concurrency: config.MQTT_CONCURRENCY, log },
     );
+    if (options.wrapBrokerState) brokerState = options.wrapBrokerState(brokerState);
     if (config.REDIS_URL) redis = await connectRedis(config.REDIS_URL);
     // Failed passwords counted in Redis: more nodes must not mean more guesses.
     const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;

@@ -8,6 +8,7 @@ import { decidePublish, decideSubscribe, NO_ACCESS, SessionDecisions, type Acces
 import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
 import type { ClientCertificate } from '../domain/certificateAuth';
 import type { LiveSession } from '../domain/connections';
+import { checkEngine } from './engine/check';
 import { dedupeExactly, releaseHeldDeliveries } from './exactDedupe';
 import { isRepeatedDelivery } from './resume';
 import { fixSessionStore } from './sessionStore';
@@ -73,6 +74,42 @@ export interface BrokerDeps {
   /** Told of refused CONNECTs and (sampled) refused publishes and subscriptions; must not block. */
   audit?: BrokerAudit;
   log?: (message: string) => void;
+  /**
+   * Offered every PUBLISH from a device that its permissions allow (never a
+   * will, never the broker's own messages), before the message goes anywhere.
+   *
+   * - QoS 1 and 2: the PUBACK (PUBREC) waits for the returned promise as well
+   *   as for the broker's store (retained copy, offline sessions' queues). If
+   *   it rejects, the message is neither published nor acknowledged: an MQTT
+   *   3.1.1 client is disconnected, so it sends the message again. An error
+   *   may carry `reasonCode` (e.g. 0x97, quota exceeded) for MQTT 5 clients.
+   * - QoS 0: called, and nothing waits for it; the message goes on whatever it
+   *   returns (a rejection is logged).
+   *
+   * A QoS 2 PUBLISH sent again before its PUBREL (DUP) is offered again. The
+   * message's payload is the broker's own buffer: read it, do not change it.
+   */
+  onPublishAccepted?: (message: AcceptedMessage, session: PublishingSession) => Promise<void> | void;
+}
+
+/** A PUBLISH as `onPublishAccepted` sees it. */
+export interface AcceptedMessage {
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  /** MQTT 5 properties, when the client sent any. */
+  properties?: Readonly<Record<string, unknown>>;
+}
+
+/** Who published: the authenticated principal and the groups its permissions came from. */
+export interface PublishingSession extends Readonly<Principal> {
+  groups: readonly string[];
+}
+
+/** An `onPublishAccepted` refusal; MQTT 5 clients get `reasonCode` in their PUBACK. */
+export interface PublishRefusal extends Error {
+  reasonCode?: number;
 }
 
 /**
@@ -170,6 +207,8 @@ interface Connection {
   groups?: string[];
   /** Set once the session is open (CONNACK sent): what the Connections page shows. */
   session?: LiveSession;
+  /** What `onPublishAccepted` is told of the session (made at its first PUBLISH). */
+  publishing?: PublishingSession;
   /** With a publish rate limit: when its next PUBLISH may go on, and whether that was logged. */
   nextPublishAt?: number;
   throttleLogged?: boolean;
@@ -198,6 +237,8 @@ const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
 };
 
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
+  // Before anything opens: an engine that does not fit stops here, named.
+  checkEngine();
   const limits = { ...defaultBrokerLimits, ...deps.limits };
   const log = deps.log ?? (() => {});
   const metrics = deps.metrics ?? noMetrics;
@@ -369,8 +410,49 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       packet.topic = REFUSED_PUBLISH_TOPIC;
       packet.retain = false;
       packet.payload = Buffer.alloc(0);
+      callback(null);
+      return;
     }
-    callback(null);
+    offerAccepted(client, packet, callback);
+  }
+
+  /** Hands an allowed PUBLISH to `onPublishAccepted`; QoS 1/2 wait for its answer. */
+  function offerAccepted(client: AedesClient, packet: PublishPacket, callback: (error: Error | null) => void) {
+    const hook = deps.onPublishAccepted;
+    const state = connectionOf.get(client);
+    if (!hook || !state?.principal) {
+      callback(null);
+      return;
+    }
+    const message: AcceptedMessage = { topic: packet.topic, payload: packet.payload as Buffer, qos: packet.qos, retain: packet.retain };
+    const properties = (packet as { properties?: Record<string, unknown> }).properties;
+    if (properties) message.properties = properties;
+    state.publishing ??= { ...state.principal, groups: state.groups ?? [] };
+    let answer: Promise<void> | void;
+    try {
+      answer = hook(message, state.publishing);
+    } catch (error) {
+      answer = Promise.reject(error);
+    }
+    const refused = (error: unknown) => {
+      const reason = error instanceof Error ? error : new Error(String(error));
+      log(`publish to ${JSON.stringify(packet.topic)} by client id ${JSON.stringify(client.id)} not accepted: ${JSON.stringify(reason.message)}`);
+      return reason;
+    };
+    if (packet.qos === 0) {
+      if (answer) answer.catch(refused);
+      callback(null);
+      return;
+    }
+    if (!answer) {
+      callback(null);
+      return;
+    }
+    // An error closes an MQTT 3.1.1 connection without PUBACK: the client sends it again.
+    answer.then(
+      () => callback(null),
+      (error: unknown) => callback(refused(error)),
+    );
   }
 
   /**

@@ -67,6 +67,24 @@ export function startProcess(env: Record<string, string>): Running {
   return { child, output: () => output, exited };
 }
 
+/**
+ * Starts a script of the test support (TypeScript, through tsx) as startProcess
+ * starts the service: same environment and free ports. It prints the ports as
+ * main.js does.
+ */
+export function startScript(script: string, env: Record<string, string>): Running {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'tests', 'support', script)], {
+    cwd: root,
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATABASE_URL: '', REDIS_URL: '', ...env },
+    stdio: 'pipe',
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
 /** The ports the process printed once it listens; throws if it stopped first. */
 export async function waitForPorts(running: Running): Promise<{ http: number; mqtt: number }> {
   const deadline = Date.now() + 60_000;
