@@ -1,13 +1,13 @@
 import { sql } from 'drizzle-orm';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { schema, type OpenDatabase } from '../src/db';
+import { openDatabase, schema, type OpenDatabase } from '../src/db';
 import { listAuditEvents } from '../src/domain/audit';
 import { ValidationError } from '../src/domain/errors';
 import { listDeadLetters, OutboxFullError, replayDeadLetters } from '../src/domain/pipelines/outbox';
 import { createPipeline, getPipeline, type PipelineInput } from '../src/domain/pipelines/pipelines';
 import { createPipelineService, type PipelineService } from '../src/pipelines/service';
-import { createTestDatabase, drivers } from './support/db';
+import { createPostgresTestDatabase, createTestDatabase, drivers } from './support/db';
 import { startReceiver, type Receiver } from './support/receiver';
 
 const SECRET_KEY = 'a-secret-key-for-the-tests';
@@ -213,5 +213,52 @@ describe.each(drivers)('pipelines on %s', (driver) => {
     const lines = request!.body.trim().split('\n').map((line) => JSON.parse(line) as { payload: string });
     expect(lines.map((l) => l.payload)).toEqual(Array.from({ length: 10 }, (_, i) => String(i)));
     expect(receiver.received).toHaveLength(1);
+  });
+});
+
+describe.runIf(drivers.includes('postgres'))('two nodes on one PostgreSQL outbox', () => {
+  it('share the work and forward each message once', async () => {
+    const created = await createPostgresTestDatabase();
+    const nodes = [await openDatabase({ kind: 'postgres', url: created.url, maxConnections: 4 }), await openDatabase({ kind: 'postgres', url: created.url, maxConnections: 4 })];
+    const receiver = await startReceiver();
+    // A slow endpoint: each node's claims stay busy, so the other finds work too.
+    receiver.answer = () => ({ status: 200 });
+    const services = nodes.map((node, i) =>
+      createPipelineService({
+        db: node.db,
+        secretKey: SECRET_KEY,
+        destination: { allowPrivateNetworks: true, nodeId: `node-${i}` },
+        options: { pollMs: 20, janitorMs: 200, claimLimit: 8, concurrency: 2 },
+      }),
+    );
+    try {
+      await createPipeline(nodes[0]!.db, webhook(receiver), SECRET_KEY);
+      for (const s of services) {
+        await s.reload();
+        s.start();
+      }
+      const writes: Array<Promise<void> | void> = [];
+      for (let i = 0; i < 300; i++) writes.push(services[i % 2]!.onPublishAccepted(message(`sensors/${i % 20}`, String(i)), who));
+      await Promise.all(writes);
+      const accepted = await receiver.waitFor(300, 60_000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const ids = receiver.received.map((r) => (JSON.parse(r.body) as { id: string }).id);
+      expect(ids).toHaveLength(300);
+      expect(new Set(ids).size).toBe(300);
+      expect(accepted).toHaveLength(300);
+      const delivered = services.map((s) => s.figures()[0]!.delivered);
+      expect(delivered[0]! + delivered[1]!).toBe(300);
+      expect(Math.min(...delivered)).toBeGreaterThan(0);
+      // Order per topic holds across the two nodes.
+      for (let t = 0; t < 20; t++) {
+        const order = receiver.received.map((r) => JSON.parse(r.body) as { topic: string; payload: string }).filter((b) => b.topic === `sensors/${t}`).map((b) => Number(b.payload));
+        expect(order).toEqual([...order].sort((a, b) => a - b));
+      }
+    } finally {
+      await Promise.all(services.map((s) => s.close()));
+      await receiver.close();
+      for (const node of nodes) await node.close();
+      await created.drop();
+    }
   });
 });
