@@ -123,7 +123,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         ownMqttAddresses: () => ownMqttAddresses,
         storedCertificate: async () => (await loadEnabledTlsMaterial(database.db, config.SECRET_KEY)).material,
       },
-      options: { retryMaxMs: config.PIPELINES_RETRY_MAX_MS, ...options.pipelines },
+      options: { retryMaxMs: config.PIPELINES_RETRY_MAX_MS, singleNode: database.driver === 'pglite', ...options.pipelines },
       log,
     });
     const openPipelines = pipelines;
@@ -133,6 +133,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const recorder = createLastSeenRecorder(database.db, { flushMs: config.LAST_SEEN_FLUSH_MS, log });
     lastSeen = recorder;
     broker = await createBroker({
+      // Messages mapped to a pipeline are in its outbox before the device is acknowledged.
+      onPublishAccepted: openPipelines.onPublishAccepted,
       // One database read per CONNECT: credentials and permissions together.
       authenticate: authenticator.authenticate,
       // Wills are judged again when they fire, by what the client may do then.
@@ -247,7 +249,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     });
     const mqttPort = config.MQTT_PORT === 'off' ? 0 : await broker.listenTcp(config.MQTT_PORT, config.HOST);
     if (mqttPort) ownMqttAddresses.push(`${config.HOST}:${mqttPort}`, `127.0.0.1:${mqttPort}`, `localhost:${mqttPort}`, `[::1]:${mqttPort}`);
-    openPipelines.start();
+    await openPipelines.start();
     const plainPort = config.PORT;
     if (plainPort !== 'off') {
       httpServer = await new Promise<HttpServer>((resolve, reject) => {

@@ -23,6 +23,7 @@ import {
   measureOutboxes,
   releaseOutboxRows,
   retryOutboxRows,
+  releaseAllOutboxLeases,
   DROP_REASONS,
   type AcceptedMessage,
   type DropReason,
@@ -32,7 +33,7 @@ import {
   type PublishingSession,
 } from '../domain/pipelines/outbox';
 import { loadRunnablePipelines, type RunnablePipeline } from '../domain/pipelines/pipelines';
-import { createDestination, type Destination, type DestinationOptions, type SendOutcome, type TestOutcome } from './destinations';
+import { BRIDGE_HOP_PROPERTY, createDestination, type Destination, type DestinationOptions, type SendOutcome, type TestOutcome } from './destinations';
 
 export type PipelineState = 'healthy' | 'degraded' | 'failing' | 'paused';
 
@@ -74,6 +75,8 @@ export interface PipelineServiceOptions {
   claimLimit?: number;
   /** Topics forwarded at once by one pipeline (without batching). */
   concurrency?: number;
+  /** This process is the only node (the embedded database): leases left by a killed process are freed at start. */
+  singleNode?: boolean;
 }
 
 export interface PipelineServiceDeps {
@@ -97,8 +100,13 @@ export interface PipelineService {
   /** Waits for every outbox write handed over so far. */
   flush(): Promise<void>;
   /** Starts the delivery loops and the janitor (the matcher works from creation). */
-  start(): void;
+  start(): Promise<void>;
   close(): Promise<void>;
+}
+
+function hasHopMark(message: AcceptedMessage): boolean {
+  const user = message.properties?.userProperties as Record<string, unknown> | undefined;
+  return Boolean(user && Object.hasOwn(user, BRIDGE_HOP_PROPERTY));
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600];
@@ -149,8 +157,12 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
 
   const writer: OutboxWriter = createOutboxWriter({
     db,
-    match: (message, session) =>
-      matcher.match(message.topic, { username: session.username ?? null, mqttClientId: session.mqttClientId ?? null, groups: session.groups ?? [] }),
+    match(message, session) {
+      const found = matcher.match(message.topic, { username: session.username ?? null, mqttClientId: session.mqttClientId ?? null, groups: session.groups ?? [] });
+      // Loop prevention: what a Gatehouse bridge forwarded (MQTT 5 user property) is not bridged again.
+      if (found.length > 0 && hasHopMark(message)) return found.filter((pipeline) => pipeline.kind !== 'mqtt');
+      return found;
+    },
     usage: (id) => (usage.get(id)?.bytes ?? 0) + (writtenSince.get(id) ?? 0),
     written(rows) {
       const now = Date.now();
@@ -476,6 +488,11 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
     janitorRunning = true;
     try {
       if (deps.changes && !deps.changes.live()) await reload();
+      // No pipeline, no outbox to look after: no query at all.
+      if (runners.size === 0) {
+        usage = new Map();
+        return;
+      }
       for (const runner of runners.values()) {
         const { id, maxAgeSeconds } = runner.pipeline;
         const expired = await expireOutboxRows(db, id, maxAgeSeconds);
@@ -559,9 +576,10 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
       }
     },
     flush: () => writer.flush(),
-    start() {
+    async start() {
       if (started) return;
       started = true;
+      if (options.singleNode) await releaseAllOutboxLeases(db).catch((error: unknown) => log(`pipelines: could not free the outbox's leases: ${(error as Error).message}`));
       for (const runner of runners.values()) runner.loop ??= run(runner);
       janitor = setInterval(() => void tidy(), options.janitorMs);
       janitor.unref();

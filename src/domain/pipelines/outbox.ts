@@ -31,6 +31,8 @@ export interface AcceptedMessage {
   payload: Buffer;
   qos: 0 | 1 | 2;
   retain: boolean;
+  /** MQTT 5 properties, when the client sent any. */
+  properties?: Readonly<Record<string, unknown>>;
 }
 
 /** The publishing session, as the hook receives it. */
@@ -334,6 +336,16 @@ export async function deadLetterOutboxRows(db: Database, ids: number[], status: 
       })),
     );
   });
+}
+
+/**
+ * Frees every lease and waiting retry: for a node that knows it is the only
+ * one (the embedded database serves one process), at start, so what the
+ * process held when it was killed goes out at once instead of when its lease
+ * runs out.
+ */
+export async function releaseAllOutboxLeases(db: Database): Promise<void> {
+  await db.update(pipelineOutbox).set({ notBefore: null }).where(sql`${pipelineOutbox.notBefore} is not null`);
 }
 
 /** Rows, bytes and the oldest message of every pipeline's outbox. */
