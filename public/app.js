@@ -196,6 +196,31 @@
     if (picker) syncGroupPicker(picker);
   });
 
+  // After a swap that removed what the operator was using (a deleted row,
+  // its menu with it), focus would fall to <body>, and a keyboard or screen
+  // reader would start again from the top. It goes to the region around what
+  // was swapped instead (a table's region, else <main>). htmx reports such a
+  // swap on the removed element, whose events no longer reach the document:
+  // an extension hook hears them all.
+  if (window.htmx && typeof window.htmx.registerExtension === 'function') {
+    const around = new WeakMap();
+    window.htmx.registerExtension('gatehouse-focus', {
+      htmx_before_swap(elt, detail) {
+        const target = detail && detail.ctx && detail.ctx.target;
+        if (target instanceof Element) around.set(detail.ctx, target.closest('.table-scroll') || target.closest('section[id]') || document.getElementById('main'));
+      },
+      htmx_finally_swap(elt, detail) {
+        const ctx = detail && detail.ctx;
+        const container = ctx && around.get(ctx);
+        if (!container || !container.isConnected) return;
+        const lost = !document.activeElement || document.activeElement === document.body;
+        if (!lost || (ctx.sourceElement && ctx.sourceElement.isConnected)) return;
+        if (!container.hasAttribute('tabindex')) container.setAttribute('tabindex', '-1');
+        container.focus({ preventScroll: true });
+      },
+    });
+  }
+
   document.addEventListener('DOMContentLoaded', () => enhance(document));
   document.addEventListener('htmx:after:swap', (event) => {
     const target = event.target instanceof Element ? event.target : document;

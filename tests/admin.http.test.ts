@@ -376,8 +376,8 @@ describe.each(drivers)('administrators page over HTTP on %s', (driver) => {
   it('lists administrators in a table, marking who you are, with the nav entry current', async () => {
     await createAdministrator(database.db, { username: 'zed', password: 'zed-password-1' });
     const html = await (await me.request('/administrators')).text();
-    expect(html).toContain('<th scope="row">me<small> (you)</small></th>');
-    expect(html).toContain('<th scope="row">zed</th>');
+    expect(html).toContain('<th scope="row"><span class="truncate" title="me">me</span><small> (you)</small></th>');
+    expect(html).toContain('<th scope="row"><span class="truncate" title="zed">zed</span></th>');
     expect(html).toMatch(/<a href="\/administrators" aria-current="page">Administrators<\/a>/);
     expect(html).toContain('2 administrators.');
     expect(html).toContain('href="/administrators/new"');
@@ -525,7 +525,7 @@ describe.each(drivers)('administrators page over HTTP on %s', (driver) => {
       expect(html).not.toMatch(/"\s*onerror=/);
     }
     const list = await (await hostileSelf.request('/administrators')).text();
-    expect(list).toContain('<th scope="row">&lt;script&gt;alert(1)&lt;/script&gt;</th>');
+    expect(list).toContain('<th scope="row"><span class="truncate" title="&lt;script&gt;alert(1)&lt;/script&gt;">&lt;script&gt;alert(1)&lt;/script&gt;</span></th>');
     expect(list).toContain('hx-confirm="Remove the administrator “&lt;script&gt;alert(1)&lt;/script&gt;”?');
     expect(list).toContain('Signed in as <strong>&lt;b&gt;me&lt;/b&gt;</strong>');
     const remove = await (await hostileSelf.request(`/administrators/${admin.id}/remove`)).text();

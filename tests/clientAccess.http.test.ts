@@ -23,7 +23,7 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
   it('marks a client that no rule gives a group in the clients table', async () => {
     const lonely = await createClient(database.db, { name: 'Lonely', username: 'lonely', password: '12345678' });
     const html = await (await send(app, '/clients')).text();
-    expect(html).toContain('<th scope="col">Groups</th>');
+    expect(html).toContain('<th scope="col">Access</th>');
     expect(html).toContain(`<a href="/clients/${lonely.id}" class="no-access">No group: can connect, cannot publish or subscribe</a>`);
   });
 

@@ -40,8 +40,8 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/clients');
     const html = await (await app.request('/clients')).text();
-    expect(html).toContain('<th scope="row">Front door</th>');
-    expect(html).toContain('<td>Username/Password</td>');
+    expect(html).toMatch(/<th scope="row"><a href="\/clients\/\d+" class="truncate" title="Front door">Front door<\/a><\/th>/);
+    expect(html).toContain('<td class="nowrap">Username/Password</td>');
     expect(html).toContain('aria-label="Actions for Front door"');
     expect(html).not.toContain('door-secret');
   });
@@ -124,7 +124,7 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     const res = await postForm(app, `/clients/${client.id}`, { _view: 'row', name: 'Row renamed', username: 'row-user' }, htmx, 'PUT');
     expect(res.status).toBe(200);
     const html = await res.text();
-    expect(html).toContain('<th scope="row">Row renamed</th>');
+    expect(html).toContain(`<th scope="row"><a href="/clients/${client.id}" class="truncate" title="Row renamed" autofocus="">Row renamed</a></th>`);
   });
 
   it('keeps the in-row form with errors on a bad htmx update', async () => {

@@ -90,7 +90,7 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/groups');
     const html = await (await send(app, '/groups')).text();
-    expect(html).toContain('<th scope="row">Sensors</th><td>Field devices</td><td>2 rows</td><td>0</td>');
+    expect(html).toMatch(/<th scope="row"><a href="\/groups\/\d+\/edit" class="truncate" title="Sensors">Sensors<\/a><\/th><td><span class="truncate wide" title="Field devices">Field devices<\/span><\/td><td>2 rows<\/td><td>0<\/td>/);
     expect(html).toContain('aria-label="Actions for Sensors"');
   });
 

@@ -1,6 +1,6 @@
 import type { Administrator } from '../src/domain/administrators';
 import type { FieldErrors } from '../src/domain/errors';
-import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatTime, Layout, Notice, PageTitle, RowMenu } from './layout';
+import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatTime, Layout, Notice, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
 /** `/administrators`: who may sign in to the console. */
 export function AdministratorsPage(props: { administrators: Administrator[]; currentId: number; notice?: string; error?: string }) {
@@ -19,7 +19,7 @@ export function AdministratorsPage(props: { administrators: Administrator[]; cur
         </a>
       </div>
       <p id="administrators-count">{`${props.administrators.length} ${props.administrators.length === 1 ? 'administrator' : 'administrators'}.`}</p>
-      <div class="table-wrap">
+      <TableRegion label="Administrators table">
         <table class="striped">
           <thead>
             <tr>
@@ -37,7 +37,7 @@ export function AdministratorsPage(props: { administrators: Administrator[]; cur
             ))}
           </tbody>
         </table>
-      </div>
+      </TableRegion>
     </Layout>
   );
 }
@@ -49,7 +49,7 @@ export function AdministratorRow(props: { administrator: Administrator; isCurren
   return (
     <tr id={id}>
       <th scope="row">
-        {administrator.username}
+        <Truncated text={administrator.username} />
         {isCurrent ? <small> (you)</small> : null}
         {props.error ? (
           <small role="alert" class="field-error">
@@ -244,7 +244,7 @@ export function RemoveAdministratorPage(props: { administrator: Administrator; i
 
 function Breadcrumb(props: { title: string }) {
   return (
-    <nav aria-label="Breadcrumb">
+    <nav aria-label="breadcrumb">
       <ul>
         <li>
           <a href="/administrators">Administrators</a>

@@ -1,6 +1,6 @@
 import { AUDIT_CSV_MAX_ROWS, AUDIT_KINDS, formatAuditCursor, isAuditKind, type AuditCursor, type AuditEvent, type AuditPage as AuditResult } from '../src/domain/audit';
 import type { FieldErrors } from '../src/domain/errors';
-import { Field, FormAlert, Layout, PageTitle } from './layout';
+import { Field, FormAlert, Layout, PageTitle, TableRegion, Truncated } from './layout';
 
 /** The filters as typed (kept in the form and in every link). */
 export interface AuditFilterValues {
@@ -104,7 +104,7 @@ export function AuditResults(props: { filters: AuditFilterValues; result?: Audit
         <p class="empty-state">{filterParams(filters).size ? 'No event matches these filters.' : 'Nothing has been recorded yet.'}</p>
       ) : (
         <>
-          <div class="table-wrap">
+          <TableRegion label="Audit events table">
             <table class="striped audit-table">
               <thead>
                 <tr>
@@ -123,7 +123,7 @@ export function AuditResults(props: { filters: AuditFilterValues; result?: Audit
                 ))}
               </tbody>
             </table>
-          </div>
+          </TableRegion>
           <AuditPageLinks filters={filters} result={result} />
         </>
       )}
@@ -141,9 +141,9 @@ function AuditRow(props: { event: AuditEvent }) {
         <time datetime={iso}>{perMinute ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} (that minute)` : `${iso.slice(0, 10)} ${iso.slice(11, 19)}`}</time>
       </td>
       <td>{isAuditKind(event.kind) ? AUDIT_KINDS[event.kind] : event.kind}</td>
-      <td>{event.actor === null ? <span class="help">{typeof event.details.via === 'string' ? event.details.via : '—'}</span> : event.actor === '' ? <span class="help">(no username)</span> : <code>{event.actor}</code>}</td>
-      <td>{event.subject ?? ''}</td>
-      <td>{event.address ?? ''}</td>
+      <td>{event.actor === null ? <span class="help">{typeof event.details.via === 'string' ? event.details.via : '—'}</span> : event.actor === '' ? <span class="help">(no username)</span> : <Truncated text={event.actor} code />}</td>
+      <td>{event.subject ? <Truncated text={event.subject} /> : ''}</td>
+      <td class="nowrap">{event.address ?? ''}</td>
       <td>{event.count}</td>
       <td>
         <DetailsCell details={event.details} />

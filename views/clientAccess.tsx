@@ -3,7 +3,7 @@ import type { Client } from '../src/domain/clients';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Child } from 'hono/jsx';
 import { ErrorText } from './groups';
-import { Layout } from './layout';
+import { Layout, TableRegion } from './layout';
 import { TryItPanel } from './tryIt';
 
 export interface CheckValues {
@@ -27,7 +27,7 @@ export function ClientAccessPage(props: Props & { sessions?: Child }) {
   const { client } = props;
   return (
     <Layout title={client.name} section="clients" scripts={['/static/mqtt.min.js', '/static/try-it.js']}>
-      <nav aria-label="Breadcrumb">
+      <nav aria-label="breadcrumb">
         <ul>
           <li>
             <a href="/clients">Clients</a>
@@ -199,7 +199,7 @@ function GroupsThrough(props: { client: Client; access: AccessSnapshot }) {
             : 'No rule gives this client a group with this client ID: it can connect, but it can neither publish nor subscribe.'}
         </p>
       ) : (
-        <div class="overflow-auto">
+        <TableRegion label="Groups of this client">
           <table class="striped">
             <thead>
               <tr>
@@ -218,7 +218,7 @@ function GroupsThrough(props: { client: Client; access: AccessSnapshot }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
       {unresolved > 0 ? (
         <p>
@@ -240,7 +240,7 @@ function MergedPermissions(props: { access: AccessSnapshot }) {
     <>
       <h3>Merged permission rows</h3>
       <p>The union of the rows of every group above. A Deny row always wins; with no row matching, the answer is deny.</p>
-      <div class="overflow-auto">
+      <TableRegion label="Merged permission rows">
         <table class="striped">
           <thead>
             <tr>
@@ -273,7 +273,7 @@ function MergedPermissions(props: { access: AccessSnapshot }) {
             ))}
           </tbody>
         </table>
-      </div>
+      </TableRegion>
     </>
   );
 }

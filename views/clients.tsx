@@ -3,7 +3,7 @@ import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, t
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
-import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
+import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -92,14 +92,14 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
           )}
         </div>
       ) : (
-        <div class="table-wrap">
-          <table class="striped">
+        <TableRegion label="Clients table">
+          <table class="striped clients-table">
             <thead>
               <tr>
                 <th scope="col">Name</th>
-                <th scope="col">Authentication Type</th>
                 <th scope="col">Username</th>
-                <th scope="col">Groups</th>
+                <th scope="col">Access</th>
+                <th scope="col">Authentication</th>
                 <th scope="col">Live sessions</th>
                 <th scope="col">Last seen</th>
                 <th scope="col">Updated</th>
@@ -118,7 +118,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
       <ClientsPageLinks result={result} />
     </section>
@@ -167,18 +167,23 @@ function ClientsPageLinks(props: { result: ClientPage }) {
 }
 
 /** One table row; its menu swaps the row for the edit form, or removes it. */
-export function ClientRow(props: { client: ListedClient; sessions: number; access?: ClientAccessCell }) {
+export function ClientRow(props: { client: ListedClient; sessions: number; access?: ClientAccessCell; focus?: boolean }) {
   const { client } = props;
   return (
     <tr id={`client-${client.id}`}>
-      <th scope="row">{client.name}</th>
-      <td>{AUTH_TYPE_LABELS[client.authType]}</td>
+      <th scope="row">
+        {/* Back from the in-row form (saved or cancelled), focus returns to the row. */}
+        <a href={`/clients/${client.id}`} class="truncate" title={client.name} autofocus={props.focus}>
+          {client.name}
+        </a>
+      </th>
       <td>
-        <code>{client.username}</code>
+        <Truncated text={client.username} code />
       </td>
       <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
+      <td class="nowrap">{AUTH_TYPE_LABELS[client.authType]}</td>
       <td>{props.sessions}</td>
-      <td>{props.sessions > 0 ? 'connected' : client.lastSeenAt ? formatTime(client.lastSeenAt) : 'never'}</td>
+      <td class="nowrap">{props.sessions > 0 ? 'connected' : client.lastSeenAt ? formatTime(client.lastSeenAt) : 'never'}</td>
       <td>{formatDate(client.updatedAt)}</td>
       <td class="row-actions">
         <RowMenu name={client.name}>
@@ -245,7 +250,7 @@ export function ClientEditRow(props: { client: Client; values: ClientFormValues;
           novalidate
         >
           <input type="hidden" name="_view" value="row" />
-          <ClientFields values={props.values} errors={props.errors} idPrefix={`${id}-`} editing />
+          <ClientFields values={props.values} errors={props.errors} idPrefix={`${id}-`} editing autofocus />
           <div class="form-actions">
             <button type="submit">Save</button>
             <a
@@ -266,20 +271,23 @@ export function ClientEditRow(props: { client: Client; values: ClientFormValues;
 }
 
 /** The fields shared by the new, edit and in-row forms. */
-function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; idPrefix?: string; editing?: boolean }) {
+function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; idPrefix?: string; editing?: boolean; autofocus?: boolean }) {
   const errors = props.errors ?? {};
   const prefix = props.idPrefix ?? '';
+  // Swapped in by htmx: focus the first field in error, else the first field.
+  const focused = props.autofocus || Object.keys(errors).length > 0 ? (['name', 'authType', 'username', 'fingerprint', 'password'].find((f) => errors[f]) ?? 'name') : undefined;
   return (
     <>
       {props.values.version !== undefined ? <input type="hidden" name="version" value={String(props.values.version)} /> : null}
       <FormAlert message={errors.form} />
-      <Field label="Client Name" name="name" id={`${prefix}name`} value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" />
+      <Field label="Client Name" name="name" id={`${prefix}name`} value={props.values.name} error={errors.name} required maxlength={100} autocomplete="off" autofocus={focused === 'name'} />
       {/* The label holds only its text: wrapped around the select it would take the options' words too. */}
       <div class="select-field">
         <label for={`${prefix}authType`}>Authentication Type</label>
         <select
           id={`${prefix}authType`}
           name="authType"
+          autofocus={focused === 'authType'}
           aria-invalid={errors.authType ? 'true' : undefined}
           aria-describedby={[errors.authType ? `${prefix}authType-error` : '', `${prefix}authType-hint`].filter(Boolean).join(' ')}
         >
@@ -309,6 +317,7 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         required
         maxlength={128}
         autocomplete="off"
+        autofocus={focused === 'username'}
       />
       <fieldset>
         <legend>Client certificate (Certificate and Certificate + Password)</legend>
@@ -325,6 +334,7 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
           hint="openssl x509 -noout -fingerprint -sha256 -in device.crt prints it. Only the fingerprint is kept."
           maxlength={200}
           autocomplete="off"
+          autofocus={focused === 'fingerprint'}
         />
       </fieldset>
       <Field
@@ -340,6 +350,7 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         }
         maxlength={256}
         autocomplete="new-password"
+        autofocus={focused === 'password'}
       >
         <div class="password-tools" hidden data-password-tools={`${prefix}password`}>
           <button type="button" class="secondary outline" data-generate-password={`${prefix}password`} data-generate-url="/clients/generated-password">
@@ -364,7 +375,7 @@ export function ClientFormPage(props: { client?: Client; values: ClientFormValue
   const action = editing ? `/clients/${props.client!.id}` : '/clients';
   return (
     <Layout title={title} section="clients">
-      <nav aria-label="Breadcrumb">
+      <nav aria-label="breadcrumb">
         <ul>
           <li>
             <a href="/clients">Clients</a>

@@ -6,7 +6,7 @@ import {
   type SessionOrder,
   type SessionPage,
 } from '../src/domain/connections';
-import { ConfirmFooter, DangerMenuItem, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu } from './layout';
+import { ConfirmFooter, DangerMenuItem, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
 /** Seconds between refreshes of the table while the page is open. */
 export const REFRESH_SECONDS = 5;
@@ -32,7 +32,7 @@ function TransportCell(props: { session: LiveSession }) {
         <>
           <br />
           <small>
-            Certificate <code class="fingerprint">{session.certFingerprint}</code>
+            Certificate <Fingerprint value={session.certFingerprint} />
           </small>
         </>
       ) : null}
@@ -41,6 +41,15 @@ function TransportCell(props: { session: LiveSession }) {
 }
 
 const formatCount = (n: number) => n.toLocaleString('en-US');
+
+/** A SHA-256 fingerprint in a table: its start, the whole in the title (and for screen readers). */
+export function Fingerprint(props: { value: string }) {
+  return (
+    <code class="truncate fingerprint-short" title={props.value}>
+      {props.value}
+    </code>
+  );
+}
 
 /** `/connections`: search, the live table and paging. */
 export function ConnectionsPage(props: { page: SessionPage; names: ClientNames; notice?: string }) {
@@ -127,7 +136,7 @@ export function ConnectionsResults(props: { page: SessionPage; names: ClientName
           )}
         </div>
       ) : (
-        <div class="table-wrap">
+        <TableRegion label="Connections table">
           <table class="striped">
             <thead>
               <tr>
@@ -150,7 +159,7 @@ export function ConnectionsResults(props: { page: SessionPage; names: ClientName
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
       <ConnectionsPageLinks page={page} />
     </section>
@@ -212,19 +221,19 @@ export function ConnectionRow(props: { session: LiveSession; name?: string }) {
   return (
     <tr id={sessionRowId(session)}>
       <th scope="row">
-        <code>{session.mqttClientId}</code>
+        <Truncated text={session.mqttClientId} code />
       </th>
       <td>
-        {props.name !== undefined ? <a href={`/clients/${session.clientRowId}`}>{props.name}</a> : <span>(deleted client)</span>}
+        {props.name !== undefined ? <Truncated text={props.name} href={`/clients/${session.clientRowId}`} /> : <span>(deleted client)</span>}
         <br />
         <small>
-          <code>{session.username}</code>
+          <Truncated text={session.username} code />
         </small>
       </td>
-      <td>{session.remoteAddress ?? 'unknown'}</td>
+      <td class="nowrap">{session.remoteAddress ?? 'unknown'}</td>
       <TransportCell session={session} />
       <td>{keepAliveText(session.keepaliveS)}</td>
-      <td>{formatTime(new Date(session.connectedAt))}</td>
+      <td class="nowrap">{formatTime(new Date(session.connectedAt))}</td>
       <td>{session.subscriptions}</td>
       <td>{session.groups.length ? session.groups.join(', ') : <span class="no-access">No group</span>}</td>
       <td class="row-actions">
@@ -290,7 +299,7 @@ export function ClientSessionsTable(props: { page: SessionPage; clientId: number
   if (page.sessions.length === 0) return <p id="client-sessions-none">No live session: this client is not connected.</p>;
   return (
     <>
-      <div class="overflow-auto">
+      <TableRegion label="Live sessions table">
         <table class="striped">
           <thead>
             <tr>
@@ -306,18 +315,18 @@ export function ClientSessionsTable(props: { page: SessionPage; clientId: number
             {page.sessions.map((session) => (
               <tr>
                 <th scope="row">
-                  <code>{session.mqttClientId}</code>
+                  <Truncated text={session.mqttClientId} code />
                 </th>
-                <td>{session.remoteAddress ?? 'unknown'}</td>
+                <td class="nowrap">{session.remoteAddress ?? 'unknown'}</td>
                 <TransportCell session={session} />
                 <td>{keepAliveText(session.keepaliveS)}</td>
-                <td>{formatTime(new Date(session.connectedAt))}</td>
+                <td class="nowrap">{formatTime(new Date(session.connectedAt))}</td>
                 <td>{session.subscriptions}</td>
               </tr>
             ))}
           </tbody>
         </table>
-      </div>
+      </TableRegion>
       {page.total > page.sessions.length ? (
         <p>
           {formatCount(page.total - page.sessions.length)} more on the <a href="/connections">Connections</a> page.

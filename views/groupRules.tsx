@@ -1,7 +1,7 @@
 import type { FieldErrors } from '../src/domain/errors';
 import { MATCH_BY_LABELS, type RuleChange } from '../src/domain/groupRules';
 import { ErrorText } from './groups';
-import { FormAlert, formatTime, Layout, Notice, PageTitle } from './layout';
+import { FormAlert, formatTime, Layout, Notice, PageTitle, TableRegion } from './layout';
 
 /** One rule as typed on the page. */
 export interface RuleFormRow {
@@ -85,7 +85,7 @@ export function GroupRulesForm(props: RulesPageProps) {
       {props.rows.length === 0 ? (
         <p class="empty-state">No rules: every client can connect, and no client can publish or subscribe.</p>
       ) : (
-        <div class="table-wrap">
+        <TableRegion label="Group rules">
           <table class="rule-rows">
             <thead>
               <tr>
@@ -104,7 +104,7 @@ export function GroupRulesForm(props: RulesPageProps) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
       <datalist id="client-usernames">
         {props.clients.map((client) => (

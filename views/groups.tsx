@@ -2,7 +2,7 @@ import type { Child } from 'hono/jsx';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
 import type { RuleChange } from '../src/domain/groupRules';
-import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, Notice, PageTitle, Pagination, RowMenu, SearchSummary } from './layout';
+import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, Notice, PageTitle, Pagination, RowMenu, SearchSummary, TableRegion, Truncated } from './layout';
 
 /** A permission row as typed: any string, so bad input can be shown again. */
 export interface PermissionFormRow {
@@ -94,7 +94,7 @@ export function GroupsResults(props: { result: GroupPage }) {
           )}
         </div>
       ) : (
-        <div class="table-wrap">
+        <TableRegion label="Groups table">
           <table class="striped">
             <thead>
               <tr>
@@ -113,7 +113,7 @@ export function GroupsResults(props: { result: GroupPage }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
       <Pagination path="/groups" page={result.page} pageCount={result.pageCount} query={result.query} />
     </section>
@@ -132,8 +132,12 @@ export function GroupRow(props: { group: GroupSummary }) {
       : `${plural(group.ruleCount, 'group rule gives', 'group rules give')} it and will lose it (a rule left with no group is removed).`;
   return (
     <tr id={id}>
-      <th scope="row">{group.name}</th>
-      <td>{group.description}</td>
+      <th scope="row">
+        <Truncated text={group.name} href={`/groups/${group.id}/edit`} />
+      </th>
+      <td>
+        <Truncated text={group.description} class="wide" />
+      </td>
       <td>{plural(group.permissionCount, 'row', 'rows')}</td>
       <td>{group.ruleCount}</td>
       <td class="row-actions">
@@ -161,7 +165,7 @@ export function GroupFormPage(props: { group?: Group; values: GroupFormValues; e
   const title = editing ? `Edit ${props.group!.name}` : 'New group';
   return (
     <Layout title={title} section="groups">
-      <nav aria-label="Breadcrumb">
+      <nav aria-label="breadcrumb">
         <ul>
           <li>
             <a href="/groups">Groups</a>
@@ -207,7 +211,7 @@ export function GroupForm(props: { action: string; values: GroupFormValues; erro
         {rows.length === 0 ? (
           <p class="empty-state">No rows: this group allows nothing.</p>
         ) : (
-          <div class="overflow-auto">
+          <TableRegion label="Permission rows">
             <table class="permission-rows">
               <thead>
                 <tr>
@@ -226,7 +230,7 @@ export function GroupForm(props: { action: string; values: GroupFormValues; erro
                 ))}
               </tbody>
             </table>
-          </div>
+          </TableRegion>
         )}
         <button type="submit" name="_action" value="add" class="secondary outline" autofocus={props.focus === 'add'}>
           Add permission

@@ -3,100 +3,188 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'pipelines' | 'overview' | 'clients' | 'connections' | 'groups' | 'group-rules' | 'administrators' | 'certificates' | 'audit' | 'tokens';
+export type Section = 'overview' | 'clients' | 'connections' | 'topics' | 'groups' | 'group-rules' | 'administrators' | 'pipelines' | 'certificates' | 'audit' | 'tokens';
 
-/** Links in the main navigation; later sections add themselves here. */
-export const navigation: Array<{ section: Section; href: string; label: string }> = [
-  { section: 'overview', href: '/', label: 'Overview' },
-  { section: 'clients', href: '/clients', label: 'Clients' },
-  { section: 'connections', href: '/connections', label: 'Connections' },
-  { section: 'groups', href: '/groups', label: 'Groups' },
-  { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
-  { section: 'administrators', href: '/administrators', label: 'Administrators' },
-  { section: 'pipelines', href: '/pipelines', label: 'Pipelines' },
-  { section: 'certificates', href: '/certificates', label: 'Certificates' },
-  { section: 'audit', href: '/audit', label: 'Audit trail' },
-  { section: 'tokens', href: '/tokens', label: 'API tokens' },
+interface NavItem {
+  section: Section;
+  href: string;
+  label: string;
+}
+
+/** The main navigation, in labelled parts; later sections add themselves here. */
+export const navigation: Array<{ label: string; items: NavItem[] }> = [
+  { label: 'Broker', items: [
+    { section: 'overview', href: '/', label: 'Overview' },
+    { section: 'connections', href: '/connections', label: 'Connections' },
+    { section: 'pipelines', href: '/pipelines', label: 'Pipelines' },
+  ] },
+  { label: 'Access', items: [
+    { section: 'clients', href: '/clients', label: 'Clients' },
+    { section: 'groups', href: '/groups', label: 'Groups' },
+    { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
+  ] },
+  { label: 'Console', items: [
+    { section: 'audit', href: '/audit', label: 'Audit trail' },
+    { section: 'certificates', href: '/certificates', label: 'Certificates' },
+    { section: 'administrators', href: '/administrators', label: 'Administrators' },
+    { section: 'tokens', href: '/tokens', label: 'API tokens' },
+  ] },
 ];
 
-/** The administrator of the request being rendered, if one is signed in. */
-function signedInAdministrator() {
-  return tryGetContext<AppEnv>()?.var.administrator;
+/** The request being rendered's context, when there is one (views rendered in tests have none). */
+function requestContext() {
+  return tryGetContext<AppEnv>();
 }
 
 /**
- * The page frame. Scripts are files only (the CSP forbids inline script);
- * htmx is told not to inject its indicator <style> for the same reason.
+ * The page frame: a skip link, the app shell (navigation beside the page from
+ * 64rem, a Menu button above it on narrower screens: a `<details>`, so it
+ * opens without JavaScript), and `<main>` with the page's notices first.
+ * Scripts are files only (the CSP forbids inline script); htmx is told not to
+ * inject its indicator <style> for the same reason.
  */
 export function Layout(props: {
   title: string;
   section?: Section;
   children: Child;
-  header?: Child;
   /** Stylesheets and scripts (files under /static) only this page needs, after the shared ones. */
   styles?: string[];
   scripts?: string[];
+  /** A page that is wider than a form: lets `<main>` use the whole width. */
+  wide?: boolean;
 }) {
-  const administrator = signedInAdministrator();
+  const context = requestContext();
+  const administrator = context?.var.administrator;
+  const flash = context?.var.flash;
   return (
     <>
       {raw('<!doctype html>')}
-    <html lang="en">
-      <head>
-        <meta charset="utf-8" />
-        <meta name="viewport" content="width=device-width, initial-scale=1" />
-        <meta name="htmx-config" content='{"includeIndicatorCSS":false}' />
-        <title>{`${props.title} · Gatehouse`}</title>
-        <link rel="icon" href="/static/favicon.svg" type="image/svg+xml" />
-        <link rel="stylesheet" href="/static/pico.min.css" />
-        {props.styles?.map((href) => <link rel="stylesheet" href={href} />)}
-        <link rel="stylesheet" href="/static/app.css" />
-        <script src="/static/htmx.min.js" defer></script>
-        <script src="/static/app.js" defer></script>
-        {props.scripts?.map((src) => <script src={src} defer></script>)}
-      </head>
-      <body>
-        <header class="container">
-          <nav aria-label="Main">
-            <ul>
-              <li>
-                <a href="/" class="brand">
-                  <strong>Gatehouse</strong>
-                </a>
-              </li>
-            </ul>
-            {administrator ? (
-              <ul>
-                {navigation.map((item) => (
-                  <li>
-                    <a href={item.href} aria-current={props.section === item.section ? 'page' : undefined}>
-                      {item.label}
-                    </a>
-                  </li>
-                ))}
-                {props.header}
-                <li class="signed-in-as">
-                  <small>
-                    Signed in as <strong>{administrator.username}</strong>
-                  </small>
-                </li>
-                <li>
-                  <form method="post" action="/logout" class="sign-out">
-                    <button type="submit" class="secondary outline">
-                      Sign out
-                    </button>
-                  </form>
-                </li>
-              </ul>
-            ) : (
-              props.header && <ul>{props.header}</ul>
-            )}
-          </nav>
-        </header>
-        <main class="container">{props.children}</main>
-      </body>
-    </html>
+      <html lang="en">
+        <head>
+          <meta charset="utf-8" />
+          <meta name="viewport" content="width=device-width, initial-scale=1" />
+          <meta name="htmx-config" content='{"includeIndicatorCSS":false}' />
+          <title>{`${props.title} · Gatehouse`}</title>
+          <link rel="icon" href="/static/favicon.svg" type="image/svg+xml" />
+          <link rel="stylesheet" href="/static/pico.min.css" />
+          {props.styles?.map((href) => <link rel="stylesheet" href={href} />)}
+          <link rel="stylesheet" href="/static/app.css" />
+          <script src="/static/htmx.min.js" defer></script>
+          <script src="/static/app.js" defer></script>
+          {props.scripts?.map((src) => <script src={src} defer></script>)}
+        </head>
+        <body class={administrator ? 'app' : 'public'}>
+          <a href="#main" class="skip-link">
+            Skip to content
+          </a>
+          {administrator ? (
+            <AppNavigation section={props.section} username={administrator.username} />
+          ) : (
+            <header class="public-header">
+              <a href="/" class="brand">
+                <strong>Gatehouse</strong>
+              </a>
+            </header>
+          )}
+          <main id="main" tabindex={-1} class={administrator ? 'app-main' : 'public-main'}>
+            <div id="notices" class="notices" role="status">
+              {flash ? <p class="notice">{flash}</p> : null}
+            </div>
+            {props.children}
+          </main>
+        </body>
+      </html>
     </>
+  );
+}
+
+/**
+ * The navigation and the signed-in administrator's menu. One `<details>`
+ * holds both: on a narrow screen it is the Menu button; from 64rem the CSS
+ * shows its content as a sidebar whether it is open or not.
+ */
+function AppNavigation(props: { section?: Section; username: string }) {
+  return (
+    <header class="app-sidebar">
+      <a href="/" class="brand">
+        <strong>Gatehouse</strong>
+      </a>
+      <details class="app-menu">
+        <summary>Menu</summary>
+        <div class="app-menu-panel">
+        <nav aria-label="Main">
+          <ul>
+            {navigation.map((part, i) => (
+              <li class="nav-part">
+                <span class="nav-part-label" id={`nav-part-${i}`}>
+                  {part.label}
+                </span>
+                <ul aria-labelledby={`nav-part-${i}`}>
+                  {part.items.map((item) => (
+                    <li>
+                      <a href={item.href} aria-current={props.section === item.section ? 'page' : undefined}>
+                        {item.label}
+                      </a>
+                    </li>
+                  ))}
+                </ul>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <section class="app-user" aria-label="Your account">
+          <p class="signed-in-as">
+            Signed in as <strong>{props.username}</strong>
+          </p>
+          <a href="/administrators/password">Change your password</a>
+          <form method="post" action="/logout" class="sign-out">
+            <button type="submit" class="secondary outline">
+              Sign out
+            </button>
+          </form>
+        </section>
+        </div>
+      </details>
+    </header>
+  );
+}
+
+/**
+ * A table's own scrolling region, for a table that may be wider than the
+ * page (a phone): the page never scrolls sideways, the region does, and it
+ * takes focus so a keyboard can scroll it (WCAG 2.1.1, axe's
+ * scrollable-region-focusable). Row menus inside open over it (app.css).
+ */
+export function TableRegion(props: { label: string; children: Child; id?: string; class?: string }) {
+  return (
+    <div id={props.id} class={props.class ? `table-scroll ${props.class}` : 'table-scroll'} role="region" aria-label={props.label} tabindex={0}>
+      {props.children}
+    </div>
+  );
+}
+
+/**
+ * A name that may be long, cut to its column with an ellipsis: the whole
+ * text stays in the page (screen readers read it), in the title (a pointer
+ * shows it), and a focused link shows it whole.
+ */
+export function Truncated(props: { text: string; href?: string; class?: string; code?: boolean }) {
+  const cls = props.class ? `truncate ${props.class}` : 'truncate';
+  if (props.code) {
+    return (
+      <code class={cls} title={props.text}>
+        {props.text}
+      </code>
+    );
+  }
+  return props.href ? (
+    <a href={props.href} class={cls} title={props.text}>
+      {props.text}
+    </a>
+  ) : (
+    <span class={cls} title={props.text}>
+      {props.text}
+    </span>
   );
 }
 
@@ -112,6 +200,8 @@ export function Field(props: {
   autocomplete?: string;
   required?: boolean;
   maxlength?: number;
+  /** Focus this field when the fragment holding it is swapped in (htmx honours autofocus). */
+  autofocus?: boolean;
   children?: Child;
 }) {
   const id = props.id ?? props.name;
@@ -127,6 +217,7 @@ export function Field(props: {
         autocomplete={props.autocomplete}
         required={props.required}
         maxlength={props.maxlength}
+        autofocus={props.autofocus}
         aria-invalid={props.error ? 'true' : undefined}
         aria-describedby={describedBy || undefined}
       />

@@ -1,6 +1,6 @@
 import type { Child } from 'hono/jsx';
 import { RANGES, type OverviewCounts, type RangeName, type SeriesPoint } from '../src/domain/overview';
-import { Layout, PageTitle } from './layout';
+import { Layout, PageTitle, TableRegion } from './layout';
 
 const integer = new Intl.NumberFormat('en', { maximumFractionDigits: 0 });
 const decimal = new Intl.NumberFormat('en', { maximumFractionDigits: 2 });
@@ -132,7 +132,7 @@ export function OverviewHistory(props: { range: RangeName; series: SeriesPoint[]
           </div>
           <details open data-history-details>
             <summary>The numbers, one row per {chosen.stepLabel}</summary>
-            <div class="overflow-auto">
+            <TableRegion label="The numbers over time">
               <table class="striped" id="history-table" data-step={chosen.step}>
                 <caption>
                   {chosen.label}, one row per {chosen.stepLabel} with samples (times in UTC). Rates are averages over the row's
@@ -160,7 +160,7 @@ export function OverviewHistory(props: { range: RangeName; series: SeriesPoint[]
                   ))}
                 </tbody>
               </table>
-            </div>
+            </TableRegion>
           </details>
         </>
       )}

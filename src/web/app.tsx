@@ -21,7 +21,7 @@ import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
 import { overviewRoutes } from './overview';
 import { securityHeaders } from './security';
-import { isHtmx } from './http';
+import { isHtmx, readFlash } from './http';
 import { auditRoutes } from './audit';
 import { bodyLimits, formatBytes } from './bodyLimits';
 import { API_BASE, apiRoutes } from './api';
@@ -163,6 +163,7 @@ export function createApp(deps: AppDeps) {
     if (administrator) c.set('actor', { username: administrator.username, address: clientAddress(c, trustProxy) });
     await next();
   });
+  app.use(readFlash());
 
   app.get('/static/:file', async (c) => {
     const file = staticFiles[c.req.param('file')];

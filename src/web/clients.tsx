@@ -82,7 +82,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
   clients.get('/:id/row', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<ClientRow client={client} access={await accessCell(c, client.id)} sessions={(await c.var.live.sessionsByClient()).get(client.id) ?? 0} />);
+    return c.html(<ClientRow client={client} access={await accessCell(c, client.id)} sessions={(await c.var.live.sessionsByClient()).get(client.id) ?? 0} focus />);
   });
 
   const update = async (c: Context<AppEnv>) => {
@@ -98,7 +98,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
         const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), updated.id);
         if (!inRow) return redirectAfterPost(c, `/clients?disconnected=${ended.length}`);
       }
-      if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} />);
+      if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} focus />);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);

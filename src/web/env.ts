@@ -42,5 +42,7 @@ export interface AppEnv {
      * `record()`: the signed-in administrator and their address.
      */
     actor?: AuditActor;
+    /** A notice left by the previous request (a redirect after a change): shown once, at the top of the page. */
+    flash?: string;
   };
 }

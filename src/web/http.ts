@@ -1,4 +1,5 @@
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 
 /** True for requests made by htmx (it always sends `HX-Request: true`). */
 export function isHtmx(c: Context): boolean {
@@ -16,6 +17,38 @@ export function redirectAfterPost(c: Context, location: string): Response {
     return c.body(null, 200);
   }
   return c.redirect(location, 303);
+}
+
+const FLASH_COOKIE = 'gatehouse_notice';
+const MAX_FLASH_LENGTH = 500;
+
+/**
+ * Leaves `message` for the next page this browser loads (the one a redirect
+ * after a change leads to): "Client “Boiler” created." It travels in a
+ * short-lived cookie, so it works without JavaScript and with htmx's
+ * HX-Redirect alike, and no address carries text a link could forge.
+ */
+export function flash(c: Context, message: string): void {
+  setCookie(c, FLASH_COOKIE, encodeURIComponent(message.slice(0, MAX_FLASH_LENGTH)), { path: '/', httpOnly: true, sameSite: 'Lax', maxAge: 60 });
+}
+
+/** Takes the notice left by `flash()` on a full page load (not on htmx's fragment requests), once. */
+export function readFlash(): MiddlewareHandler<{ Variables: { flash?: string } }> {
+  return async (c, next) => {
+    const page = c.req.method === 'GET' && !isHtmx(c) && !c.req.path.startsWith('/static/');
+    const value = page ? getCookie(c, FLASH_COOKIE) : undefined;
+    if (value !== undefined) {
+      deleteCookie(c, FLASH_COOKIE, { path: '/' });
+      let message = '';
+      try {
+        message = decodeURIComponent(value).slice(0, MAX_FLASH_LENGTH);
+      } catch {
+        // A cookie set by hand that is not ours: nothing to show.
+      }
+      if (message) c.set('flash', message);
+    }
+    await next();
+  };
 }
 
 /** A positive integer id from a path segment, or null. */

@@ -34,9 +34,9 @@ export async function openPage(browser: Browser, options: BrowserContextOptions 
   return { context, page, problems: () => [...seen] };
 }
 
-/** Runs axe on the current page; returns its violations in a readable form. */
+/** Runs axe on the current page (WCAG 2.2 A and AA); returns its violations in a readable form. */
 export async function accessibilityViolations(page: Page): Promise<string[]> {
-  const results = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']).analyze();
+  const results = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']).analyze();
   return results.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
 }
 

@@ -1,0 +1,264 @@
+import type { Browser, Page } from 'playwright-core';
+import type { MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient, type Client } from '../src/domain/clients';
+import type { GroupWithPermissions } from '../src/domain/groups';
+import type { Gatehouse } from '../src/server';
+import { signInBrowser } from './support/admin';
+import { accessibilityViolations, browserAvailable, launchBrowser, openPage } from './support/browser';
+import { appendRules, grantGroup } from './support/acl';
+import { startTestGatehouse } from './support/gatehouse';
+import { brokerUrl, connect, endClient } from './support/mqtt';
+
+/**
+ * The console as an operator sees it on a 1280 px laptop and a 390 px phone:
+ * no page scrolls sideways (WCAG 1.4.10 reflow), and axe finds nothing at
+ * WCAG 2.2 AA on any page, with names long enough to break a careless layout.
+ */
+describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 240_000 }, () => {
+  let gatehouse: Gatehouse;
+  let browser: Browser;
+  let base: string;
+  let long: Client;
+  let group: GroupWithPermissions;
+  const devices: MqttClient[] = [];
+  const fingerprint = 'AB'.repeat(32);
+
+  beforeAll(async () => {
+    gatehouse = await startTestGatehouse('pglite');
+    base = `http://127.0.0.1:${gatehouse.httpPort}`;
+    browser = await launchBrowser();
+    const db = gatehouse.database.db;
+    long = await createClient(db, {
+      name: 'Boiler room temperature sensor on the third floor of the east wing, beside the north stairs',
+      username: 'sensor-06-building-a-floor-3-east-wing-north-stairs-boiler-room',
+      password: 'long-password',
+    });
+    await createClient(db, { name: 'Door', username: 'door-1', password: 'door-password' });
+    await createClient(db, { name: 'Certificate device with a long name', username: 'cert-device', authType: 'certificate', fingerprint });
+    group = await grantGroup(db, {
+      name: 'Gateways of the plant with a rather long group name that goes on',
+      permissions: [
+        ['allow', 'publish', 'plant/%c/telemetry/with/a/long/topic/#'],
+        ['allow', 'subscribe', 'plant/#'],
+      ],
+      usernames: [long.username],
+      clientIds: ['gw-*'],
+    });
+    await appendRules(db, [{ matchBy: 'certificate', value: fingerprint, groups: [String(group.id)] }]);
+    const device = await connect(brokerUrl(gatehouse, 'tcp'), {
+      username: long.username,
+      password: 'long-password',
+      clientId: 'sensor-06-building-a-floor-3-east-wing-north-stairs-boiler-room-client-id',
+    });
+    devices.push(device);
+    await new Promise<void>((resolve, reject) => device.subscribe('plant/#', (error) => (error ? reject(error) : resolve())));
+    // The audit trail: a refusal with a long topic, a failed CONNECT, and the console's own changes above.
+    device.publish(`not/allowed/${'very-long-topic-level/'.repeat(8)}end`, 'x');
+    const refused = await connect(brokerUrl(gatehouse, 'tcp'), { username: long.username, password: 'long-password', clientId: 'other' }).catch(() => null);
+    if (refused) devices.push(refused);
+    await gatehouse.audit.flush();
+  });
+  afterAll(async () => {
+    await Promise.all(devices.map((device) => endClient(device)));
+    await browser?.close();
+    await gatehouse?.close();
+  });
+
+  const pages = () => {
+    return [
+      '/',
+      '/clients',
+      '/clients/new',
+      `/clients/${long.id}`,
+      `/clients/${long.id}/edit`,
+      `/clients/${long.id}/delete`,
+      `/clients/${long.id}/disconnect`,
+      '/connections',
+      '/groups',
+      '/groups/new',
+      `/groups/${group.id}/edit`,
+      `/groups/${group.id}/delete`,
+      '/group-rules',
+      '/administrators',
+      '/administrators/new',
+      '/administrators/password',
+      '/certificates',
+      '/certificates/enable',
+      '/audit',
+    ];
+  };
+
+  async function sidewaysScroll(page: Page): Promise<number> {
+    return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  }
+
+  for (const width of [1280, 390]) {
+    it(`fits every page in ${width} px without scrolling sideways, and axe finds nothing`, async () => {
+      const { context, page, problems } = await openPage(browser, { viewport: { width, height: 800 } });
+      try {
+        await signInBrowser(context, base, gatehouse.database.db, `operator-with-a-long-name-${width}-for-the-menu`);
+        const failures: string[] = [];
+        for (const path of pages()) {
+          const response = await page.goto(`${base}${path}`);
+          expect(response?.status(), path).toBe(200);
+          const overflow = await sidewaysScroll(page);
+          if (overflow > 0) failures.push(`${path}: ${overflow} px wider than the window`);
+          const violations = await accessibilityViolations(page);
+          if (violations.length) failures.push(`${path}: ${violations.join('; ')}`);
+        }
+        expect(failures).toEqual([]);
+        expect(problems()).toEqual([]);
+      } finally {
+        await context.close();
+      }
+    });
+  }
+
+  it('signs out and shows the sign-in page at 390 px without scrolling sideways', async () => {
+    const { context, page } = await openPage(browser, { viewport: { width: 390, height: 800 } });
+    try {
+      await page.goto(`${base}/login`);
+      expect(await sidewaysScroll(page)).toBe(0);
+      expect(await accessibilityViolations(page)).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('opens the menu on a phone without JavaScript, with the signed-in user and Sign out in it', async () => {
+    const { context, page } = await openPage(browser, { viewport: { width: 390, height: 800 }, javaScriptEnabled: false });
+    try {
+      await signInBrowser(context, base, gatehouse.database.db, 'phone-operator');
+      await page.goto(`${base}/clients`);
+      const nav = page.getByRole('navigation', { name: 'Main' });
+      expect(await nav.isVisible()).toBe(false);
+      expect(await page.getByRole('button', { name: 'Sign out' }).isVisible()).toBe(false);
+      await page.getByText('Menu', { exact: true }).click();
+      await nav.getByRole('link', { name: 'Groups' }).waitFor();
+      expect(await page.getByText('Signed in as phone-operator').isVisible()).toBe(true);
+      expect(await page.getByRole('button', { name: 'Sign out' }).isVisible()).toBe(true);
+      expect(await sidewaysScroll(page)).toBe(0);
+      await nav.getByRole('link', { name: 'Groups' }).click();
+      await page.waitForURL(`${base}/groups`);
+      expect(await page.getByRole('heading', { level: 1 }).innerText()).toBe('Groups');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('passes axe with the menu open on a phone', async () => {
+    const { context, page } = await openPage(browser, { viewport: { width: 390, height: 800 } });
+    try {
+      await signInBrowser(context, base, gatehouse.database.db);
+      await page.goto(`${base}/groups`);
+      await page.getByText('Menu', { exact: true }).click();
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Clients' }).waitFor();
+      expect(await accessibilityViolations(page)).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('shows the navigation beside the page at 1280 px with no Menu button', async () => {
+    const { context, page } = await openPage(browser, { viewport: { width: 1280, height: 800 } });
+    try {
+      await signInBrowser(context, base, gatehouse.database.db, 'laptop-operator');
+      await page.goto(`${base}/clients`);
+      expect(await page.getByText('Menu', { exact: true }).isVisible()).toBe(false);
+      const nav = page.getByRole('navigation', { name: 'Main' });
+      expect(await nav.getByRole('link', { name: 'Clients' }).getAttribute('aria-current')).toBe('page');
+      const navBox = await nav.boundingBox();
+      const mainBox = await page.getByRole('main').boundingBox();
+      expect(navBox!.x + navBox!.width).toBeLessThanOrEqual(mainBox!.x);
+      expect(await page.getByRole('button', { name: 'Sign out' }).isVisible()).toBe(true);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('skips to the content from the first Tab, and keeps long names whole for screen readers and on focus', async () => {
+    const { context, page } = await openPage(browser, { viewport: { width: 1280, height: 800 } });
+    try {
+      await signInBrowser(context, base, gatehouse.database.db);
+      await page.goto(`${base}/clients`);
+      await page.keyboard.press('Tab');
+      const skip = page.getByRole('link', { name: 'Skip to content' });
+      expect(await skip.evaluate((el) => el === document.activeElement)).toBe(true);
+      expect(await skip.isVisible()).toBe(true);
+      await page.keyboard.press('Enter');
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('main');
+
+      // The name is cut with an ellipsis to its column, whole in the page and its title.
+      const link = page.getByRole('link', { name: long.name });
+      expect(await link.getAttribute('title')).toBe(long.name);
+      const cut = await link.evaluate((el) => el.scrollWidth > el.clientWidth);
+      expect(cut).toBe(true);
+      await link.focus();
+      expect(await link.evaluate((el) => el.scrollWidth > el.clientWidth)).toBe(false);
+      // The username never wraps: one line, however long.
+      const username = page.getByRole('row', { name: new RegExp(long.name) }).locator('code', { hasText: long.username });
+      const height = await username.evaluate((el) => el.getBoundingClientRect().height);
+      const line = await username.evaluate((el) => parseFloat(getComputedStyle(el).lineHeight) || 20);
+      expect(height).toBeLessThan(line * 2);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('lets a table wider than a phone scroll in its own region, which takes focus', async () => {
+    const { context, page } = await openPage(browser, { viewport: { width: 390, height: 800 } });
+    try {
+      await signInBrowser(context, base, gatehouse.database.db);
+      await page.goto(`${base}/clients`);
+      const region = page.getByRole('region', { name: 'Clients table' });
+      const widths = await region.evaluate((el) => [el.scrollWidth, el.clientWidth]);
+      expect(widths[0]).toBeGreaterThan(widths[1]!);
+      await region.focus();
+      await page.keyboard.press('ArrowRight');
+      await expect.poll(() => region.evaluate((el) => el.scrollLeft)).toBeGreaterThan(0);
+      expect(await sidewaysScroll(page)).toBe(0);
+      // A row menu opened at the table's far edge is not cut off by the region.
+      await region.evaluate((el) => (el.scrollLeft = el.scrollWidth));
+      await page.getByRole('button', { name: `Actions for Door` }).click();
+      const edit = page.getByRole('row', { name: /Door/ }).getByRole('link', { name: 'Edit' });
+      await edit.waitFor();
+      const box = await edit.boundingBox();
+      expect(box!.y).toBeGreaterThanOrEqual(0);
+      expect(box!.x).toBeGreaterThanOrEqual(0);
+      expect(box!.x + box!.width).toBeLessThanOrEqual(390);
+      // It is painted where it is, not hidden under the region's edge: the topmost element there is the link.
+      const hit = await page.evaluate(([x, y]) => document.elementFromPoint(x!, y!)?.textContent?.trim(), [box!.x + box!.width / 2, box!.y + box!.height / 2]);
+      expect(hit).toBe('Edit');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('moves focus into the in-row edit form and back to the row after Cancel and Save', async () => {
+    const { context, page, problems } = await openPage(browser, { viewport: { width: 1280, height: 800 } });
+    try {
+      await signInBrowser(context, base, gatehouse.database.db);
+      await page.goto(`${base}/clients`);
+      await page.getByRole('button', { name: 'Actions for Door' }).click();
+      await page.getByRole('row', { name: /Door/ }).getByRole('link', { name: 'Edit' }).click();
+      const form = page.getByRole('form', { name: 'Edit Door' });
+      await form.waitFor();
+      await expect.poll(() => page.evaluate(() => (document.activeElement as HTMLInputElement | null)?.name)).toBe('name');
+      await form.getByRole('button', { name: 'Cancel' }).click();
+      await form.waitFor({ state: 'detached' });
+      await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Door');
+
+      await page.getByRole('button', { name: 'Actions for Door' }).click();
+      await page.getByRole('row', { name: /Door/ }).getByRole('link', { name: 'Edit' }).click();
+      await form.waitFor();
+      await form.getByLabel('Client Name').fill('Door renamed');
+      await form.getByRole('button', { name: 'Save' }).click();
+      await form.waitFor({ state: 'detached' });
+      await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Door renamed');
+      expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+});
