@@ -2,6 +2,7 @@ import type { Browser, Page } from 'playwright-core';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Client } from '../src/domain/clients';
+import { createPipeline } from '../src/domain/pipelines/pipelines';
 import type { GroupWithPermissions } from '../src/domain/groups';
 import type { Gatehouse } from '../src/server';
 import { signInBrowser } from './support/admin';
@@ -21,6 +22,7 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
   let base: string;
   let long: Client;
   let group: GroupWithPermissions;
+  let pipelineId: number;
   const devices: MqttClient[] = [];
   const fingerprint = 'AB'.repeat(32);
 
@@ -46,6 +48,19 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
       clientIds: ['gw-*'],
     });
     await appendRules(db, [{ matchBy: 'certificate', value: fingerprint, groups: [String(group.id)] }]);
+    const { pipeline } = await createPipeline(
+      db,
+      {
+        name: 'Forward the plant telemetry to the analytics endpoint of the data team',
+        kind: 'mqtt',
+        enabled: 'on',
+        mqttUrl: 'mqtts://analytics-broker-of-the-data-team.example.com:8883',
+        remoteTopic: `site-a/${'segment/'.repeat(8)}{{topic}}`,
+        mappings: [{ topicFilter: 'plant/+/telemetry/with/a/long/topic/#' }],
+      },
+      undefined,
+    );
+    pipelineId = pipeline.id;
     const device = await connect(brokerUrl(gatehouse, 'tcp'), {
       username: long.username,
       password: 'long-password',
@@ -86,6 +101,13 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
       '/certificates',
       '/certificates/enable',
       '/audit',
+      '/pipelines',
+      '/pipelines/new',
+      `/pipelines/${pipelineId}`,
+      `/pipelines/${pipelineId}/edit`,
+      `/pipelines/${pipelineId}/dead-letters`,
+      '/tokens',
+      '/tokens/new',
     ];
   };
 

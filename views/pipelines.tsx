@@ -4,7 +4,7 @@ import { describeMapping, TAGOIO_DEFAULT_API_URL, type Pipeline } from '../src/d
 import { TEMPLATE_VARIABLES } from '../src/domain/pipelines/templates';
 import type { TestOutcome } from '../src/pipelines/destinations';
 import type { PipelineFigures } from '../src/pipelines/service';
-import { ConfirmFooter, Field, FormAlert, formatTime, Layout, Notice, PageTitle, Pagination, RowMenu } from './layout';
+import { ConfirmFooter, Field, FormAlert, formatTime, Layout, Notice, PageTitle, Pagination, RowMenu, TableRegion } from './layout';
 import { ErrorText } from './groups';
 
 /** The pipeline form as typed: strings, so bad input is shown again. */
@@ -105,7 +105,7 @@ export function PipelinesPage(props: { pipelines: Pipeline[]; figures: Map<numbe
           </p>
         </div>
       ) : (
-        <div class="table-wrap">
+        <TableRegion label="Pipelines table">
           <table class="striped">
             <thead>
               <tr>
@@ -166,7 +166,7 @@ export function PipelinesPage(props: { pipelines: Pipeline[]; figures: Map<numbe
               })}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
     </Layout>
   );
@@ -185,7 +185,7 @@ export function PipelinePage(props: { pipeline: Pipeline; figures: PipelineFigur
   };
   return (
     <Layout title={pipeline.name} section="pipelines" styles={['/static/uPlot.min.css']} scripts={['/static/uPlot.iife.min.js', '/static/overview.js']}>
-      <nav aria-label="Breadcrumb">
+      <nav aria-label="breadcrumb">
         <ul>
           <li>
             <a href="/pipelines">Pipelines</a>
@@ -409,7 +409,7 @@ export function PipelineFormPage(props: { pipeline?: Pipeline; values: PipelineF
   const title = editing ? `Edit ${props.pipeline!.name}` : 'New pipeline';
   return (
     <Layout title={title} section="pipelines">
-      <nav aria-label="Breadcrumb">
+      <nav aria-label="breadcrumb">
         <ul>
           <li>
             <a href="/pipelines">Pipelines</a>
@@ -624,7 +624,7 @@ export function PipelineForm(props: { action: string; pipeline?: Pipeline; value
         {v.mappings.length === 0 ? (
           <p class="empty-state">No mappings: nothing is forwarded.</p>
         ) : (
-          <div class="overflow-auto">
+          <TableRegion label="Topic mappings">
             <table>
               <thead>
                 <tr>
@@ -688,7 +688,7 @@ export function PipelineForm(props: { action: string; pipeline?: Pipeline; value
                 ))}
               </tbody>
             </table>
-          </div>
+          </TableRegion>
         )}
         <button type="submit" name="_action" value="add" class="secondary outline">
           Add mapping
@@ -712,7 +712,7 @@ export function DeadLettersPage(props: { pipeline: Pipeline; letters: DeadLetter
   const base = `/pipelines/${pipeline.id}/dead-letters`;
   return (
     <Layout title={`Dead letters of ${pipeline.name}`} section="pipelines">
-      <nav aria-label="Breadcrumb">
+      <nav aria-label="breadcrumb">
         <ul>
           <li>
             <a href="/pipelines">Pipelines</a>
@@ -744,7 +744,7 @@ export function DeadLettersPage(props: { pipeline: Pipeline; letters: DeadLetter
       {props.letters.length === 0 ? (
         <p class="empty-state">No dead letters.</p>
       ) : (
-        <div class="table-wrap">
+        <TableRegion label="Dead letters table">
           <table class="striped">
             <thead>
               <tr>
@@ -787,7 +787,7 @@ export function DeadLettersPage(props: { pipeline: Pipeline; letters: DeadLetter
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
       <Pagination path={base} page={props.page} pageCount={props.pageCount} query="" />
     </Layout>

@@ -8,7 +8,7 @@ import {
   type ApiToken,
   type TokenScopes,
 } from '../src/domain/apiTokens';
-import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatTime, Layout, Notice, PageTitle, RowMenu } from './layout';
+import { ConfirmFooter, DangerMenuItem, Field, FormAlert, formatTime, Layout, Notice, PageTitle, RowMenu, TableRegion } from './layout';
 
 /** "Viewer", "Editor"… or the resources one by one. */
 export function describeScopes(scopes: TokenScopes): string {
@@ -38,7 +38,7 @@ export function TokensPage(props: { tokens: ApiToken[]; notice?: string; now?: D
       {props.tokens.length === 0 ? (
         <p>No API token yet.</p>
       ) : (
-        <div class="table-wrap">
+        <TableRegion label="API tokens table">
           <table>
             <thead>
               <tr>
@@ -58,7 +58,7 @@ export function TokensPage(props: { tokens: ApiToken[]; notice?: string; now?: D
               ))}
             </tbody>
           </table>
-        </div>
+        </TableRegion>
       )}
     </Layout>
   );
