@@ -2,10 +2,11 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { checkTlsMaterial } from '../domain/certificates';
 import { ValidationError, type FieldErrors } from '../domain/errors';
-import { getTlsSettings, saveTlsUpload, setRequireClientCert, setTlsEnabled, type TlsUpload } from '../domain/tlsSettings';
+import { getTlsSettings, type TlsUpload } from '../domain/tlsSettings';
 import { CertificatesPage, ConfirmCertificateActionPage, UploadForm, type CertificateAction, type CertificatesView } from '../../views/certificates';
 import { NotFoundPage } from '../../views/layout';
 import type { AppEnv, TlsControl } from './env';
+import { applyCertificateAction, uploadCertificates } from './certificateActions';
 import { isHtmx, redirectAfterPost } from './http';
 
 /** Largest PEM text accepted per field: a certificate chain fits many times over. */
@@ -58,7 +59,7 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
       for (const field of tooLarge) errors[field] = `Use at most ${MAX_PEM_BYTES / 1024} KB.`;
       if (!parsed.success) for (const issue of parsed.error.issues) errors[String(issue.path[0])] ??= issue.message;
       if (Object.keys(errors).length > 0 || !parsed.success) throw new ValidationError(errors);
-      await saveTlsUpload(c.var.db, parsed.data, tls?.secretKey);
+      await uploadCertificates(c.var.db, tls, parsed.data);
       // What was uploaded is named by the page (subject, fingerprint); never the key.
       c.var.audit.record({
         kind: 'certificates.changed',
@@ -67,7 +68,6 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
         address: c.var.actor?.address,
         details: { change: 'uploaded', ...(keyDropped ? { note: 'private key replaced' } : {}) },
       });
-      if (tls?.status().source === 'console') await tls.apply();
       return redirectAfterPost(c, '/certificates?done=saved');
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;
@@ -87,27 +87,8 @@ export function certificateRoutes(options: { tls?: TlsControl }) {
   routes.post('/:action', async (c) => {
     const action = c.req.param('action') as CertificateAction;
     if (!ACTIONS.has(action)) return c.html(<NotFoundPage section="certificates" />, 404);
-    const db = c.var.db;
-    const before = await getTlsSettings(db);
     try {
-      if (action === 'enable' || action === 'disable') {
-        if (tls?.filesInUse) throw new ValidationError({ action: 'TLS_CERT_FILE and TLS_KEY_FILE are set: the files decide, so this page cannot turn TLS on or off.' });
-        await setTlsEnabled(db, action === 'enable');
-      } else {
-        const caAvailable = Boolean(before.caPem) || Boolean(tls?.status().hasCa && tls.filesInUse);
-        await setRequireClientCert(db, action === 'require-client-cert', caAvailable);
-      }
-      if (tls) {
-        try {
-          await tls.apply();
-        } catch (error) {
-          // Not applied (a port taken, say): keep what was stored before, and say why.
-          await setTlsEnabled(db, before.enabled).catch(() => {});
-          await setRequireClientCert(db, before.requireClientCert, true).catch(() => {});
-          await tls.apply().catch(() => {});
-          throw new ValidationError({ action: `This could not be applied, so nothing changed: ${(error as Error).message}` });
-        }
-      }
+      await applyCertificateAction(c.var.db, tls, action);
       c.var.audit.record({ kind: 'certificates.changed', actor: c.var.actor?.username, subject: 'certificates', address: c.var.actor?.address, details: { change: action } });
       return redirectAfterPost(c, `/certificates?done=${action}`);
     } catch (error) {

@@ -5,7 +5,9 @@ import { ApiReferencePage } from '../../../views/apiReference';
 import type { TlsControl } from '../env';
 import { bearerToken, jsonBodiesOnly, type ApiEnv } from './auth';
 import { registerClientRoutes } from './clients';
+import { registerGroupRoutes } from './groups';
 import { registerLiveRoutes } from './live';
+import { registerRecordRoutes } from './records';
 import { problemFromError, problemResponse, zodFieldErrors } from './problems';
 
 export interface ApiDeps {
@@ -50,7 +52,9 @@ export function apiRoutes(deps: ApiDeps) {
     description: 'An API token from the console’s API tokens page (`gat_…`). Each operation names the scope it needs (`clients:read`, `groups:write`…); write includes read.',
   });
   registerClientRoutes(api, deps);
+  registerGroupRoutes(api, deps);
   registerLiveRoutes(api, deps);
+  registerRecordRoutes(api, deps);
 
   const config = {
     openapi: '3.1.0',
