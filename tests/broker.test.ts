@@ -141,7 +141,14 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     await appendRules(gatehouse.database.db, [{ matchBy: 'client_id', value: 'once-*', groups: [String(group.id)] }]);
     // The live session keeps its snapshot; the next CONNECT gets the rule.
     expect(await subscribeCodes(before.result.client, { 'once/b': { qos: 1 } })).toEqual({ 'once/b': 128 });
-    const after = await queriesFor(() => connectOnce('once-password', 'once-2'));
+    // The change reaches the broker as a notification, a moment after the
+    // write: the first CONNECT after it is heard reads the database again.
+    let after = await queriesFor(() => connectOnce('once-password', 'once-2'));
+    for (let tries = 0; after.queries === 0 && tries < 50; tries++) {
+      if (after.result.ok) await endClient(after.result.client);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      after = await queriesFor(() => connectOnce('once-password', 'once-2'));
+    }
     expect(after.queries).toBeGreaterThan(0);
     expect(after.result.ok).toBe(true);
     if (!after.result.ok) return;

@@ -1,8 +1,5 @@
 import { EngineMismatchError, installedVersion, packageSource, type EnginePackage } from './packages';
 
-/** The line patches/aedes+1.2.0.patch writes into lib/handlers/publish.js. */
-const ACKNOWLEDGED_ONCE_STORED = '// gatehouse: acknowledged once stored.';
-
 /** One thing the engine relies on, and how to tell it still holds. */
 interface Expectation {
   packageName: EnginePackage;
@@ -11,13 +8,27 @@ interface Expectation {
   holds(): boolean;
 }
 
-const expectations: Expectation[] = [
-  {
-    packageName: 'aedes',
-    what: 'lib/handlers/publish.js does not carry the "acknowledged once stored" patch (patches/aedes+1.2.0.patch): PUBACK would go out before the message is stored',
-    holds: () => packageSource('aedes', 'lib/handlers/publish.js').includes(ACKNOWLEDGED_ONCE_STORED),
-  },
+/**
+ * A patch of patches/aedes+2.0.0-beta.1+*.patch, known by a line it writes
+ * into `file`. Each is tested in tests/aedes.patches.test.ts (and the
+ * acknowledgement order in tests/acknowledged.process.test.ts).
+ */
+const AEDES_PATCHES: Array<{ patch: string; file: string; line: string; without: string }> = [
+  { patch: '001', file: 'lib/client.js', line: 'GHSA-52qw-whmv-87c5', without: 'a client id or topic named like an Object property (constructor, __proto__) breaks the broker' },
+  { patch: '002', file: 'lib/handlers/publish.js', line: 'function reserveInbound', without: 'inbound QoS 2 messages are unbounded and the advertised Receive Maximum is not enforced' },
+  { patch: '003', file: 'lib/handlers/connect.js', line: 'GHSA-p8r9-qf8w-p73r', without: 'a clean session keeps its unfinished QoS 2 message ids' },
+  { patch: '004', file: 'lib/handlers/connect.js', line: '[MQTT-3.1.2-5] Without Clean Start', without: 'a resumed MQTT 5 session without Session Expiry loses its queued messages' },
+  { patch: '005', file: 'aedes.js', line: 'the session moved to another broker', without: 'a node wipes a session that moved to another node' },
+  { patch: '006', file: 'lib/handlers/publish.js', line: 'const { topicAlias, ...properties } = packet.properties', without: 'a message published with a topic alias cannot be delivered from a store or another node' },
+  { patch: '007', file: 'aedes.js', line: 'taken over on another broker', without: 'a session taken over on another node is wiped by the old one' },
+  { patch: '008', file: 'lib/handlers/publish.js', line: '// gatehouse: acknowledged once stored.', without: 'PUBACK would go out before the message is stored' },
 ];
+
+const expectations: Expectation[] = AEDES_PATCHES.map(({ patch, file, line, without }) => ({
+  packageName: 'aedes',
+  what: `${file} does not carry patch ${patch} (patches/aedes+2.0.0-beta.1+${patch}+…): ${without}`,
+  holds: () => packageSource('aedes', file).includes(line),
+}));
 
 let checked = false;
 

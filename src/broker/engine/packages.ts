@@ -7,7 +7,7 @@ import path from 'node:path';
  * it was written and checked against (package.json pins the same ones).
  */
 export const ENGINE_PACKAGES = {
-  aedes: '1.2.0',
+  aedes: '2.0.0-beta.1',
   'aedes-persistence-level': '9.2.0',
   'aedes-persistence-redis': '12.0.0',
   'mqemitter-redis': '7.2.1',
