@@ -18,7 +18,7 @@ function sender(request: (path: string, init: RequestInit) => Promise<Response>,
     const token = init.token ?? defaultToken;
     if (token) headers.authorization = `Bearer ${token}`;
     if (init.body !== undefined) headers['content-type'] ??= 'application/json';
-    return request(`/api/v1${path}`, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) });
+    return request(`/api/v1${path}`, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : typeof init.body === 'string' ? init.body : JSON.stringify(init.body) });
   };
 }
 
@@ -204,6 +204,9 @@ describe('every documented route, over HTTP and through app.request()', () => {
           ['POST /certificates/{action}', () => api('/certificates/enable', { method: 'POST' }), 200],
           ['GET /audit', () => api('/audit?kind=client.created'), 200],
           ['GET /audit.csv', () => api('/audit.csv'), 200],
+          ['GET /export', () => api('/export'), 200],
+          ['GET /export/clients.csv', () => api('/export/clients.csv'), 200],
+          ['POST /import', () => api('/import?format=csv', { method: 'POST', headers: { 'content-type': 'text/csv' }, body: `username,password\nimported-${suffix},imported-secret\n` }), 200],
           ['DELETE /groups/{id}', () => api(`/groups/${state.group}`, { method: 'DELETE' }), 200],
           ['DELETE /clients/{id}', () => api(`/clients/${state.client}`, { method: 'DELETE' }), 200],
         ];
@@ -233,6 +236,7 @@ describe('every documented route, over HTTP and through app.request()', () => {
           expect(res.status, `${via} ${operation}: ${res.status === expected ? '' : await res.clone().text()}`).toBe(expected);
           if (operation === 'POST /clients') state.client = String((await res.json()).id);
           if (operation === 'POST /groups') state.group = String((await res.json()).id);
+          if (operation === 'POST /import') expect((await res.json()).counts.create).toBe(1);
           if (operation === 'GET /audit.csv') expect(await res.text()).toMatch(/^time,kind,actor,subject,address,count,details\r\n/);
           if (operation === 'POST /certificates/{action}') expect((await res.json()).source).toBe('console');
         }
@@ -250,7 +254,8 @@ function argsOf(operation: string, state: Record<string, string>): [string, { me
   const filled = path
     .replace('{id}', path.startsWith('/groups') ? (state.group ?? '1') : (state.client ?? '1'))
     .replace('{session}', state.session ?? 'node.1')
-    .replace('{action}', 'disable');
+    .replace('{action}', 'disable')
+    .replace(/^\/import$/, '/import?format=csv');
   const bodies: Record<string, unknown> = {
     'POST /clients': { name: 'x', username: 'x-user', password: 'x-password' },
     'PATCH /clients/{id}': { name: 'x' },
@@ -258,6 +263,7 @@ function argsOf(operation: string, state: Record<string, string>): [string, { me
     'PUT /groups/{id}': { name: 'x-group' },
     'PUT /group-rules': { rules: [] },
     'PUT /certificates': { ca: 'x' },
+    'POST /import': { format: 'x' },
   };
   return [filled, { method, body: bodies[operation] }];
 }

@@ -41,6 +41,7 @@ export const AUDIT_KINDS = {
   'certificates.changed': 'Certificates changed',
   'token.created': 'API token created',
   'token.revoked': 'API token revoked',
+  'import.applied': 'Import applied',
   'pipeline.created': 'Pipeline created',
   'pipeline.updated': 'Pipeline changed',
   'pipeline.deleted': 'Pipeline deleted',

@@ -7,6 +7,7 @@ import { MAX_USERNAME_LENGTH, type AuthType, type ClientCredentials } from './cl
 import { findConnectRow, type ConnectRow } from './groupRules';
 import { authenticateByCertificate, type ClientCertificate } from './certificateAuth';
 import { createPasswordGate, type FailureTrackerFactory } from './passwordGate';
+import { replaceForeignPasswordHash } from './rehash';
 
 /** MQTT over TCP, over WebSocket, and the same two over TLS. */
 export type Transport = 'tcp' | 'ws' | 'tls' | 'wss';
@@ -196,6 +197,8 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     const checked = await gate.verify(username, input.remoteAddress, row?.passwordHash, password.toString('utf8'));
     if (!checked.ok) return { ok: false, reason: checked.reason };
     if (!row) throw new Error('a password verified without a client row');
+    // An imported hash (Mosquitto, EMQX…) is replaced by our own at its first success.
+    if (await replaceForeignPasswordHash(db, row.id, row.passwordHash, password.toString('utf8'))) return success(row, grants, input);
     cache.delete(username);
     cache.set(username, { version: row.version, clientRowId: row.id, passwordHash: row.passwordHash, passwordMac });
     if (cache.size > cacheSize) cache.delete(cache.keys().next().value!);

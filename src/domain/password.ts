@@ -1,5 +1,7 @@
-import { createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2';
+import bcrypt from 'bcryptjs';
 
 // OWASP parameters: m=19456 KiB, t=2, p=1, Argon2id v0x13 (the library's
 // defaults; kept explicit). Passwords are NFKC-normalized first, as the hashes
@@ -100,14 +102,155 @@ export function hashFormPassword(password: string, generatedToken: unknown): Pro
   return isServerGenerated(password, generatedToken) ? Promise.resolve(hashGeneratedPassword(password)) : hashPassword(password);
 }
 
-/** Checks a password against a stored hash (either format); a malformed hash verifies as false. */
+/** Checks a password against a stored hash (any format below); a malformed hash verifies as false. */
 export async function verifyPasswordHash(hash: string, password: string): Promise<boolean> {
   try {
     if (isGeneratedPasswordHash(hash)) return verifyFast(hash, password);
+    const foreign = foreignFormatOf(hash);
+    if (foreign) return await verifyForeign(foreign, hash, password);
     return await argon2Verify(hash, password.normalize('NFKC'), ARGON2_OPTIONS);
   } catch {
     return false;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Hashes brought from elsewhere (imports from Mosquitto, EMQX, other systems).
+// Each is verified natively at CONNECT; after the first success the broker
+// stores the password again in our own format (`hashPassword`), so a foreign
+// row lives only until its device first connects.
+
+/** Stored formats, as the client's page names them. */
+export const PASSWORD_FORMATS = {
+  argon2id: 'Argon2id',
+  generated: 'Generated (HMAC-SHA256)',
+  none: 'No password',
+  'argon2i': 'Argon2i (imported)',
+  'argon2id-foreign': 'Argon2id with other parameters (imported)',
+  bcrypt: 'bcrypt (imported)',
+  'mosquitto-sha512': 'Mosquitto $6$ salted SHA-512 (imported)',
+  'mosquitto-pbkdf2': 'Mosquitto $7$ PBKDF2-SHA512 (imported)',
+  'emqx-sha256': 'EMQX salted SHA-256 (imported)',
+  'emqx-sha512': 'EMQX salted SHA-512 (imported)',
+  'emqx-pbkdf2': 'EMQX PBKDF2 (imported)',
+} as const;
+export type PasswordFormat = keyof typeof PASSWORD_FORMATS;
+
+type ForeignFormat = Exclude<PasswordFormat, 'argon2id' | 'generated' | 'none'>;
+
+const MOSQUITTO_SHA512 = /^\$6\$([A-Za-z0-9+/=]{4,64})\$([A-Za-z0-9+/=]{86,88})$/;
+const MOSQUITTO_PBKDF2 = /^\$7\$([1-9][0-9]{0,6})\$([A-Za-z0-9+/=]{4,64})\$([A-Za-z0-9+/=]{86,88})$/;
+const BCRYPT = /^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$/;
+/**
+ * EMQX keeps the algorithm in its configuration, not in the hash, so an
+ * imported EMQX row is stored with it:
+ * `$emqx-sha256$<prefix|suffix|disable>$<salt, base64url>$<hex>` (sha256, sha512), and
+ * `$emqx-pbkdf2$<sha256|sha512|sha1>$<iterations>$<salt, base64url>$<hex>`.
+ */
+const EMQX_SALTED = /^\$emqx-(sha256|sha512)\$(prefix|suffix|disable)\$([A-Za-z0-9_-]*)\$([0-9a-f]{64}|[0-9a-f]{128})$/;
+const EMQX_PBKDF2 = /^\$emqx-pbkdf2\$(sha1|sha256|sha512)\$([1-9][0-9]{0,6})\$([A-Za-z0-9_-]*)\$([0-9a-f]{16,256})$/;
+
+/** An Argon2id hash made with our parameters: nothing to replace. */
+const OWN_ARGON2ID = /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/;
+
+function foreignFormatOf(hash: string): ForeignFormat | null {
+  if (hash.startsWith('$argon2i$')) return 'argon2i';
+  if (hash.startsWith('$argon2id$')) return OWN_ARGON2ID.test(hash) ? null : 'argon2id-foreign';
+  if (BCRYPT.test(hash)) return 'bcrypt';
+  if (MOSQUITTO_SHA512.test(hash)) return 'mosquitto-sha512';
+  if (MOSQUITTO_PBKDF2.test(hash)) return 'mosquitto-pbkdf2';
+  const salted = EMQX_SALTED.exec(hash);
+  if (salted) return salted[1] === 'sha256' ? 'emqx-sha256' : 'emqx-sha512';
+  if (EMQX_PBKDF2.test(hash)) return 'emqx-pbkdf2';
+  return null;
+}
+
+/** Which format a stored hash is in. */
+export function passwordFormatOf(hash: string): PasswordFormat {
+  if (hash === '') return 'none';
+  if (isGeneratedPasswordHash(hash)) return 'generated';
+  return foreignFormatOf(hash) ?? 'argon2id';
+}
+
+/** True for a hash brought from elsewhere: replaced with our own at the first successful CONNECT. */
+export function isForeignPasswordHash(hash: string): boolean {
+  return foreignFormatOf(hash) !== null;
+}
+
+/** True when `hash` is one this file can verify (ours or a foreign one): what an import may store. */
+export function isKnownPasswordHash(hash: string): boolean {
+  return isGeneratedPasswordHash(hash) ? FAST_FORMAT.test(hash) : foreignFormatOf(hash) !== null || OWN_ARGON2ID.test(hash);
+}
+
+const pbkdf2Async = promisify(pbkdf2);
+
+function equalBytes(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+async function verifyForeign(format: ForeignFormat, hash: string, password: string): Promise<boolean> {
+  switch (format) {
+    case 'argon2i':
+    case 'argon2id-foreign':
+      // The parameters are in the PHC string.
+      return argon2Verify(hash, password);
+    case 'bcrypt':
+      // bcryptjs (maintained, no native build): its async compare yields to the event loop between rounds.
+      return bcrypt.compare(password, hash);
+    case 'mosquitto-sha512': {
+      // mosquitto_passwd's `$6$`: SHA-512 over password then salt, both base64 (not crypt(3)'s sha512-crypt).
+      const [, salt, digest] = MOSQUITTO_SHA512.exec(hash)!;
+      const computed = createHash('sha512').update(password, 'utf8').update(Buffer.from(salt!, 'base64')).digest();
+      return equalBytes(computed, Buffer.from(digest!, 'base64'));
+    }
+    case 'mosquitto-pbkdf2': {
+      // mosquitto_passwd's default `$7$`: PBKDF2-HMAC-SHA512, iterations, salt and 64-byte key in base64.
+      const [, iterations, salt, digest] = MOSQUITTO_PBKDF2.exec(hash)!;
+      const expected = Buffer.from(digest!, 'base64');
+      const computed = await pbkdf2Async(password, Buffer.from(salt!, 'base64'), Number(iterations), expected.length, 'sha512');
+      return equalBytes(computed, expected);
+    }
+    case 'emqx-sha256':
+    case 'emqx-sha512': {
+      const [, algorithm, position, salt, digest] = EMQX_SALTED.exec(hash)!;
+      const saltBytes = Buffer.from(salt!, 'base64url');
+      const input = Buffer.from(password, 'utf8');
+      const data = position === 'prefix' ? Buffer.concat([saltBytes, input]) : position === 'suffix' ? Buffer.concat([input, saltBytes]) : input;
+      return equalBytes(createHash(algorithm!).update(data).digest(), Buffer.from(digest!, 'hex'));
+    }
+    case 'emqx-pbkdf2': {
+      const [, algorithm, iterations, salt, digest] = EMQX_PBKDF2.exec(hash)!;
+      const expected = Buffer.from(digest!, 'hex');
+      const computed = await pbkdf2Async(password, Buffer.from(salt!, 'base64url'), Number(iterations), expected.length, algorithm!);
+      return equalBytes(computed, expected);
+    }
+  }
+}
+
+/** EMQX's password hash settings, as its built-in database authenticator is configured. */
+export interface EmqxHashOptions {
+  algorithm: 'sha256' | 'sha512' | 'pbkdf2' | 'bcrypt';
+  /** sha256 / sha512: where the salt goes (EMQX's default is prefix). */
+  saltPosition?: 'prefix' | 'suffix' | 'disable';
+  /** pbkdf2: EMQX's `mac_fun` and `iterations`. */
+  macFun?: 'sha1' | 'sha256' | 'sha512';
+  iterations?: number;
+}
+
+/**
+ * The stored form of a user from an EMQX user export (`password_hash` in hex,
+ * `salt` as text), or null when it does not fit `options`.
+ */
+export function emqxPasswordHash(passwordHash: string, salt: string, options: EmqxHashOptions): string | null {
+  const hex = passwordHash.trim().toLowerCase();
+  const saltText = Buffer.from(salt, 'utf8').toString('base64url');
+  if (options.algorithm === 'bcrypt') return BCRYPT.test(passwordHash.trim()) ? passwordHash.trim() : null;
+  if (options.algorithm === 'pbkdf2') {
+    const stored = `$emqx-pbkdf2$${options.macFun ?? 'sha256'}$${options.iterations ?? 4096}$${saltText}$${hex}`;
+    return EMQX_PBKDF2.test(stored) ? stored : null;
+  }
+  const stored = `$emqx-${options.algorithm}$${options.saltPosition ?? 'prefix'}$${saltText}$${hex}`;
+  return EMQX_SALTED.test(stored) ? stored : null;
 }
 
 let decoyHash: Promise<string> | undefined;
@@ -132,6 +275,14 @@ export async function verifyPasswordOrDecoy(hash: string | undefined, password: 
   }
   if (isGeneratedPasswordHash(hash)) {
     if (verifyFast(hash, password)) return true;
+    await decoyVerify(password);
+    return false;
+  }
+  const foreign = foreignFormatOf(hash);
+  if (foreign && foreign !== 'argon2i' && foreign !== 'argon2id-foreign' && foreign !== 'bcrypt') {
+    // A fast foreign format (SHA, PBKDF2 with few iterations): a wrong
+    // password costs the decoy too, as for every other failure.
+    if (await verifyPasswordHash(hash, password)) return true;
     await decoyVerify(password);
     return false;
   }

@@ -25,6 +25,7 @@ import { isHtmx, readFlash } from './http';
 import { auditRoutes } from './audit';
 import { bodyLimits, formatBytes } from './bodyLimits';
 import { API_BASE, apiRoutes } from './api';
+import { problemResponse } from './api/problems';
 import { tokenRoutes } from './tokens';
 import { pipelineRoutes, type PipelineControl } from './pipelines';
 import { createFailureTracker, type FailureTracker } from '../domain/passwordGate';
@@ -116,7 +117,9 @@ export function createApp(deps: AppDeps) {
   app.use(
     bodyLimits({
       refuse: (c, maxBytes) =>
-        c.html(<ErrorPage status={413} message={`What was sent is larger than this page accepts (${formatBytes(maxBytes)}), so it was not read and nothing was saved.`} />, 413),
+        c.req.path.startsWith(`${API_BASE}/`)
+          ? problemResponse(c, 413, `The body is larger than this route accepts (${formatBytes(maxBytes)}); nothing was read or changed.`)
+          : c.html(<ErrorPage status={413} message={`What was sent is larger than this page accepts (${formatBytes(maxBytes)}), so it was not read and nothing was saved.`} />, 413),
     }),
   );
   // Lets the layout show who is signed in without every view passing it down.

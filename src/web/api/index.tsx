@@ -8,6 +8,7 @@ import { registerClientRoutes } from './clients';
 import { registerGroupRoutes } from './groups';
 import { registerLiveRoutes } from './live';
 import { registerRecordRoutes } from './records';
+import { IMPORT_BODY_TYPES, registerTransferRoutes } from './transfer';
 import { problemFromError, problemResponse, zodFieldErrors } from './problems';
 
 export interface ApiDeps {
@@ -44,7 +45,9 @@ export function apiRoutes(deps: ApiDeps) {
     if (c.req.path === `${API_BASE}/openapi.json` || c.req.path === `${API_BASE}/reference`) return next();
     return bearerToken({ failures: deps.failures, trustProxy: deps.trustProxy })(c, next);
   });
-  api.use('*', jsonBodiesOnly());
+  const importBodies = jsonBodiesOnly(IMPORT_BODY_TYPES);
+  const otherBodies = jsonBodiesOnly();
+  api.use('*', (c, next) => (c.req.path === `${API_BASE}/import` ? importBodies(c, next) : otherBodies(c, next)));
 
   api.openAPIRegistry.registerComponent('securitySchemes', 'bearerToken', {
     type: 'http',
@@ -55,6 +58,7 @@ export function apiRoutes(deps: ApiDeps) {
   registerGroupRoutes(api, deps);
   registerLiveRoutes(api, deps);
   registerRecordRoutes(api, deps);
+  registerTransferRoutes(api);
 
   const config = {
     openapi: '3.1.0',

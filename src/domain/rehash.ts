@@ -1,0 +1,30 @@
+import { and, eq } from 'drizzle-orm';
+import { type Database, schema } from '../db';
+import { hashPassword, isForeignPasswordHash } from './password';
+
+const { clients } = schema;
+
+/**
+ * After a password verified against a hash brought from elsewhere (an
+ * import from Mosquitto, EMQX…), stores it again as Argon2id: a foreign row
+ * lives only until its device first connects. Only while the row still holds
+ * that very hash (an operator's change meanwhile wins). The version is left
+ * alone (nothing an operator typed changed), but the hash column is among
+ * those whose change every node hears (migration 0003), so what nodes keep
+ * in memory for CONNECT is read again. Never throws: a device that proved
+ * its password connects whether or not the new hash could be written.
+ */
+export async function replaceForeignPasswordHash(db: Database, clientRowId: number, storedHash: string, password: string): Promise<boolean> {
+  if (!isForeignPasswordHash(storedHash)) return false;
+  try {
+    const passwordHash = await hashPassword(password);
+    const rows = await db
+      .update(clients)
+      .set({ passwordHash })
+      .where(and(eq(clients.id, clientRowId), eq(clients.passwordHash, storedHash)))
+      .returning({ id: clients.id });
+    return rows.length > 0;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,305 @@
+import { parse as parseCsv } from 'csv-parse/sync';
+import type { AuthType } from '../clients';
+import { emqxPasswordHash, isKnownPasswordHash, type EmqxHashOptions } from '../password';
+
+/**
+ * Files an import reads, each turned into the same plan: clients, groups
+ * (with their permission rows) and group rules. Nothing here touches the
+ * database: `plan.ts` compares a plan with what is stored and applies it.
+ */
+
+export interface PlannedClient {
+  /** Where it came from: a line (CSV, NDJSON, password file) or an item number (JSON). */
+  line: number;
+  name: string;
+  username: string;
+  authType: AuthType;
+  /** Plaintext, hashed with Argon2id when applied. */
+  password?: string;
+  /** A hash in a format password.ts verifies (ours or a foreign one). */
+  passwordHash?: string;
+  certFingerprint?: string | null;
+}
+
+export interface PlannedPermission {
+  effect: string;
+  action: string;
+  topic: string;
+}
+
+export interface PlannedGroup {
+  line: number;
+  name: string;
+  description: string;
+  permissions: PlannedPermission[];
+}
+
+export interface PlannedRule {
+  line: number;
+  matchBy: string;
+  /** By client: the client's username. */
+  value: string;
+  /** Group names. */
+  groups: string[];
+}
+
+export interface ImportPlan {
+  clients: PlannedClient[];
+  /** Null: the file says nothing of groups (sync then leaves them alone). */
+  groups: PlannedGroup[] | null;
+  /** Null: the file says nothing of rules. */
+  rules: PlannedRule[] | null;
+  /** Rows that could not be read at all. */
+  errors: Array<{ line: number; key: string; message: string }>;
+  /** What the source had that Gatehouse has no place for, said once each. */
+  notes: string[];
+}
+
+export const IMPORT_FORMATS = ['gatehouse', 'csv', 'ndjson', 'mosquitto-passwd', 'mosquitto-dynsec', 'emqx'] as const;
+export type ImportFormat = (typeof IMPORT_FORMATS)[number];
+
+/** The export bundle's format name and version: an import reads this version. */
+export const BUNDLE_FORMAT = 'gatehouse-export';
+export const BUNDLE_VERSION = 1;
+
+const AUTH_TYPES = new Set(['password', 'certificate', 'certificate_password']);
+
+function emptyPlan(): ImportPlan {
+  return { clients: [], groups: null, rules: null, errors: [], notes: [] };
+}
+
+function text(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : typeof value === 'number' ? String(value) : undefined;
+}
+
+/** A client object as the bundle, NDJSON and CSV write it. */
+function clientFrom(plan: ImportPlan, line: number, raw: Record<string, unknown>): void {
+  const username = text(raw.username)?.trim() ?? '';
+  const authType = (text(raw.authType)?.trim() || 'password') as AuthType;
+  const password = text(raw.password) || undefined;
+  const passwordHash = text(raw.passwordHash)?.trim() || undefined;
+  const fail = (message: string): void => void plan.errors.push({ line, key: username || `#${line}`, message });
+  if (!username) return fail('No username.');
+  if (!AUTH_TYPES.has(authType)) return fail(`Unknown authType “${authType.slice(0, 40)}”: password, certificate or certificate_password.`);
+  if (password && passwordHash) return fail('Give password or passwordHash, not both.');
+  if (passwordHash && !isKnownPasswordHash(passwordHash)) return fail('passwordHash is in no format Gatehouse verifies (see README, “Coming from Mosquitto or EMQX”).');
+  plan.clients.push({
+    line,
+    name: text(raw.name)?.trim() || username,
+    username,
+    authType,
+    password,
+    passwordHash,
+    certFingerprint: text(raw.certFingerprint)?.trim() || null,
+  });
+}
+
+function groupFrom(plan: ImportPlan, line: number, raw: Record<string, unknown>): void {
+  const name = text(raw.name)?.trim() ?? '';
+  if (!name) return void plan.errors.push({ line, key: `#${line}`, message: 'A group without a name.' });
+  const permissions = Array.isArray(raw.permissions) ? raw.permissions : [];
+  (plan.groups ??= []).push({
+    line,
+    name,
+    description: text(raw.description) ?? '',
+    permissions: permissions.map((p: Record<string, unknown>) => ({ effect: text(p?.effect) ?? '', action: text(p?.action) ?? '', topic: text(p?.topic) ?? '' })),
+  });
+}
+
+function ruleFrom(plan: ImportPlan, line: number, raw: Record<string, unknown>): void {
+  const groups = Array.isArray(raw.groups) ? raw.groups.map((g) => text(g) ?? '') : [];
+  (plan.rules ??= []).push({ line, matchBy: text(raw.matchBy) ?? '', value: text(raw.value) ?? '', groups });
+}
+
+function readJson(source: string): unknown {
+  try {
+    return JSON.parse(source);
+  } catch (error) {
+    throw new ImportFileError(`The file is not JSON: ${(error as Error).message}`);
+  }
+}
+
+/** A file that cannot be read as the format it was said to be. */
+export class ImportFileError extends Error {}
+
+/** Gatehouse's own export bundle (`{ format, version, clients, groups, rules }`). */
+export function parseBundle(source: string): ImportPlan {
+  const data = readJson(source) as Record<string, unknown>;
+  if (!data || typeof data !== 'object' || data.format !== BUNDLE_FORMAT) throw new ImportFileError(`This is not a Gatehouse export (its "format" is not "${BUNDLE_FORMAT}").`);
+  if (data.version !== BUNDLE_VERSION) throw new ImportFileError(`This export is version ${String(data.version)}; this Gatehouse reads version ${BUNDLE_VERSION}.`);
+  const plan = emptyPlan();
+  (Array.isArray(data.clients) ? data.clients : []).forEach((raw, i) => clientFrom(plan, i + 1, raw as Record<string, unknown>));
+  if (Array.isArray(data.groups)) {
+    plan.groups = [];
+    data.groups.forEach((raw, i) => groupFrom(plan, i + 1, raw as Record<string, unknown>));
+  }
+  if (Array.isArray(data.rules)) {
+    plan.rules = [];
+    data.rules.forEach((raw, i) => ruleFrom(plan, i + 1, raw as Record<string, unknown>));
+  }
+  return plan;
+}
+
+/** Clients as CSV with a header: name, username, authType, password, passwordHash, certFingerprint (any order; username required). */
+export function parseClientsCsv(source: string): ImportPlan {
+  let records: Array<Record<string, string>>;
+  try {
+    records = parseCsv(source, { columns: (header: string[]) => header.map((h) => h.trim()), skip_empty_lines: true, bom: true, relax_column_count: true });
+  } catch (error) {
+    throw new ImportFileError(`The file is not CSV: ${(error as Error).message}`);
+  }
+  const plan = emptyPlan();
+  // Our export guards cells a spreadsheet would run as formulas with a leading ' (csvCell): undone here.
+  const unguard = (value: string) => (/^'[=+\-@\t\r]/.test(value) ? value.slice(1) : value);
+  records.forEach((record, i) => clientFrom(plan, i + 2, Object.fromEntries(Object.entries(record).map(([k, v]) => [k, typeof v === 'string' ? unguard(v) : v]))));
+  return plan;
+}
+
+/** One JSON object per line: a client (as in the bundle), or `{"group": {…}}` / `{"rule": {…}}`. */
+export function parseNdjson(source: string): ImportPlan {
+  const plan = emptyPlan();
+  source.split(/\r?\n/).forEach((lineText, i) => {
+    if (!lineText.trim()) return;
+    let raw: Record<string, unknown>;
+    try {
+      raw = JSON.parse(lineText);
+    } catch {
+      plan.errors.push({ line: i + 1, key: `#${i + 1}`, message: 'Not a JSON object.' });
+      return;
+    }
+    if (raw && typeof raw.group === 'object') groupFrom(plan, i + 1, raw.group as Record<string, unknown>);
+    else if (raw && typeof raw.rule === 'object') ruleFrom(plan, i + 1, raw.rule as Record<string, unknown>);
+    else clientFrom(plan, i + 1, raw ?? {});
+  });
+  return plan;
+}
+
+/** A Mosquitto password file (`username:$7$…`, `$6$…`, or a plain password not yet hashed by `mosquitto_passwd -U`). */
+export function parseMosquittoPasswordFile(source: string): ImportPlan {
+  const plan = emptyPlan();
+  source.split(/\r?\n/).forEach((lineText, i) => {
+    const line = lineText.trim();
+    if (!line || line.startsWith('#')) return;
+    const colon = line.indexOf(':');
+    if (colon <= 0) return void plan.errors.push({ line: i + 1, key: `#${i + 1}`, message: 'Not “username:password”.' });
+    const username = line.slice(0, colon);
+    const secret = line.slice(colon + 1);
+    if (/^\$[67]\$/.test(secret)) {
+      if (!isKnownPasswordHash(secret)) return void plan.errors.push({ line: i + 1, key: username, message: 'A $6$/$7$ hash that does not parse.' });
+      plan.clients.push({ line: i + 1, name: username, username, authType: 'password', passwordHash: secret });
+    } else {
+      plan.clients.push({ line: i + 1, name: username, username, authType: 'password', password: secret });
+    }
+  });
+  return plan;
+}
+
+const DYNSEC_ACTIONS: Record<string, 'publish' | 'subscribe'> = { publishClientSend: 'publish', subscribeLiteral: 'subscribe', subscribePattern: 'subscribe' };
+
+/**
+ * Mosquitto's dynamic-security JSON (`dynamic-security.json`): roles become
+ * groups (their ACLs permission rows, highest priority first), clients keep
+ * their PBKDF2 hashes, and each client's roles (its own and its groups')
+ * become a rule by client.
+ */
+export function parseMosquittoDynsec(source: string): ImportPlan {
+  const data = readJson(source) as { clients?: unknown[]; groups?: unknown[]; roles?: unknown[] };
+  if (!data || typeof data !== 'object' || !Array.isArray(data.clients)) throw new ImportFileError('This is not a Mosquitto dynamic-security file (no "clients" list).');
+  const plan = emptyPlan();
+  plan.groups = [];
+  plan.rules = [];
+  const skipped = new Set<string>();
+  (data.roles ?? []).forEach((raw, i) => {
+    const role = raw as { rolename?: string; textdescription?: string; acls?: Array<{ acltype?: string; topic?: string; allow?: boolean; priority?: number }> };
+    const acls = [...(role.acls ?? [])].sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
+    const permissions: PlannedPermission[] = [];
+    for (const acl of acls) {
+      const action = DYNSEC_ACTIONS[acl.acltype ?? ''];
+      if (action) permissions.push({ effect: acl.allow ? 'allow' : 'deny', action, topic: acl.topic ?? '' });
+      else if (acl.acltype === 'publishClientReceive' && acl.allow === false) permissions.push({ effect: 'deny', action: 'subscribe', topic: acl.topic ?? '' });
+      else skipped.add(acl.acltype ?? '?');
+    }
+    groupFrom(plan, i + 1, { name: role.rolename, description: role.textdescription ?? '', permissions });
+  });
+  const groupRoles = new Map<string, string[]>();
+  for (const raw of data.groups ?? []) {
+    const group = raw as { groupname?: string; roles?: Array<{ rolename?: string }> };
+    if (group.groupname) groupRoles.set(group.groupname, (group.roles ?? []).flatMap((r) => (r.rolename ? [r.rolename] : [])));
+  }
+  data.clients.forEach((raw, i) => {
+    const client = raw as {
+      username?: string;
+      textname?: string;
+      password?: string;
+      salt?: string;
+      iterations?: number;
+      clientid?: string;
+      roles?: Array<{ rolename?: string }>;
+      groups?: Array<{ groupname?: string }>;
+    };
+    const username = client.username ?? '';
+    const line = i + 1;
+    if (!username) return void plan.errors.push({ line, key: `#${line}`, message: 'A client without a username.' });
+    const hash = client.password && client.salt ? `$7$${client.iterations ?? 101}$${client.salt}$${client.password}` : undefined;
+    if (hash && !isKnownPasswordHash(hash)) return void plan.errors.push({ line, key: username, message: 'Its password hash does not parse.' });
+    if (!hash) return void plan.errors.push({ line, key: username, message: 'No password: a dynamic-security client without one cannot connect with a password.' });
+    if (client.clientid) skipped.add('client ids bound to a client (give a rule by MQTT client ID instead)');
+    plan.clients.push({ line, name: client.textname || username, username, authType: 'password', passwordHash: hash });
+    const roles = new Set<string>((client.roles ?? []).flatMap((r) => (r.rolename ? [r.rolename] : [])));
+    for (const g of client.groups ?? []) for (const role of groupRoles.get(g.groupname ?? '') ?? []) roles.add(role);
+    if (roles.size > 0) plan.rules!.push({ line, matchBy: 'client', value: username, groups: [...roles] });
+  });
+  for (const what of skipped) plan.notes.push(`Not imported: ${what} (no equivalent in Gatehouse).`);
+  return plan;
+}
+
+/**
+ * An EMQX built-in database user export (JSON array or CSV with
+ * `user_id,password_hash,salt,is_superuser`). EMQX keeps the hash algorithm
+ * in its authenticator's configuration, so it is given with the import.
+ */
+export function parseEmqxUsers(source: string, options: EmqxHashOptions): ImportPlan {
+  const trimmed = source.trimStart();
+  let records: Array<Record<string, unknown>>;
+  if (trimmed.startsWith('[')) {
+    const data = readJson(source);
+    if (!Array.isArray(data)) throw new ImportFileError('An EMQX JSON export is an array of users.');
+    records = data as Array<Record<string, unknown>>;
+  } else {
+    try {
+      records = parseCsv(source, { columns: (header: string[]) => header.map((h) => h.trim()), skip_empty_lines: true, bom: true });
+    } catch (error) {
+      throw new ImportFileError(`The file is not CSV: ${(error as Error).message}`);
+    }
+  }
+  const plan = emptyPlan();
+  let superusers = 0;
+  records.forEach((record, i) => {
+    const line = trimmed.startsWith('[') ? i + 1 : i + 2;
+    const username = text(record.user_id)?.trim() ?? '';
+    if (!username) return void plan.errors.push({ line, key: `#${line}`, message: 'No user_id.' });
+    const stored = emqxPasswordHash(text(record.password_hash) ?? '', text(record.salt) ?? '', options);
+    if (!stored) return void plan.errors.push({ line, key: username, message: `password_hash does not fit the algorithm given (${options.algorithm}).` });
+    if (record.is_superuser === true || record.is_superuser === 'true') superusers++;
+    plan.clients.push({ line, name: username, username, authType: 'password', passwordHash: stored });
+  });
+  if (superusers > 0) plan.notes.push(`${superusers} users were superusers in EMQX: Gatehouse has none; give them a group with the permissions they need.`);
+  return plan;
+}
+
+export function parseImport(format: ImportFormat, source: string, emqx?: EmqxHashOptions): ImportPlan {
+  switch (format) {
+    case 'gatehouse':
+      return parseBundle(source);
+    case 'csv':
+      return parseClientsCsv(source);
+    case 'ndjson':
+      return parseNdjson(source);
+    case 'mosquitto-passwd':
+      return parseMosquittoPasswordFile(source);
+    case 'mosquitto-dynsec':
+      return parseMosquittoDynsec(source);
+    case 'emqx':
+      return parseEmqxUsers(source, emqx ?? { algorithm: 'sha256', saltPosition: 'prefix' });
+  }
+}
