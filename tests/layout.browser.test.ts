@@ -108,6 +108,8 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
       `/pipelines/${pipelineId}/dead-letters`,
       '/tokens',
       '/tokens/new',
+      '/transfer',
+      '/api/v1/reference',
     ];
   };
 

@@ -226,3 +226,41 @@ describe.each(drivers)('export and import on %s', (driver) => {
     expect((await stateOf(target.db)).clients.map((c) => c.username)).toEqual(['new-1']);
   });
 });
+
+describe('the Import and export page', () => {
+  it('runs a dry run, then imports, from an uploaded file; the client page names an imported format until it is replaced', async () => {
+    const database = await createTestDatabase('pglite');
+    try {
+      const { signIn, TEST_ORIGIN } = await import('./support/admin');
+      const admin = await signIn(createApp({ db: database.db, log: () => {} }), database.db);
+      const page = await admin.request('/transfer');
+      expect(await page.text()).toContain('enctype="multipart/form-data"');
+      const salt = randomBytes(12);
+      const passwd = `sensor-a:$7$101$${salt.toString('base64')}$${pbkdf2Sync('sensor-a-secret', salt, 101, 64, 'sha512').toString('base64')}\n`;
+      const upload = (run: string) => {
+        const form = new FormData();
+        form.set('file', new Blob([passwd]), 'passwd');
+        form.set('format', 'mosquitto-passwd');
+        form.set('mode', 'upsert');
+        form.set('run', run);
+        return admin.request('/transfer/import', { method: 'POST', body: form, headers: { origin: TEST_ORIGIN } });
+      };
+      const dry = await upload('dry');
+      expect(dry.status).toBe(200);
+      const dryHtml = await dry.text();
+      expect(dryHtml).toContain('Dry run: nothing was written');
+      expect(dryHtml).toContain('1 to create');
+      expect((await exportBundle(database.db)).clients).toEqual([]);
+      const real = await upload('apply');
+      expect(await real.text()).toContain('Imported');
+      const [row] = await database.db.select().from(schema.clients);
+      const clientPage = await (await admin.request(`/clients/${row!.id}`)).text();
+      expect(clientPage).toContain('Mosquitto $7$ PBKDF2-SHA512 (imported)');
+      const csv = await admin.request('/transfer/clients.csv');
+      expect(csv.headers.get('content-disposition')).toContain('attachment');
+      expect(await csv.text()).toContain('sensor-a');
+    } finally {
+      await database.close();
+    }
+  });
+});

@@ -23,7 +23,7 @@ interface Props {
 }
 
 /** `/clients/:id`: a client's groups, merged permissions, and the access checker. */
-export function ClientAccessPage(props: Props & { sessions?: Child }) {
+export function ClientAccessPage(props: Props & { sessions?: Child; importedPasswordFormat?: string | null }) {
   const { client } = props;
   return (
     <Layout title={client.name} section="clients" scripts={['/static/mqtt.min.js', '/static/try-it.js']}>
@@ -41,6 +41,11 @@ export function ClientAccessPage(props: Props & { sessions?: Child }) {
           Username <code>{client.username}</code> · <a href={`/clients/${client.id}/edit`}>Edit client</a>
         </p>
       </hgroup>
+      {props.importedPasswordFormat ? (
+        <p class="notice">
+          Password stored as {props.importedPasswordFormat}: it is replaced by Argon2id at the device’s first successful connection.
+        </p>
+      ) : null}
       {props.sessions}
       <div class="client-workbench">
         <TryItPanel client={client} />

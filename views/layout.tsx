@@ -3,7 +3,7 @@ import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
 import type { AppEnv } from '../src/web/env';
 
-export type Section = 'overview' | 'clients' | 'connections' | 'topics' | 'groups' | 'group-rules' | 'administrators' | 'pipelines' | 'certificates' | 'audit' | 'tokens';
+export type Section = 'overview' | 'clients' | 'connections' | 'topics' | 'groups' | 'group-rules' | 'administrators' | 'pipelines' | 'certificates' | 'audit' | 'tokens' | 'transfer';
 
 interface NavItem {
   section: Section;
@@ -22,6 +22,7 @@ export const navigation: Array<{ label: string; items: NavItem[] }> = [
     { section: 'clients', href: '/clients', label: 'Clients' },
     { section: 'groups', href: '/groups', label: 'Groups' },
     { section: 'group-rules', href: '/group-rules', label: 'Group rules' },
+    { section: 'transfer', href: '/transfer', label: 'Import and export' },
   ] },
   { label: 'Console', items: [
     { section: 'audit', href: '/audit', label: 'Audit trail' },

@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { type Database, schema } from '../db';
-import { hashPassword, isForeignPasswordHash } from './password';
+import { hashPassword, isForeignPasswordHash, PASSWORD_FORMATS, passwordFormatOf } from './password';
 
 const { clients } = schema;
 
@@ -27,4 +27,14 @@ export async function replaceForeignPasswordHash(db: Database, clientRowId: numb
   } catch {
     return false;
   }
+}
+
+/**
+ * A client's password format when it is a foreign one (imported, not yet
+ * replaced), as its page names it; null for our own formats or no client.
+ */
+export async function importedPasswordFormat(db: Database, clientRowId: number): Promise<string | null> {
+  const [row] = await db.select({ passwordHash: clients.passwordHash }).from(clients).where(eq(clients.id, clientRowId));
+  if (!row || !isForeignPasswordHash(row.passwordHash)) return null;
+  return PASSWORD_FORMATS[passwordFormatOf(row.passwordHash)];
 }

@@ -27,6 +27,7 @@ import { bodyLimits, formatBytes } from './bodyLimits';
 import { API_BASE, apiRoutes } from './api';
 import { problemResponse } from './api/problems';
 import { tokenRoutes } from './tokens';
+import { transferRoutes } from './transfer';
 import { pipelineRoutes, type PipelineControl } from './pipelines';
 import { createFailureTracker, type FailureTracker } from '../domain/passwordGate';
 import { TOKEN_FAILURES_BEFORE_BACKOFF, TOKEN_MAX_BACKOFF_MS } from './api/auth';
@@ -69,6 +70,7 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'try-it.js': { path: 'public/try-it.js', type: 'text/javascript; charset=utf-8' },
   'app.css': { path: 'public/app.css', type: 'text/css; charset=utf-8' },
   'app.js': { path: 'public/app.js', type: 'text/javascript; charset=utf-8' },
+  'import.js': { path: 'public/import.js', type: 'text/javascript; charset=utf-8' },
   'favicon.svg': { path: 'public/favicon.svg', type: 'image/svg+xml' },
 };
 
@@ -193,6 +195,7 @@ export function createApp(deps: AppDeps) {
   app.route('/certificates', certificateRoutes({ tls: deps.tls }));
   app.route('/', auditRoutes());
   app.route('/tokens', tokenRoutes());
+  app.route('/transfer', transferRoutes());
   app.route('/pipelines', pipelineRoutes(deps.pipelines));
 
   app.notFound((c) => c.html(<NotFoundPage />, 404));

@@ -9,6 +9,7 @@ import { ClientAccessPage, ClientAccessSection, type CheckValues } from '../../v
 import { ClientSessionsSection } from '../../views/connections';
 import { NotFoundPage } from '../../views/layout';
 import { disconnectedNotice, sessionsOf } from './clients';
+import { importedPasswordFormat } from '../domain/rehash';
 import type { AppEnv } from './env';
 import { isHtmx, parseId } from './http';
 
@@ -50,7 +51,8 @@ export function clientAccessRoutes() {
     const props = { client, access, check, errors, decision };
     if (isHtmx(c)) return c.html(<ClientAccessSection {...props} />, hasErrors ? 422 : 200);
     const sessions = <ClientSessionsSection client={client} page={await sessionsOf(c, client.id)} notice={disconnectedNotice(c.req.query('disconnected'))} />;
-    return c.html(<ClientAccessPage {...props} sessions={sessions} />, hasErrors ? 422 : 200);
+    const imported = await importedPasswordFormat(c.var.db, client.id);
+    return c.html(<ClientAccessPage {...props} sessions={sessions} importedPasswordFormat={imported} />, hasErrors ? 422 : 200);
   });
 
   return routes;
