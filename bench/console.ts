@@ -76,7 +76,7 @@ async function fillClients(database: OpenDatabase, count: number) {
 }
 
 // Signed in as the console's own sign-in would leave it: a session row and its cookie.
-async function signedInCookie(database: OpenDatabase): Promise<string> {
+export async function signedInCookie(database: OpenDatabase): Promise<string> {
   const administrator = await createAdministrator(database.db, { username: 'bench-admin', password: 'bench-admin-password' });
   const session = await createSession(database.db, administrator.id);
   return `${SESSION_COOKIE}=${session.token}`;
@@ -100,7 +100,7 @@ function pinning(): { server: string[]; pinSelf(): void } {
   return pinned;
 }
 
-function startConsole(env: Record<string, string>): Promise<{ child: ChildProcess; base: string }> {
+export function startConsole(env: Record<string, string>): Promise<{ child: ChildProcess; base: string }> {
   const [command, ...args] = [...pinning().server, process.execPath, '--import', 'tsx', 'src/main.ts'];
   const child = spawn(command!, args, {
     cwd: root,
@@ -127,7 +127,7 @@ function startConsole(env: Record<string, string>): Promise<{ child: ChildProces
   });
 }
 
-async function stopConsole(child: ChildProcess) {
+export async function stopConsole(child: ChildProcess) {
   if (child.exitCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');

@@ -9,6 +9,7 @@
  *   nodes        QoS 1 messages per second across 1 and 2 nodes on Redis
  *   footprint    idle memory, memory per connection, start-up time (bench/footprint.ts)
  *   console      the console with 100,000 clients (bench/console.ts)
+ *   import       importing 100,000 clients from the console, dry run and real (bench/import.ts)
  * Set BENCH_ROUNDS (default 3), BENCH_SECONDS (default 2) to lengthen it; the
  * others are in bench/README.md.
  */
@@ -181,7 +182,7 @@ async function nodesScenario(postgres: Service, redis: Service) {
   );
 }
 
-const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'persistence', 'nodes', 'footprint', 'console'];
+const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'persistence', 'nodes', 'footprint', 'console', 'import'];
 const MESSAGING = ['fanin', 'pairs', 'fanout'];
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const unknown = asked.filter((name) => !ALL.includes(name));
@@ -243,6 +244,11 @@ try {
     postgres ??= await startPostgres();
     const { consoleScenario } = await import('./console');
     await consoleScenario({ databaseUrl: postgres.url, seconds });
+  }
+  if (scenarios.includes('import')) {
+    phase('import');
+    const { importScenario } = await import('./import');
+    await importScenario();
   }
 } catch (error) {
   failed = true;
