@@ -6,6 +6,8 @@ import { serve } from '@hono/node-server';
 import { sql } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
 import { createBroker, type Broker } from './broker';
+import { checkEngine } from './broker/engine';
+import { ResourceStack } from './resources';
 import { openBrokerState, type BrokerState } from './broker/state';
 import { createRedisFailureTrackers } from './cluster/failures';
 import { connectRedis } from './cluster/redis';
@@ -73,47 +75,47 @@ export interface StartOptions {
 export async function startGatehouse(options: StartOptions): Promise<Gatehouse> {
   const { config } = options;
   const log = options.log ?? ((message: string) => console.log(message));
-  // Unreadable or mismatched certificate files stop the start before anything opens.
+  // Unreadable or mismatched certificate files, and an engine that does not
+  // fit its packages, stop the start before anything opens.
   readTlsFiles(config);
-  const database =
-    options.database ??
-    (await openDatabase(
-      config.DATABASE_URL ? { kind: 'postgres', url: config.DATABASE_URL } : { kind: 'pglite', dataDir: config.DATA_DIR },
-    ));
-
-  let broker: Broker | undefined;
-  let httpServer: HttpServer | undefined;
-  let brokerState: BrokerState | undefined;
-  let redis: Redis | undefined;
-  let clusterSessions: ClusterSessions | undefined;
-  let changes: AccessChanges | undefined;
-  let tls: TlsService | undefined;
-  let sampler: Sampler | undefined;
-  let clusterDirectory: ClusterDirectory | undefined;
-  let lastSeen: LastSeenRecorder | undefined;
-  let pipelines: PipelineService | undefined;
-  // Written in batches, off the hot path; flushed at the end of close().
-  const audit = createAuditRecorder(database.db, { log, ...options.audit });
-  const retention = startAuditRetention(database.db, { days: config.AUDIT_RETENTION_DAYS, log });
+  await checkEngine({ redis: Boolean(config.REDIS_URL) });
+  // Every part registers its close as it opens; a failed start and close()
+  // unwind the same list, newest first.
+  const resources = new ResourceStack();
   try {
+    const database =
+      options.database ??
+      (await openDatabase(
+        config.DATABASE_URL ? { kind: 'postgres', url: config.DATABASE_URL } : { kind: 'pglite', dataDir: config.DATA_DIR },
+      ));
+    if (!options.database) resources.defer('database', () => database.close());
+    // Written in batches, off the hot path; flushed once everything else has closed.
+    const audit = createAuditRecorder(database.db, { log, ...options.audit });
+    resources.defer('audit trail', () => audit.close());
+    const retention = startAuditRetention(database.db, { days: config.AUDIT_RETENTION_DAYS, log });
+    resources.defer('audit retention', () => retention.stop());
     const firstRun = await prepareFirstAdministrator(database.db, config);
     // Several nodes share broker state and counters through Redis; one node
     // keeps its broker state under DATA_DIR, beside the embedded database.
-    brokerState = await openBrokerState(
+    let brokerState = await openBrokerState(
       config.REDIS_URL ? { kind: 'redis', url: config.REDIS_URL } : { kind: 'local', dir: path.join(config.DATA_DIR, 'broker') },
       { concurrency: config.MQTT_CONCURRENCY, log },
     );
+    // After the broker: its last writes land first.
+    resources.defer('broker state', () => brokerState.close());
     if (options.wrapBrokerState) brokerState = options.wrapBrokerState(brokerState);
-    if (config.REDIS_URL) redis = await connectRedis(config.REDIS_URL);
+    const redis = config.REDIS_URL ? await connectRedis(config.REDIS_URL) : undefined;
+    if (redis) resources.defer('redis', () => redis.disconnect());
     // Failed passwords counted in Redis: more nodes must not mean more guesses.
     const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;
     // What CONNECT needs stays in memory, forgotten on every change (any node's).
-    changes = await listenForAccessChanges(database, log);
+    const changes = await listenForAccessChanges(database, log);
+    resources.defer('access changes', () => changes.close().catch(() => {}));
     const authenticator = createAuthenticator(database.db, { failureTrackers, changes, maxConcurrentVerifies: concurrentVerifies() });
     const metrics = createMetrics();
     /** Where this node's MQTT listeners answer (a bridge to one of them would loop); known once they listen. */
     const ownMqttAddresses: string[] = [];
-    pipelines = createPipelineService({
+    const pipelines = createPipelineService({
       db: database.db,
       secretKey: config.SECRET_KEY,
       changes,
@@ -127,12 +129,27 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       log,
     });
     const openPipelines = pipelines;
+    // After the broker: no more writes come; those in flight are committed.
+    resources.defer('pipelines', () => openPipelines.close());
     // Mappings are read before the first device can publish.
     await openPipelines.reload();
     metrics.watchPipelines(() => openPipelines.figures());
     const recorder = createLastSeenRecorder(database.db, { flushMs: config.LAST_SEEN_FLUSH_MS, log });
-    lastSeen = recorder;
-    broker = await createBroker({
+    // After the broker: the sessions it closes are written with the rest.
+    resources.defer('last seen', () => recorder.close());
+    // The console's connections end after the broker has closed the MQTT
+    // connections upgraded from them (server.close() waits for those too).
+    let httpClosed: Promise<unknown> | undefined;
+    resources.defer('console connections', () => httpClosed);
+    // The cluster's parts open once the broker has its id, and close after
+    // it, so the sessions it closes are counted down first. Best effort: the
+    // other nodes find out by themselves.
+    const cluster: { sessions?: ClusterSessions; directory?: ClusterDirectory } = {};
+    resources.defer('cluster', async () => {
+      await cluster.directory?.close().catch(() => {});
+      await cluster.sessions?.close().catch(() => {});
+    });
+    const broker = await createBroker({
       // Messages mapped to a pipeline are in its outbox before the device is acknowledged.
       onPublishAccepted: openPipelines.onPublishAccepted,
       // One database read per CONNECT: credentials and permissions together.
@@ -156,7 +173,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       persistence: brokerState.persistence,
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
       onSessionChange: (clientRowId, delta) => {
-        clusterSessions?.change(clientRowId, delta);
+        cluster.sessions?.change(clientRowId, delta);
         if (delta < 0) recorder.note(clientRowId);
       },
       metrics: metrics.broker,
@@ -173,30 +190,32 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
       log,
     });
+    resources.defer('broker', () => broker.close());
     const localBroker = broker;
     metrics.watch({ connections: () => localBroker.connectionsByTransport(), authenticator });
     const openSampler = createSampler({
       db: database.db,
-      nodeId: broker.aedes.id,
+      nodeId: broker.nodeId,
       connections: () => localBroker.connectionCount(),
       totals: () => metrics.totals(),
       retentionDays: config.AUDIT_RETENTION_DAYS,
       log,
     });
-    sampler = openSampler;
+    resources.defer('sampler', () => openSampler.stop());
     if (redis) {
-      clusterSessions = await startClusterSessions({
+      cluster.sessions = await startClusterSessions({
         redis,
-        nodeId: broker.aedes.id,
+        nodeId: broker.nodeId,
         local: () => localBroker.sessionsByClient(),
         heartbeatMs: config.NODE_HEARTBEAT_MS,
         log,
       });
     }
-    const sharedSessions = clusterSessions;
+    const sharedSessions = cluster.sessions;
     // Each node lists and ends its own sessions; with several, they ask each other through Redis.
-    if (redis) clusterDirectory = await startClusterDirectory({ redis, nodeId: broker.aedes.id, local: broker, log });
-    const sessions: SessionDirectory = clusterDirectory ?? createLocalDirectory(broker);
+    if (redis) cluster.directory = await startClusterDirectory({ redis, nodeId: broker.nodeId, local: broker, log });
+    const sessions: SessionDirectory = cluster.directory ?? createLocalDirectory(broker);
+    let consoleServer: HttpServer | undefined;
     const app = createApp({
       db: database.db,
       pipelines: { service: openPipelines, secretKey: config.SECRET_KEY },
@@ -211,7 +230,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         const missing: string[] = [];
         await database.db.execute(sql`select 1`).catch(() => missing.push('database'));
         if (!localBroker.listening()) missing.push('MQTT listener');
-        if (config.PORT !== 'off' && !httpServer?.listening) missing.push('HTTP listener');
+        if (config.PORT !== 'off' && !consoleServer?.listening) missing.push('HTTP listener');
         return missing;
       },
       live: {
@@ -232,7 +251,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         ports: { mqtts: config.MQTTS_PORT, https: config.HTTPS_PORT },
       },
     });
-    tls = createTlsService({
+    const tls = createTlsService({
       config,
       db: database.db,
       broker,
@@ -241,6 +260,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       log,
     });
     const openTls = tls;
+    resources.defer('TLS listeners', () => openTls.close());
     // A change made on another node's Certificates page (or by hand) reaches
     // this node's listeners too: tls_settings announces itself (migration 0010).
     changes.onChange((payload) => {
@@ -252,12 +272,18 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     await openPipelines.start();
     const plainPort = config.PORT;
     if (plainPort !== 'off') {
-      httpServer = await new Promise<HttpServer>((resolve, reject) => {
+      const server = await new Promise<HttpServer>((resolve, reject) => {
         const server = serve({ fetch: app.fetch, port: plainPort, hostname: config.HOST }, () => resolve(server as HttpServer));
         server.once('error', reject);
       });
-      broker.attachWebSocket(httpServer, '/mqtt');
+      consoleServer = server;
+      resources.defer('console listener', () => {
+        httpClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
+      });
+      broker.attachWebSocket(server, '/mqtt');
     }
+    const httpServer = consoleServer;
     const httpPort = httpServer ? (httpServer.address() as AddressInfo).port : 0;
     const tlsStatus = await tls.apply();
     if (config.PORT === 'off' && tlsStatus.source === null) {
@@ -281,20 +307,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       );
     }
 
-    const openBroker = broker;
-    const openHttp = httpServer;
-    const openState = brokerState;
-    const openRedis = redis;
-    const openChanges = changes;
-    const openDirectory = clusterDirectory;
-    let closing: Promise<void> | undefined;
     return {
       httpPort,
       mqttPort,
       tls: openTls,
       database,
-      broker: openBroker,
-      brokerState: openState,
+      broker,
+      brokerState,
       authenticator,
       sampler: openSampler,
       audit,
@@ -302,58 +321,10 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       sessions,
       lastSeen: recorder,
       pipelines: openPipelines,
-      close() {
-        closing ??= (async () => {
-          // Every step runs, whatever an earlier one threw: a failing flush
-          // must not leave the database or the listeners open. The first
-          // failure is reported once all is closed.
-          const failures: unknown[] = [];
-          const step = async (run: () => unknown) => {
-            try {
-              await run();
-            } catch (error) {
-              failures.push(error);
-            }
-          };
-          await step(() => openSampler.stop());
-          const httpClosed = new Promise<void>((resolve) => (openHttp ? openHttp.close(() => resolve()) : resolve()));
-          await step(() => openTls.close());
-          await step(() => openBroker.close());
-          // After the broker: no more writes come; those in flight are committed.
-          await step(() => openPipelines.close());
-          // The sessions just closed are written with the rest.
-          await step(() => recorder.close());
-          // Best effort: the other nodes find out by themselves.
-          await step(() => openDirectory?.close().catch(() => {}));
-          await step(() => sharedSessions?.close().catch(() => {}));
-          await step(() => openState.close());
-          openRedis?.disconnect();
-          await step(() => openChanges.close().catch(() => {}));
-          openHttp?.closeAllConnections?.();
-          await httpClosed;
-          await step(() => retention.stop());
-          await step(() => audit.close());
-          if (!options.database) await step(() => database.close());
-          if (failures.length > 0) throw failures[0];
-        })();
-        return closing;
-      },
+      close: () => resources.close(),
     };
   } catch (error) {
-    await tls?.close().catch(() => {});
-    await sampler?.stop().catch(() => {});
-    await broker?.close().catch(() => {});
-    await pipelines?.close().catch(() => {});
-    await lastSeen?.close().catch(() => {});
-    await clusterDirectory?.close().catch(() => {});
-    await clusterSessions?.close().catch(() => {});
-    await brokerState?.close().catch(() => {});
-    redis?.disconnect();
-    await changes?.close().catch(() => {});
-    httpServer?.close();
-    await retention.stop();
-    await audit.close().catch(() => {});
-    if (!options.database) await database.close().catch(() => {});
+    await resources.close().catch(() => {});
     throw error;
   }
 }

@@ -1,11 +1,12 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { AedesOptions } from 'aedes';
-import type { Redis } from 'ioredis';
 import aedesPersistenceLevel from 'aedes-persistence-level';
 import { ClassicLevel } from 'classic-level';
 import { connectRedis, describeRedisUrl } from '../cluster/redis';
 import { coalesceWrites } from './coalescingLevel';
+import { checkEngine } from './engine/check';
+import { createRedisBus } from './engine/redisBus';
 
 type Persistence = NonNullable<AedesOptions['persistence']>;
 type MessageBus = NonNullable<AedesOptions['mq']>;
@@ -81,85 +82,24 @@ async function openLocalState(dir: string): Promise<BrokerState> {
   };
 }
 
-interface PatternMaker {
-  _subTopic(topic: string): string;
-}
-
-/**
- * A filter with `+` or `#` becomes a Redis pattern (PSUBSCRIBE), in which `*`,
- * `?`, `[`, `]` and `\\` are glob syntax; topics may hold them literally.
- * Unescaped, `plant/[a]/+` matched `plant/a/x` and never `plant/[a]/x`: its
- * messages from other nodes were lost. Escaped here before the bus turns the
- * MQTT wildcards into `*` (its own matcher then checks each message).
- */
-function escapeGlobCharacters(bus: PatternMaker): void {
-  if (typeof bus._subTopic !== 'function') throw new Error('mqemitter-redis internals changed (_subTopic): revisit src/broker/state.ts');
-  const subTopic = bus._subTopic.bind(bus);
-  bus._subTopic = (topic) => (/[+#]/.test(topic) ? subTopic(topic.replace(/[*?[\]\\]/g, '\\$&')) : topic);
-}
-
-/**
- * `subscriber` with a listener of its messages that throws (the bus decoding
- * something it did not write) made harmless: the message is dropped.
- */
-function guardedSubscriber(subscriber: Redis, log: (message: string) => void): Redis {
-  subscriber.on('error', () => {}); // the bus listens for errors too, and says so
-  const emit = subscriber.emit.bind(subscriber);
-  let said = false;
-  subscriber.emit = (event: string | symbol, ...args: unknown[]) => {
-    if (event !== 'messageBuffer' && event !== 'pmessageBuffer') return emit(event, ...args);
-    try {
-      return emit(event, ...args);
-    } catch (error) {
-      if (!said) log(`dropped a Redis message the broker could not read (${(error as Error).message}); further ones are dropped silently`);
-      said = true;
-      return true;
-    }
-  };
-  return subscriber;
-}
-
 /**
  * `mqemitter-redis` carries messages between nodes and
  * `aedes-persistence-redis` holds the state they share, so a persistent
  * session, a retained message or a will made on one node is there on all.
  */
 async function openRedisState(url: string, concurrency: number, log: (message: string) => void): Promise<BrokerState> {
+  await checkEngine({ redis: true });
   // Loaded only with REDIS_URL: one node never pays for them.
-  const [{ default: aedesPersistenceRedis }, { default: mqemitterRedis }] = await Promise.all([import('aedes-persistence-redis'), import('mqemitter-redis')]);
+  const { default: aedesPersistenceRedis } = await import('aedes-persistence-redis');
   const conn = await connectRedis(url);
   const persistence = aedesPersistenceRedis({ conn }) as unknown as Persistence & { destroy(): Promise<void> };
   // The bus listens with Redis patterns made from the filters: `#` becomes
   // `*`, every channel of the server, where other messages travel (the
-  // nodes' questions about sessions, anyone else's) that the bus cannot
-  // decode, and a decoding error thrown from a Redis event ends the process.
-  // Its channels get their own prefix (naming the logical database, which
-  // pub/sub ignores), and a message it cannot read is dropped, said once.
-  const subConn = guardedSubscriber(conn.duplicate(), log);
-  // It ends with the topic separator: the bus' matcher sees it as one more
-  // level, so `#` and `+` keep matching whole levels after it.
-  const prefix = `gatehouse:db${conn.options.db ?? 0}:mqtt/`;
-  const { MQEmitterRedisPrefix } = mqemitterRedis as unknown as {
-    MQEmitterRedisPrefix: new (prefix: string, options: object) => ReturnType<typeof mqemitterRedis>;
-  };
-  // What Aedes gives its own bus: `concurrency`, and [MQTT-4.7.1-3] empty levels.
-  const bus = new MQEmitterRedisPrefix(prefix, { connectionString: url, subConn, concurrency, matchEmptyLevels: true });
-  escapeGlobCharacters(bus as unknown as PatternMaker);
-  // Untyped in mqemitter-redis' declarations, present in its code.
-  const busState = (bus as unknown as { state: import('node:events').EventEmitter }).state;
-  // The bus reports a lost Redis connection as an 'error' event: unheard, it
-  // would end the process. ioredis reconnects by itself; say so once per outage.
-  let down = false;
-  busState.on('error', (error: Error) => {
-    if (down) return;
-    down = true;
-    log(`Redis connection lost (${error.message}); reconnecting`);
-  });
-  busState.on('pubConnect', () => {
-    if (down) log('Redis connection back');
-    down = false;
-  });
-  const mq = bus as unknown as MessageBus;
+  // nodes' questions about sessions, anyone else's). Its channels get their
+  // own prefix, naming the logical database, which pub/sub ignores; it ends
+  // with the topic separator, so the bus' matcher sees it as one more level
+  // and `#` and `+` keep matching whole levels after it.
+  const mq = await createRedisBus({ url, conn, prefix: `gatehouse:db${conn.options.db ?? 0}:mqtt/`, concurrency, log });
   return {
     mq,
     persistence,

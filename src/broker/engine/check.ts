@@ -1,12 +1,11 @@
-import { EngineMismatchError, installedVersion, packageSource, type EnginePackage } from './packages';
-
-/** One thing the engine relies on, and how to tell it still holds. */
-interface Expectation {
-  packageName: EnginePackage;
-  /** What moved when `holds` is false, for the message. */
-  what: string;
-  holds(): boolean;
-}
+import { PassThrough } from 'node:stream';
+import { Aedes, type Client as AedesClient } from 'aedes';
+import { clientExpectations } from './client';
+import type { Expectation } from './expectation';
+import { EngineMismatchError, installedVersion, packageSource } from './packages';
+import { parserExpectations } from './parser';
+import { redisBusExpectations } from './redisBus';
+import { sessionStoreExpectations } from './sessionStore';
 
 /**
  * A patch of patches/aedes+2.0.0-beta.1+*.patch, known by a line it writes
@@ -24,30 +23,79 @@ const AEDES_PATCHES: Array<{ patch: string; file: string; line: string; without:
   { patch: '008', file: 'lib/handlers/publish.js', line: '// gatehouse: acknowledged once stored.', without: 'PUBACK would go out before the message is stored' },
 ];
 
-const expectations: Expectation[] = AEDES_PATCHES.map(({ patch, file, line, without }) => ({
+const patchExpectations: Expectation[] = AEDES_PATCHES.map(({ patch, file, line, without }) => ({
   packageName: 'aedes',
   what: `${file} does not carry patch ${patch} (patches/aedes+2.0.0-beta.1+${patch}+…): ${without}`,
   holds: () => packageSource('aedes', file).includes(line),
 }));
 
-let checked = false;
-
 /**
- * Checks, once per process and before any listener opens, everything the
- * engine relies on in other packages' internals. Throws EngineMismatchError
- * naming the package, the version found and what moved: a broker whose
- * engine does not fit must not start, rather than fail on its first device.
+ * A client of a broker that never listens, on a stream that carries nothing:
+ * what a fresh connection looks like inside Aedes, for the field checks.
  */
-export function checkEngine(): void {
-  if (checked) return;
+function probeClient() {
+  let made: { client: AedesClient; stream: PassThrough; broker: Aedes } | undefined;
+  return {
+    get: () => {
+      if (!made) {
+        const broker = new Aedes({});
+        const stream = new PassThrough();
+        made = { broker, stream, client: broker.handle(stream) };
+      }
+      return made.client;
+    },
+    dispose: () => {
+      if (!made) return;
+      made.client.close();
+      made.stream.destroy();
+      (made.broker as unknown as { mq: { close(done: () => void): void } }).mq.close(() => {});
+    },
+  };
+}
+
+/** Every expectation of the engine (those of the Redis bus with `redis`). */
+export function engineExpectations(probe: () => AedesClient, options: { redis?: boolean } = {}): Expectation[] {
+  return [
+    ...patchExpectations,
+    ...clientExpectations(probe),
+    ...parserExpectations(probe),
+    ...sessionStoreExpectations,
+    ...(options.redis ? redisBusExpectations() : []),
+  ];
+}
+
+/** Throws EngineMismatchError for the first expectation that does not hold. */
+export async function verifyExpectations(expectations: readonly Expectation[]): Promise<void> {
   for (const expectation of expectations) {
     let holds: boolean;
     try {
+      await expectation.prepare?.();
       holds = expectation.holds();
     } catch {
       holds = false;
     }
     if (!holds) throw new EngineMismatchError(expectation.packageName, installedVersion(expectation.packageName), expectation.what);
   }
-  checked = true;
+}
+
+const passed = new Set<string>();
+
+/**
+ * Checks, once per process and before any listener opens, everything the
+ * engine relies on in other packages' internals (this folder's accessors,
+ * the patch, the stores' error strings, with `redis` the Redis bus). Throws
+ * EngineMismatchError naming the package, the version found and what moved:
+ * a broker whose engine does not fit must not start, rather than fail on its
+ * first device. Nothing is checked again per connection.
+ */
+export async function checkEngine(options: { redis?: boolean } = {}): Promise<void> {
+  const key = options.redis ? 'redis' : 'local';
+  if (passed.has(key)) return;
+  const probe = probeClient();
+  try {
+    await verifyExpectations(engineExpectations(probe.get, options));
+  } finally {
+    probe.dispose();
+  }
+  passed.add(key);
 }

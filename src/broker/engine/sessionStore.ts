@@ -1,11 +1,13 @@
-import type { AedesOptions } from 'aedes';
-import { claimQueuedDelivery, isRepeatedDelivery } from './resume';
+import type { AedesOptions, Client as AedesClient } from 'aedes';
+import { claimQueuedDelivery, isRepeatedDelivery } from './delivery';
+import type { Expectation } from './expectation';
+import { packageSource } from './packages';
 
 type Persistence = NonNullable<AedesOptions['persistence']>;
 type Subscription = { topic: string; qos: number; rap?: boolean };
 type QueuedPacket = { retain?: boolean } & Record<string, unknown>;
 type OutgoingPacket = { cmd?: string; brokerId?: string | null; brokerCounter?: number; writeCallback?: unknown };
-type SessionClient = { connected?: boolean; clean?: boolean };
+type SessionClient = AedesClient;
 
 interface SessionStoreMethods {
   addSubscriptions(client: unknown, subs: Subscription[]): Promise<unknown>;
@@ -32,7 +34,7 @@ interface SessionStoreMethods {
  *   message sent because of a subscription that already existed has RETAIN=0
  *   (MQTT 5's retain-as-published subscriptions keep it, when every session
  *   the message is queued for has one: the store keeps one copy for all).
- * - **Each queued message once when a session comes back** (src/broker/resume.ts):
+ * - **Each queued message once when a session comes back** (delivery.ts):
  *   the queued copy of a message the session was already sent live is
  *   neither given a packet id here nor taken off the queue for its refusal.
  * - **PUBREC always gets its PUBREL** ([MQTT-4.3.3-8]): for a packet id the
@@ -64,13 +66,13 @@ export function fixSessionStore(persistence: Persistence): Persistence {
         return await store.outgoingUpdate(client, packet);
       } catch (error) {
         // LevelDB says 'no such packet', Redis 'unknown key' for a packet id it no longer knows.
-        if (packet.cmd === 'pubrel' && error instanceof Error && /^(no such packet|unknown key)$/.test(error.message)) return packet;
+        if (packet.cmd === 'pubrel' && error instanceof Error && UNKNOWN_PACKET_ID.test(error.message)) return packet;
         throw error;
       }
     },
     async outgoingClearMessageId(client, packet) {
       // Its packet id was never stored; the entry belongs to the copy sent live.
-      if (isRepeatedDelivery(packet)) return undefined;
+      if (isRepeatedDelivery(client, packet)) return undefined;
       return store.outgoingClearMessageId(client, packet);
     },
   };
@@ -85,3 +87,20 @@ export function fixSessionStore(persistence: Persistence): Persistence {
     },
   });
 }
+
+/** The stores' errors for a packet id they no longer know (checked at start). */
+const UNKNOWN_PACKET_ID = /^(no such packet|unknown key)$/;
+
+/** What the stores must still say and have for the fixes above. */
+export const sessionStoreExpectations: Expectation[] = [
+  {
+    packageName: 'aedes-persistence-level',
+    what: "its error for an unknown packet id is no longer 'no such packet' (PUBREC would lose its PUBREL)",
+    holds: () => packageSource('aedes-persistence-level', 'asyncPersistence.js').includes("'no such packet'"),
+  },
+  {
+    packageName: 'aedes-persistence-redis',
+    what: "its error for an unknown packet id is no longer 'unknown key' (PUBREC would lose its PUBREL)",
+    holds: () => packageSource('aedes-persistence-redis', 'asyncPersistence.js').includes("'unknown key'"),
+  },
+];

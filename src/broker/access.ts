@@ -1,0 +1,234 @@
+import type tls from 'node:tls';
+import type { AedesOptions, Client as AedesClient, PublishPacket } from 'aedes';
+import { decideSubscribe, SessionDecisions } from '../domain/acl';
+import type { AuthFailure } from '../domain/authenticate';
+import type { ClientCertificate } from '../domain/certificateAuth';
+import type { ConnectionRegistry } from './connections';
+import { MAX_PUBLISH_DELAY_MS, type BrokerLimits } from './limits';
+import { REFUSED_PUBLISH_TOPIC, type AcceptedMessage, type BrokerAudit, type BrokerDeps, type BrokerMetrics } from './types';
+import type { Wills } from './wills';
+
+const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
+  bad_client_id: 2,
+  certificate_refused: 5,
+  missing_credentials: 4,
+  bad_credentials: 4,
+  throttled: 3,
+  unavailable: 3,
+};
+
+export interface AccessDeps {
+  registry: ConnectionRegistry;
+  limits: BrokerLimits;
+  authenticate: BrokerDeps['authenticate'];
+  onPublishAccepted?: BrokerDeps['onPublishAccepted'];
+  wills: Wills;
+  publishDelay(client: AedesClient): number;
+  metrics: BrokerMetrics;
+  audit?: BrokerAudit;
+  log: (message: string) => void;
+  noteRefusal: NoteRefusal;
+}
+
+export type NoteRefusal = (client: AedesClient, action: 'publish' | 'subscribe', topic: string) => void;
+
+/** Logs and audits a refusal, once per session and topic (at most 20 per session): a looping device does not flood either. */
+export function createRefusalNotes(registry: ConnectionRegistry, audit: BrokerAudit | undefined, log: (message: string) => void): NoteRefusal {
+  return function noteRefusal(client, action, topic) {
+    const state = registry.get(client);
+    const key = `${action} ${topic}`;
+    if (!state) return;
+    state.refusals ??= new Set();
+    if (state.refusals.has(key) || state.refusals.size >= 20) return;
+    state.refusals.add(key);
+    log(`refused ${action} to ${JSON.stringify(topic)} for ${JSON.stringify(state.principal?.username ?? '?')} (client id ${JSON.stringify(client.id)})`);
+    audit?.refused({ action, topic, username: state.principal?.username, clientId: client.id, address: state.remoteAddress, transport: state.transport });
+  };
+}
+
+
+/**
+ * The authentication and authorization hooks: each translates an engine
+ * callback into a domain decision and the decision into an MQTT answer.
+ */
+export function createAccessHooks(deps: AccessDeps) {
+  const { registry, limits, metrics, audit, log, wills, noteRefusal } = deps;
+
+  /** Judges a PUBLISH by the session's permissions; a refused one is acknowledged and dropped. */
+  function authorizeNow(client: AedesClient, packet: PublishPacket, callback: (error: Error | null) => void) {
+    metrics.received(packet.qos, packet.payload.length);
+    if (!registry.decisionsOf(client).mayPublish(packet.topic)) {
+      metrics.refused('publish');
+      noteRefusal(client, 'publish', packet.topic);
+      // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
+      packet.topic = REFUSED_PUBLISH_TOPIC;
+      packet.retain = false;
+      packet.payload = Buffer.alloc(0);
+      callback(null);
+      return;
+    }
+    offerAccepted(client, packet, callback);
+  }
+
+  /** Hands an allowed PUBLISH to `onPublishAccepted`; QoS 1/2 wait for its answer. */
+  function offerAccepted(client: AedesClient, packet: PublishPacket, callback: (error: Error | null) => void) {
+    const hook = deps.onPublishAccepted;
+    const state = registry.get(client);
+    if (!hook || !state?.principal) {
+      callback(null);
+      return;
+    }
+    const message: AcceptedMessage = { topic: packet.topic, payload: packet.payload as Buffer, qos: packet.qos, retain: packet.retain };
+    const properties = (packet as { properties?: Record<string, unknown> }).properties;
+    if (properties) message.properties = properties;
+    state.publishing ??= { ...state.principal, groups: state.groups ?? [] };
+    let answer: Promise<void> | void;
+    try {
+      answer = hook(message, state.publishing);
+    } catch (error) {
+      answer = Promise.reject(error);
+    }
+    const refused = (error: unknown) => {
+      const reason = error instanceof Error ? error : new Error(String(error));
+      log(`publish to ${JSON.stringify(packet.topic)} by client id ${JSON.stringify(client.id)} not accepted: ${JSON.stringify(reason.message)}`);
+      return reason;
+    };
+    if (packet.qos === 0) {
+      if (answer) answer.catch(refused);
+      callback(null);
+      return;
+    }
+    if (!answer) {
+      callback(null);
+      return;
+    }
+    // An error closes an MQTT 3.1.1 connection without PUBACK: the client sends it again.
+    answer.then(
+      () => callback(null),
+      (error: unknown) => callback(refused(error)),
+    );
+  }
+
+  const hooks: Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe'> = {
+    preConnect(client, packet, callback) {
+      const origin = registry.get(client);
+      if (origin) {
+        origin.emptyClientId = packet.clientId === '';
+        origin.keepaliveS = packet.keepalive ?? 0;
+      }
+      callback(null, true);
+    },
+
+    authenticate(client, username, password, done) {
+      const origin = registry.get(client);
+      function auditAuthFailure(reason: AuthFailure) {
+        audit?.authFailed({ username: username ?? '', clientId: client.id, address: origin?.remoteAddress, transport: origin?.transport ?? 'tcp', reason });
+      }
+      // [MQTT-3.1.3-8] A session that outlives the connection needs the
+      // client's own id: an empty one with clean session 0 is refused.
+      if (origin?.emptyClientId && !client.clean) {
+        metrics.connect('bad_client_id');
+        auditAuthFailure('bad_client_id');
+        done(authError(2, 'bad_client_id'), false);
+        return;
+      }
+      deps
+        .authenticate({
+          username,
+          password,
+          clientId: client.id,
+          transport: origin?.transport ?? 'tcp',
+          remoteAddress: origin?.remoteAddress,
+          clientCertificate: origin?.tlsSocket ? peerCertificateOf(origin.tlsSocket) : undefined,
+          certificateRequired: origin?.certificateRequired,
+        })
+        .then(
+          (result) => {
+            metrics.connect(result.ok ? 'accepted' : result.reason);
+            if (!result.ok) {
+              auditAuthFailure(result.reason);
+              done(authError(connackCodes[result.reason], result.reason), false);
+              return;
+            }
+            if (origin) {
+              origin.principal = result.principal;
+              origin.decisions = new SessionDecisions(result.access);
+              origin.groups = result.access.groups.map((group) => group.name);
+            }
+            wills.vet(client, result.access, result.principal);
+            done(null, true);
+          },
+          (error: unknown) => {
+            log(`authentication failed unexpectedly: ${(error as Error).message}`);
+            metrics.connect('unavailable');
+            auditAuthFailure('unavailable');
+            done(authError(3, 'unavailable'), false);
+          },
+        );
+    },
+
+    /**
+     * Also called for a client's will when it fires: on this node as its
+     * connection ends (`client` is the session), or by any node for a
+     * session whose node died (`client` is null, or a session of the same
+     * client id now connected here). See wills.ts.
+     */
+    authorizePublish(client, packet, callback) {
+      if (wills.isWill(client, packet)) {
+        wills.judge(client, packet, callback);
+        return;
+      }
+      const from = client!;
+      const delay = deps.publishDelay(from);
+      if (delay > MAX_PUBLISH_DELAY_MS) {
+        callback(new Error(`publishing faster than ${limits.maxPublishRate} messages a second for too long`));
+        return;
+      }
+      if (delay > 0) {
+        setTimeout(() => authorizeNow(from, packet, callback), delay);
+        return;
+      }
+      authorizeNow(from, packet, callback);
+    },
+
+    authorizeSubscribe(client, subscription, callback) {
+      // Checked first, and in O(1): one SUBSCRIBE may carry ~90,000 filters.
+      const state = registry.get(client);
+      const granted = state ? (state.granted ??= new Set<string>()) : new Set<string>();
+      if (granted.size >= limits.maxSubscriptions && !granted.has(subscription.topic)) {
+        metrics.refused('subscribe');
+        noteRefusal(client, 'subscribe', `${subscription.topic} (over ${limits.maxSubscriptions} subscriptions)`);
+        callback(null, null);
+        return;
+      }
+      if (!decideSubscribe(registry.decisionsOf(client).access, subscription.topic).allowed) {
+        metrics.refused('subscribe');
+        noteRefusal(client, 'subscribe', subscription.topic);
+        callback(null, null); // 0x80 for this filter only
+        return;
+      }
+      granted.add(subscription.topic);
+      callback(null, subscription);
+    },
+  };
+
+  return {
+    hooks,
+    /** UNSUBSCRIBE gives room back under the subscription cap. */
+    unsubscribed(filters: string[], client: AedesClient) {
+      const granted = registry.get(client)?.granted;
+      if (granted) for (const filter of filters) granted.delete(filter);
+    },
+  };
+}
+
+/** The client certificate a TLS socket's peer presented, or undefined. */
+export function peerCertificateOf(socket: tls.TLSSocket): ClientCertificate | undefined {
+  const peer = socket.getPeerCertificate();
+  if (!peer || !peer.fingerprint256) return undefined;
+  return { fingerprint256: peer.fingerprint256, validFrom: new Date(peer.valid_from), validTo: new Date(peer.valid_to) };
+}
+
+function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {
+  return Object.assign(new Error(reason), { returnCode });
+}

@@ -1,0 +1,123 @@
+import type { Duplex } from 'node:stream';
+import type { Client as AedesClient, PublishPacket } from 'aedes';
+import type { Expectation } from './expectation';
+
+/**
+ * Typed access to what Gatehouse reads and changes inside an Aedes 1.2
+ * client. Nothing outside src/broker/engine/ touches these fields; each is
+ * named in `clientExpectations`, checked once at start (check.ts).
+ */
+export type EngineClient = AedesClient;
+
+/** A delivery function of the client: Aedes calls it for each message its subscriptions receive. */
+export type Deliver = (packet: DeliveredPacket, callback: () => void) => void;
+
+export interface DeliveredPacket {
+  brokerId?: string | null;
+  brokerCounter?: number;
+  qos?: number;
+}
+
+/** A will as Aedes keeps it: the CONNECT's will packet, with fields of our own added. */
+export type PendingWill = { topic: string } & Record<string, unknown>;
+
+interface ClientInternals {
+  /** The CONNECT's will while the client authenticates; stored as `will` after. */
+  _will?: PendingWill | null;
+  will?: unknown;
+  connackSent?: boolean;
+  closed?: boolean;
+  conn: Duplex;
+  subscriptions?: Record<string, unknown>;
+  /** Aedes' own deduplication mark per broker id (see delivery.ts). */
+  duplicates: Record<string, number>;
+  deliver0: Deliver;
+  deliverQoS: Deliver;
+  _parser: object;
+}
+
+const internals = (client: AedesClient) => client as unknown as ClientInternals;
+
+/** The will the client's CONNECT carries, until Aedes stores it after authentication. */
+export function pendingWill(client: AedesClient): PendingWill | null {
+  return internals(client)._will ?? null;
+}
+
+/** Drops the CONNECT's will before Aedes stores it. */
+export function dropPendingWill(client: AedesClient): void {
+  internals(client)._will = null;
+}
+
+/** True when `packet` is the client's own will being published as its connection ends. */
+export function isOwnWill(client: AedesClient, packet: PublishPacket): boolean {
+  return packet === internals(client).will;
+}
+
+/** True once the client's CONNACK is written. */
+export function connackSent(client: AedesClient): boolean {
+  return internals(client).connackSent === true;
+}
+
+/** True once the client (or its stream) is closed. */
+export function isClosed(client: AedesClient): boolean {
+  const inside = internals(client);
+  return inside.closed === true || inside.conn.destroyed;
+}
+
+/** The stream the client reads and writes. */
+export function streamOf(client: AedesClient): Duplex {
+  return internals(client).conn;
+}
+
+/** Subscriptions the session holds now, restored ones (clean session 0) included. */
+export function subscriptionCount(client: AedesClient): number {
+  const held = internals(client).subscriptions;
+  return held ? Object.keys(held).length : 0;
+}
+
+/** The client's MQTT parser (mqtt-packet), for parser.ts. */
+export function parserOf(client: AedesClient): object {
+  return internals(client)._parser;
+}
+
+/**
+ * Puts `wrap`'s delivery functions in place of the client's, and turns off
+ * Aedes' own deduplication (its `duplicates` mark never holds a value): see
+ * delivery.ts for why. `wrap` receives Aedes' originals.
+ */
+export function replaceDeliveries(client: AedesClient, wrap: (original: { deliver0: Deliver; deliverQoS: Deliver }) => { deliver0: Deliver; deliverQoS: Deliver }): void {
+  const inside = internals(client);
+  // Aedes reads `duplicates[brokerId] || 0` and writes the new mark: always 0, never kept.
+  inside.duplicates = new Proxy(Object.create(null) as Record<string, number>, {
+    get: () => undefined,
+    set: () => true,
+    deleteProperty: () => true,
+  });
+  const replaced = wrap({ deliver0: inside.deliver0, deliverQoS: inside.deliverQoS });
+  inside.deliver0 = replaced.deliver0;
+  inside.deliverQoS = replaced.deliverQoS;
+}
+
+/** What a fresh client (before CONNECT) must carry for the accessors above. */
+export function clientExpectations(probe: () => AedesClient): Expectation[] {
+  const field = (name: keyof ClientInternals, type: string, what = `the client's \`${name}\` is no longer a ${type}`): Expectation => ({
+    packageName: 'aedes',
+    what,
+    holds: () => {
+      const value = (probe() as unknown as Record<string, unknown>)[name];
+      return type === 'null' ? value === null : type === 'stream' ? typeof (value as Duplex | undefined)?.destroy === 'function' : typeof value === type && value !== null;
+    },
+  });
+  return [
+    field('_will', 'null', "the client's `_will` (the CONNECT's will while it authenticates) is gone"),
+    field('will', 'null', "the client's `will` is gone"),
+    field('connackSent', 'boolean'),
+    field('closed', 'boolean'),
+    field('conn', 'stream'),
+    field('subscriptions', 'object'),
+    field('duplicates', 'object'),
+    field('deliver0', 'function'),
+    field('deliverQoS', 'function'),
+    field('_parser', 'object'),
+  ];
+}

@@ -1,0 +1,89 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Aedes, type AedesOptions, type Client as AedesClient } from 'aedes';
+import { checkEngine } from './check';
+import { manageDeliveries, releaseHeldDeliveries } from './delivery';
+import { limitPacketSize } from './parser';
+import { fixSessionStore } from './sessionStore';
+
+export { connackSent, dropPendingWill, isOwnWill, pendingWill, streamOf, subscriptionCount, type EngineClient, type PendingWill } from './client';
+export { isRepeatedDelivery } from './delivery';
+export { checkEngine } from './check';
+export { EngineMismatchError } from './packages';
+
+/**
+ * The MQTT engine (Aedes 1.2) behind one seam: the rest of the broker gives it
+ * hooks and listens to its events, and reaches nothing inside it but through
+ * this folder. Everything version-specific (private fields, the patch, the
+ * stores' quirks) lives here, checked at start by checkEngine.
+ */
+export interface EngineOptions {
+  /** This node's id. */
+  id: string;
+  mq?: AedesOptions['mq'];
+  persistence?: AedesOptions['persistence'];
+  drainTimeoutMs: number;
+  concurrency: number;
+  connectTimeoutMs: number;
+  keepaliveLimitS: number;
+  maxClientIdLength: number;
+  queueLimit: number;
+  heartbeatIntervalMs?: number;
+  /** Every connection's parser fails a packet announced larger than this. */
+  maxPacketBytes: number;
+  hooks: Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward'>;
+  events: {
+    /** A session is open (its CONNACK is on its way). */
+    opened(client: AedesClient): void;
+    /** A session that opened has ended. */
+    ended(client: AedesClient): void;
+    unsubscribed(filters: string[], client: AedesClient): void;
+    clientError(client: AedesClient, error: Error): void;
+  };
+}
+
+export interface Engine {
+  /** The Aedes instance itself: for tests that listen to its events; Gatehouse's own code does not use it. */
+  aedes: Aedes;
+  /** This node's id (Aedes' broker id, used by the bus and in session ids). */
+  id: string;
+  /** Starts MQTT on a connected stream. */
+  handle(stream: Duplex, req?: IncomingMessage): AedesClient;
+  /** Closes every client and the bus. */
+  close(): Promise<void>;
+}
+
+export async function startEngine(options: EngineOptions): Promise<Engine> {
+  await checkEngine();
+  const aedes = await Aedes.createBroker({
+    id: options.id,
+    mq: options.mq,
+    persistence: options.persistence && fixSessionStore(options.persistence),
+    drainTimeout: options.drainTimeoutMs,
+    concurrency: options.concurrency,
+    connectTimeout: options.connectTimeoutMs,
+    keepaliveLimit: options.keepaliveLimitS,
+    maxClientsIdLength: options.maxClientIdLength,
+    queueLimit: options.queueLimit,
+    heartbeatInterval: options.heartbeatIntervalMs,
+    ...options.hooks,
+  });
+  aedes.on('connackSent', (_connack, client) => releaseHeldDeliveries(client));
+  aedes.on('client', (client) => options.events.opened(client));
+  aedes.on('clientDisconnect', (client) => options.events.ended(client));
+  aedes.on('unsubscribe', (filters, client) => {
+    if (client) options.events.unsubscribed(filters, client);
+  });
+  aedes.on('clientError', (client, error) => options.events.clientError(client, error));
+  return {
+    aedes,
+    id: aedes.id,
+    handle(stream, req) {
+      const client = aedes.handle(stream, req);
+      manageDeliveries(client);
+      limitPacketSize(client, options.maxPacketBytes);
+      return client;
+    },
+    close: () => new Promise<void>((resolve) => aedes.close(() => resolve())),
+  };
+}

@@ -1,0 +1,63 @@
+import type { Client as AedesClient } from 'aedes';
+
+/** What the pacer keeps per connection (see connections.ts). */
+interface Paced {
+  nextPublishAt?: number;
+  throttleLogged?: boolean;
+  principal?: { username: string };
+}
+
+/** Broker limits, chosen on purpose (README, "Broker limits"). */
+export interface BrokerLimits {
+  drainTimeoutMs: number;
+  concurrency: number;
+  connectTimeoutMs: number;
+  keepaliveLimitS: number;
+  maxClientIdLength: number;
+  queueLimit: number;
+  maxPacketBytes: number;
+  maxConnections: number;
+  maxBufferedBytes: number;
+  maxSubscriptions: number;
+  /** PUBLISH packets one connection may send per second; 0: no limit. */
+  maxPublishRate: number;
+}
+
+export const defaultBrokerLimits: BrokerLimits = {
+  drainTimeoutMs: 5000,
+  concurrency: 1000,
+  connectTimeoutMs: 10000,
+  keepaliveLimitS: 0,
+  maxClientIdLength: 128,
+  queueLimit: 100,
+  maxPacketBytes: 1024 * 1024,
+  maxConnections: 10000,
+  maxBufferedBytes: 1024 * 1024,
+  maxSubscriptions: 1000,
+  maxPublishRate: 0,
+};
+
+/** A connection over its publish rate waits at most this long per packet before it is closed. */
+export const MAX_PUBLISH_DELAY_MS = 10_000;
+
+/**
+ * With MQTT_MAX_PUBLISH_RATE: how long a PUBLISH must wait for its turn.
+ * Waiting holds Aedes' reading of the connection (it reads the next chunk
+ * once this one's packets are handled), so a fast publisher slows itself
+ * down instead of queueing work the others wait behind.
+ */
+export function createPublishPacer(limits: Pick<BrokerLimits, 'maxPublishRate'>, registry: { get(client: AedesClient): Paced | undefined }, log: (message: string) => void) {
+  return function publishDelay(client: AedesClient, now = Date.now()): number {
+    if (limits.maxPublishRate <= 0) return 0;
+    const state = registry.get(client);
+    if (!state) return 0;
+    const at = Math.max(now, state.nextPublishAt ?? now);
+    state.nextPublishAt = at + 1000 / limits.maxPublishRate;
+    const delay = at - now;
+    if (delay > 0 && !state.throttleLogged) {
+      state.throttleLogged = true;
+      log(`slowing client id ${JSON.stringify(client.id)} (${JSON.stringify(state.principal?.username ?? '?')}) down to ${limits.maxPublishRate} messages a second (MQTT_MAX_PUBLISH_RATE)`);
+    }
+    return delay;
+  };
+}
