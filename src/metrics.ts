@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { BrokerMetrics } from './broker';
-import type { Authenticator, Transport } from './domain/authenticate';
+import type { Authenticator } from './domain/access/authenticate';
+import type { Transport } from './domain/access/types';
 import type { PipelineFigures } from './pipelines/service';
 import { DROP_REASONS } from './domain/pipelines/outbox';
 

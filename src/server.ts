@@ -18,7 +18,7 @@ import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
 import { createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
-import { createAuthenticator, type Authenticator } from './domain/authenticate';
+import { createAuthenticator, type Authenticator } from './domain/access/authenticate';
 import type { SessionDirectory } from './domain/connections';
 import { createLastSeenRecorder, type LastSeenRecorder } from './domain/lastSeen';
 import { prepareFirstAdministrator } from './domain/setup';

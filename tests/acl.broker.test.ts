@@ -296,13 +296,14 @@ describe.each(drivers)('ACL enforcement in the broker on %s', (driver) => {
     const failing = await startTestGatehouse('pglite');
     try {
       await createClient(failing.database.db, { name: 'X', username: 'x-user', password: PASSWORD });
-      // The clients table is intact; the rules cannot be read. Credentials and
-      // rules are one query, so every CONNECT is answered 3 alike, whatever the password.
+      // The clients table is intact; the rules cannot be read: a CONNECT whose
+      // password is right cannot be given its permissions, and is answered 3.
       await failing.database.db.execute(sql`drop table group_rule_groups`);
       for (const transport of transports) {
         expect(await tryConnect(brokerUrl(failing, transport), { username: 'x-user', password: PASSWORD })).toMatchObject({ ok: false, code: 3 });
       }
-      expect(await tryConnect(brokerUrl(failing, 'tcp'), { username: 'x-user', password: 'wrong-password' })).toMatchObject({ ok: false, code: 3 });
+      // A wrong password needs no rules: refused as always.
+      expect(await tryConnect(brokerUrl(failing, 'tcp'), { username: 'x-user', password: 'wrong-password' })).toMatchObject({ ok: false, code: 4 });
       // Still up: it answers the next CONNECT, and a refusal that needs no database is unchanged.
       expect(await tryConnect(brokerUrl(failing, 'ws'), { username: 'x-user' })).toMatchObject({ ok: false, code: 4 });
     } finally {

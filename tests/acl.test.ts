@@ -7,12 +7,8 @@ import {
   resolveAccess,
   MAX_REMEMBERED_TOPIC_LENGTH,
   SessionDecisions,
-  type Action,
-  type Effect,
-  type RuleGrantRow,
-  type RuleRef,
-  type Who,
-} from '../src/domain/acl';
+} from '../src/domain/access/acl';
+import type { Action, Effect, RuleGrantRow, RuleRef, Who } from '../src/domain/access/types';
 
 type Row = [Effect, Action, string];
 

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
-import { createAuthenticator } from '../src/domain/authenticate';
+import { createAuthenticator } from '../src/domain/access/authenticate';
 import { createFailureTracker } from '../src/domain/passwordGate';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
-import { loadAccess } from '../src/domain/groupRules';
+import { loadAccess } from '../src/domain/access/query';
 import * as password from '../src/domain/password';
 
 import { grantGroup } from './support/acl';
@@ -100,7 +100,7 @@ describe.each(drivers)('authenticate() on %s', (driver) => {
     expect(busy.stats().verifies + shed).toBe(8);
   });
 
-  it('reads the database once per CONNECT, refused or accepted, and brings the permissions with the credentials', async () => {
+  it('reads the database once per refused CONNECT, and the rules only once a CONNECT is accepted', async () => {
     await createClient(database.db, { name: 'Counted', username: 'counted', password: 'counted-password' });
     await grantGroup(database.db, { name: 'Counted by client', permissions: [['allow', 'publish', 'counted/%u/#']], usernames: ['counted'] });
     await grantGroup(database.db, { name: 'Counted by id', permissions: [['allow', 'subscribe', 'ids/%c']], clientIds: ['counted-*'] });
@@ -118,16 +118,16 @@ describe.each(drivers)('authenticate() on %s', (driver) => {
     expect(await once('nobody-counted', 'counted-password', 'counted-1')).toEqual({ result: { ok: false, reason: 'bad_credentials' }, queries: 1 });
 
     const verified = await once('counted', 'counted-password', 'counted-1');
-    expect(verified.queries).toBe(1);
+    expect(verified.queries).toBe(2);
     expect(verified.result.ok && verified.result.access).toMatchObject({
       username: 'counted',
       mqttClientId: 'counted-1',
       groups: [{ name: 'Counted by client' }, { name: 'Counted by id' }],
       permissions: [{ filter: 'counted/counted/#' }, { filter: 'ids/counted-1' }],
     });
-    // Served from the cache: still one query, and a client id the pattern does not match gets only the rule by client.
+    // The password from the cache: still the client and the rules read, and a client id the pattern does not match gets only the rule by client.
     const cached = await once('counted', 'counted-password', 'other-1');
-    expect(cached.queries).toBe(1);
+    expect(cached.queries).toBe(2);
     expect(auth.stats().cacheHits).toBe(1);
     expect(cached.result.ok && cached.result.access.groups.map((g) => g.name)).toEqual(['Counted by client']);
 

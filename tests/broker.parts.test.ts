@@ -1,6 +1,6 @@
 import type { Client as AedesClient, PublishPacket } from 'aedes';
 import { describe, expect, it } from 'vitest';
-import { SessionDecisions } from '../src/domain/acl';
+import { SessionDecisions } from '../src/domain/access/acl';
 import { ConnectionRegistry } from '../src/broker/connections';
 import { createForwarding } from '../src/broker/flow';
 import { createPublishPacer } from '../src/broker/limits';

@@ -122,11 +122,15 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     };
     const connectOnce = (password: string, clientId = 'once-1') => tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'once', password, clientId });
 
-    // The first CONNECTs read the client row and the rules; the writes above
-    // may still be arriving as change notifications, each forgetting them.
-    await expect
-      .poll(async () => (await queriesFor(() => connectOnce('wrong-password'))).queries, { timeout: 10_000 })
-      .toBe(0);
+    // The first CONNECTs read the client row and (once accepted) the rules;
+    // the writes above may still be arriving as change notifications, each
+    // forgetting them.
+    const settled = async () => {
+      const { result, queries } = await queriesFor(() => connectOnce('once-password'));
+      if (result.ok) await endClient(result.client);
+      return queries;
+    };
+    await expect.poll(settled, { timeout: 10_000 }).toBe(0);
     const refused = await queriesFor(() => connectOnce('wrong-password'));
     expect(refused.result).toMatchObject({ ok: false, code: 4 });
     expect(refused.queries).toBe(0);

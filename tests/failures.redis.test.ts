@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisFailureTrackers } from '../src/cluster/failures';
 import type { OpenDatabase } from '../src/db';
 import { createAdministrator, createSignInGuard } from '../src/domain/administrators';
-import { createAuthenticator } from '../src/domain/authenticate';
+import { createAuthenticator } from '../src/domain/access/authenticate';
 import { createClient } from '../src/domain/clients';
 import { createFailureTracker, type FailureTracker, type FailureTrackerFactory } from '../src/domain/passwordGate';
 import { createTestDatabase } from './support/db';

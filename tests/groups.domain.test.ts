@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
-import { decidePublish } from '../src/domain/acl';
+import { decidePublish } from '../src/domain/access/acl';
+import { loadAccess } from '../src/domain/access/query';
 import { createClient, deleteClient } from '../src/domain/clients';
 import { ConflictError, ValidationError } from '../src/domain/errors';
 import {
   clientGroupsOverview,
   listGroupRules,
   listRuleChanges,
-  loadAccess,
   replaceGroupRules,
   rulesRevision,
 } from '../src/domain/groupRules';
@@ -147,7 +147,7 @@ describe.each(drivers)('groups and group rules on %s', (driver) => {
       expect((await listGroupRules(database.db)).map((r) => r.value)).toEqual(['first']);
     });
 
-    it('resolves access in one query: client rules, exact and pattern client ids, LIKE characters taken literally', async () => {
+    it('resolves access from the rules as saved: client rules, exact and pattern client ids, LIKE characters taken literally', async () => {
       const client = await createClient(database.db, { name: 'Access', username: 'access-user', password: '12345678' });
       const base = await createGroup(database.db, { name: 'Base', permissions: [{ effect: 'allow', action: 'publish', topic: 'base/%u' }] });
       const pattern = await createGroup(database.db, { name: 'Pattern', permissions: [{ effect: 'allow', action: 'publish', topic: 'own/%c/#' }] });

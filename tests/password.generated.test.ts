@@ -16,7 +16,7 @@ vi.mock('@node-rs/argon2', async (importOriginal) => {
 });
 
 import { schema, type OpenDatabase } from '../src/db';
-import { createAuthenticator } from '../src/domain/authenticate';
+import { createAuthenticator } from '../src/domain/access/authenticate';
 import { createPasswordGate } from '../src/domain/passwordGate';
 import { createClient, updateClient } from '../src/domain/clients';
 import {

@@ -1,4 +1,5 @@
-import type { AccessSnapshot, Action, Decision, GrantedPermission, RuleRef } from '../src/domain/acl';
+import type { Decision } from '../src/domain/access/acl';
+import type { AccessSnapshot, Action, GrantedPermission, RuleRef } from '../src/domain/access/types';
 import type { Client } from '../src/domain/clients';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Child } from 'hono/jsx';

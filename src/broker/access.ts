@@ -1,8 +1,7 @@
 import type tls from 'node:tls';
 import type { AedesOptions, Client as AedesClient, PublishPacket } from 'aedes';
-import { decideSubscribe, SessionDecisions } from '../domain/acl';
-import type { AuthFailure } from '../domain/authenticate';
-import type { ClientCertificate } from '../domain/certificateAuth';
+import { decideSubscribe, SessionDecisions } from '../domain/access/acl';
+import type { AuthFailure, ClientCertificate } from '../domain/access/types';
 import type { ConnectionRegistry } from './connections';
 import { MAX_PUBLISH_DELAY_MS, type BrokerLimits } from './limits';
 import { REFUSED_PUBLISH_TOPIC, type AcceptedMessage, type BrokerAudit, type BrokerDeps, type BrokerMetrics } from './types';

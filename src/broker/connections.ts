@@ -1,8 +1,8 @@
 import type tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Client as AedesClient } from 'aedes';
-import { NO_ACCESS, SessionDecisions } from '../domain/acl';
-import type { Principal, Transport } from '../domain/authenticate';
+import { NO_ACCESS, SessionDecisions } from '../domain/access/acl';
+import type { Principal, Transport } from '../domain/access/types';
 import type { LiveSession } from '../domain/connections';
 import type { PublishingSession } from './types';
 

@@ -3,7 +3,7 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import type { Transport } from '../domain/authenticate';
+import type { Transport } from '../domain/access/types';
 import type { ConnectionRegistry } from './connections';
 import type { BrokerLimits } from './limits';
 import type { BrokerListeners } from './types';

@@ -1,8 +1,7 @@
 import type { Server as HttpServer } from 'node:http';
 import type tls from 'node:tls';
 import type { Aedes, AedesOptions } from 'aedes';
-import type { AccessSnapshot } from '../domain/acl';
-import type { AuthenticateInput, AuthFailure, AuthResult, Principal, Transport } from '../domain/authenticate';
+import type { AccessSnapshot, AuthFailure, AuthResult, AuthenticateInput, Principal, Transport } from '../domain/access/types';
 import type { LiveSession } from '../domain/connections';
 import type { BrokerLimits } from './limits';
 

@@ -1,6 +1,6 @@
 import type { Client as AedesClient, PublishPacket } from 'aedes';
-import { decidePublish, type AccessSnapshot } from '../domain/acl';
-import type { Principal } from '../domain/authenticate';
+import { decidePublish } from '../domain/access/acl';
+import type { AccessSnapshot, Principal } from '../domain/access/types';
 import type { ConnectionRegistry } from './connections';
 import { dropPendingWill, isOwnWill, pendingWill } from './engine';
 import { REFUSED_PUBLISH_TOPIC, type BrokerMetrics, type WillOwner } from './types';

@@ -20,11 +20,11 @@ import { normalizeFingerprint, parseCertificates } from './certificates';
 import { ValidationError, type FieldErrors } from './errors';
 import { hashFormPassword } from './password';
 import { parseInput } from './validation';
+import { AUTH_TYPES, MAX_USERNAME_LENGTH, type AuthType } from './access/types';
 
 const { clients, clientTotals } = schema;
 
-export const AUTH_TYPE_LABELS = { password: 'Username/Password', certificate: 'Certificate', certificate_password: 'Certificate + Password' } as const;
-export type AuthType = keyof typeof AUTH_TYPE_LABELS;
+export const AUTH_TYPE_LABELS: Record<AuthType, string> = { password: 'Username/Password', certificate: 'Certificate', certificate_password: 'Certificate + Password' };
 
 /** A client as the console sees it: never the password hash. */
 export interface Client {
@@ -52,8 +52,6 @@ export const clientNameSchema = z
   .max(100, 'Use at most 100 characters.')
   .refine((v) => !CONTROL_CHARACTERS.test(v), 'Remove control characters.');
 
-/** The longest username a client may have (UTF-16 code units, as zod counts them). */
-export const MAX_USERNAME_LENGTH = 128;
 
 export const usernameSchema = z
   .string({ error: 'Enter a username.' })
@@ -66,7 +64,7 @@ export const passwordSchema = z
   .min(8, 'Use at least 8 characters.')
   .max(256, 'Use at most 256 characters.');
 
-const authTypeSchema = z.enum(['password', 'certificate', 'certificate_password'], { error: 'Choose an authentication type.' }).default('password');
+const authTypeSchema = z.enum(AUTH_TYPES, { error: 'Choose an authentication type.' }).default('password');
 
 const createClientSchema = z.object({
   name: clientNameSchema,
@@ -640,15 +638,6 @@ function inOrder(key: SQLWrapper, id: SQLWrapper, direction: Direction): SQL[] {
 /** `%` and `_` typed by the user are matched literally. */
 export function likePattern(text: string): string {
   return `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-}
-
-/** What authentication needs of a client (read by `findConnectRow`, with its grants). */
-export interface ClientCredentials {
-  id: number;
-  username: string;
-  authType: AuthType;
-  passwordHash: string;
-  version: number;
 }
 
 /** Names and usernames for pickers, by name (at most `limit`). */

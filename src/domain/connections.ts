@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Transport } from './authenticate';
+import type { Transport } from './access/types';
 
 /**
  * Live MQTT sessions: what the Connections page lists and what an operator

@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, inArray, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { Database } from '../db';
 import { isForeignKeyViolation, schema } from '../db';
-import { resolveAccess, type AccessSnapshot, type MatchBy, type RuleGrantRow, type Who } from './acl';
+import type { MatchBy } from './access/types';
 import { normalizeFingerprint } from './certificates';
-import type { ClientCredentials } from './clients';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError, ValidationError, type FieldErrors } from './errors';
 
@@ -37,155 +36,6 @@ export function describeRule(rule: Pick<GroupRule, 'matchBy' | 'clientName' | 'c
   if (rule.matchBy === 'client') return `The rule for client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
   if (rule.matchBy === 'certificate') return `The rule for certificate fingerprint ${rule.value}`;
   return `The rule for MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
-}
-
-/**
- * The group rules that apply to the client row `clientRowId` (a number, or
- * the column of an outer query) connecting with `mqttClientId`: rules by
- * client naming it, and rules by client id narrowed in SQL with the same `*`
- * semantics as the pure matcher (which decides again). With `mqttClientId`
- * undefined (the console), every rule by client id.
- */
-function rulesApplyingTo(clientRowId: number | typeof clients.id, mqttClientId: string | undefined, certFingerprint?: string): SQL {
-  const byClientId =
-    mqttClientId === undefined
-      ? eq(groupRules.matchBy, 'client_id')
-      : and(
-          eq(groupRules.matchBy, 'client_id'),
-          or(
-            eq(groupRules.value, mqttClientId),
-            // `*` → `%`, with LIKE's own `\`, `%` and `_` escaped first.
-            sql`strpos(${groupRules.value}, '*') > 0 and ${mqttClientId}::text like replace(replace(replace(replace(${groupRules.value}, '\\', '\\\\'), '%', '\\%'), '_', '\\_'), '*', '%')`,
-          ),
-        );
-  // Rules by certificate fingerprint: only for a connection that authenticated with that certificate.
-  const byCertificate = certFingerprint === undefined ? undefined : and(eq(groupRules.matchBy, 'certificate'), eq(groupRules.value, certFingerprint));
-  return or(and(eq(groupRules.matchBy, 'client'), eq(groupRules.clientId, clientRowId)), byClientId, byCertificate)!;
-}
-
-/** The rule → group → permission columns the access queries read. */
-export const grantColumns = {
-  ruleId: groupRules.id,
-  rulePosition: groupRules.position,
-  matchBy: groupRules.matchBy,
-  ruleClientRowId: groupRules.clientId,
-  value: groupRules.value,
-  groupId: groups.id,
-  groupName: groups.name,
-  permissionPosition: groupPermissions.position,
-  effect: groupPermissions.effect,
-  action: groupPermissions.action,
-  topic: groupPermissions.topic,
-};
-
-type GrantColumns = { [K in keyof typeof grantColumns]: (typeof grantColumns)[K]['_']['data'] | null };
-
-/** A joined row as a RuleGrantRow; null when it carries no rule and group. */
-export function toGrantRow(row: GrantColumns): RuleGrantRow | null {
-  if (row.ruleId === null || row.rulePosition === null || row.matchBy === null || row.value === null || row.groupId === null || row.groupName === null) {
-    return null;
-  }
-  return {
-    rule: { id: row.ruleId, position: row.rulePosition, matchBy: row.matchBy, clientRowId: row.ruleClientRowId, value: row.value },
-    groupId: row.groupId,
-    groupName: row.groupName,
-    permission:
-      row.permissionPosition === null || row.effect === null || row.action === null || row.topic === null
-        ? null
-        : { position: row.permissionPosition, effect: row.effect, action: row.action, topic: row.topic },
-  };
-}
-
-/**
- * The access a connection gets: its groups through the rules, and the union of
- * their permissions. One query (rules → groups → permission rows); rules by
- * client id are narrowed in SQL with the same `*` semantics and decided again
- * by the pure matcher. With `mqttClientId` undefined (the console), rules by
- * client id are listed as unresolved.
- */
-export async function loadAccess(db: Queryable, who: Who): Promise<AccessSnapshot> {
-  const rows = await db
-    .select(grantColumns)
-    .from(groupRules)
-    .innerJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
-    .innerJoin(groups, eq(groups.id, groupRuleGroups.groupId))
-    .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
-    .where(rulesApplyingTo(who.clientRowId, who.mqttClientId, who.certFingerprint));
-  return resolveAccess(rows.flatMap((row) => toGrantRow(row) ?? []), who);
-}
-
-/** The credentials of a password client, with the grant rows that may apply to a CONNECT of it. */
-export interface ConnectRow {
-  credentials: ClientCredentials;
-  /** Rows of the rule → group → permission join; `resolveAccess` decides which apply. */
-  grants: RuleGrantRow[];
-}
-
-/**
- * The one query of a CONNECT: the password client with `username` (null when
- * there is none), left-joined to the rules, groups and permissions that apply
- * to it connecting as `mqttClientId` — the same rows `loadAccess` reads.
- */
-export async function findConnectRow(db: Queryable, username: string, mqttClientId: string): Promise<ConnectRow | null> {
-  const rows = await db
-    .select({
-      id: clients.id,
-      username: clients.username,
-      authType: clients.authType,
-      passwordHash: clients.passwordHash,
-      version: clients.version,
-      ...grantColumns,
-    })
-    .from(clients)
-    .leftJoin(groupRules, rulesApplyingTo(clients.id, mqttClientId))
-    // Left joins all the way, so a client no rule applies to still has its row;
-    // rows without a group (as the inner joins of loadAccess drop) are skipped.
-    .leftJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
-    .leftJoin(groups, eq(groups.id, groupRuleGroups.groupId))
-    .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
-    .where(and(eq(clients.username, username), eq(clients.authType, 'password')));
-  const [first] = rows;
-  if (!first) return null;
-  const { id, authType, passwordHash, version } = first;
-  return {
-    credentials: { id, username: first.username, authType, passwordHash, version },
-    grants: rows.flatMap((row) => toGrantRow(row) ?? []),
-  };
-}
-
-/**
- * The one query of a CONNECT with a client certificate: the certificate
- * client whose fingerprint is `certFingerprint` (null when there is none),
- * with the rules, groups and permissions that may apply to it — rules by
- * that fingerprint included.
- */
-export async function findCertificateConnectRow(
-  db: Queryable,
-  certFingerprint: string,
-  mqttClientId: string,
-): Promise<ConnectRow | null> {
-  const rows = await db
-    .select({
-      id: clients.id,
-      username: clients.username,
-      authType: clients.authType,
-      passwordHash: clients.passwordHash,
-      version: clients.version,
-      ...grantColumns,
-    })
-    .from(clients)
-    .leftJoin(groupRules, rulesApplyingTo(clients.id, mqttClientId, certFingerprint))
-    .leftJoin(groupRuleGroups, eq(groupRuleGroups.ruleId, groupRules.id))
-    .leftJoin(groups, eq(groups.id, groupRuleGroups.groupId))
-    .leftJoin(groupPermissions, eq(groupPermissions.groupId, groups.id))
-    .where(and(eq(clients.certFingerprint, certFingerprint), inArray(clients.authType, ['certificate', 'certificate_password'])));
-  const [first] = rows;
-  if (!first) return null;
-  const { id, authType, passwordHash, version } = first;
-  return {
-    credentials: { id, username: first.username, authType, passwordHash, version },
-    grants: rows.flatMap((row) => toGrantRow(row) ?? []),
-  };
 }
 
 /** A rule as the console lists it (its groups are attached after). */

@@ -1,7 +1,7 @@
 import { and, asc, count, eq, ilike, inArray, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
-import type { Action, Effect } from './acl';
+import type { Action, Effect } from './access/types';
 import { likePattern } from './clients';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError } from './errors';

@@ -1,9 +1,10 @@
 import { Hono } from 'hono';
-import { decide } from '../domain/acl';
+import { decide } from '../domain/access/acl';
 import { normalizeFingerprint } from '../domain/certificates';
 import { getClient } from '../domain/clients';
 import type { FieldErrors } from '../domain/errors';
-import { loadAccess, MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
+import { loadAccess } from '../domain/access/query';
+import { MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
 import { topicFilterProblem, topicNameProblem } from '../domain/topics';
 import { ClientAccessPage, ClientAccessSection, type CheckValues } from '../../views/clientAccess';
 import { ClientSessionsSection } from '../../views/connections';

@@ -1,5 +1,5 @@
 import type { Database } from '../../src/db';
-import type { Action, Effect } from '../../src/domain/acl';
+import type { Action, Effect } from '../../src/domain/access/types';
 import { listGroupRules, replaceGroupRules, type RuleInput } from '../../src/domain/groupRules';
 import { createGroup } from '../../src/domain/groups';
 

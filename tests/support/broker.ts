@@ -1,5 +1,5 @@
-import { resolveAccess, type AccessSnapshot, type RuleGrantRow } from '../../src/domain/acl';
-import type { AuthResult } from '../../src/domain/authenticate';
+import { resolveAccess } from '../../src/domain/access/acl';
+import type { AccessSnapshot, AuthResult, RuleGrantRow } from '../../src/domain/access/types';
 import { createBroker, type Broker, type BrokerDeps } from '../../src/broker';
 
 /** Everything allowed: publish and subscribe on `#`, through one group named "Everything". */

@@ -1,5 +1,5 @@
 import { parse as parseCsv } from 'csv-parse/sync';
-import type { AuthType } from '../clients';
+import type { AuthType } from '../access/types';
 import { emqxPasswordHash, isKnownPasswordHash, type EmqxHashOptions } from '../password';
 
 /**

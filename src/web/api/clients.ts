@@ -1,5 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { decide, type AccessSnapshot, type Decision } from '../../domain/acl';
+import { decide, type Decision } from '../../domain/access/acl';
+import { loadAccess } from '../../domain/access/query';
+import type { AccessSnapshot } from '../../domain/access/types';
 import { normalizeFingerprint } from '../../domain/certificates';
 import {
   clientNameSchema,
@@ -14,7 +16,7 @@ import {
   type Client,
 } from '../../domain/clients';
 import { disconnectClientSessions, listConnections, CONNECTIONS_PAGE_SIZE } from '../../domain/connections';
-import { loadAccess, MAX_CLIENT_ID_PATTERN_LENGTH } from '../../domain/groupRules';
+import { MAX_CLIENT_ID_PATTERN_LENGTH } from '../../domain/groupRules';
 import { generatedPasswordToken, generatePassword } from '../../domain/password';
 import { topicFilterProblem, topicNameProblem } from '../../domain/topics';
 import { requireScope } from './auth';

@@ -5,92 +5,87 @@ import {
   splitLevels,
   substitutePlaceholders,
   topicMatches,
-  type FilterLevels,
-} from './topics';
+} from '../topics';
+import type { AccessSnapshot, Action, Effect, GrantedGroup, GrantedPermission, RuleGrantRow, RuleRef, Who } from './types';
 
 /**
- * Access control as pure functions: which groups a connection gets from the
- * group rules, and what its permissions allow. The broker and the console's
- * checker call the very same functions.
+ * Access control as pure functions: which rules apply to a connection, the
+ * groups and permissions it gets from them, and what those allow. The
+ * broker, the console's checker and every lookup (in memory or from the
+ * database) call these very functions: there is no other rule matcher.
  */
-
-export type Effect = 'allow' | 'deny';
-export type Action = 'publish' | 'subscribe';
-export type MatchBy = 'client' | 'client_id' | 'certificate';
-
-/** A group rule as the resolver needs it. */
-export interface RuleRef {
-  id: number;
-  /** 0-based order on the group-rules page. */
-  position: number;
-  matchBy: MatchBy;
-  /** The `clients` row a rule by client names. */
-  clientRowId: number | null;
-  /** The client id or pattern a rule by client id matches; the fingerprint a rule by certificate matches. */
-  value: string;
-}
-
-/** One permission row as stored, with the group it belongs to. */
-export interface PermissionRow {
-  groupId: number;
-  groupName: string;
-  /** 0-based order within the group. */
-  position: number;
-  effect: Effect;
-  action: Action;
-  /** The filter as written, `%u`/`%c` included. */
-  topic: string;
-}
-
-/** One row of a rule → group → permission join (permission fields null for a group without rows). */
-export interface RuleGrantRow {
-  rule: RuleRef;
-  groupId: number;
-  groupName: string;
-  permission: Omit<PermissionRow, 'groupId' | 'groupName'> | null;
-}
-
-/** A permission row made concrete for one connection. */
-export interface GrantedPermission extends PermissionRow {
-  /**
-   * After `%u`/`%c` substitution; null when the row matches nothing. A Deny
-   * row whose substituted value is unusable becomes `#` (see `concreteFilter`).
-   */
-  filter: string | null;
-  levels: FilterLevels | null;
-}
-
-export interface GrantedGroup {
-  id: number;
-  name: string;
-  /** The rules that gave this group, in page order. */
-  via: RuleRef[];
-}
-
-/** What one connection may do, fixed at CONNECT for the life of the session. */
-export interface AccessSnapshot {
-  username: string;
-  /** The MQTT client id; undefined when unknown (the console, before one is entered). */
-  mqttClientId: string | undefined;
-  groups: readonly GrantedGroup[];
-  permissions: readonly GrantedPermission[];
-  /** Rules by client id not evaluated because the client id is unknown. */
-  unresolvedRules: readonly RuleRef[];
-}
-
-export interface Who {
-  clientRowId: number;
-  username: string;
-  mqttClientId: string | undefined;
-  /** The SHA-256 fingerprint of the client certificate the connection authenticated with, if it did. */
-  certFingerprint?: string;
-}
 
 /** True when `rule` applies to the connection `who`. */
 export function ruleMatches(rule: RuleRef, who: Who): boolean {
   if (rule.matchBy === 'client') return rule.clientRowId === who.clientRowId;
   if (rule.matchBy === 'certificate') return who.certFingerprint !== undefined && rule.value === who.certFingerprint;
   return who.mqttClientId !== undefined && clientIdPatternMatches(rule.value, who.mqttClientId);
+}
+
+/**
+ * Every rule → group → permission row, indexed by what a connection is
+ * looked up by: the client row a rule names, the exact client id or the
+ * certificate fingerprint it names; rules by client-id pattern (few) are
+ * kept in a list. The index only narrows: `resolveAccess` decides each row
+ * with `ruleMatches`.
+ */
+export interface RuleModel {
+  byClientRow: ReadonlyMap<number, readonly RuleGrantRow[]>;
+  byClientId: ReadonlyMap<string, readonly RuleGrantRow[]>;
+  byFingerprint: ReadonlyMap<string, readonly RuleGrantRow[]>;
+  /** Rules by client id with `*`. */
+  byPattern: readonly RuleGrantRow[];
+  /** Every rule by client id, exact or pattern: what stays unresolved while the client id is unknown. */
+  allByClientId: readonly RuleGrantRow[];
+}
+
+/** Indexes the rows of the rule → group → permission join (see RuleModel). */
+export function indexRules(rows: readonly RuleGrantRow[]): RuleModel {
+  const byClientRow = new Map<number, RuleGrantRow[]>();
+  const byClientId = new Map<string, RuleGrantRow[]>();
+  const byFingerprint = new Map<string, RuleGrantRow[]>();
+  const byPattern: RuleGrantRow[] = [];
+  const allByClientId: RuleGrantRow[] = [];
+  const push = <K>(map: Map<K, RuleGrantRow[]>, key: K, row: RuleGrantRow) => {
+    const list = map.get(key);
+    if (list) list.push(row);
+    else map.set(key, [row]);
+  };
+  for (const row of rows) {
+    const rule = row.rule;
+    if (rule.matchBy === 'client') {
+      if (rule.clientRowId !== null) push(byClientRow, rule.clientRowId, row);
+    } else if (rule.matchBy === 'certificate') {
+      push(byFingerprint, rule.value, row);
+    } else {
+      allByClientId.push(row);
+      if (rule.value.includes('*')) byPattern.push(row);
+      else push(byClientId, rule.value, row);
+    }
+  }
+  return { byClientRow, byClientId, byFingerprint, byPattern, allByClientId };
+}
+
+/**
+ * The rows that may apply to `who`: those of rules naming its client row, its
+ * exact client id (every rule by client id while it is unknown, so they can be
+ * listed as unresolved) or its certificate, and the patterns it matches.
+ */
+export function rulesFor(model: RuleModel, who: Who): RuleGrantRow[] {
+  const rows = [...(model.byClientRow.get(who.clientRowId) ?? [])];
+  if (who.mqttClientId === undefined) {
+    rows.push(...model.allByClientId);
+  } else {
+    rows.push(...(model.byClientId.get(who.mqttClientId) ?? []));
+    for (const row of model.byPattern) if (ruleMatches(row.rule, who)) rows.push(row);
+  }
+  if (who.certFingerprint !== undefined) rows.push(...(model.byFingerprint.get(who.certFingerprint) ?? []));
+  return rows;
+}
+
+/** What `who` may do under `model`: its groups and the union of their permissions. */
+export function accessFor(model: RuleModel, who: Who): AccessSnapshot {
+  return resolveAccess(rulesFor(model, who), who);
 }
 
 /** The filter that matches every topic a permission can reach (`$` topics are refused anyway). */
