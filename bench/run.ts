@@ -10,6 +10,7 @@
  *   footprint    idle memory, memory per connection, start-up time (bench/footprint.ts)
  *   console      the console with 100,000 clients (bench/console.ts)
  *   import       importing 100,000 clients from the console, dry run and real (bench/import.ts)
+ *   pipelines    QoS 1 with and without a pipeline, forwarded msg/s with and without batching, a 5xx storm (bench/pipelines.ts)
  * Set BENCH_ROUNDS (default 3), BENCH_SECONDS (default 2) to lengthen it; the
  * others are in bench/README.md.
  */
@@ -182,7 +183,7 @@ async function nodesScenario(postgres: Service, redis: Service) {
   );
 }
 
-const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'persistence', 'nodes', 'footprint', 'console', 'import'];
+const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines'];
 const MESSAGING = ['fanin', 'pairs', 'fanout'];
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const unknown = asked.filter((name) => !ALL.includes(name));
@@ -238,6 +239,13 @@ try {
     phase('footprint');
     const { footprintScenario } = await import('./footprint');
     await footprintScenario();
+  }
+  if (scenarios.includes('pipelines')) {
+    phase('pipelines');
+    postgres ??= await startPostgres();
+    await seedDatabase({ databaseUrl: postgres.url }).catch(() => {});
+    const { pipelinesScenario } = await import('./pipelines');
+    await pipelinesScenario({ rounds, seconds, brokerCpu, databaseUrl: postgres.url });
   }
   if (scenarios.includes('console')) {
     phase('console');

@@ -43,6 +43,7 @@ describe.runIf(mosquittoAvailable)('an MQTT bridge pipeline to Mosquitto', () =>
 
   function subscribe(filter: string): Promise<{ client: MqttClient; received: Array<{ topic: string; payload: string; qos: number }> }> {
     const received: Array<{ topic: string; payload: string; qos: number }> = [];
+    // A persistent session: what the bridge sends while it reconnects is queued for it.
     const client = mqtt.connect(mosquitto.url, { clientId: `sub-${Date.now()}`, clean: false, reconnectPeriod: 200 });
     client.on('error', () => {});
     client.on('message', (topic, payload, packet) => received.push({ topic, payload: payload.toString(), qos: packet.qos }));

@@ -108,8 +108,9 @@ describe.each(drivers)('pipelines on %s', (driver) => {
     expect(figures.retried).toBeGreaterThan(0);
     down = false;
     const accepted = await receiver.waitFor(30, 30_000);
-    const bodies = accepted.map((r) => JSON.parse(r.body) as { topic: string; payload: string; id: string });
+    const bodies = accepted.map((r) => JSON.parse(r.body) as { topic: string; payload: string; id: string; timestamp: string });
     expect(new Set(bodies.map((b) => b.id)).size).toBe(30);
+    for (const body of bodies) expect(Math.abs(Date.parse(body.timestamp) - Date.now())).toBeLessThan(60_000);
     for (const topic of ['sensors/0', 'sensors/1', 'sensors/2']) {
       const order = bodies.filter((b) => b.topic === topic).map((b) => Number(b.payload));
       expect(order).toEqual([...order].sort((a, b) => a - b));
@@ -168,15 +169,30 @@ describe.each(drivers)('pipelines on %s', (driver) => {
     await createPipeline(database.db, webhook(receiver, { name: 'refusing', overflow: 'refuse', maxOutboxMb: '1', mappings: [{ topicFilter: 'big/refuse' }] }), SECRET_KEY);
     await createPipeline(database.db, webhook(receiver, { name: 'dropping', overflow: 'drop_newest', maxOutboxMb: '1', mappings: [{ topicFilter: 'big/drop' }] }), SECRET_KEY);
     const pipelines = await started();
-    const big = 'x'.repeat(300 * 1024);
-    for (let i = 0; i < 3; i++) await pipelines.onPublishAccepted(message('big/refuse', big), who);
-    for (let i = 0; i < 3; i++) await pipelines.onPublishAccepted(message('big/drop', big), who);
-    await expect(pipelines.onPublishAccepted(message('big/refuse', big), who)).rejects.toBeInstanceOf(OutboxFullError);
-    await expect(pipelines.onPublishAccepted(message('big/refuse', big), who)).rejects.toMatchObject({ reasonCode: 0x97 });
-    expect(pipelines.onPublishAccepted(message('big/drop', big), who)).toBeUndefined();
+    // The limit is judged on an estimate (measured, plus what was written since), which errs on the full side.
+    const big = 'x'.repeat(200 * 1024);
+    let accepted = 0;
+    let refusal: unknown;
+    for (let i = 0; i < 10 && !refusal; i++) {
+      try {
+        await pipelines.onPublishAccepted(message('big/refuse', big), who);
+        accepted++;
+      } catch (error) {
+        refusal = error;
+      }
+    }
+    expect(refusal).toBeInstanceOf(OutboxFullError);
+    expect(refusal).toMatchObject({ reasonCode: 0x97 });
+    expect(accepted).toBeGreaterThanOrEqual(2);
+    expect(accepted).toBeLessThanOrEqual(5);
+    let written = 0;
+    for (let i = 0; i < 10; i++) if (pipelines.onPublishAccepted(message('big/drop', big), who)) written++;
+    await pipelines.flush();
+    expect(written).toBeGreaterThanOrEqual(2);
+    expect(written).toBeLessThanOrEqual(5);
     const dropped = pipelines.figures().map((f) => f.dropped);
-    expect(dropped.some((d) => d.refused === 2)).toBe(true);
-    expect(dropped.some((d) => d.overflow_newest === 1)).toBe(true);
+    expect(dropped.some((d) => d.refused === 1)).toBe(true);
+    expect(dropped.some((d) => d.overflow_newest === 10 - written)).toBe(true);
   });
 
   it('sends TagoIO exactly what TagoDeploy sends: network token, authorization token, one data point', async () => {

@@ -27,12 +27,15 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** A Mosquitto of the test's own on a free loopback port, anonymous, no persistence. */
+/**
+ * A Mosquitto of the test's own on a free loopback port, anonymous, keeping
+ * persistent sessions across a stop (SIGTERM writes them) and start.
+ */
 export async function startMosquitto(): Promise<Mosquitto> {
   const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-mosquitto-'));
   const port = await freePort();
   const config = path.join(dir, 'mosquitto.conf');
-  await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  await writeFile(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/\n`);
   let child: ChildProcess | undefined;
   const broker: Mosquitto = {
     port,
@@ -58,7 +61,7 @@ export async function startMosquitto(): Promise<Mosquitto> {
       child = undefined;
       if (!running || running.exitCode !== null) return;
       const exited = new Promise((resolve) => running.once('exit', resolve));
-      running.kill('SIGKILL');
+      running.kill('SIGTERM');
       await exited;
     },
   };

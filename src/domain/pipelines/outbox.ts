@@ -127,6 +127,15 @@ export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
   let flushing: Promise<void> | null = null;
   let batches = 0;
   let rowsWritten = 0;
+  /** Bytes handed over and not yet committed, per pipeline: they count against its limit already. */
+  const queuedBytes = new Map<number, number>();
+  const unqueue = (rows: Insert[]) => {
+    for (const row of rows) {
+      const left = (queuedBytes.get(row.pipelineId) ?? 0) - row.bytes;
+      if (left > 0) queuedBytes.set(row.pipelineId, left);
+      else queuedBytes.delete(row.pipelineId);
+    }
+  };
   const idle: Array<() => void> = [];
 
   function pump() {
@@ -149,10 +158,12 @@ export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
         () => {
           batches++;
           rowsWritten += count;
+          for (const p of taken) unqueue(p.rows);
           deps.written(taken.flatMap((p) => p.report));
           for (const p of taken) p.settle?.resolve();
         },
         (error: unknown) => {
+          for (const p of taken) unqueue(p.rows);
           for (const p of taken) {
             if (p.qos0) for (const row of p.rows) deps.dropped(row.pipelineId, 'write_failed');
             p.settle?.reject(error);
@@ -176,7 +187,7 @@ export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
       const rows: Insert[] = [];
       const report: Pending['report'] = [];
       for (const pipeline of targets) {
-        if (deps.usage(pipeline.id) + bytes > pipeline.maxOutboxBytes) {
+        if (deps.usage(pipeline.id) + (queuedBytes.get(pipeline.id) ?? 0) + bytes > pipeline.maxOutboxBytes) {
           if (pipeline.overflow === 'drop_newest') {
             deps.dropped(pipeline.id, 'overflow_newest');
             continue;
@@ -206,6 +217,7 @@ export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
         report.push({ pipelineId: pipeline.id, bytes, message, session, messageId, receivedAt });
       }
       if (rows.length === 0) return;
+      for (const row of rows) queuedBytes.set(row.pipelineId, (queuedBytes.get(row.pipelineId) ?? 0) + row.bytes);
       if (message.qos === 0) {
         queue.push({ rows, settle: null, report, qos0: true });
         pump();
@@ -254,9 +266,10 @@ const CLAIM_LOCK_CLASS = 7_231_020;
  * Rows come back in id order.
  */
 export async function claimOutboxRows(db: Database, pipelineId: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
-  const records = await db.transaction(async (tx) => {
+  const claimed = await db.transaction(async (tx) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${CLAIM_LOCK_CLASS}, ${pipelineId})`);
-    const claimed = await tx.execute(sql`
+    // One statement: on the embedded database every statement costs milliseconds.
+    return tx.execute(sql`
       with due as (
         select o.id from pipeline_outbox o
         where o.pipeline_id = ${pipelineId}
@@ -271,12 +284,42 @@ export async function claimOutboxRows(db: Database, pipelineId: number, limit: n
       )
       update pipeline_outbox u set not_before = now() + make_interval(secs => ${leaseMs / 1000})
       from due where u.id = due.id
-      returning u.id`);
-    const ids = rowsOf(claimed).map((r) => Number(r.id));
-    if (ids.length === 0) return [];
-    return tx.select().from(pipelineOutbox).where(inArray(pipelineOutbox.id, ids)).orderBy(asc(pipelineOutbox.id));
+      returning u.id, u.pipeline_id, u.message_id, u.order_key, u.topic, u.payload, u.qos, u.retain, u.client_row_id,
+        u.username, u.mqtt_client_id, u.received_at, u.attempts, u.bytes`);
   });
-  return records.map(rowOf);
+  return rowsOf(claimed)
+    .map((r) => ({
+      id: Number(r.id),
+      pipelineId: Number(r.pipeline_id),
+      messageId: String(r.message_id),
+      orderKey: String(r.order_key),
+      topic: String(r.topic),
+      payload: asBuffer(r.payload),
+      qos: Number(r.qos),
+      retain: Boolean(r.retain),
+      clientRowId: r.client_row_id === null ? null : Number(r.client_row_id),
+      username: (r.username as string | null) ?? null,
+      mqttClientId: (r.mqtt_client_id as string | null) ?? null,
+      receivedAt: asDate(r.received_at),
+      attempts: Number(r.attempts),
+      bytes: Number(r.bytes),
+    }))
+    .sort((a, b) => a.id - b.id);
+}
+
+function asDate(value: unknown): Date {
+  if (value instanceof Date) return value;
+  // PostgreSQL's text form: `2026-12-05 10:40:00.123+00`.
+  const text = String(value).replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00');
+  return new Date(text);
+}
+
+function asBuffer(value: unknown): Buffer {
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  // A driver that answers bytea as text: `\x…`.
+  const text = String(value);
+  return text.startsWith('\\x') ? Buffer.from(text.slice(2), 'hex') : Buffer.from(text);
 }
 
 /** `db.execute` answers an array (postgres.js) or `{ rows }` (PGlite). */
