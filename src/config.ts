@@ -87,6 +87,8 @@ export const configSchema = z
     MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
     /** PUBLISH packets one connection may send per second (beyond, it is slowed down); 0 = no limit. */
     MQTT_MAX_PUBLISH_RATE: z.coerce.number().int().min(0).default(0),
+    /** The longest MQTT 5 Session Expiry Interval a device may ask for, in seconds (longer requests are cut to it). */
+    MQTT_MAX_SESSION_EXPIRY_S: positiveInt.max(0xfffffffe).default(7 * 24 * 3600),
     /**
      * Pipelines may connect to private, loopback and link-local addresses
      * (an endpoint on this machine or the local network). Off by default: a

@@ -168,6 +168,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         maxBufferedBytes: config.MQTT_MAX_BUFFERED_BYTES,
         maxSubscriptions: config.MQTT_MAX_SUBSCRIPTIONS,
         maxPublishRate: config.MQTT_MAX_PUBLISH_RATE,
+        maxSessionExpiryS: config.MQTT_MAX_SESSION_EXPIRY_S,
       },
       mq: brokerState.mq,
       persistence: brokerState.persistence,

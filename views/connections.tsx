@@ -16,12 +16,28 @@ export type ClientNames = ReadonlyMap<number, string>;
 
 const TRANSPORT_LABELS = { tcp: 'TCP', ws: 'WebSocket', tls: 'TLS', wss: 'WebSocket over TLS' } as const;
 
-/** The transport, with the TLS version and the client certificate's fingerprint when there are. */
+const PROTOCOL_LABELS: Record<number, string> = { 3: 'MQTT 3.1', 4: 'MQTT 3.1.1', 5: 'MQTT 5.0' };
+
+/** The MQTT protocol level and, for 5.0, the session expiry it was granted. */
+function protocolText(session: LiveSession): string {
+  const label = PROTOCOL_LABELS[session.protocolVersion!] ?? `MQTT level ${session.protocolVersion}`;
+  if (session.protocolVersion !== 5) return label;
+  const expiry = session.sessionExpiryS ?? 0;
+  return `${label}, session expiry ${expiry === 0 ? 'none' : `${expiry} s`}`;
+}
+
+/** The transport, with the MQTT protocol, the TLS version and the client certificate's fingerprint when there are. */
 function TransportCell(props: { session: LiveSession }) {
   const { session } = props;
   return (
     <td>
       {TRANSPORT_LABELS[session.transport]}
+      {session.protocolVersion ? (
+        <>
+          <br />
+          <small>{protocolText(session)}</small>
+        </>
+      ) : null}
       {session.tlsVersion ? (
         <>
           <br />

@@ -6,6 +6,7 @@ import type { ConnectionRegistry } from './connections';
 import { MAX_PUBLISH_DELAY_MS, type BrokerLimits } from './limits';
 import { REFUSED_PUBLISH_TOPIC, type AcceptedMessage, type BrokerAudit, type BrokerDeps, type BrokerMetrics } from './types';
 import type { Wills } from './wills';
+import { connackReasonCodes, disconnectClient, isMqtt5, ReasonCode, refusal } from './mqtt5';
 
 const connackCodes: Record<AuthFailure, 2 | 3 | 4 | 5> = {
   bad_client_id: 2,
@@ -59,6 +60,11 @@ export function createAccessHooks(deps: AccessDeps) {
     if (!registry.decisionsOf(client).mayPublish(packet.topic)) {
       metrics.refused('publish');
       noteRefusal(client, 'publish', packet.topic);
+      if (isMqtt5(client)) {
+        // PUBACK/PUBREC 0x87 (QoS 0: dropped); the connection stays.
+        callback(refusal(ReasonCode.NOT_AUTHORIZED, 'not authorized'));
+        return;
+      }
       // [MQTT-3.3.5-2] Acknowledged as usual, delivered to no one, never retained.
       packet.topic = REFUSED_PUBLISH_TOPIC;
       packet.retain = false;
@@ -104,7 +110,17 @@ export function createAccessHooks(deps: AccessDeps) {
     // An error closes an MQTT 3.1.1 connection without PUBACK: the client sends it again.
     answer.then(
       () => callback(null),
-      (error: unknown) => callback(refused(error)),
+      (error: unknown) => {
+        const reason = refused(error);
+        if (!isMqtt5(client)) {
+          callback(reason);
+          return;
+        }
+        // A 5.0 client is told in its PUBACK/PUBREC and stays connected; the
+        // hook's own message is not sent (it may name what decided).
+        const code = (reason as { reasonCode?: unknown }).reasonCode;
+        callback(refusal(typeof code === 'number' && code >= 0x80 && code <= 0xff ? code : ReasonCode.UNSPECIFIED_ERROR, 'not accepted'));
+      },
     );
   }
 
@@ -180,7 +196,10 @@ export function createAccessHooks(deps: AccessDeps) {
       const from = client!;
       const delay = deps.publishDelay(from);
       if (delay > MAX_PUBLISH_DELAY_MS) {
-        callback(new Error(`publishing faster than ${limits.maxPublishRate} messages a second for too long`));
+        const error = new Error(`publishing faster than ${limits.maxPublishRate} messages a second for too long`);
+        // 5.0: DISCONNECT 0x96 (Message rate too high) first.
+        if (isMqtt5(from)) disconnectClient(from, ReasonCode.MESSAGE_RATE_TOO_HIGH, () => callback(error));
+        else callback(error);
         return;
       }
       if (delay > 0) {
@@ -228,6 +247,7 @@ export function peerCertificateOf(socket: tls.TLSSocket): ClientCertificate | un
   return { fingerprint256: peer.fingerprint256, validFrom: new Date(peer.valid_from), validTo: new Date(peer.valid_to) };
 }
 
-function authError(returnCode: 2 | 3 | 4 | 5, reason: string) {
-  return Object.assign(new Error(reason), { returnCode });
+/** A refused CONNECT: `returnCode` for 3.1/3.1.1, `reasonCode` for 5.0 (src/broker/mqtt5.ts, patch 009). */
+function authError(returnCode: 2 | 3 | 4 | 5, reason: AuthFailure) {
+  return Object.assign(new Error(reason), { returnCode, reasonCode: connackReasonCodes[reason] });
 }

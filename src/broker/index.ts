@@ -59,6 +59,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     queueLimit: limits.queueLimit,
     heartbeatIntervalMs: deps.heartbeatIntervalMs,
     maxPacketBytes: limits.maxPacketBytes,
+    maxSessionExpiryS: limits.maxSessionExpiryS,
+    receiveMaximum: limits.receiveMaximum,
+    topicAliasMaximum: limits.topicAliasMaximum,
     hooks: { ...access.hooks, authorizeForward: createForwarding({ registry, limits, metrics, log }) },
     events: {
       opened: sessions.opened,
@@ -86,6 +89,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     ...listeners,
     ...sessions.api,
     async close() {
+      await sessions.tellShutdown();
       await listeners.close();
       await engine.close();
     },

@@ -21,6 +21,12 @@ export interface BrokerLimits {
   maxSubscriptions: number;
   /** PUBLISH packets one connection may send per second; 0: no limit. */
   maxPublishRate: number;
+  /** The longest MQTT 5 Session Expiry Interval granted, in seconds. */
+  maxSessionExpiryS: number;
+  /** MQTT 5 Receive Maximum advertised and enforced; also QoS 2 messages awaiting PUBREL for 3.1.1. */
+  receiveMaximum: number;
+  /** MQTT 5 Topic Alias Maximum advertised and accepted. */
+  topicAliasMaximum: number;
 }
 
 export const defaultBrokerLimits: BrokerLimits = {
@@ -35,6 +41,9 @@ export const defaultBrokerLimits: BrokerLimits = {
   maxBufferedBytes: 1024 * 1024,
   maxSubscriptions: 1000,
   maxPublishRate: 0,
+  maxSessionExpiryS: 7 * 24 * 3600,
+  receiveMaximum: 1000,
+  topicAliasMaximum: 64,
 };
 
 /** A connection over its publish rate waits at most this long per packet before it is closed. */

@@ -3,6 +3,7 @@ import type { LiveSession } from '../domain/connections';
 import { peerCertificateOf } from './access';
 import type { ConnectionRegistry } from './connections';
 import { streamOf, subscriptionCount } from './engine';
+import { disconnectClient, isMqtt5, protocolVersionOf, ReasonCode, sessionExpiryOf } from './mqtt5';
 import type { BrokerSessions } from './types';
 
 /**
@@ -44,7 +45,9 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
             endWaiters.set(id, waiters);
           }),
         );
-        streamOf(open.client).destroy();
+        // 5.0: DISCONNECT 0x98 (Administrative action) first.
+        if (isMqtt5(open.client)) disconnectClient(open.client, ReasonCode.ADMINISTRATIVE_ACTION);
+        else streamOf(open.client).destroy();
       }
       return Promise.all(ending);
     },
@@ -52,6 +55,20 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
 
   return {
     api,
+    /** At shutdown: each 5.0 session is sent DISCONNECT 0x8B (Server shutting down), for at most a second. */
+    async tellShutdown(): Promise<void> {
+      const told: Array<Promise<void>> = [];
+      for (const { client } of sessions.values()) {
+        if (!isMqtt5(client)) continue;
+        told.push(
+          new Promise<void>((resolve) => {
+            setTimeout(resolve, 1000).unref();
+            disconnectClient(client, ReasonCode.SERVER_SHUTTING_DOWN, resolve);
+          }),
+        );
+      }
+      await Promise.all(told);
+    },
     /** A session opened (the engine's `client` event). */
     opened(client: AedesClient) {
       const state = registry.get(client);
@@ -71,6 +88,8 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
         subscriptions: 0,
         groups: state.groups ?? [],
         tlsVersion: state.tlsSocket?.getProtocol() ?? null,
+        protocolVersion: protocolVersionOf(client) ?? 4,
+        sessionExpiryS: sessionExpiryOf(client),
         certFingerprint: state.tlsSocket ? (peerCertificateOf(state.tlsSocket)?.fingerprint256 ?? null) : null,
       };
       state.session = session;

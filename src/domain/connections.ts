@@ -30,6 +30,10 @@ export interface LiveSession {
   tlsVersion?: string | null;
   /** The SHA-256 fingerprint of the client certificate it presented, if any. */
   certFingerprint?: string | null;
+  /** MQTT protocol level: 3 (3.1), 4 (3.1.1) or 5. */
+  protocolVersion?: number;
+  /** MQTT 5: the Session Expiry Interval granted, in seconds (after the cap); null for 3.1/3.1.1. */
+  sessionExpiryS?: number | null;
 }
 
 export type SessionOrder = 'newest' | 'oldest';

@@ -21,6 +21,8 @@ const AEDES_PATCHES: Array<{ patch: string; file: string; line: string; without:
   { patch: '006', file: 'lib/handlers/publish.js', line: 'const { topicAlias, ...properties } = packet.properties', without: 'a message published with a topic alias cannot be delivered from a store or another node' },
   { patch: '007', file: 'aedes.js', line: 'taken over on another broker', without: 'a session taken over on another node is wiped by the old one' },
   { patch: '008', file: 'lib/handlers/publish.js', line: '// gatehouse: acknowledged once stored.', without: 'PUBACK would go out before the message is stored' },
+  { patch: '009', file: 'lib/handlers/connect.js', line: 'the hook may name the CONNACK reason code itself', without: 'a 5.0 device is not told why its CONNECT or PUBLISH was refused' },
+  { patch: '010', file: 'lib/client.js', line: 'close once it is flushed', without: 'a server DISCONNECT (0x98, 0x8B, 0x8E) may be dropped before it reaches the device' },
 ];
 
 const patchExpectations: Expectation[] = AEDES_PATCHES.map(({ patch, file, line, without }) => ({

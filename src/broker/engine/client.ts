@@ -3,7 +3,7 @@ import type { Client as AedesClient, PublishPacket } from 'aedes';
 import type { Expectation } from './expectation';
 
 /**
- * Typed access to what Gatehouse reads and changes inside an Aedes 1.2
+ * Typed access to what Gatehouse reads and changes inside an Aedes 2.0 (beta)
  * client. Nothing outside src/broker/engine/ touches these fields; each is
  * named in `clientExpectations`, checked once at start (check.ts).
  */
@@ -34,6 +34,12 @@ interface ClientInternals {
   deliver0: Deliver;
   deliverQoS: Deliver;
   _parser: object;
+  /** Protocol level of the CONNECT (3, 4 or 5); null before it. */
+  version: number | null;
+  /** MQTT 5: the Session Expiry Interval granted (after the cap), in seconds. */
+  sessionExpiryInterval: number;
+  /** Aedes 2: DISCONNECT with a reason code to a 5.0 client, then close; a bare close otherwise. */
+  disconnect: (options: { reasonCode: number }, done?: () => void) => void;
 }
 
 const internals = (client: AedesClient) => client as unknown as ClientInternals;
@@ -51,6 +57,29 @@ export function dropPendingWill(client: AedesClient): void {
 /** True when `packet` is the client's own will being published as its connection ends. */
 export function isOwnWill(client: AedesClient, packet: PublishPacket): boolean {
   return packet === internals(client).will;
+}
+
+/** The protocol level the client connected with: 3 (3.1), 4 (3.1.1) or 5; null before CONNECT. */
+export function protocolVersionOf(client: AedesClient): number | null {
+  return internals(client).version ?? null;
+}
+
+export function isMqtt5(client: AedesClient): boolean {
+  return internals(client).version === 5;
+}
+
+/** MQTT 5: the session expiry the session was granted (after the cap), in seconds; null for 3.1/3.1.1. */
+export function sessionExpiryOf(client: AedesClient): number | null {
+  return isMqtt5(client) ? (internals(client).sessionExpiryInterval ?? 0) : null;
+}
+
+/**
+ * Ends a connection from the server's side: a 5.0 client is sent DISCONNECT
+ * with `reasonCode` first (patch 010 lets it reach the client), anything else
+ * is closed. `done` runs once closed.
+ */
+export function disconnectClient(client: AedesClient, reasonCode: number, done?: () => void): void {
+  internals(client).disconnect({ reasonCode }, done);
 }
 
 /** True once the client's CONNACK is written. */
@@ -119,5 +148,8 @@ export function clientExpectations(probe: () => AedesClient): Expectation[] {
     field('deliver0', 'function'),
     field('deliverQoS', 'function'),
     field('_parser', 'object'),
+    field('version', 'null', "the client's `version` (its protocol level) is gone"),
+    field('sessionExpiryInterval', 'number'),
+    field('disconnect', 'function'),
   ];
 }

@@ -31,6 +31,10 @@ export interface EngineOptions {
   heartbeatIntervalMs?: number;
   /** Every connection's parser fails a packet announced larger than this. */
   maxPacketBytes: number;
+  /** MQTT 5 (README, "MQTT 5"): advertised in CONNACK and enforced. */
+  maxSessionExpiryS: number;
+  receiveMaximum: number;
+  topicAliasMaximum: number;
   hooks: Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward'>;
   events: {
     /** A session is open (its CONNACK is on its way). */
@@ -66,6 +70,12 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     maxClientsIdLength: options.maxClientIdLength,
     queueLimit: options.queueLimit,
     heartbeatInterval: options.heartbeatIntervalMs,
+    sessionExpiryIntervalLimit: options.maxSessionExpiryS,
+    maximumPacketSize: options.maxPacketBytes,
+    receiveMaximum: options.receiveMaximum,
+    topicAliasMaximum: options.topicAliasMaximum,
+    // Patch 002's option (Aedes 1.2's), absent from the beta's types.
+    ...({ maxInflightInbound: options.receiveMaximum } as Partial<AedesOptions>),
     ...options.hooks,
   });
   aedes.on('connackSent', (_connack, client) => releaseHeldDeliveries(client));

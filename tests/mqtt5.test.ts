@@ -1,0 +1,194 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { configSchema } from '../src/config';
+import { createClient } from '../src/domain/clients';
+import { startGatehouse, type Gatehouse } from '../src/server';
+import { grantGroup } from './support/acl';
+import { signIn } from './support/admin';
+import { createPostgresTestDatabase } from './support/db';
+import { requireOrSkip } from './support/env';
+import { startTestGatehouse } from './support/gatehouse';
+import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
+
+/**
+ * What a 5.0 device is told, where a 3.1.1 device is told nothing: reason
+ * codes from Gatehouse's own decisions (README, "MQTT 5").
+ */
+const device = { username: 'five', password: 'five-password' };
+const v5 = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ protocolVersion: 5, clientId, ...device, ...options });
+
+async function provision(gatehouse: Gatehouse) {
+  await createClient(gatehouse.database.db, { name: 'Five', ...device });
+  await grantGroup(gatehouse.database.db, {
+    name: 'Five',
+    permissions: [
+      ['allow', 'publish', 'five/#'],
+      ['allow', 'subscribe', 'five/#'],
+      ['deny', 'publish', 'five/locked/#'],
+    ],
+    usernames: [device.username],
+  });
+}
+
+/** The reason code of the server's DISCONNECT to `client`, or undefined if it was closed without one. */
+function serverDisconnect(client: MqttClient): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    client.once('disconnect', (packet) => resolve(packet.reasonCode ?? 0));
+    client.once('close', () => setTimeout(() => resolve(undefined), 50));
+  });
+}
+
+describe.each(['tcp', 'ws'] as Transport[])('MQTT 5 over %s', { timeout: 60_000 }, (transport) => {
+  let gatehouse: Awaited<ReturnType<typeof startTestGatehouse>>;
+  let url: string;
+  beforeAll(async () => {
+    gatehouse = await startTestGatehouse('pglite', { MQTT_MAX_SESSION_EXPIRY_S: '60' });
+    url = brokerUrl(gatehouse, transport);
+    await provision(gatehouse);
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  it('answers a wrong password with CONNACK 0x86', async () => {
+    const outcome = await tryConnect(url, v5('five-wrong', { password: 'not-it' }));
+    expect(outcome).toMatchObject({ ok: false, code: 0x86 });
+  });
+
+  it('answers PUBACK 0x87 for a publish the groups refuse, delivers nothing and keeps the connection', async () => {
+    const listener = await connect(url, v5('five-listener'));
+    await listener.subscribeAsync('five/#', { qos: 1 });
+    const heard: string[] = [];
+    listener.on('message', (topic) => heard.push(topic));
+    const publisher = await connect(url, v5('five-publisher'));
+    const error = await publisher.publishAsync('five/locked/door', 'open', { qos: 1 }).catch((e: Error & { code?: number }) => e);
+    expect((error as { code?: number }).code).toBe(0x87);
+    // The refusal says nothing of the rule that decided.
+    expect(String((error as Error).message)).not.toMatch(/locked|deny|Five/i);
+    const allowed = nextMessage(listener, 'five/open/door');
+    await publisher.publishAsync('five/open/door', 'ok', { qos: 1 });
+    expect((await allowed).payload).toBe('ok');
+    expect(heard).not.toContain('five/locked/door');
+    expect(publisher.connected).toBe(true);
+    await endClient(publisher);
+    await endClient(listener);
+  });
+
+  it('answers SUBACK 0x87 for a filter the groups refuse, beside one they grant', async () => {
+    const client = await connect(url, v5('five-subscriber'));
+    expect(await subscribeCodes(client, { 'five/a': { qos: 1 }, 'other/#': { qos: 1 } })).toEqual({ 'five/a': 1, 'other/#': 0x87 });
+    expect(client.connected).toBe(true);
+    await endClient(client);
+  });
+
+  it('forwards user properties, content type, response topic and correlation data to 3.1.1 and 5.0 subscribers', async () => {
+    const five = await connect(url, v5('five-reader'));
+    const old = await connect(url, { ...device, clientId: 'five-old-reader' });
+    await five.subscribeAsync('five/props', { qos: 1 });
+    await old.subscribeAsync('five/props', { qos: 1 });
+    const toFive = new Promise<{ payload: string; properties?: Record<string, unknown> }>((resolve) =>
+      five.once('message', (_t, payload, packet) => resolve({ payload: payload.toString(), properties: packet.properties as Record<string, unknown> })),
+    );
+    const toOld = nextMessage(old, 'five/props');
+    const publisher = await connect(url, v5('five-writer'));
+    await publisher.publishAsync('five/props', '{"t":21}', {
+      qos: 1,
+      properties: {
+        userProperties: { site: 'north' },
+        contentType: 'application/json',
+        payloadFormatIndicator: true,
+        responseTopic: 'five/replies',
+        correlationData: Buffer.from('42'),
+      },
+    });
+    const got = await toFive;
+    expect(got.payload).toBe('{"t":21}');
+    expect(got.properties).toMatchObject({ userProperties: { site: 'north' }, contentType: 'application/json', payloadFormatIndicator: true, responseTopic: 'five/replies' });
+    expect(Buffer.from(got.properties!.correlationData as Buffer).toString()).toBe('42');
+    expect((await toOld).payload).toBe('{"t":21}');
+    for (const client of [five, old, publisher]) await endClient(client);
+  });
+
+  it('sends DISCONNECT 0x98 when an operator disconnects the session, and the device may come back', async () => {
+    const client = await connect(url, v5('five-kicked'));
+    const told = serverDisconnect(client);
+    const session = [...gatehouse.broker.liveSessions()].find((s) => s.mqttClientId === 'five-kicked')!;
+    expect(session.protocolVersion).toBe(5);
+    await gatehouse.broker.endSessions([session.id]);
+    expect(await told).toBe(0x98);
+  });
+
+  it('grants at most MQTT_MAX_SESSION_EXPIRY_S and says so in CONNACK', async () => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, ...v5('five-long', { clean: false, properties: { sessionExpiryInterval: 3600 } }) });
+    const connack = await new Promise<{ properties?: { sessionExpiryInterval?: number; receiveMaximum?: number; maximumPacketSize?: number; topicAliasMaximum?: number } }>((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    });
+    expect(connack.properties?.sessionExpiryInterval).toBe(60);
+    expect(connack.properties).toMatchObject({ receiveMaximum: 1000, maximumPacketSize: 1024 * 1024, topicAliasMaximum: 64 });
+    const session = [...gatehouse.broker.liveSessions()].find((s) => s.mqttClientId === 'five-long')!;
+    expect(session.sessionExpiryS).toBe(60);
+    // The Connections page says which protocol each session speaks.
+    const old = await connect(url, { ...device, clientId: 'five-old-timer' });
+    const operator = await signIn(gatehouse.app, gatehouse.database.db);
+    const page = await (await operator.request('/connections')).text();
+    expect(page).toContain('MQTT 5.0, session expiry 60 s');
+    expect(page).toContain('MQTT 3.1.1');
+    await endClient(old);
+    await endClient(client);
+  });
+});
+
+const databaseUrl = process.env.TEST_DATABASE_URL;
+describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseUrl), 'set TEST_DATABASE_URL to run the MQTT 5 restart case'))(
+  'an MQTT 5 session across a restart',
+  { timeout: 90_000 },
+  () => {
+    let database: { url: string; drop(): Promise<void> };
+    let dataDir: string;
+    const start = () =>
+      startGatehouse({
+        config: configSchema.parse({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATABASE_URL: database.url, DATA_DIR: dataDir }),
+        log: () => {},
+      });
+    beforeAll(async () => {
+      database = await createPostgresTestDatabase();
+      dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-mqtt5-'));
+    });
+    afterAll(async () => {
+      await database?.drop();
+      if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    });
+
+    it('keeps the session it asked for, with what was queued, and tells it 0x8B at shutdown', async () => {
+      let gatehouse = await start();
+      await provision(gatehouse);
+      const client = await connect(brokerUrl(gatehouse, 'tcp'), v5('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }));
+      await client.subscribeAsync('five/durable', { qos: 1 });
+      const told = serverDisconnect(client);
+      await gatehouse.close();
+      expect(await told).toBe(0x8b);
+
+      gatehouse = await start();
+      try {
+        const publisher = await connect(brokerUrl(gatehouse, 'tcp'), v5('five-durable-pub'));
+        await publisher.publishAsync('five/durable', 'while restarting', { qos: 1 });
+        await endClient(publisher);
+        const back = mqtt.connect(brokerUrl(gatehouse, 'tcp'), { reconnectPeriod: 0, ...v5('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }) });
+        const heard = nextMessage(back, 'five/durable');
+        const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+          back.once('connect', resolve);
+          back.once('error', reject);
+        });
+        expect(connack.sessionPresent).toBe(true);
+        expect((await heard).payload).toBe('while restarting');
+        await endClient(back);
+      } finally {
+        await gatehouse.close();
+      }
+    });
+  },
+);
