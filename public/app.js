@@ -99,6 +99,9 @@
 
   // Close an open row menu when focus or a click moves elsewhere, or on Escape.
   document.addEventListener('click', (event) => {
+    // A click in the confirmation dialog leaves the menu that opened it open:
+    // Cancel gives focus back to its item.
+    if (event.target instanceof Element && event.target.closest('dialog')) return;
     document.querySelectorAll('details.dropdown[open]').forEach((menu) => {
       if (!menu.contains(event.target)) menu.removeAttribute('open');
     });
@@ -113,26 +116,39 @@
   });
 
   // hx-confirm asks in a <dialog> (styled by Pico, focus kept inside) rather
-  // than the browser's window.confirm.
+  // than the browser's window.confirm. Its buttons are those of the
+  // confirmation pages (ConfirmFooter): the way back first, the action last.
+  // An element may offer one checkbox (data-confirm-option, -option-label):
+  // ticked, the request carries `?<name>=1`. data-confirm-safe: an action
+  // that destroys nothing, its button not marked dangerous.
   let confirmDialog = null;
-  function confirmInDialog(message, confirmLabel) {
+  function confirmInDialog(message, confirmLabel, option, safe) {
     if (!confirmDialog) {
       confirmDialog = document.createElement('dialog');
       confirmDialog.setAttribute('aria-labelledby', 'confirm-dialog-message');
       confirmDialog.innerHTML =
-        '<article><p id="confirm-dialog-message"></p><footer>' +
+        '<article><p id="confirm-dialog-message"></p>' +
+        '<label class="confirm-option" hidden><input type="checkbox" name="confirm-option"> <span></span></label>' +
+        '<footer class="confirm-actions">' +
         '<button type="button" class="secondary outline" value="cancel">Cancel</button> ' +
         '<button type="button" class="danger" value="confirm"></button></footer></article>';
       document.body.append(confirmDialog);
     }
     confirmDialog.querySelector('#confirm-dialog-message').textContent = message;
-    confirmDialog.querySelector('button[value="confirm"]').textContent = confirmLabel;
+    const confirmButton = confirmDialog.querySelector('button[value="confirm"]');
+    confirmButton.textContent = confirmLabel;
+    confirmButton.className = safe ? '' : 'danger';
+    const optionLabel = confirmDialog.querySelector('.confirm-option');
+    const optionBox = optionLabel.querySelector('input');
+    optionLabel.hidden = !option;
+    optionBox.checked = false;
+    optionLabel.querySelector('span').textContent = option ? option.label : '';
     return new Promise((resolve) => {
       const finish = (answer) => {
         confirmDialog.removeEventListener('click', onClick);
         confirmDialog.removeEventListener('cancel', onCancel);
         confirmDialog.close();
-        resolve(answer);
+        resolve({ yes: answer, option: answer && option && optionBox.checked });
       };
       const onClick = (event) => {
         const button = event.target instanceof Element ? event.target.closest('button') : null;
@@ -152,7 +168,16 @@
     if (!message || typeof event.detail?.issueRequest !== 'function') return;
     event.preventDefault();
     const label = source.getAttribute('data-confirm-label') || 'Confirm';
-    confirmInDialog(message, label).then((yes) => (yes ? event.detail.issueRequest() : event.detail.dropRequest()));
+    const name = source.getAttribute('data-confirm-option');
+    const option = name ? { name, label: source.getAttribute('data-confirm-option-label') || name } : null;
+    confirmInDialog(message, label, option, source.hasAttribute('data-confirm-safe')).then((answer) => {
+      if (!answer.yes) return event.detail.dropRequest();
+      const request = event.detail.ctx && event.detail.ctx.request;
+      if (answer.option && request && typeof request.action === 'string') {
+        request.action += `${request.action.includes('?') ? '&' : '?'}${encodeURIComponent(name)}=1`;
+      }
+      event.detail.issueRequest();
+    });
   });
 
   // A table that refreshes itself (Connections) skips a refresh while the
@@ -207,14 +232,20 @@
     window.htmx.registerExtension('gatehouse-focus', {
       htmx_before_swap(elt, detail) {
         const target = detail && detail.ctx && detail.ctx.target;
-        if (target instanceof Element) around.set(detail.ctx, target.closest('.table-scroll') || target.closest('section[id]') || document.getElementById('main'));
+        if (!(target instanceof Element)) return;
+        // The element that asked, as it is now: htmx may name another later.
+        around.set(detail.ctx, {
+          source: detail.ctx.sourceElement,
+          container: target.closest('.table-scroll') || target.closest('section[id]') || document.getElementById('main'),
+        });
       },
       htmx_finally_swap(elt, detail) {
         const ctx = detail && detail.ctx;
-        const container = ctx && around.get(ctx);
-        if (!container || !container.isConnected) return;
+        const kept = ctx && around.get(ctx);
+        if (!kept || !kept.container.isConnected) return;
+        const container = kept.container;
         const lost = !document.activeElement || document.activeElement === document.body;
-        if (!lost || (ctx.sourceElement && ctx.sourceElement.isConnected)) return;
+        if (!lost || (kept.source instanceof Element && kept.source.isConnected)) return;
         if (!container.hasAttribute('tabindex')) container.setAttribute('tabindex', '-1');
         container.focus({ preventScroll: true });
       },

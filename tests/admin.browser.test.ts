@@ -78,15 +78,18 @@ describe.runIf(chromiumAvailable)('the console in Chromium, signed in', () => {
       await page.getByLabel('Username').fill('boiler-room');
       await page.locator('#password').fill('boiler-room-password');
       await page.getByRole('button', { name: 'Create client' }).click();
-      await page.waitForURL(`${base}/clients`);
-      await page.getByRole('rowheader', { name: 'Boiler room' }).waitFor();
+      // The new client's page, saying it was created.
+      await page.waitForURL(/\/clients\/\d+$/);
+      await page.getByText('Client “Boiler room” created.').waitFor();
 
       // Delete another through the row menu (htmx DELETE after a confirm()).
-      await page.getByRole('button', { name: 'New client' }).click();
+      await page.goto(`${base}/clients/new`);
       await page.getByLabel('Client Name').fill('Old pump');
       await page.getByLabel('Username').fill('old-pump');
       await page.locator('#password').fill('old-pump-password');
       await page.getByRole('button', { name: 'Create client' }).click();
+      await page.waitForURL(/\/clients\/\d+$/);
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Clients' }).click();
       await page.waitForURL(`${base}/clients`);
       await page.getByRole('button', { name: 'Actions for Old pump' }).click();
       await confirmAndWaitGone(

@@ -140,8 +140,8 @@ describe.runIf(browserAvailable)('certificates page in Chromium', () => {
           await page.getByLabel('Password').fill('gate-password');
         }
         await page.getByRole('button', { name: 'Create client' }).click();
-        await page.waitForURL(`${base}/clients`);
-        await page.getByRole('rowheader', { name: javaScriptEnabled ? 'Door' : 'Gate' }).waitFor();
+        await page.waitForURL(/\/clients\/\d+$/);
+        await page.getByRole('heading', { level: 1, name: javaScriptEnabled ? 'Door' : 'Gate' }).waitFor();
       } finally {
         await context.close();
       }

@@ -51,8 +51,8 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe(generated);
 
       await page.getByRole('button', { name: 'Create client' }).click();
-      await page.waitForURL(`${base}/clients`);
-      await page.getByRole('rowheader', { name: 'Browser made' }).waitFor();
+      await page.waitForURL(/\/clients\/\d+$/);
+      await page.getByText('Client “Browser made” created.').waitFor();
 
       // The generated password is the one saved, in the fast format (the
       // server made it), and a device can use it.
@@ -111,8 +111,10 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       await dialog.getByRole('button', { name: 'Cancel' }).click();
       await dialog.waitFor({ state: 'hidden' });
       expect((await listClients(gatehouse.database.db, { query: 'Menu victim' })).total).toBe(1);
-      await page.getByRole('button', { name: 'Actions for Menu victim' }).click();
-      await page.getByRole('row', { name: /Menu victim/ }).getByRole('link', { name: 'Delete' }).click();
+      // Cancelled, the menu stays open with focus back on its item.
+      const deleteItem = page.getByRole('row', { name: /Menu victim/ }).getByRole('link', { name: 'Delete' });
+      await expect.poll(() => deleteItem.evaluate((el) => el === document.activeElement)).toBe(true);
+      await deleteItem.click();
       expect(await accessibilityViolations(page)).toEqual([]);
       await dialog.getByRole('button', { name: 'Delete client' }).click();
       await page.getByRole('rowheader', { name: 'Menu victim' }).waitFor({ state: 'detached' });
@@ -229,7 +231,9 @@ describe.runIf(browserAvailable)('clients console in Chromium', () => {
       await page.getByLabel('Username').fill('no-script');
       await page.getByLabel('Password').fill('noscript-password');
       await page.getByRole('button', { name: 'Create client' }).click();
-      await page.waitForURL(`${base}/clients`);
+      await page.waitForURL(/\/clients\/\d+$/);
+      await page.getByText('Client “No script” created.').waitFor();
+      await page.goto(`${base}/clients`);
 
       await page.getByRole('button', { name: 'Actions for No script' }).click();
       await page.getByRole('row', { name: /No script/ }).getByRole('link', { name: 'Edit' }).click();

@@ -4,7 +4,7 @@ import { createClient, getClient, listClients, updateClient } from '../src/domai
 import { createApp } from '../src/web/app';
 import { signIn, type SignedInApp } from './support/admin';
 import { createTestDatabase, drivers } from './support/db';
-import { htmx, postForm } from './support/http';
+import { htmx, noticeOf, postForm } from './support/http';
 
 describe.each(drivers)('clients console over HTTP on %s', (driver) => {
   let database: OpenDatabase;
@@ -35,11 +35,15 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     expect(html).toMatch(/<form id="client-form" method="post" action="\/clients"/);
   });
 
-  it('creates a client with a 303 to /clients, then lists it as Username/Password', async () => {
+  it('creates a client with a 303 to its page, says so there once, then lists it as Username/Password', async () => {
     const res = await postForm(app, '/clients', { name: 'Front door', username: 'front-door', password: 'door-secret' });
     expect(res.status).toBe(303);
-    expect(res.headers.get('location')).toBe('/clients');
+    expect(res.headers.get('location')).toMatch(/^\/clients\/\d+$/);
+    const notice = res.headers.getSetCookie().find((c) => c.startsWith('gatehouse_notice='))!.split(';')[0];
+    const page = await (await app.request(res.headers.get('location')!, { headers: { cookie: `${app.cookie}; ${notice}` } })).text();
+    expect(page).toContain('<div id="notices" class="notices" role="status"><p class="notice">Client “Front door” created.</p></div>');
     const html = await (await app.request('/clients')).text();
+    expect(html).not.toContain('created.');
     expect(html).toMatch(/<th scope="row"><a href="\/clients\/\d+" class="truncate" title="Front door">Front door<\/a><\/th>/);
     expect(html).toContain('<td class="nowrap">Username/Password</td>');
     expect(html).toContain('aria-label="Actions for Front door"');
@@ -49,7 +53,8 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
   it('answers an htmx create with HX-Redirect instead of a 303', async () => {
     const res = await postForm(app, '/clients', { name: 'Htmx made', username: 'htmx-made', password: 'htmx-secret' }, htmx);
     expect(res.status).toBe(200);
-    expect(res.headers.get('hx-redirect')).toBe('/clients');
+    expect(res.headers.get('hx-redirect')).toMatch(/^\/clients\/\d+$/);
+    expect(noticeOf(res)).toBe('Client “Htmx made” created.');
   });
 
   it('re-renders the form with 422, a message at each wrong field, and the input kept (never the password)', async () => {
@@ -98,6 +103,7 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     const client = await createClient(database.db, { name: 'Before', username: 'before', password: '12345678' });
     const res = await postForm(app, `/clients/${client.id}`, { name: 'After', username: 'after', password: '' });
     expect(res.status).toBe(303);
+    expect(noticeOf(res)).toBe('Client “After” saved.');
     expect(await getClient(database.db, client.id)).toMatchObject({ name: 'After', username: 'after', version: 2 });
   });
 
@@ -125,6 +131,7 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     expect(res.status).toBe(200);
     const html = await res.text();
     expect(html).toContain(`<th scope="row"><a href="/clients/${client.id}" class="truncate" title="Row renamed" autofocus="">Row renamed</a></th>`);
+    expect(html).toContain('<hx-partial hx-target="#notices" hx-swap="innerHTML"><p class="notice">Client “Row renamed” saved.</p></hx-partial>');
   });
 
   it('keeps the in-row form with errors on a bad htmx update', async () => {
@@ -136,20 +143,49 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     expect(html).toContain('value="row 2"');
   });
 
-  it('deletes with htmx DELETE (empty answer) and with the no-JS confirmation page', async () => {
+  it('deletes with htmx DELETE (the row goes, a notice says so) and with the no-JS confirmation page', async () => {
     const a = await createClient(database.db, { name: 'Delete A', username: 'delete-a', password: '12345678' });
     const b = await createClient(database.db, { name: 'Delete B', username: 'delete-b', password: '12345678' });
     const res = await app.request(`/clients/${a.id}`, { method: 'DELETE', headers: htmx });
     expect(res.status).toBe(200);
-    expect(await res.text()).toBe('');
+    expect(await res.text()).toBe('<hx-partial hx-target="#notices" hx-swap="innerHTML"><p class="notice">Client “Delete A” deleted.</p></hx-partial>');
     expect(await getClient(database.db, a.id)).toBeNull();
 
     const confirm = await (await app.request(`/clients/${b.id}/delete`)).text();
     expect(confirm).toContain(`action="/clients/${b.id}/delete"`);
+    // One confirmation style: the way back first, the action last.
+    expect(confirm).toMatch(/<a href="\/clients" role="button" class="secondary outline">Keep it<\/a><button type="submit" class="danger">Delete client<\/button>/);
+    // Not connected: nothing to offer to disconnect.
+    expect(confirm).not.toContain('name="disconnect"');
     expect(await getClient(database.db, b.id)).not.toBeNull();
     const done = await postForm(app, `/clients/${b.id}/delete`, {});
     expect(done.status).toBe(303);
+    expect(noticeOf(done)).toBe('Client “Delete B” deleted.');
     expect(await getClient(database.db, b.id)).toBeNull();
+  });
+
+  it('keeps a generated password (with its token) when the form comes back with an error, never a typed one', async () => {
+    await createClient(database.db, { name: 'Taken', username: 'taken-name', password: '12345678' });
+    const generated = await (await app.request('/clients/generated-password')).json() as { password: string; token: string };
+    const conflict = await postForm(app, '/clients', { name: 'New one', username: 'taken-name', password: generated.password, password_generated: generated.token });
+    expect(conflict.status).toBe(409);
+    const html = await conflict.text();
+    expect(html).toContain(`type="text" value="${generated.password.replace(/&/g, '&amp;').replace(/"/g, '&quot;')}"`);
+    expect(html).toContain(`name="password_generated" id="password-generated" value="${generated.token}"`);
+    // Sent again as it comes back, it is stored as a generated password.
+    const saved = await postForm(app, '/clients', { name: 'New one', username: 'new-one', password: generated.password, password_generated: generated.token });
+    expect(saved.status).toBe(303);
+    // A typed password, or a generated one with a token that does not match it, is not echoed.
+    for (const fields of [
+      { password: 'typed-password-1' },
+      { password: 'typed-password-2', password_generated: generated.token },
+    ]) {
+      const again = await postForm(app, '/clients', { name: 'Another', username: 'taken-name', ...fields });
+      expect(again.status).toBe(409);
+      const text = await again.text();
+      expect(text).not.toContain(fields.password);
+      expect(text).toContain('name="password_generated" id="password-generated" value=""');
+    }
   });
 
   it.each([

@@ -80,7 +80,7 @@ describe.runIf(browserAvailable)('Connections page in Chromium', { timeout: 120_
       await dialog.waitFor({ state: 'hidden' });
       expect(target.connected).toBe(true);
 
-      await page.getByRole('button', { name: 'Actions for pump-kick' }).click();
+      // Cancelled, the menu stays open with its item focused.
       await page.getByRole('row', { name: /pump-kick/ }).getByRole('link', { name: 'Disconnect' }).click();
       const closed = closedByBroker(target);
       await dialog.getByRole('button', { name: 'Disconnect' }).click();
@@ -96,6 +96,42 @@ describe.runIf(browserAvailable)('Connections page in Chromium', { timeout: 120_
       await page.getByRole('heading', { name: 'Disconnect pump-stay?' }).waitFor();
       expect(await accessibilityViolations(page)).toEqual([]);
       expect(stays.connected).toBe(true);
+      expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('deletes a connected client from its row menu, marked dangerous, and disconnects it when asked in the dialog', async () => {
+    await createClient(gatehouse.database.db, { name: 'Old pump', username: 'old-pump', password: 'old-pump-password' });
+    const old = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'old-pump', password: 'old-pump-password', clientId: 'old-pump-1' });
+    open.push(old);
+    const { context, page, problems } = await openPage();
+    try {
+      await page.goto(`${base}/clients?q=pump`);
+      await page.getByRole('button', { name: 'Actions for Old pump' }).click();
+      const row = page.getByRole('row', { name: /Old pump/ });
+      // Dangerous items stand apart, in the colour of deletions; Edit does not.
+      const colour = (name: string) => row.getByRole('link', { name, exact: true }).evaluate((el) => getComputedStyle(el).color);
+      const danger = await page.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--pico-del-color').trim());
+      expect(await colour('Delete')).not.toBe(await colour('Edit'));
+      expect(await row.getByRole('link', { name: 'Delete', exact: true }).evaluate((el) => el.closest('li')!.className)).toBe('danger-item');
+      expect(danger).not.toBe('');
+      await row.getByRole('link', { name: 'Delete', exact: true }).click();
+      const dialog = page.getByRole('dialog', { name: /Delete the client “Old pump”/ });
+      // The way back first, the action last; the option unticked.
+      expect(await dialog.getByRole('button').allInnerTexts()).toEqual(['Cancel', 'Delete client']);
+      const option = dialog.getByRole('checkbox', { name: 'Also disconnect its live session now' });
+      expect(await option.isChecked()).toBe(false);
+      expect(await accessibilityViolations(page)).toEqual([]);
+      await option.check();
+      const closed = closedByBroker(old);
+      await dialog.getByRole('button', { name: 'Delete client' }).click();
+      await closed;
+      await page.getByText('Client “Old pump” deleted. Disconnected 1 session.').waitFor();
+      await page.getByRole('rowheader', { name: 'Old pump' }).waitFor({ state: 'detached' });
+      // Focus went to the table's region, not to the top of the page.
+      await expect.poll(() => page.evaluate(() => document.activeElement?.getAttribute('aria-label'))).toBe('Clients table');
       expect(problems()).toEqual([]);
     } finally {
       await context.close();

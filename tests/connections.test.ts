@@ -13,7 +13,7 @@ import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
 import { createTestDatabase } from './support/db';
-import { htmx, postForm } from './support/http';
+import { htmx, noticeOf, postForm } from './support/http';
 import { brokerUrl, connect, endClient } from './support/mqtt';
 
 /** True once `client` has lost its connection (the broker closed it). */
@@ -86,7 +86,7 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     expect(row).toContain('<td>WebSocket</td>');
     expect(row).toContain('<td>42 s</td>');
     expect(row).toContain('<td>1</td>'); // one subscription
-    expect(row).toContain('<td>Heating</td>');
+    expect(row).toContain('<ul class="chips"><li><a href="/groups?q=Heating" class="truncate" title="Heating">Heating</a></li></ul>');
     expect(row).toMatch(/<time datetime="\d{4}-\d\d-\d\dT[^"]+Z">\d{4}-\d\d-\d\d \d\d:\d\d UTC<\/time>/);
     expect(html).toContain('1 connection.');
     // The section polls its own address every few seconds.
@@ -225,9 +225,9 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     const closed = closedByBroker(boiler);
     const saved = await edit('now');
     expect(saved.status).toBe(303);
-    expect(saved.headers.get('location')).toBe('/clients?disconnected=1');
+    expect(saved.headers.get('location')).toBe('/clients');
+    expect(noticeOf(saved)).toBe('Client “Boiler sensor” saved. Disconnected 1 session.');
     await closed;
-    expect(await page('/clients?disconnected=1')).toContain('Disconnected 1 session.');
     expect(bystander.connected).toBe(true);
 
     // A group: the sessions that hold its permissions, and no other.
@@ -247,10 +247,39 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
       apply: 'now',
     });
     expect(res.status).toBe(303);
-    expect(res.headers.get('location')).toBe('/groups?disconnected=1');
+    expect(res.headers.get('location')).toBe('/groups');
+    expect(noticeOf(res)).toBe('Group “Heating” saved. Disconnected 1 session.');
     await groupClosed;
     expect(bystander.connected).toBe(true);
     expect(logs.filter((line) => line.includes('"boiler-apply-2"'))).toEqual([expect.stringMatching(/^administrator "conn-operator" disconnected session/)]);
+  });
+
+  it('deletes a connected client and, when asked in the dialog or on the page, disconnects its sessions too', async () => {
+    const db = database.db;
+    const kept = await createClient(db, { name: 'Deleted, still connected', username: 'deleted-kept', password: 'deleted-password' });
+    const ended = await createClient(db, { name: 'Deleted and disconnected', username: 'deleted-ended', password: 'deleted-password' });
+    const paged = await createClient(db, { name: 'Deleted on the page', username: 'deleted-paged', password: 'deleted-password' });
+    const keptDevice = await device('tcp', { username: 'deleted-kept', password: 'deleted-password', clientId: 'deleted-kept-1' });
+    const endedDevice = await device('tcp', { username: 'deleted-ended', password: 'deleted-password', clientId: 'deleted-ended-1' });
+    const pagedDevice = await device('tcp', { username: 'deleted-paged', password: 'deleted-password', clientId: 'deleted-paged-1' });
+    // The row menu offers the choice in its dialog; the confirmation page as a checkbox.
+    const list = await page('/clients?q=deleted');
+    expect(list).toContain(`data-confirm-option="disconnect" data-confirm-option-label="Also disconnect its live session now"`);
+    const confirm = await page(`/clients/${paged.id}/delete`);
+    expect(confirm).toContain('<input type="checkbox" name="disconnect" value="1"/> Also disconnect its live session now');
+
+    const plain = await operator.request(`/clients/${kept.id}`, { method: 'DELETE', headers: htmx });
+    expect(await plain.text()).toContain('Client “Deleted, still connected” deleted. Its live session stays connected until it ends.');
+    const endedClosed = closedByBroker(endedDevice);
+    const asked = await operator.request(`/clients/${ended.id}?disconnect=1`, { method: 'DELETE', headers: htmx });
+    expect(await asked.text()).toContain('Client “Deleted and disconnected” deleted. Disconnected 1 session.');
+    await endedClosed;
+    const pagedClosed = closedByBroker(pagedDevice);
+    const done = await postForm(operator, `/clients/${paged.id}/delete`, { disconnect: '1' });
+    expect(done.status).toBe(303);
+    expect(noticeOf(done)).toBe('Client “Deleted on the page” deleted. Disconnected 1 session.');
+    await pagedClosed;
+    expect(keptDevice.connected).toBe(true);
   });
 
   it("lists a client's live sessions on its page and disconnects them all there, with and without htmx", async () => {

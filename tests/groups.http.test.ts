@@ -7,7 +7,7 @@ import { createApp } from '../src/web/app';
 import { signIn, type SignedInApp } from './support/admin';
 import { appendRules } from './support/acl';
 import { createTestDatabase, drivers } from './support/db';
-import { htmx, postForm, send } from './support/http';
+import { htmx, postForm, send, noticeOf } from './support/http';
 
 /** The form fields of a group with `rows` of [effect, action, topic]. */
 function groupForm(name: string, rows: Array<[string, string, string]>, action = 'save', description = ''): Array<[string, string]> {
@@ -89,6 +89,7 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     );
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/groups');
+    expect(noticeOf(res)).toBe('Group “Sensors” created.');
     const html = await (await send(app, '/groups')).text();
     expect(html).toMatch(/<th scope="row"><a href="\/groups\/\d+\/edit" class="truncate" title="Sensors">Sensors<\/a><\/th><td><span class="truncate wide" title="Field devices">Field devices<\/span><\/td><td>2 rows<\/td><td>0<\/td>/);
     expect(html).toContain('aria-label="Actions for Sensors"');
@@ -199,6 +200,7 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     expect(res.status).toBe(303);
     const location = res.headers.get('location')!;
     expect(location).toMatch(/^\/groups\?change=\d+$/);
+    expect(noticeOf(res)).toMatch(/^Group “.+” deleted\.$/);
     const list = await (await send(app, location)).text();
     expect(list).toContain('Group “Doomed” was deleted.');
     expect(list).toContain('The rule for client “Pump” (pump) no longer gives “Doomed”; it still gives “Other”.');
@@ -214,7 +216,7 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     const res = await send(app, `/groups/${group.id}`, { method: 'DELETE', headers: htmx });
     expect(res.status).toBe(200);
     expect(await res.text()).toBe(
-      '<hx-partial hx-target="#groups-notice" hx-swap="innerHTML"><p role="status" class="notice">Group “Quick” was deleted.</p></hx-partial>',
+      '<hx-partial hx-target="#notices" hx-swap="innerHTML"><p class="notice">Group “Quick” deleted.</p></hx-partial>',
     );
     expect(await getGroup(database.db, group.id)).toBeNull();
   });

@@ -2,7 +2,7 @@ import type { CertificateSummary } from '../src/domain/certificates';
 import type { FieldErrors } from '../src/domain/errors';
 import type { TlsSettings } from '../src/domain/tlsSettings';
 import type { TlsStatus } from '../src/tls';
-import { FormAlert, formatTime, Layout, Notice, PageTitle } from './layout';
+import { ConfirmFooter, FormAlert, formatTime, Layout, Notice, PageTitle } from './layout';
 
 /** What the upload form shows again after an error: the certificates as pasted, never the key. */
 export interface CertificateFormValues {
@@ -120,6 +120,7 @@ function TlsState(props: { view: CertificatesView; errors?: FieldErrors }) {
             hx-post={`/certificates/${action}`}
             hx-confirm={ACTIONS[action].explain(view)}
             data-confirm-label={ACTIONS[action].label}
+            data-confirm-safe={ACTIONS[action].danger ? undefined : true}
           >
             {ACTIONS[action].label}
           </a>
@@ -260,16 +261,7 @@ export function ConfirmCertificateActionPage(props: { view: CertificatesView; ac
           <h1>{action.title}</h1>
         </header>
         <p>{action.explain(props.view)}</p>
-        <footer>
-          <form method="post" action={`/certificates/${props.action}`} class="form-actions">
-            <button type="submit" class={action.danger ? 'danger' : undefined}>
-              {action.label}
-            </button>
-            <a href="/certificates" role="button" class="secondary outline">
-              Cancel
-            </a>
-          </form>
-        </footer>
+        <ConfirmFooter action={`/certificates/${props.action}`} confirmLabel={action.label} cancelHref="/certificates" cancelLabel="Cancel" danger={action.danger} />
       </article>
     </Layout>
   );

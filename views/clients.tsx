@@ -3,7 +3,7 @@ import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, t
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
-import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
+import { ApplyChoice, ConfirmFooter, ConfirmPage, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -15,6 +15,8 @@ export interface ClientFormValues {
   fingerprint?: string;
   /** Editing: `now` to disconnect the client's sessions once saved. */
   apply?: string;
+  /** A password the server generated, kept (with its token) when the form comes back with an error. */
+  generatedPassword?: { password: string; token: string };
 }
 
 const COLUMNS = 8;
@@ -200,9 +202,10 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
             label="Delete"
             href={`/clients/${client.id}/delete`}
             action={`/clients/${client.id}`}
-            confirm={`Delete the client “${client.name}”? Devices using it can no longer connect, and group rules naming it are removed.`}
+            confirm={`Delete the client “${client.name}”? Devices using it can no longer connect, and group rules naming it are removed.${props.sessions > 0 ? ` ${props.sessions === 1 ? 'Its live session stays' : `Its ${props.sessions} live sessions stay`} connected unless you disconnect ${props.sessions === 1 ? 'it' : 'them'} too.` : ''}`}
             confirmLabel="Delete client"
             target={`#client-${client.id}`}
+            option={props.sessions > 0 ? { name: 'disconnect', label: `Also disconnect its ${props.sessions === 1 ? 'live session' : `${props.sessions} live sessions`} now` } : undefined}
           />
         </RowMenu>
       </td>
@@ -341,7 +344,8 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         label="Password"
         name="password"
         id={`${prefix}password`}
-        type="password"
+        type={props.values.generatedPassword ? 'text' : 'password'}
+        value={props.values.generatedPassword?.password}
         error={errors.password}
         hint={
           props.editing
@@ -357,11 +361,13 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
             Generate strong password
           </button>
           {/* The server's token for the password it generated; a typed password has none. */}
-          <input type="hidden" name="password_generated" id={`${prefix}password-generated`} value="" />
+          <input type="hidden" name="password_generated" id={`${prefix}password-generated`} value={props.values.generatedPassword?.token ?? ''} />
           <button type="button" class="secondary outline" data-copy-password={`${prefix}password`}>
             Copy
           </button>
-          <span role="status" class="copy-status" data-copy-status={`${prefix}password`}></span>
+          <span role="status" class="copy-status" data-copy-status={`${prefix}password`}>
+            {props.values.generatedPassword ? 'The generated password is kept: it is saved with the client once the form is right.' : ''}
+          </span>
         </div>
       </Field>
     </>
@@ -411,33 +417,35 @@ export function ClientForm(props: { action: string; values: ClientFormValues; er
 }
 
 /** The no-JavaScript delete confirmation. */
-export function DeleteClientPage(props: { client: Client; rules?: GroupRule[] }) {
+export function DeleteClientPage(props: { client: Client; rules?: GroupRule[]; sessions?: number }) {
   const { client } = props;
+  const live = props.sessions ?? 0;
   return (
-    <Layout title={`Delete ${client.name}`} section="clients">
-      <article>
-        <header>
-          <h1>Delete client “{client.name}”?</h1>
-        </header>
-        <p>
-          Devices that use the username <code>{client.username}</code> can no longer connect. Devices connected now stay connected until
-          they disconnect.
-        </p>
-        {props.rules?.length ? (
-          <>
-            <p>These group rules name this client and are removed with it:</p>
-            <ul>
-              {props.rules.map((rule) => (
-                <li>
-                  {describeRule(rule)}
-                  {rule.groups.length ? `, which gives ${rule.groups.map((g) => `“${g.name}”`).join(', ')}` : ''}
-                </li>
-              ))}
-            </ul>
-          </>
+    <ConfirmPage title={`Delete ${client.name}`} section="clients" heading={`Delete client “${client.name}”?`}>
+      <p>
+        Devices that use the username <code>{client.username}</code> can no longer connect.
+        {live > 0 ? ` ${live === 1 ? 'Its live session stays' : `Its ${live} live sessions stay`} connected until ${live === 1 ? 'it ends' : 'they end'}, unless you disconnect ${live === 1 ? 'it' : 'them'} too.` : ' It has no live session now.'}
+      </p>
+      {props.rules?.length ? (
+        <>
+          <p>These group rules name this client and are removed with it:</p>
+          <ul>
+            {props.rules.map((rule) => (
+              <li>
+                {describeRule(rule)}
+                {rule.groups.length ? `, which gives ${rule.groups.map((g) => `“${g.name}”`).join(', ')}` : ''}
+              </li>
+            ))}
+          </ul>
+        </>
+      ) : null}
+      <ConfirmFooter action={`/clients/${client.id}/delete`} confirmLabel="Delete client" cancelHref="/clients" cancelLabel="Keep it">
+        {live > 0 ? (
+          <label>
+            <input type="checkbox" name="disconnect" value="1" /> Also disconnect its {live === 1 ? 'live session' : `${live} live sessions`} now
+          </label>
         ) : null}
-        <ConfirmFooter action={`/clients/${client.id}/delete`} confirmLabel="Delete client" cancelHref="/clients" cancelLabel="Keep it" />
-      </article>
-    </Layout>
+      </ConfirmFooter>
+    </ConfirmPage>
   );
 }

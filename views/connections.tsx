@@ -6,7 +6,7 @@ import {
   type SessionOrder,
   type SessionPage,
 } from '../src/domain/connections';
-import { ConfirmFooter, DangerMenuItem, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
+import { ConfirmFooter, DangerMenuItem, formatTime, GroupChips, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
 /** Seconds between refreshes of the table while the page is open. */
 export const REFRESH_SECONDS = 5;
@@ -251,7 +251,7 @@ export function ConnectionRow(props: { session: LiveSession; name?: string }) {
       <td>{keepAliveText(session.keepaliveS)}</td>
       <td class="nowrap">{formatTime(new Date(session.connectedAt))}</td>
       <td>{session.subscriptions}</td>
-      <td>{session.groups.length ? session.groups.join(', ') : <span class="no-access">No group</span>}</td>
+      <td>{session.groups.length ? <GroupChips groups={session.groups} /> : <span class="no-access">No group</span>}</td>
       <td class="row-actions">
         <RowMenu name={session.mqttClientId}>
           <li>
@@ -367,7 +367,7 @@ function disconnectAllAttributes(client: { id: number; name: string }, target: s
 /** "Disconnect all sessions" in a client's row menu. */
 export function DisconnectAllMenuItem(props: { client: { id: number; name: string } }) {
   return (
-    <li>
+    <li class="danger-item">
       <a {...disconnectAllAttributes(props.client, `#client-${props.client.id}`, 'row')} class="danger">
         Disconnect all sessions
       </a>
@@ -417,17 +417,9 @@ export function DisconnectClientPage(props: { client: { id: number; name: string
           ) : null}
         </p>
         <ClientSessionsTable page={page} clientId={client.id} />
-        <footer>
-          <form method="post" action={`/clients/${client.id}/disconnect`} class="form-actions">
-            {props.fromList ? <input type="hidden" name="from" value="list" /> : null}
-            <button type="submit" class="danger">
-              Disconnect all
-            </button>
-            <a href={back} role="button" class="secondary outline">
-              Keep them connected
-            </a>
-          </form>
-        </footer>
+        <ConfirmFooter action={`/clients/${client.id}/disconnect`} confirmLabel="Disconnect all" cancelHref={back} cancelLabel="Keep them connected">
+          {props.fromList ? <input type="hidden" name="from" value="list" /> : null}
+        </ConfirmFooter>
       </article>
     </Layout>
   );

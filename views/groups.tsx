@@ -2,7 +2,7 @@ import type { Child } from 'hono/jsx';
 import type { FieldErrors } from '../src/domain/errors';
 import type { Group, GroupPage, GroupSummary, RuleImpact } from '../src/domain/groups';
 import type { RuleChange } from '../src/domain/groupRules';
-import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, Notice, PageTitle, Pagination, RowMenu, SearchSummary, TableRegion, Truncated } from './layout';
+import { ApplyChoice, ConfirmFooter, DangerMenuItem, Field, FormAlert, Layout, Notice, NoticePartial, PageTitle, Pagination, RowMenu, SearchSummary, TableRegion, Truncated } from './layout';
 
 /** A permission row as typed: any string, so bad input can be shown again. */
 export interface PermissionFormRow {
@@ -370,14 +370,13 @@ export function DeleteGroupPage(props: { group: Group; impact: RuleImpact[] }) {
 /** The htmx answer to a delete: the row goes, the notice region says what changed. */
 export function GroupDeletedFragment(props: { group: Group; change: RuleChange | null }): Child {
   return (
-    <hx-partial hx-target="#groups-notice" hx-swap="innerHTML">
+    <>
+      <NoticePartial message={`Group “${props.group.name}” deleted.`} />
       {props.change ? (
-        <RuleChangeNotice change={props.change} />
-      ) : (
-        <p role="status" class="notice">
-          Group “{props.group.name}” was deleted.
-        </p>
-      )}
-    </hx-partial>
+        <hx-partial hx-target="#groups-notice" hx-swap="innerHTML">
+          <RuleChangeNotice change={props.change} />
+        </hx-partial>
+      ) : null}
+    </>
   );
 }

@@ -189,6 +189,28 @@ export function Truncated(props: { text: string; href?: string; class?: string; 
   );
 }
 
+/**
+ * Group names as links (to the group, or to a search by its name when only
+ * the name is known, as a session knows its groups), each cut to a chip.
+ */
+export function GroupChips(props: { groups: Array<string | { id: number; name: string }> }) {
+  return (
+    <ul class="chips">
+      {props.groups.map((group) =>
+        typeof group === 'string' ? (
+          <li>
+            <Truncated text={group} href={`/groups?q=${encodeURIComponent(group)}`} />
+          </li>
+        ) : (
+          <li>
+            <Truncated text={group.name} href={`/groups/${group.id}/edit`} />
+          </li>
+        ),
+      )}
+    </ul>
+  );
+}
+
 /** A labelled input with its error message, wired for screen readers. */
 export function Field(props: {
   label: string;
@@ -281,14 +303,26 @@ export function RowMenu(props: { name: string; children: Child }) {
  * page `href`; with htmx a DELETE of `action` after a `<dialog>` asking
  * `confirm`, whose answer replaces the row `target`.
  */
-export function DangerMenuItem(props: { label: string; href: string; action: string; confirm: string; confirmLabel: string; target: string; swap?: string }) {
+export function DangerMenuItem(props: {
+  label: string;
+  href: string;
+  action: string;
+  confirm: string;
+  confirmLabel: string;
+  target: string;
+  swap?: string;
+  /** A checkbox the dialog offers, sent as `?<option.name>=1` when ticked ("Also disconnect its 2 live sessions now"). */
+  option?: { name: string; label: string };
+}) {
   return (
-    <li>
+    <li class="danger-item">
       <a
         href={props.href}
         hx-delete={props.action}
         hx-confirm={props.confirm}
         data-confirm-label={props.confirmLabel}
+        data-confirm-option={props.option?.name}
+        data-confirm-option-label={props.option?.label}
         hx-target={props.target}
         hx-swap={props.swap ?? 'outerHTML swapEmpty:true'}
         class="danger"
@@ -299,19 +333,50 @@ export function DangerMenuItem(props: { label: string; href: string; action: str
   );
 }
 
-/** The buttons of a no-JavaScript confirmation page: do it (POST `action`), or go back. */
-export function ConfirmFooter(props: { action: string; confirmLabel: string; cancelHref: string; cancelLabel: string }) {
+/**
+ * The buttons of a confirmation, the same on every page and in the dialog
+ * (public/app.js): the way back first, the action last, marked dangerous
+ * when it is. `children` go inside the form, before the buttons (an option
+ * such as "also disconnect its sessions").
+ */
+export function ConfirmFooter(props: { action: string; confirmLabel: string; cancelHref: string; cancelLabel: string; danger?: boolean; children?: Child }) {
   return (
     <footer>
-      <form method="post" action={props.action} class="form-actions">
-        <button type="submit" class="danger">
-          {props.confirmLabel}
-        </button>
-        <a href={props.cancelHref} role="button" class="secondary outline">
-          {props.cancelLabel}
-        </a>
+      <form method="post" action={props.action}>
+        {props.children}
+        <div class="form-actions confirm-actions">
+          <a href={props.cancelHref} role="button" class="secondary outline">
+            {props.cancelLabel}
+          </a>
+          <button type="submit" class={props.danger === false ? undefined : 'danger'}>
+            {props.confirmLabel}
+          </button>
+        </div>
       </form>
     </footer>
+  );
+}
+
+/** A page asking to confirm one action, without JavaScript (with it, the same question comes in a dialog). */
+export function ConfirmPage(props: { title: string; section?: Section; heading: string; children: Child }) {
+  return (
+    <Layout title={props.title} section={props.section}>
+      <article class="confirm">
+        <header>
+          <h1>{props.heading}</h1>
+        </header>
+        {props.children}
+      </article>
+    </Layout>
+  );
+}
+
+/** A notice for the top of the page, sent with an htmx fragment (a row saved or removed in place). */
+export function NoticePartial(props: { message: string }) {
+  return (
+    <hx-partial hx-target="#notices" hx-swap="innerHTML">
+      <p class="notice">{props.message}</p>
+    </hx-partial>
   );
 }
 

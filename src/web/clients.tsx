@@ -10,7 +10,7 @@ import {
 } from '../domain/clients';
 import { CONNECTIONS_PAGE_SIZE, disconnectClientSessions, listConnections } from '../domain/connections';
 import { ConflictError, ValidationError } from '../domain/errors';
-import { generatedPasswordToken, generatePassword } from '../domain/password';
+import { generatedPasswordToken, generatePassword, isServerGenerated } from '../domain/password';
 import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
 import { RuleChangeNotice } from '../../views/groups';
 import {
@@ -24,10 +24,10 @@ import {
   type ClientFormValues,
 } from '../../views/clients';
 import { ClientSessionsSection, DisconnectClientPage } from '../../views/connections';
-import { NotFoundPage, Notice } from '../../views/layout';
+import { NoticePartial, NotFoundPage, Notice } from '../../views/layout';
 import { actorOf, directoryOf, disconnectDeps } from './connections';
 import type { AppEnv } from './env';
-import { isHtmx, parseId, readForm, readFormFile, redirectAfterPost } from './http';
+import { flash, isHtmx, parseId, readForm, readFormFile, redirectAfterPost } from './http';
 
 /** `/clients`: the clients console. */
 export function clientRoutes(options: { log: (message: string) => void }) {
@@ -60,8 +60,10 @@ export function clientRoutes(options: { log: (message: string) => void }) {
   clients.post('/', async (c) => {
     const form = await readForm(c);
     try {
-      await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
-      return redirectAfterPost(c, '/clients');
+      const created = await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
+      flash(c, `Client “${created.name}” created.`);
+      // Its page: what it may do (no group yet, unless rules by client id give some), and Try it.
+      return redirectAfterPost(c, `/clients/${created.id}`);
     } catch (error) {
       const errors = formErrors(error);
       const values = formValues(form);
@@ -93,12 +95,21 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     try {
       const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
       if (!updated) return notFound(c);
+      let saved = `Client “${updated.name}” saved.`;
       if (form.apply === 'now') {
         // "Apply now": its sessions end and reconnect under what was saved.
         const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), updated.id);
-        if (!inRow) return redirectAfterPost(c, `/clients?disconnected=${ended.length}`);
+        saved += ` ${disconnectedNotice(String(ended.length))}`;
       }
-      if (inRow) return c.html(<ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} focus />);
+      if (inRow) {
+        return c.html(
+          <>
+            <ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} focus />
+            <NoticePartial message={saved} />
+          </>,
+        );
+      }
+      flash(c, saved);
       return redirectAfterPost(c, '/clients');
     } catch (error) {
       const errors = formErrors(error);
@@ -156,27 +167,51 @@ export function clientRoutes(options: { log: (message: string) => void }) {
   clients.get('/:id/delete', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<DeleteClientPage client={client} rules={await loadRulesNaming(c.var.db, client.id)} />);
+    const sessions = (await c.var.live.sessionsByClient()).get(client.id) ?? 0;
+    return c.html(<DeleteClientPage client={client} rules={await loadRulesNaming(c.var.db, client.id)} sessions={sessions} />);
   });
 
-  clients.post('/:id/delete', async (c) => {
+  /**
+   * Deletes the client; with `disconnect`, then ends its live sessions on
+   * every node (deleted first, so they cannot come back in). The notice says both.
+   */
+  const remove = async (c: Context<AppEnv>, disconnect: boolean) => {
     const id = parseId(c.req.param('id'));
     const deleted = id === null ? null : await deleteClient(c.var.db, id, c.var.actor);
-    if (!deleted) return notFound(c);
-    return redirectAfterPost(c, deleted.ruleChange ? `/clients?change=${deleted.ruleChange.id}` : '/clients');
+    if (!deleted) return null;
+    let message = `Client “${deleted.name}” deleted.`;
+    if (disconnect) {
+      const ended = await disconnectClientSessions(disconnectDeps(c, options.log), actorOf(c), deleted.id);
+      message += ` ${disconnectedNotice(String(ended.length))}`;
+    } else {
+      const live = (await c.var.live.sessionsByClient()).get(deleted.id) ?? 0;
+      if (live > 0) message += ` Its ${live === 1 ? 'live session stays' : `${live} live sessions stay`} connected until ${live === 1 ? 'it ends' : 'they end'}.`;
+    }
+    return { deleted, message };
+  };
+
+  clients.post('/:id/delete', async (c) => {
+    const form = await readForm(c);
+    const done = await remove(c, form.disconnect === '1');
+    if (!done) return notFound(c);
+    flash(c, done.message);
+    return redirectAfterPost(c, done.deleted.ruleChange ? `/clients?change=${done.deleted.ruleChange.id}` : '/clients');
   });
 
   clients.delete('/:id', async (c) => {
-    const id = parseId(c.req.param('id'));
-    const deleted = id === null ? null : await deleteClient(c.var.db, id, c.var.actor);
-    if (!deleted) return notFound(c);
-    // The row that asked is swapped for nothing: it disappears. Rules removed
-    // with the client are reported in the page's notice region.
-    if (!deleted.ruleChange) return c.body('', 200);
+    const done = await remove(c, c.req.query('disconnect') === '1');
+    if (!done) return notFound(c);
+    // The row that asked is swapped for nothing: it disappears. The notice
+    // says what happened, and rules removed with the client are reported below it.
     return c.html(
-      <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
-        <RuleChangeNotice change={deleted.ruleChange} />
-      </hx-partial>,
+      <>
+        <NoticePartial message={done.message} />
+        {done.deleted.ruleChange ? (
+          <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
+            <RuleChangeNotice change={done.deleted.ruleChange} />
+          </hx-partial>
+        ) : null}
+      </>,
     );
   });
 
@@ -224,9 +259,16 @@ function formErrors(error: unknown) {
   throw error;
 }
 
-/** What the user typed, to show again; the password is never echoed. */
+/**
+ * What the user typed, to show again. A typed password is never echoed; one
+ * the server generated (its token proves it) is kept with its token, so a
+ * username taken does not lose the password the operator may have copied.
+ */
 function formValues(form: ClientInput): ClientFormValues {
+  const password = typeof form.password === 'string' ? form.password : '';
+  const generated = password !== '' && isServerGenerated(password, form.password_generated);
   return {
+    generatedPassword: generated ? { password, token: String(form.password_generated) } : undefined,
     name: typeof form.name === 'string' ? form.name : '',
     username: typeof form.username === 'string' ? form.username : '',
     authType: typeof form.authType === 'string' ? form.authType : undefined,

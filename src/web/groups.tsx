@@ -25,7 +25,7 @@ import { disconnectGroupSessions } from '../domain/connections';
 import { actorOf, disconnectDeps } from './connections';
 import { disconnectedNotice } from './clients';
 import type { AppEnv } from './env';
-import { isHtmx, parseId, readFormAll, redirectAfterPost, type FormValues } from './http';
+import { flash, isHtmx, parseId, readFormAll, redirectAfterPost, type FormValues } from './http';
 
 /** `/groups`: the groups console. */
 export function groupRoutes(options: { log: (message: string) => void }) {
@@ -67,6 +67,7 @@ export function groupRoutes(options: { log: (message: string) => void }) {
     const id = parseId(c.req.param('id'));
     const deleted = id === null ? null : await deleteGroup(c.var.db, id, c.var.actor);
     if (!deleted) return notFound(c);
+    flash(c, `Group “${deleted.group.name}” deleted.`);
     return redirectAfterPost(c, deleted.change ? `/groups?change=${deleted.change.id}` : '/groups');
   });
 
@@ -114,11 +115,13 @@ async function submit(c: Context<AppEnv>, group: Group | null, log: (message: st
   try {
     const saved = group ? await updateGroup(c.var.db, group.id, values, c.var.actor) : await createGroup(c.var.db, values, c.var.actor);
     if (!saved) return notFound(c);
+    let message = `Group “${saved.name}” ${group ? 'saved' : 'created'}.`;
     if (group && form.first('apply') === 'now') {
       // Sessions know the group by the name it had when they connected.
       const ended = await disconnectGroupSessions(disconnectDeps(c, log), actorOf(c), group.name);
-      return redirectAfterPost(c, `/groups?disconnected=${ended.length}`);
+      message += ` ${disconnectedNotice(String(ended.length))}`;
     }
+    flash(c, message);
     return redirectAfterPost(c, '/groups');
   } catch (error) {
     if (error instanceof ValidationError || error instanceof ConflictError) {

@@ -29,7 +29,8 @@ const MAX_FLASH_LENGTH = 500;
  * HX-Redirect alike, and no address carries text a link could forge.
  */
 export function flash(c: Context, message: string): void {
-  setCookie(c, FLASH_COOKIE, encodeURIComponent(message.slice(0, MAX_FLASH_LENGTH)), { path: '/', httpOnly: true, sameSite: 'Lax', maxAge: 60 });
+  // hono/cookie encodes the value (and getCookie decodes it).
+  setCookie(c, FLASH_COOKIE, message.slice(0, MAX_FLASH_LENGTH), { path: '/', httpOnly: true, sameSite: 'Lax', maxAge: 60 });
 }
 
 /** Takes the notice left by `flash()` on a full page load (not on htmx's fragment requests), once. */
@@ -39,12 +40,7 @@ export function readFlash(): MiddlewareHandler<{ Variables: { flash?: string } }
     const value = page ? getCookie(c, FLASH_COOKIE) : undefined;
     if (value !== undefined) {
       deleteCookie(c, FLASH_COOKIE, { path: '/' });
-      let message = '';
-      try {
-        message = decodeURIComponent(value).slice(0, MAX_FLASH_LENGTH);
-      } catch {
-        // A cookie set by hand that is not ours: nothing to show.
-      }
+      const message = value.slice(0, MAX_FLASH_LENGTH);
       if (message) c.set('flash', message);
     }
     await next();

@@ -20,3 +20,9 @@ export function send(app: App, path: string, options: { method?: string; headers
 }
 
 export const htmx = { 'hx-request': 'true' };
+
+/** The notice a redirect after a change left for the next page (its flash cookie), decoded; undefined if none. */
+export function noticeOf(res: Response): string | undefined {
+  const cookie = res.headers.getSetCookie().find((c) => c.startsWith('gatehouse_notice='));
+  return cookie ? decodeURIComponent(cookie.split(';')[0]!.slice('gatehouse_notice='.length)) : undefined;
+}
