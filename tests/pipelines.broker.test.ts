@@ -33,15 +33,18 @@ describe.runIf(drivers.includes('postgres'))('a pipeline behind the broker (Post
     // A second connection holds the outbox locked: the broker's INSERT waits behind it.
     const locker = postgres((gatehouse.database.db as unknown as { $client: postgres.Sql }).$client.options as never);
     const client = await connect(`mqtt://127.0.0.1:${gatehouse.mqttPort}`, { ...device, clientId: 'sensor-1' });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
     try {
       let acknowledged = false;
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => (release = resolve));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((resolve) => (locked = resolve));
       const lock = locker.begin(async (tx) => {
         await tx`lock table pipeline_outbox in exclusive mode`;
+        locked();
         await held;
       });
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await isLocked;
       const published = client.publishAsync('sensors/held', 'waits', { qos: 1 }).then(() => (acknowledged = true));
       await new Promise((resolve) => setTimeout(resolve, 700));
       expect(acknowledged).toBe(false);
@@ -52,6 +55,7 @@ describe.runIf(drivers.includes('postgres'))('a pipeline behind the broker (Post
       const [request] = await receiver.waitFor(1);
       expect(JSON.parse(request!.body)).toMatchObject({ topic: 'sensors/held', payload: 'waits', username: 'sensor-1', clientId: 'sensor-1', qos: 1 });
     } finally {
+      release();
       await endClient(client);
       await locker.end();
     }

@@ -221,7 +221,7 @@ describe.each(drivers)('pipelines on %s', (driver) => {
 
   it('batches messages into one JSON array or NDJSON request', async () => {
     receiver = await startReceiver();
-    await createPipeline(database.db, webhook(receiver, { batchMode: 'ndjson', batchMaxMessages: '10', batchMaxWaitMs: '200' }), SECRET_KEY);
+    await createPipeline(database.db, webhook(receiver, { batchMode: 'ndjson', batchMaxMessages: '10', batchMaxWaitMs: '5000' }), SECRET_KEY);
     const pipelines = await started();
     await Promise.all(Array.from({ length: 10 }, (_, i) => pipelines.onPublishAccepted(message('sensors/b', String(i)), who)));
     const [request] = await receiver.waitFor(1);
