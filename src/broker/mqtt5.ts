@@ -1,4 +1,4 @@
-import type { AuthFailure } from '../domain/authenticate';
+import type { AuthFailure } from '../domain/access/types';
 
 /**
  * The MQTT 5 reason codes Gatehouse sends from its own decisions (README,
