@@ -85,6 +85,12 @@ export const configSchema = z
     MQTT_MAX_CONNECTIONS: positiveInt.default(10000),
     /** Subscriptions one session may hold; more filters are refused (0x80). */
     MQTT_MAX_SUBSCRIPTIONS: positiveInt.default(1000),
+    /** Longest subscription filter, in bytes; a longer one is refused (0x80). */
+    MQTT_MAX_FILTER_BYTES: positiveInt.max(65_535).default(1024),
+    /** Bytes of subscription filters one session may hold in all; beyond, filters are refused (0x80). */
+    MQTT_MAX_SESSION_FILTER_BYTES: positiveInt.default(256 * 1024),
+    /** Connections from one address that have not completed CONNECT; more are closed on arrival. */
+    MQTT_MAX_PENDING_PER_ADDRESS: positiveInt.default(256),
     /** PUBLISH packets one connection may send per second (beyond, it is slowed down); 0 = no limit. */
     MQTT_MAX_PUBLISH_RATE: z.coerce.number().int().min(0).default(0),
     /** The longest MQTT 5 Session Expiry Interval a device may ask for, in seconds (longer requests are cut to it). */

@@ -56,6 +56,14 @@ export function createMetrics(): Metrics {
   const bytesOut = tally(registry, 'gatehouse_mqtt_sent_payload_bytes_total', 'Payload bytes of PUBLISH packets sent to subscribers');
   const refusedActions = ['publish', 'subscribe'] as const;
   const refused = tally(registry, 'gatehouse_mqtt_refused_total', 'Publishes and subscriptions refused by the permissions of the session', 'action', refusedActions);
+  const refusedConnectionReasons = ['max_connections', 'pending_per_address'] as const;
+  const refusedConnections = tally(
+    registry,
+    'gatehouse_mqtt_connections_refused_total',
+    'MQTT connections closed on arrival, by reason: max_connections (MQTT_MAX_CONNECTIONS open), pending_per_address (MQTT_MAX_PENDING_PER_ADDRESS of its address not past CONNECT)',
+    'reason',
+    refusedConnectionReasons,
+  );
   const handshakeFailures = tally(
     registry,
     'gatehouse_tls_handshake_failures_total',
@@ -77,6 +85,7 @@ export function createMetrics(): Metrics {
         bytesOut[0]! += bytes;
       },
       refused: (action) => refused[action === 'publish' ? 0 : 1]!++,
+      connectionRefused: (reason) => refusedConnections[refusedConnectionReasons.indexOf(reason)]!++,
     },
     async totals() {
       // The plain numbers themselves: no need to wait for a scrape.

@@ -3,6 +3,7 @@ import type { AedesOptions, Client as AedesClient, PublishPacket } from 'aedes';
 import { decideSubscribe, SessionDecisions } from '../domain/access/acl';
 import type { AuthFailure, ClientCertificate } from '../domain/access/types';
 import type { ConnectionRegistry } from './connections';
+import { streamOf } from './engine';
 import { MAX_PUBLISH_DELAY_MS, type BrokerLimits } from './limits';
 import { REFUSED_PUBLISH_TOPIC, type AcceptedMessage, type BrokerAudit, type BrokerDeps, type BrokerMetrics } from './types';
 import type { Wills } from './wills';
@@ -124,6 +125,17 @@ export function createAccessHooks(deps: AccessDeps) {
     );
   }
 
+  /**
+   * [MQTT-4.7.3-2] Topic names and filters must not hold U+0000: the server
+   * closes the connection. (An error alone would be answered with a reason
+   * code on MQTT 5 and keep the connection.)
+   */
+  function closeForNul(client: AedesClient, what: string, topic: string, callback: (error: Error) => void) {
+    log(`closing client id ${JSON.stringify(client.id)}: its ${what} ${JSON.stringify(topic)} holds U+0000 [MQTT-4.7.3-2]`);
+    streamOf(client).destroy();
+    callback(new Error(`${what} holds U+0000`));
+  }
+
   const hooks: Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe'> = {
     preConnect(client, packet, callback) {
       const origin = registry.get(client);
@@ -189,6 +201,10 @@ export function createAccessHooks(deps: AccessDeps) {
      * client id now connected here). See wills.ts.
      */
     authorizePublish(client, packet, callback) {
+      if (client && packet.topic.includes('\u0000') && !wills.isWill(client, packet)) {
+        closeForNul(client, 'topic name', packet.topic, callback);
+        return;
+      }
       if (wills.isWill(client, packet)) {
         wills.judge(client, packet, callback);
         return;
@@ -210,12 +226,29 @@ export function createAccessHooks(deps: AccessDeps) {
     },
 
     authorizeSubscribe(client, subscription, callback) {
-      // Checked first, and in O(1): one SUBSCRIBE may carry ~90,000 filters.
+      const filter = subscription.topic;
+      if (filter.includes('\u0000')) {
+        closeForNul(client, 'topic filter', filter, callback);
+        return;
+      }
+      // Checked first, and in O(1) per filter: one SUBSCRIBE may carry
+      // ~90,000 filters, and long ones cost every check after them.
       const state = registry.get(client);
       const granted = state ? (state.granted ??= new Set<string>()) : new Set<string>();
-      if (granted.size >= limits.maxSubscriptions && !granted.has(subscription.topic)) {
+      const known = granted.has(filter);
+      const bytes = Buffer.byteLength(filter);
+      const over =
+        bytes > limits.maxFilterBytes
+          ? `longer than ${limits.maxFilterBytes} bytes`
+          : !known && granted.size >= limits.maxSubscriptions
+            ? `over ${limits.maxSubscriptions} subscriptions`
+            : !known && (state?.grantedBytes ?? 0) + bytes > limits.maxSessionFilterBytes
+              ? `over ${limits.maxSessionFilterBytes} bytes of filters`
+              : null;
+      if (over) {
         metrics.refused('subscribe');
-        noteRefusal(client, 'subscribe', `${subscription.topic} (over ${limits.maxSubscriptions} subscriptions)`);
+        // A refused filter may be huge: the log and the audit keep its start.
+        noteRefusal(client, 'subscribe', `${filter.length > 256 ? `${filter.slice(0, 256)}…` : filter} (${over})`);
         callback(null, null);
         return;
       }
@@ -225,7 +258,10 @@ export function createAccessHooks(deps: AccessDeps) {
         callback(null, null); // 0x80 for this filter only
         return;
       }
-      granted.add(subscription.topic);
+      if (!known) {
+        granted.add(filter);
+        if (state) state.grantedBytes = (state.grantedBytes ?? 0) + bytes;
+      }
       callback(null, subscription);
     },
   };
@@ -234,8 +270,12 @@ export function createAccessHooks(deps: AccessDeps) {
     hooks,
     /** UNSUBSCRIBE gives room back under the subscription cap. */
     unsubscribed(filters: string[], client: AedesClient) {
-      const granted = registry.get(client)?.granted;
-      if (granted) for (const filter of filters) granted.delete(filter);
+      const state = registry.get(client);
+      const granted = state?.granted;
+      if (!state || !granted) return;
+      for (const filter of filters) {
+        if (granted.delete(filter)) state.grantedBytes = (state.grantedBytes ?? 0) - Buffer.byteLength(filter);
+      }
     },
   };
 }

@@ -16,6 +16,8 @@ export interface Connection {
   decisions: SessionDecisions;
   /** Subscription filters granted, to cap them (UNSUBSCRIBE gives room back). */
   granted?: Set<string>;
+  /** Bytes of the filters in `granted`. */
+  grantedBytes?: number;
   /** Refusals already logged, so a looping device logs each topic once. */
   refusals?: Set<string>;
   /** When its socket buffer was first seen full. */
@@ -55,15 +57,24 @@ export class ConnectionRegistry {
   // One close listener per transport, not a closure per connection.
   private readonly onClose: Record<Transport, (this: Duplex) => void>;
 
-  constructor(private readonly maxConnections: number) {
+  /** Connections not yet past CONNECT, per address; and the address of each such stream. */
+  private readonly pendingByAddress = new Map<string, number>();
+  private readonly pendingAddressOf = new WeakMap<Duplex, string>();
+
+  constructor(
+    private readonly maxConnections: number,
+    private readonly maxPendingPerAddress = Infinity,
+  ) {
     const streams = this.streams;
     const open = this.openByTransport;
+    const settle = (stream: Duplex) => this.settle(stream);
     this.onClose = Object.fromEntries(
       (Object.keys(open) as Transport[]).map((transport) => [
         transport,
         function (this: Duplex) {
           streams.delete(this);
           open[transport]--;
+          settle(this);
         },
       ]),
     ) as Record<Transport, (this: Duplex) => void>;
@@ -74,11 +85,35 @@ export class ConnectionRegistry {
     return this.streams.size < this.maxConnections;
   }
 
-  /** Counts `stream` until it closes. */
-  admit(stream: Duplex, transport: Transport): void {
+  /** True while `address` may open another connection that has not completed CONNECT. */
+  hasRoomFor(address: string | undefined): boolean {
+    return address === undefined || (this.pendingByAddress.get(address) ?? 0) < this.maxPendingPerAddress;
+  }
+
+  /** Counts `stream` until it closes, and as pending for its address until `settle`. */
+  admit(stream: Duplex, transport: Transport, address?: string): void {
     this.streams.add(stream);
     this.openByTransport[transport]++;
+    if (address !== undefined) {
+      this.pendingByAddress.set(address, (this.pendingByAddress.get(address) ?? 0) + 1);
+      this.pendingAddressOf.set(stream, address);
+    }
     stream.once('close', this.onClose[transport]);
+  }
+
+  /** `stream` is past CONNECT (or closed): no longer pending for its address. */
+  settle(stream: Duplex): void {
+    const address = this.pendingAddressOf.get(stream);
+    if (address === undefined) return;
+    this.pendingAddressOf.delete(stream);
+    const left = (this.pendingByAddress.get(address) ?? 1) - 1;
+    if (left > 0) this.pendingByAddress.set(address, left);
+    else this.pendingByAddress.delete(address);
+  }
+
+  /** Connections not yet past CONNECT from `address` (tests). */
+  pendingFrom(address: string): number {
+    return this.pendingByAddress.get(address) ?? 0;
   }
 
   track(client: AedesClient, connection: Omit<Connection, 'decisions' | 'counted'>): Connection {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createAccessHooks, createRefusalNotes } from './access';
 import { ConnectionRegistry } from './connections';
-import { startEngine } from './engine';
+import { startEngine, streamOf } from './engine';
 import { createForwarding } from './flow';
 import { createListeners } from './listeners';
 import { createPublishPacer, defaultBrokerLimits } from './limits';
@@ -29,7 +29,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const log = deps.log ?? (() => {});
   const metrics = deps.metrics ?? noMetrics;
   const nodeId = randomUUID();
-  const registry = new ConnectionRegistry(limits.maxConnections);
+  const registry = new ConnectionRegistry(limits.maxConnections, limits.maxPendingPerAddress);
   const noteRefusal = createRefusalNotes(registry, deps.audit, log);
   const wills = createWills({ registry, currentAccess: deps.currentAccess, metrics, log, noteRefusal });
   const access = createAccessHooks({
@@ -64,7 +64,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     topicAliasMaximum: limits.topicAliasMaximum,
     hooks: { ...access.hooks, authorizeForward: createForwarding({ registry, limits, metrics, log }) },
     events: {
-      opened: sessions.opened,
+      opened(client) {
+        registry.settle(streamOf(client));
+        sessions.opened(client);
+      },
       ended: sessions.ended,
       unsubscribed: access.unsubscribed,
       clientError(client, error) {
@@ -77,6 +80,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     registry,
     limits,
     log,
+    refused: (reason) => metrics.connectionRefused?.(reason),
     start(stream, transport, remoteAddress, req, secure) {
       const client = engine.handle(stream, req);
       registry.track(client, { transport, remoteAddress, tlsSocket: secure?.socket, certificateRequired: secure?.certificateRequired });

@@ -19,6 +19,12 @@ export interface BrokerLimits {
   maxConnections: number;
   maxBufferedBytes: number;
   maxSubscriptions: number;
+  /** Longest subscription filter, in bytes (UTF-8); a longer one is refused (0x80). */
+  maxFilterBytes: number;
+  /** Bytes of filters one session may hold in all; beyond, filters are refused (0x80). */
+  maxSessionFilterBytes: number;
+  /** Connections from one address that have not yet completed CONNECT. */
+  maxPendingPerAddress: number;
   /** PUBLISH packets one connection may send per second; 0: no limit. */
   maxPublishRate: number;
   /** The longest MQTT 5 Session Expiry Interval granted, in seconds. */
@@ -40,6 +46,9 @@ export const defaultBrokerLimits: BrokerLimits = {
   maxConnections: 10000,
   maxBufferedBytes: 1024 * 1024,
   maxSubscriptions: 1000,
+  maxFilterBytes: 1024,
+  maxSessionFilterBytes: 256 * 1024,
+  maxPendingPerAddress: 256,
   maxPublishRate: 0,
   maxSessionExpiryS: 7 * 24 * 3600,
   receiveMaximum: 1000,

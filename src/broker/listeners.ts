@@ -10,7 +10,9 @@ import type { BrokerListeners } from './types';
 
 export interface ListenersDeps {
   registry: ConnectionRegistry;
-  limits: Pick<BrokerLimits, 'maxConnections' | 'maxPacketBytes'>;
+  limits: Pick<BrokerLimits, 'maxConnections' | 'maxPacketBytes' | 'maxPendingPerAddress'>;
+  /** Counts a connection refused on arrival. */
+  refused(reason: 'max_connections' | 'pending_per_address'): void;
   /** Starts MQTT on an accepted stream (the engine's handle, with the connection tracked). */
   start(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage, secure?: { socket: tls.TLSSocket; certificateRequired: boolean }): void;
   log: (message: string) => void;
@@ -22,13 +24,35 @@ export function createListeners(deps: ListenersDeps): BrokerListeners & { close(
   const tlsServers: tls.Server[] = [];
   const wsServers: WebSocketServer[] = [];
 
+  /** When each address was last logged for a refusal: once a minute per address, however many. */
+  const refusalLogged = new Map<string, number>();
+  function logRefusal(address: string | undefined, line: string) {
+    const key = address ?? 'unknown';
+    const now = Date.now();
+    const last = refusalLogged.get(key);
+    if (last !== undefined && now - last < 60_000) return;
+    if (refusalLogged.size >= 10_000) refusalLogged.clear(); // bounded, whoever floods
+    refusalLogged.set(key, now);
+    log(line);
+  }
+
   function accept(stream: Duplex, transport: Transport, remoteAddress: string | undefined, req?: IncomingMessage, secure?: { socket: tls.TLSSocket; certificateRequired: boolean }) {
     if (!registry.hasRoom()) {
-      log(`refusing ${transport} connection from ${remoteAddress ?? 'unknown'}: ${limits.maxConnections} connections open`);
+      deps.refused('max_connections');
+      logRefusal(remoteAddress, `refusing ${transport} connection from ${remoteAddress ?? 'unknown'}: ${limits.maxConnections} connections open (logged once a minute per address)`);
       stream.destroy();
       return;
     }
-    registry.admit(stream, transport);
+    if (!registry.hasRoomFor(remoteAddress)) {
+      deps.refused('pending_per_address');
+      logRefusal(
+        remoteAddress,
+        `refusing ${transport} connection from ${remoteAddress}: ${limits.maxPendingPerAddress} of its connections have not completed CONNECT (MQTT_MAX_PENDING_PER_ADDRESS; logged once a minute per address)`,
+      );
+      stream.destroy();
+      return;
+    }
+    registry.admit(stream, transport, remoteAddress);
     deps.start(stream, transport, remoteAddress, req, secure);
   }
 
@@ -79,7 +103,8 @@ export function createListeners(deps: ListenersDeps): BrokerListeners & { close(
           refuseUpgrade(socket, '404 Not Found');
           return;
         }
-        if (!registry.hasRoom()) {
+        if (!registry.hasRoom() || !registry.hasRoomFor(req.socket.remoteAddress)) {
+          deps.refused(registry.hasRoom() ? 'pending_per_address' : 'max_connections');
           refuseUpgrade(socket, '503 Service Unavailable');
           return;
         }

@@ -90,6 +90,8 @@ export interface BrokerMetrics {
   received(qos: number, payloadBytes: number): void;
   sent(qos: number, payloadBytes: number): void;
   refused(action: 'publish' | 'subscribe'): void;
+  /** A connection closed on arrival: too many open, or too many from its address not yet past CONNECT. */
+  connectionRefused?(reason: 'max_connections' | 'pending_per_address'): void;
 }
 
 export const noMetrics: BrokerMetrics = { connect() {}, received() {}, sent() {}, refused() {} };

@@ -56,7 +56,17 @@ export async function createRedisBus(options: { url: string; conn: Redis; prefix
  */
 function escapeGlobCharacters(bus: BusInternals): void {
   const subTopic = bus._subTopic.bind(bus);
-  bus._subTopic = (topic) => (/[+#]/.test(topic) ? subTopic(topic.replace(/[*?[\]\\]/g, '\\$&')) : topic);
+  bus._subTopic = (topic) => {
+    if (!/[+#]/.test(topic)) return topic;
+    const pattern = subTopic(topic.replace(/[*?[\]\\]/g, '\\$&'));
+    // The bus keys its Redis subscriptions by this string, literal topics
+    // and patterns alike: `a/+` became `a/*`, the very name of a literal
+    // topic `a/*`, and whichever came second was never subscribed in Redis
+    // (nor the first's kept when the second went away). The first character
+    // as a class (`[g]atehouse:…`) matches the same channels and is never the
+    // name of a literal one, which starts with the prefix itself.
+    return /^[^*?[\]\\]/.test(pattern) ? `[${pattern[0]}]${pattern.slice(1)}` : pattern;
+  };
 }
 
 /**
