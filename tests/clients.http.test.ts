@@ -176,14 +176,15 @@ describe.each(drivers)('clients console over HTTP on %s', (driver) => {
     const saved = await postForm(app, '/clients', { name: 'New one', username: 'new-one', password: generated.password, password_generated: generated.token });
     expect(saved.status).toBe(303);
     // A typed password, or a generated one with a token that does not match it, is not echoed.
-    for (const fields of [
+    const attempts: Array<Record<string, string>> = [
       { password: 'typed-password-1' },
       { password: 'typed-password-2', password_generated: generated.token },
-    ]) {
+    ];
+    for (const fields of attempts) {
       const again = await postForm(app, '/clients', { name: 'Another', username: 'taken-name', ...fields });
       expect(again.status).toBe(409);
       const text = await again.text();
-      expect(text).not.toContain(fields.password);
+      expect(text).not.toContain(fields.password!);
       expect(text).toContain('name="password_generated" id="password-generated" value=""');
     }
   });
