@@ -45,6 +45,14 @@ describe.skipIf(!browserAvailable)('the pipelines pages in Chromium', { timeout:
         const name = `lab ${javaScript ? 'js' : 'plain'}`;
         await page.goto(`${base}/pipelines/new`);
         await audit();
+        // With JavaScript only the chosen destination's settings show; without, all of them.
+        expect(await page.locator('fieldset[data-kind="tagoio"]').isVisible()).toBe(!javaScript);
+        expect(await page.locator('fieldset[data-kind="webhook"]').isVisible()).toBe(true);
+        if (javaScript) {
+          await page.getByLabel('TagoIO', { exact: true }).check();
+          expect(await page.locator('fieldset[data-kind="webhook"]').isVisible()).toBe(false);
+          await page.getByLabel('Webhook', { exact: true }).check();
+        }
         await page.getByLabel('Name', { exact: true }).fill(name);
         await page.locator('#url').fill(`${receiver.url}/hook`);
         // An unknown variable first: the form says so and keeps what was typed.

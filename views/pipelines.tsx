@@ -408,7 +408,7 @@ export function PipelineFormPage(props: { pipeline?: Pipeline; values: PipelineF
   const editing = props.pipeline !== undefined;
   const title = editing ? `Edit ${props.pipeline!.name}` : 'New pipeline';
   return (
-    <Layout title={title} section="pipelines">
+    <Layout title={title} section="pipelines" scripts={['/static/pipelines.js']}>
       <nav aria-label="breadcrumb">
         <ul>
           <li>

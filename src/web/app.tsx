@@ -68,6 +68,7 @@ const staticFiles: Record<string, { path: string; type: string }> = {
   'uPlot.min.css': { path: 'node_modules/uplot/dist/uPlot.min.css', type: 'text/css; charset=utf-8' },
   'overview.js': { path: 'public/overview.js', type: 'text/javascript; charset=utf-8' },
   'try-it.js': { path: 'public/try-it.js', type: 'text/javascript; charset=utf-8' },
+  'pipelines.js': { path: 'public/pipelines.js', type: 'text/javascript; charset=utf-8' },
   'app.css': { path: 'public/app.css', type: 'text/css; charset=utf-8' },
   'app.js': { path: 'public/app.js', type: 'text/javascript; charset=utf-8' },
   'import.js': { path: 'public/import.js', type: 'text/javascript; charset=utf-8' },
