@@ -12,6 +12,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { requireOrSkip } from './support/env';
+import { useRedisDatabase } from './support/redis';
 
 /**
  * What patches/aedes+2.0.0-beta.1+*.patch put right in the engine, each
@@ -23,11 +24,11 @@ import { requireOrSkip } from './support/env';
 const redisUrl = process.env.TEST_REDIS_URL;
 const haveRedis = requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'set TEST_REDIS_URL=redis://… to run the engine patches on Redis');
 
-/** Logical database 7 of the test Redis belongs to this file alone. */
+const redisDatabase = useRedisDatabase();
+
+/** A logical database of the test Redis for this file alone (tests/support/redis.ts). */
 function patchesRedisUrl(): string {
-  const url = new URL(redisUrl!);
-  url.pathname = '/7';
-  return url.toString();
+  return redisDatabase.url;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -12,6 +12,7 @@ import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
 import { postForm } from './support/http';
 import { brokerUrl, tryConnect } from './support/mqtt';
+import { useRedisDatabase } from './support/redis';
 
 const databaseUrl = process.env.TEST_DATABASE_URL;
 const redisUrl = process.env.TEST_REDIS_URL;
@@ -21,11 +22,11 @@ const haveBoth = requireOrSkip(
   'set TEST_DATABASE_URL and TEST_REDIS_URL to run the two-node API suite',
 );
 
-/** Logical database 1 of the test Redis (flushed here), as the other several-node suites use it. */
+const redisDatabase = useRedisDatabase();
+
+/** A logical database of the test Redis for this file alone (tests/support/redis.ts). */
 function clusterRedisUrl(): string {
-  const url = new URL(redisUrl!);
-  url.pathname = '/1';
-  return url.toString();
+  return redisDatabase.url;
 }
 
 /** Forgets the failed token attempts the nodes counted in Redis (and nothing else of theirs). */

@@ -15,6 +15,7 @@ import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
+import { useRedisDatabase } from './support/redis';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const databaseUrl = process.env.TEST_DATABASE_URL;
@@ -22,11 +23,11 @@ const haveBoth =
   requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'set TEST_REDIS_URL=redis://… to run the several-nodes suite') &&
   requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseUrl), 'set TEST_DATABASE_URL=postgres://… to run the several-nodes suite');
 
-/** Logical database 1 of the test Redis belongs to this file alone. */
+const redisDatabase = useRedisDatabase();
+
+/** A logical database of the test Redis for this file alone (tests/support/redis.ts). */
 function clusterRedisUrl(): string {
-  const url = new URL(redisUrl!);
-  url.pathname = '/1';
-  return url.toString();
+  return redisDatabase.url;
 }
 
 const HEARTBEAT_MS = '300';

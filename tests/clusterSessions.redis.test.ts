@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startClusterSessions, type ClusterSessions } from '../src/cluster/sessions';
 import { requireOrSkip } from './support/env';
+import { useRedisDatabase } from './support/redis';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const haveRedis = requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'set TEST_REDIS_URL=redis://… to run the Redis suites');
@@ -10,8 +11,9 @@ const haveRedis = requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'se
 describe.runIf(haveRedis)('live session counts shared through Redis', () => {
   let redis: Redis;
   const started: ClusterSessions[] = [];
+  const redisDatabase = useRedisDatabase();
   beforeAll(() => {
-    redis = new Redis(redisUrl!);
+    redis = new Redis(redisDatabase.url);
   });
   afterEach(async () => {
     vi.restoreAllMocks();

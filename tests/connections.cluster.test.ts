@@ -14,6 +14,7 @@ import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
 import { htmx, postForm } from './support/http';
 import { brokerUrl, connect, endClient } from './support/mqtt';
+import { useRedisDatabase } from './support/redis';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const databaseUrl = process.env.TEST_DATABASE_URL;
@@ -21,11 +22,11 @@ const haveBoth =
   requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'set TEST_REDIS_URL=redis://… to run the several-nodes Connections suite') &&
   requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseUrl), 'set TEST_DATABASE_URL=postgres://… to run the several-nodes Connections suite');
 
-/** Logical database 5 of the test Redis belongs to this file alone. */
+const redisDatabase = useRedisDatabase();
+
+/** A logical database of the test Redis for this file alone (tests/support/redis.ts). */
 function ownRedisUrl(): string {
-  const url = new URL(redisUrl!);
-  url.pathname = '/5';
-  return url.toString();
+  return redisDatabase.url;
 }
 
 function closedByBroker(client: MqttClient): Promise<void> {

@@ -7,6 +7,7 @@ import { grantGroup } from './support/acl';
 import { requireOrSkip } from './support/env';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient } from './support/mqtt';
+import { useRedisDatabase } from './support/redis';
 
 /**
  * No QoS 1/2 message may be lost to a subscriber, whatever else travels
@@ -16,11 +17,11 @@ import { brokerUrl, connect, endClient } from './support/mqtt';
 const redisUrl = process.env.TEST_REDIS_URL;
 const databaseUrl = process.env.TEST_DATABASE_URL;
 
-/** Logical database 3 of the test Redis belongs to this file alone. */
+const redisDatabase = useRedisDatabase();
+
+/** A logical database of the test Redis for this file alone (tests/support/redis.ts). */
 function deliveryRedisUrl(): string {
-  const url = new URL(redisUrl!);
-  url.pathname = '/3';
-  return url.toString();
+  return redisDatabase.url;
 }
 
 const stores = [

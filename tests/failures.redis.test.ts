@@ -10,15 +10,16 @@ import { createClient } from '../src/domain/clients';
 import { createFailureTracker, type FailureTracker, type FailureTrackerFactory } from '../src/domain/passwordGate';
 import { createTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
+import { useRedisDatabase } from './support/redis';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const haveRedis = requireOrSkip('Redis (TEST_REDIS_URL)', Boolean(redisUrl), 'set TEST_REDIS_URL=redis://… to run the Redis suites');
 
-/** Logical database 2 of the test Redis, and a prefix of its own per test: files running in parallel never meet. */
+const redisDatabase = useRedisDatabase();
+
+/** A logical database of the test Redis for this file alone (tests/support/redis.ts), and a prefix of its own per test. */
 function testRedisUrl(): string {
-  const url = new URL(redisUrl!);
-  url.pathname = '/2';
-  return url.toString();
+  return redisDatabase.url;
 }
 
 const newPrefix = (label = '') => `gatehouse-test:${label}${randomBytes(6).toString('hex')}:`;

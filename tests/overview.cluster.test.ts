@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config';
 import { createClient } from '../src/domain/clients';
@@ -11,6 +10,7 @@ import { signIn } from './support/admin';
 import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
 import { brokerUrl, connect, endClient, nextMessage } from './support/mqtt';
+import { useRedisDatabase } from './support/redis';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const databaseUrl = process.env.TEST_DATABASE_URL;
@@ -30,6 +30,8 @@ describe.runIf(haveBoth)('the overview of several nodes', { timeout: 120_000 }, 
   let dataDir: string;
   let a: Gatehouse;
   let b: Gatehouse;
+  // Flushed when claimed.
+  const redisDatabase = useRedisDatabase();
 
   const startNode = (name: string) =>
     startGatehouse({
@@ -38,7 +40,7 @@ describe.runIf(haveBoth)('the overview of several nodes', { timeout: 120_000 }, 
         MQTT_PORT: '0',
         HOST: '127.0.0.1',
         DATABASE_URL: database.url,
-        REDIS_URL: redisUrl,
+        REDIS_URL: redisDatabase.url,
         DATA_DIR: path.join(dataDir, name),
         NODE_HEARTBEAT_MS: '300',
       }),
@@ -46,9 +48,6 @@ describe.runIf(haveBoth)('the overview of several nodes', { timeout: 120_000 }, 
     });
 
   beforeAll(async () => {
-    const redis = new Redis(redisUrl!);
-    await redis.flushdb();
-    redis.disconnect();
     database = await createPostgresTestDatabase();
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-overview-cluster-'));
     a = await startNode('a');
