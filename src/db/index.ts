@@ -34,12 +34,18 @@ const MIGRATION_LOCK_KEY = 7_231_004_117;
 export type DatabaseTarget =
   | { kind: 'postgres'; url: string; maxConnections?: number }
   | { kind: 'pglite'; dataDir: string }
-  | { kind: 'pglite-memory' };
+  /**
+   * In memory, gone on close. `loadDataDir`: a `dumpDataDir()` tarball to
+   * start from instead of an empty database (PGlite's initdb is its slowest
+   * step); migrations still run over it.
+   */
+  | { kind: 'pglite-memory'; loadDataDir?: Blob };
 
 /** Opens the database and applies pending migrations. */
 export async function openDatabase(target: DatabaseTarget): Promise<OpenDatabase> {
   if (target.kind === 'postgres') return openPostgres(target.url, target.maxConnections ?? 10);
-  return openPglite(target.kind === 'pglite' ? target.dataDir : undefined);
+  if (target.kind === 'pglite') return openPglite(target.dataDir);
+  return openPglite(undefined, target.loadDataDir);
 }
 
 /**
@@ -62,7 +68,7 @@ const pgliteSettings = ['-c', 'shared_buffers=16MB', '-c', 'wal_buffers=1MB', '-
  */
 const pgliteV8Flags = ['--wasm-lazy-compilation', '--liftoff-only'];
 
-async function openPglite(dataDir: string | undefined): Promise<OpenDatabase> {
+async function openPglite(dataDir: string | undefined, loadDataDir?: Blob): Promise<OpenDatabase> {
   // Loaded only here: a process on PostgreSQL never needs PGlite in memory.
   const [{ PGlite }, { pg_trgm }, { drizzle: drizzlePglite }, { migrate: migratePglite }] = await Promise.all([
     import('@electric-sql/pglite'),
@@ -88,7 +94,7 @@ async function openPglite(dataDir: string | undefined): Promise<OpenDatabase> {
       throw error;
     }
   } else {
-    client = await PGlite.create(options);
+    client = await PGlite.create({ ...options, loadDataDir });
   }
   const db = drizzlePglite({ client, schema });
   try {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { openDatabase, type Database, type OpenDatabase } from '../../src/db';
 import { requireOrSkip } from './env';
+import { pgliteTemplateDump } from './pgliteTemplate';
 
 export type DriverName = 'pglite' | 'postgres';
 
@@ -19,11 +20,12 @@ export const drivers: DriverName[] = [
 ];
 
 /**
- * A fresh, migrated database. On PostgreSQL each call creates its own
- * database (dropped again on close), so test files never share state.
+ * A fresh, migrated database. PGlite: in memory, loaded from the migrated
+ * template (tests/support/pgliteTemplate.ts). On PostgreSQL each call creates
+ * its own database (dropped again on close), so test files never share state.
  */
 export async function createTestDatabase(driver: DriverName): Promise<OpenDatabase> {
-  if (driver === 'pglite') return openDatabase({ kind: 'pglite-memory' });
+  if (driver === 'pglite') return openDatabase({ kind: 'pglite-memory', loadDataDir: await pgliteTemplateDump() });
   const created = await createPostgresTestDatabase();
   try {
     const database = await openDatabase({ kind: 'postgres', url: created.url, maxConnections: 5 });

@@ -40,7 +40,8 @@ function removeBundlesOfDeadProcesses() {
   }
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process `pid` lives (signal 0). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
