@@ -26,10 +26,51 @@
   const status = $('try-status');
   const log = $('try-log');
 
-  if (!clientIdInput.value) {
-    const bytes = crypto.getRandomValues(new Uint8Array(4));
-    clientIdInput.value = `try-it-${[...bytes].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+  // The page fills in the client id the device uses (live, last seen, or its
+  // username), so `%c` rows match as they do for the device. The hint warns
+  // while it is the id of a live session: connecting takes that session over.
+  let liveIds = [];
+  try {
+    liveIds = JSON.parse(panel.getAttribute('data-live-ids') || '[]');
+  } catch {}
+  const hint = $('try-client-id-hint');
+  const defaultHint = hint ? hint.getAttribute('data-default-hint') : '';
+  clientIdInput.addEventListener('input', () => {
+    if (!hint) return;
+    hint.textContent = liveIds.includes(clientIdInput.value.trim())
+      ? 'A device is connected with this ID now: connecting takes its session over (MQTT disconnects it).'
+      : clientIdInput.value.trim() === clientIdInput.defaultValue
+        ? defaultHint
+        : 'Rows with %c are checked against this ID. A device connected with the same ID would be disconnected.';
+  });
+
+  // The log: at most `limit` entries (older ones go, and the note says how
+  // many); Pause stops showing received messages (counted meanwhile); Clear empties it.
+  const limit = Number(panel.getAttribute('data-log-limit')) || 200;
+  const note = $('try-log-note');
+  const pauseButton = $('try-pause');
+  let dropped = 0;
+  let paused = false;
+  let skipped = 0;
+  function updateNote() {
+    const parts = [];
+    if (dropped > 0) parts.push(`${dropped} older ${dropped === 1 ? 'entry' : 'entries'} removed (the last ${limit} are kept).`);
+    if (paused) parts.push(`Paused: ${skipped} ${skipped === 1 ? 'message' : 'messages'} received and not shown.`);
+    note.textContent = parts.join(' ');
   }
+  pauseButton.addEventListener('click', () => {
+    paused = !paused;
+    pauseButton.setAttribute('aria-pressed', String(paused));
+    pauseButton.textContent = paused ? 'Resume' : 'Pause';
+    if (!paused && skipped > 0) entry('info', 'Resumed', `${skipped} ${skipped === 1 ? 'message was' : 'messages were'} received while paused and not shown.`);
+    skipped = 0;
+    updateNote();
+  });
+  $('try-clear').addEventListener('click', () => {
+    log.replaceChildren();
+    dropped = 0;
+    updateNote();
+  });
 
   /** CONNACK return codes of MQTT 3.1.1, as Gatehouse uses them. */
   const connackText = {
@@ -60,6 +101,11 @@
       item.append(pre);
     }
     log.append(item);
+    while (log.childElementCount > limit) {
+      log.firstElementChild.remove();
+      dropped++;
+    }
+    if (dropped > 0) updateNote();
     log.parentElement.scrollTop = log.parentElement.scrollHeight;
     return item;
   }
@@ -150,6 +196,11 @@
       entry('refused', 'Not connected', failure);
     });
     current.on('message', (topic, payload, packet) => {
+      if (paused) {
+        skipped++;
+        updateNote();
+        return;
+      }
       entry('received', 'Received', `on ${topic} (QoS ${packet.qos}${packet.retain ? ', retained' : ''})`, describePayload(payload));
     });
     current.on('close', () => {

@@ -176,9 +176,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       mq: brokerState.mq,
       persistence: brokerState.persistence,
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
-      onSessionChange: (clientRowId, delta) => {
+      onSessionChange: (clientRowId, delta, mqttClientId) => {
         cluster.sessions?.change(clientRowId, delta);
-        if (delta < 0) recorder.note(clientRowId);
+        if (delta < 0) recorder.note(clientRowId, new Date(), mqttClientId);
       },
       metrics: metrics.broker,
       audit: {

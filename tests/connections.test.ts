@@ -337,5 +337,16 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     const [sessions, cell] = (await rowCell())!;
     expect(sessions).toBe('0');
     expect(cell).toContain(`<time datetime="${lastSeenAt!.toISOString()}">`);
+    // The client id of that session is kept with it: the client's page starts from it.
+    expect((await getClient(database.db, fresh.id))?.lastClientId).toBe('seen-1');
+    expect(await page(`/clients/${fresh.id}`)).toContain('<input id="check-clientId" name="clientId" type="text" value="seen-1"');
+    // A later session under another id replaces it; an older end noted late does not.
+    const later = await device('tcp', { username: 'seen-later', password: 'seen-password', clientId: 'seen-2' });
+    expect(await page(`/clients/${fresh.id}`)).toContain('<input id="check-clientId" name="clientId" type="text" value="seen-2"');
+    await endClient(later);
+    await expect.poll(() => gatehouse.lastSeen.pending(), { timeout: 10_000 }).toBeGreaterThan(0);
+    gatehouse.lastSeen.note(fresh.id, new Date(0), 'ancient');
+    await gatehouse.lastSeen.flush();
+    expect((await getClient(database.db, fresh.id))?.lastClientId).toBe('seen-2');
   });
 });

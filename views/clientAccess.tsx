@@ -5,7 +5,7 @@ import type { FieldErrors } from '../src/domain/errors';
 import type { Child } from 'hono/jsx';
 import { ErrorText } from './groups';
 import { Layout, TableRegion } from './layout';
-import { TryItPanel } from './tryIt';
+import { TryItPanel, type TryItContext } from './tryIt';
 
 export interface CheckValues {
   clientId: string;
@@ -24,7 +24,7 @@ interface Props {
 }
 
 /** `/clients/:id`: a client's groups, merged permissions, and the access checker. */
-export function ClientAccessPage(props: Props & { sessions?: Child; importedPasswordFormat?: string | null }) {
+export function ClientAccessPage(props: Props & { sessions?: Child; importedPasswordFormat?: string | null; tryIt?: TryItContext }) {
   const { client } = props;
   return (
     <Layout title={client.name} section="clients" scripts={['/static/mqtt.min.js', '/static/try-it.js']}>
@@ -49,7 +49,7 @@ export function ClientAccessPage(props: Props & { sessions?: Child; importedPass
       ) : null}
       {props.sessions}
       <div class="client-workbench">
-        <TryItPanel client={client} />
+        <TryItPanel client={client} context={props.tryIt ?? { clientId: client.username, from: 'username', liveIds: [], tlsOn: false, mqttsPort: null }} />
         <ClientAccessSection {...props} />
       </div>
     </Layout>

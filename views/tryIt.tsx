@@ -1,5 +1,19 @@
 import type { Client } from '../src/domain/clients';
 
+/** What Try it starts from: the client id the device uses, and whether it can connect from a browser at all. */
+export interface TryItContext {
+  clientId: string;
+  /** Where the client id comes from: a live session, the last one, or the username (never seen). */
+  from: 'live' | 'last' | 'username';
+  /** Client ids of its live sessions (connecting with one takes that session over). */
+  liveIds: string[];
+  tlsOn: boolean;
+  mqttsPort: number | null;
+}
+
+/** Entries the log keeps; older ones go (it says how many). */
+export const TRY_IT_LOG_LIMIT = 200;
+
 /**
  * "Try it" on a client's page: public/try-it.js connects from the browser as
  * this client over the console's own `/mqtt` WebSocket. The password goes
@@ -7,10 +21,25 @@ import type { Client } from '../src/domain/clients';
  * the console, and the forms have no action of their own. Without JavaScript
  * the controls stay hidden and the panel says why.
  */
-export function TryItPanel(props: { client: Client }) {
-  const { client } = props;
+export function TryItPanel(props: { client: Client; context: TryItContext }) {
+  const { client, context } = props;
+  if (client.authType !== 'password') return <CertificateTryIt client={client} context={context} />;
+  const hint =
+    context.from === 'live'
+      ? 'The ID of its live session: connecting with it takes that session over (MQTT disconnects the device). Change it to try without disturbing the device.'
+      : context.from === 'last'
+        ? 'The ID its device used last: rows with %c match as they do for it. A device connected with the same ID would be disconnected.'
+        : 'Its username, as no device of it has connected yet: rows with %c match this ID. A device connected with the same ID would be disconnected.';
   return (
-    <section id="try-it" aria-labelledby="try-it-title" data-try-it data-username={client.username} data-check-url={`/clients/${client.id}`}>
+    <section
+      id="try-it"
+      aria-labelledby="try-it-title"
+      data-try-it
+      data-username={client.username}
+      data-check-url={`/clients/${client.id}`}
+      data-live-ids={JSON.stringify(context.liveIds)}
+      data-log-limit={String(TRY_IT_LOG_LIMIT)}
+    >
       <h2 id="try-it-title">Try it</h2>
       <p>
         Connect from this browser as <code>{client.username}</code>, over MQTT on this console's WebSocket (<code>/mqtt</code>), then
@@ -25,8 +54,18 @@ export function TryItPanel(props: { client: Client }) {
           <fieldset class="grid">
             <label for="try-client-id">
               MQTT client ID
-              <input id="try-client-id" type="text" autocomplete="off" spellcheck={false} maxlength={128} aria-describedby="try-client-id-hint" />
-              <small id="try-client-id-hint">A device connected with the same ID would be disconnected: use an ID no device uses.</small>
+              <input
+                id="try-client-id"
+                type="text"
+                value={context.clientId}
+                autocomplete="off"
+                spellcheck={false}
+                maxlength={128}
+                aria-describedby="try-client-id-hint"
+              />
+              <small id="try-client-id-hint" data-default-hint={hint}>
+                {hint}
+              </small>
             </label>
             <label for="try-password">
               Password
@@ -91,15 +130,67 @@ export function TryItPanel(props: { client: Client }) {
             <button type="submit">Publish</button>
           </fieldset>
         </form>
-        <h3 id="try-log-title">What happened</h3>
+        <div class="try-log-head">
+          <h3 id="try-log-title">What happened</h3>
+          <div class="form-actions">
+            <button type="button" id="try-pause" class="secondary outline" aria-pressed="false">
+              Pause
+            </button>
+            <button type="button" id="try-clear" class="secondary outline">
+              Clear
+            </button>
+          </div>
+        </div>
         <p class="help">
           A refused subscription is answered with SUBACK 0x80. A refused publish is acknowledged like any other (MQTT
-          3.1.1 cannot say no to one) and delivered to no one: what the permissions decide is shown beside it.
+          3.1.1 cannot say no to one) and delivered to no one: what the permissions decide is shown beside it. The last {TRY_IT_LOG_LIMIT}{' '}
+          entries are kept; while paused, messages received are counted, not shown.
         </p>
+        <p id="try-log-note" class="help" role="status"></p>
         <div role="log" aria-labelledby="try-log-title" class="try-log" tabindex={0}>
           <ol id="try-log"></ol>
         </div>
       </div>
     </section>
   );
+}
+
+/**
+ * A certificate client connects with its client certificate, which a page
+ * cannot present on the console's WebSocket: the panel says so and shows
+ * how to try it from a shell instead of asking for a password it cannot use.
+ */
+function CertificateTryIt(props: { client: Client; context: TryItContext }) {
+  const { client, context } = props;
+  const withPassword = client.authType === 'certificate_password';
+  const port = context.mqttsPort ?? 8883;
+  const command = `mosquitto_sub -h ${'<this host>'} -p ${port} --cafile ca.crt --cert device.crt --key device.key -i ${shellWord(context.clientId)}${withPassword ? ` -u ${shellWord(client.username)} -P '…'` : ''} -t '#' -v`;
+  return (
+    <section id="try-it" aria-labelledby="try-it-title">
+      <h2 id="try-it-title">Try it</h2>
+      <p>
+        This client connects with its client certificate{withPassword ? ' and its password' : ''}. A page in a browser cannot present a
+        client certificate on the console’s WebSocket, so Try it cannot connect as it from here. The effective permissions and the
+        checker below work as for any client.
+      </p>
+      {context.tlsOn ? (
+        <>
+          <p>From a shell with the device’s certificate and key (Mosquitto’s clients):</p>
+          <pre>
+            <code>{command}</code>
+          </pre>
+        </>
+      ) : (
+        <p class="warning" role="note">
+          TLS is off: certificate clients cannot connect at all until certificates are enabled on the <a href="/certificates">Certificates</a>{' '}
+          page.
+        </p>
+      )}
+    </section>
+  );
+}
+
+/** `text` quoted for a POSIX shell when it needs it. */
+function shellWord(text: string): string {
+  return /^[A-Za-z0-9._:@%+=,/-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 }

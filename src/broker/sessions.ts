@@ -11,7 +11,7 @@ import type { BrokerSessions } from './types';
  * told to `onSessionChange`), described for the Connections page, and ended
  * on request.
  */
-export function createSessionRegistry(deps: { registry: ConnectionRegistry; nodeId: string; onSessionChange?(clientRowId: number, delta: 1 | -1): void }) {
+export function createSessionRegistry(deps: { registry: ConnectionRegistry; nodeId: string; onSessionChange?(clientRowId: number, delta: 1 | -1, mqttClientId: string): void }) {
   const { registry, nodeId } = deps;
   const sessionCounts = new Map<number, number>();
   /** Open sessions by id, in the order they opened; and who waits for one to end. */
@@ -95,7 +95,7 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
       state.session = session;
       sessions.set(session.id, { client, session });
       sessionCounts.set(clientRowId, (sessionCounts.get(clientRowId) ?? 0) + 1);
-      deps.onSessionChange?.(clientRowId, 1);
+      deps.onSessionChange?.(clientRowId, 1, client.id);
     },
     /** A session ended (the engine's `clientDisconnect` event). */
     ended(client: AedesClient) {
@@ -112,7 +112,7 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
       const left = (sessionCounts.get(principal.clientRowId) ?? 1) - 1;
       if (left > 0) sessionCounts.set(principal.clientRowId, left);
       else sessionCounts.delete(principal.clientRowId);
-      deps.onSessionChange?.(principal.clientRowId, -1);
+      deps.onSessionChange?.(principal.clientRowId, -1, client.id);
     },
   };
 }

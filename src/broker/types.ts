@@ -30,8 +30,8 @@ export interface BrokerDeps {
    * by it when it fires; without it, by the permissions its session had.
    */
   currentAccess?(who: WillOwner): Promise<AccessSnapshot | null>;
-  /** Told when a client's sessions on this node open (+1) or end (-1). */
-  onSessionChange?(clientRowId: number, delta: 1 | -1): void;
+  /** Told when a client's sessions on this node open (+1) or end (-1), with the session's MQTT client id. */
+  onSessionChange?(clientRowId: number, delta: 1 | -1, mqttClientId: string): void;
   metrics?: BrokerMetrics;
   /** Told of refused CONNECTs and (sampled) refused publishes and subscriptions; must not block. */
   audit?: BrokerAudit;

@@ -40,6 +40,12 @@ export const clients = pgTable(
      * access triggers announce (migration 0003), so it forgets no cache.
      */
     lastSeenAt: timestamp('last_seen_at', { withTimezone: true }),
+    /**
+     * The MQTT client id of the session that ended at `lastSeenAt` (written
+     * with it; not announced by the access triggers either). Try it starts
+     * from it, so `%c` permission rows match as they do for the device.
+     */
+    lastClientId: text('last_client_id'),
   },
   // The console lists clients by (lower(name), id) and pages by that key.
   // Searching uses a trigram index on name and username that migration 0005

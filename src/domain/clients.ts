@@ -39,6 +39,8 @@ export interface Client {
   updatedAt: Date;
   /** When a session of it last ended (written in batches: see lastSeen.ts); null: never seen. */
   lastSeenAt: Date | null;
+  /** The MQTT client id of the session that ended at `lastSeenAt`; null if unknown. */
+  lastClientId: string | null;
 }
 
 export const CLIENTS_PAGE_SIZE = 50;
@@ -178,6 +180,7 @@ const publicColumns = {
   createdAt: clients.createdAt,
   updatedAt: clients.updatedAt,
   lastSeenAt: clients.lastSeenAt,
+  lastClientId: clients.lastClientId,
 };
 
 const USERNAME_TAKEN = 'This username is already used by another client.';

@@ -3,12 +3,21 @@ import { type Database, schema } from '../db';
 
 const { clients } = schema;
 
-/** Rows per UPDATE: two parameters each, well under PostgreSQL's 65,535. */
+/** When a client's session ended, and the MQTT client id it had. */
+interface Seen {
+  at: Date;
+  clientId: string | null;
+}
+
+/** Longest client id kept (longer ones are cut: it only chooses Try it's default). */
+const MAX_CLIENT_ID_KEPT = 256;
+
+/** Rows per UPDATE: three parameters each, well under PostgreSQL's 65,535. */
 const ROWS_PER_STATEMENT = 5000;
 
 export interface LastSeenRecorder {
-  /** Notes that a session of `clientRowId` ended at `at` (kept in memory until the next flush). */
-  note(clientRowId: number, at?: Date): void;
+  /** Notes that a session of `clientRowId` with MQTT client id `mqttClientId` ended at `at` (kept in memory until the next flush). */
+  note(clientRowId: number, at?: Date, mqttClientId?: string): void;
   /** Writes what was noted since the last flush: one UPDATE (per 5,000 clients). */
   flush(): Promise<void>;
   /** Clients noted and not yet written. */
@@ -27,25 +36,26 @@ export interface LastSeenRecorder {
 export function createLastSeenRecorder(db: Database, options: { flushMs?: number; log?: (message: string) => void } = {}): LastSeenRecorder {
   const flushMs = options.flushMs ?? 5000;
   const log = options.log ?? (() => {});
-  let noted = new Map<number, Date>();
+  let noted = new Map<number, Seen>();
   let flushing: Promise<void> | null = null;
   let warned = false;
 
-  const keepLatest = (into: Map<number, Date>, id: number, at: Date) => {
+  const keepLatest = (into: Map<number, Seen>, id: number, seen: Seen) => {
     const known = into.get(id);
-    if (!known || known < at) into.set(id, at);
+    if (!known || known.at < seen.at) into.set(id, seen);
   };
 
-  async function write(batch: Map<number, Date>) {
+  async function write(batch: Map<number, Seen>) {
     const rows = [...batch];
     for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) {
       const values = sql.join(
-        rows.slice(i, i + ROWS_PER_STATEMENT).map(([id, at]) => sql`(${id}::integer, ${at.toISOString()}::timestamptz)`),
+        rows.slice(i, i + ROWS_PER_STATEMENT).map(([id, seen]) => sql`(${id}::integer, ${seen.at.toISOString()}::timestamptz, ${seen.clientId}::text)`),
         sql`, `,
       );
+      // The client id goes with its time: an older end never overwrites a newer one.
       await db.execute(sql`
-        update ${clients} set last_seen_at = seen.at
-        from (values ${values}) as seen(id, at)
+        update ${clients} set last_seen_at = seen.at, last_client_id = coalesce(seen.client_id, ${clients.lastClientId})
+        from (values ${values}) as seen(id, at, client_id)
         where ${clients.id} = seen.id and (${clients.lastSeenAt} is null or ${clients.lastSeenAt} < seen.at)`);
     }
   }
@@ -61,7 +71,7 @@ export function createLastSeenRecorder(db: Database, options: { flushMs?: number
         warned = false;
       },
       (error: Error) => {
-        for (const [id, at] of batch) keepLatest(noted, id, at);
+        for (const [id, seen] of batch) keepLatest(noted, id, seen);
         if (!warned) log(`last seen times could not be written (kept for the next try): ${error.message}`);
         warned = true;
         throw error;
@@ -78,8 +88,9 @@ export function createLastSeenRecorder(db: Database, options: { flushMs?: number
   timer.unref();
 
   return {
-    note(clientRowId, at = new Date()) {
-      keepLatest(noted, clientRowId, at);
+    note(clientRowId, at = new Date(), mqttClientId) {
+      // Kept as stored text may be: a client id cannot hold U+0000 (the broker refuses it), nor be longer than a packet.
+      keepLatest(noted, clientRowId, { at, clientId: mqttClientId === undefined ? null : mqttClientId.slice(0, MAX_CLIENT_ID_KEPT) });
     },
     flush,
     pending: () => noted.size,

@@ -131,6 +131,7 @@ export function createApp(deps: AppDeps) {
     c.set('db', deps.db);
     c.set('live', live);
     c.set('audit', audit);
+    if (deps.tls) c.set('tls', deps.tls);
     await next();
   });
   // Probes and metrics, open like /login (metrics behind their own token).

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { decide } from '../domain/access/acl';
 import { normalizeFingerprint } from '../domain/certificates';
-import { getClient } from '../domain/clients';
+import { getClient, type Client } from '../domain/clients';
 import type { FieldErrors } from '../domain/errors';
 import { loadAccess } from '../domain/access/query';
 import { MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
@@ -27,8 +27,14 @@ export function clientAccessRoutes() {
     if (!client) {
       return c.html(<NotFoundPage message="This client does not exist (it may have been deleted)." section="clients" />, 404);
     }
+    // Without a client id asked for, the one the device uses: its live
+    // session's, else its last session's, else its username (`%c` rows then
+    // match as they do for the device).
+    const sessionsPage = isHtmx(c) ? null : await sessionsOf(c, client.id);
+    const liveIds = sessionsPage ? [...new Set(sessionsPage.sessions.map((s) => s.mqttClientId))] : [];
+    const usual = usualClientId(client, liveIds);
     const check: CheckValues = {
-      clientId: c.req.query('clientId') ?? '',
+      clientId: c.req.query('clientId') ?? usual.clientId,
       action: c.req.query('action') === 'subscribe' ? 'subscribe' : 'publish',
       topic: c.req.query('topic') ?? '',
       // Rules by certificate fingerprint apply to certificate clients only.
@@ -51,10 +57,21 @@ export function clientAccessRoutes() {
     const decision = check.topic && !hasErrors ? decide(access, check.action, check.topic) : undefined;
     const props = { client, access, check, errors, decision };
     if (isHtmx(c)) return c.html(<ClientAccessSection {...props} />, hasErrors ? 422 : 200);
-    const sessions = <ClientSessionsSection client={client} page={await sessionsOf(c, client.id)} notice={disconnectedNotice(c.req.query('disconnected'))} />;
+    const sessions = <ClientSessionsSection client={client} page={sessionsPage!} notice={disconnectedNotice(c.req.query('disconnected'))} />;
     const imported = await importedPasswordFormat(c.var.db, client.id);
-    return c.html(<ClientAccessPage {...props} sessions={sessions} importedPasswordFormat={imported} />, hasErrors ? 422 : 200);
+    const tls = c.var.tls?.status();
+    return c.html(
+      <ClientAccessPage {...props} sessions={sessions} importedPasswordFormat={imported} tryIt={{ ...usual, liveIds, tlsOn: Boolean(tls?.source), mqttsPort: tls?.mqttsPort ?? null }} />,
+      hasErrors ? 422 : 200,
+    );
   });
 
   return routes;
+}
+
+/** The client id a client's device uses, as far as the console knows, and where it comes from. */
+export function usualClientId(client: Pick<Client, 'username' | 'lastClientId'>, liveIds: readonly string[]): { clientId: string; from: 'live' | 'last' | 'username' } {
+  if (liveIds[0] !== undefined) return { clientId: liveIds[0], from: 'live' };
+  if (client.lastClientId) return { clientId: client.lastClientId, from: 'last' };
+  return { clientId: client.username, from: 'username' };
 }

@@ -42,6 +42,8 @@ export interface AppEnv {
      * `record()`: the signed-in administrator and their address.
      */
     actor?: AuditActor;
+    /** The TLS listeners (absent in tests without a broker). */
+    tls?: TlsControl;
     /** A notice left by the previous request (a redirect after a change): shown once, at the top of the page. */
     flash?: string;
   };
