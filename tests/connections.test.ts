@@ -83,7 +83,7 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     expect(row).toContain(`<a href="/clients/${sensor.id}" class="truncate" title="Boiler sensor">Boiler sensor</a>`);
     expect(row).toContain('title="boiler">boiler</code>');
     expect(row).toMatch(/<td class="nowrap">(::ffff:)?127\.0\.0\.1<\/td>/);
-    expect(row).toContain('<td>WebSocket</td>');
+    expect(row).toContain('<td>WebSocket<br/><small>MQTT 3.1.1</small></td>');
     expect(row).toContain('<td>42 s</td>');
     expect(row).toContain('<td>1</td>'); // one subscription
     expect(row).toContain('<ul class="chips"><li><a href="/groups?q=Heating" class="truncate" title="Heating">Heating</a></li></ul>');
@@ -108,7 +108,7 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     const byUsername = await page('/connections?q=porch');
     expect(rowOf(byUsername, 'porch-lamp')).toBeDefined();
     expect(rowOf(byUsername, 'kitchen-boiler')).toBeUndefined();
-    expect(byUsername).toContain('<td>TCP</td>');
+    expect(byUsername).toContain('<td>TCP<br/><small>MQTT 3.1.1</small></td>');
 
     expect(await page('/connections?q=nobody-such')).toContain('No connection matches your search.');
   });
