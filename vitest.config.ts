@@ -26,6 +26,7 @@ const projects = {
     'tests/access.rules.test.ts',
     'tests/accessCache.test.ts',
     'tests/admin.http.test.ts',
+    'tests/api.scopes.test.ts',
     'tests/audit.test.ts',
     'tests/authenticate.test.ts',
     'tests/certificateClients.http.test.ts',

@@ -8,9 +8,9 @@ import { ApiProblem, problemFromError } from './problems';
 
 export type Api = OpenAPIHono<ApiEnv>;
 
-/** The security requirement of a route: the bearer token, with the scope it needs named. */
-export function scope(resource: TokenResource, access: TokenAccess) {
-  return [{ bearerToken: [`${resource}:${access}`] }];
+/** The security requirement of a route: the bearer token, with the scopes it needs named (all of them). */
+export function scope(resource: TokenResource, access: TokenAccess, ...more: Array<`${TokenResource}:${TokenAccess}`>) {
+  return [{ bearerToken: [`${resource}:${access}`, ...more] }];
 }
 
 export const idParam = z.object({

@@ -1,7 +1,9 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { ValidationError } from '../../domain/errors';
 import { clientsCsv, exportBundle } from '../../domain/transfer/export';
-import { IMPORT_FORMATS, ImportFileError, parseImport, type ImportFormat } from '../../domain/transfer/parse';
+import type { Database } from '../../db';
+import type { AuditActor } from '../../domain/audit';
+import { IMPORT_FORMATS, ImportFileError, parseImport, type ImportFormat, type ImportPlan } from '../../domain/transfer/parse';
 import { runImport, type ImportReport } from '../../domain/transfer/plan';
 import { requireScope } from './auth';
 import { scope, type Api } from './common';
@@ -46,16 +48,12 @@ export const importQuerySchema = z.object({
 
 export type ImportQuery = z.infer<typeof importQuerySchema>;
 
-/** Parses and runs an import as the API and the console take it; throws ValidationError for a file it cannot read. */
-export async function importFile(
-  db: import('../../db').Database,
-  source: string,
-  query: Partial<ImportQuery> & { format: ImportFormat },
-  by: import('../../domain/audit').AuditActor | undefined,
-): Promise<ImportReport> {
-  let plan;
+type ImportQueryOf = Partial<ImportQuery> & { format: ImportFormat };
+
+/** Reads an import file as the format the query names; throws ValidationError for a file it cannot read. */
+export function readImportFile(source: string, query: ImportQueryOf): ImportPlan {
   try {
-    plan = parseImport(query.format, source, {
+    return parseImport(query.format, source, {
       algorithm: query.emqxAlgorithm ?? 'sha256',
       saltPosition: query.emqxSaltPosition,
       macFun: query.emqxMacFun,
@@ -65,6 +63,10 @@ export async function importFile(
     if (error instanceof ImportFileError) throw new ValidationError({ file: error.message });
     throw error;
   }
+}
+
+/** Runs an import read by `readImportFile` as the query asks (a dry run unless dryRun=false). */
+export function runImportFile(db: Database, plan: ImportPlan, query: ImportQueryOf, by: AuditActor | undefined): Promise<ImportReport> {
   return runImport(
     db,
     plan,
@@ -74,6 +76,11 @@ export async function importFile(
   );
 }
 
+/** Reads and runs an import as the console takes it (an administrator may change everything in it). */
+export function importFile(db: Database, source: string, query: ImportQueryOf, by: AuditActor | undefined): Promise<ImportReport> {
+  return runImportFile(db, readImportFile(source, query), query, by);
+}
+
 export function registerTransferRoutes(api: Api) {
   api.openapi(
     createRoute({
@@ -81,7 +88,7 @@ export function registerTransferRoutes(api: Api) {
       path: '/export',
       tags: ['Import and export'],
       summary: 'Everything to rebuild these grants elsewhere: clients with their password hashes, groups, permissions, rules (never keys, administrators or tokens)',
-      security: scope('clients', 'write'),
+      security: scope('clients', 'write', 'groups:read'),
       responses: {
         200: { description: 'The versioned bundle (`format`: gatehouse-export, `version`: 1).', content: { 'application/json': { schema: z.record(z.string(), z.unknown()).openapi('ExportBundle') } } },
         ...problems(401, 403, 429),
@@ -117,7 +124,7 @@ export function registerTransferRoutes(api: Api) {
       tags: ['Import and export'],
       summary: 'Import clients, groups and rules: a dry run by default, then create-only, upsert or sync, all or nothing',
       description:
-        'The file is the body: application/json (gatehouse, mosquitto-dynsec, emqx), text/csv (csv, emqx), application/x-ndjson (ndjson), application/octet-stream (mosquitto-passwd, or any). Plaintext passwords are hashed with Argon2id; pre-hashed ones are kept and replaced by Argon2id at each device’s first CONNECT.',
+        'The file is the body: application/json (gatehouse, mosquitto-dynsec, emqx), text/csv (csv, emqx), application/x-ndjson (ndjson), application/octet-stream (mosquitto-passwd, or any). Plaintext passwords are hashed with Argon2id; pre-hashed ones are kept and replaced by Argon2id at each device’s first CONNECT. A file that holds groups or rules (a bundle with them, dynamic security, NDJSON `group`/`rule` lines) also needs the scope groups:write, for a dry run too.',
       security: scope('clients', 'write'),
       request: {
         query: importQuerySchema,
@@ -142,15 +149,13 @@ export function registerTransferRoutes(api: Api) {
       const query = c.req.valid('query');
       const source = await c.req.text();
       if (!source.trim()) throw new ApiProblem(422, 'The file is empty.', { file: 'Send the file as the body.' });
-      if (needsGroupsScope(source)) requireScope(c, 'groups', 'write');
-      const report = await importFile(c.var.db, source, query, c.var.actor);
+      const plan = readImportFile(source, query);
+      // Groups and rules belong to the groups scope. What the file was read as
+      // decides, never its text: a sync that names groups deletes the others.
+      if (plan.groups !== null || plan.rules !== null) requireScope(c, 'groups', 'write');
+      const report = await runImportFile(c.var.db, plan, query, c.var.actor);
       if (!report.dryRun && !report.applied) return c.json(report, 409);
       return c.json(report, 200);
     },
   );
-}
-
-/** Groups and rules change too when the file has them: the token needs groups:write for those (checked after parsing). */
-export function needsGroupsScope(source: string): boolean {
-  return /"(groups|rules|roles)"\s*:/.test(source);
 }
