@@ -34,6 +34,7 @@ const projects = {
     'tests/clients.http.test.ts',
     'tests/groupRules.http.test.ts',
     'tests/groups.http.test.ts',
+    'tests/password.foreign.test.ts',
     'tests/pipelines.test.ts',
   ],
   /**

@@ -107,7 +107,9 @@ export async function verifyPasswordHash(hash: string, password: string): Promis
   try {
     if (isGeneratedPasswordHash(hash)) return verifyFast(hash, password);
     const foreign = foreignFormatOf(hash);
-    if (foreign) return await verifyForeign(foreign, hash, password);
+    if (foreign) return foreignHashProblem(foreign, hash) === null && (await verifyForeign(foreign, hash, password));
+    // Only our own parameters: the library would run whatever cost a PHC string names.
+    if (!OWN_ARGON2ID.test(hash)) return false;
     return await argon2Verify(hash, password.normalize('NFKC'), ARGON2_OPTIONS);
   } catch {
     return false;
@@ -153,6 +155,60 @@ const EMQX_PBKDF2 = /^\$emqx-pbkdf2\$(sha1|sha256|sha512)\$([1-9][0-9]{0,6})\$([
 /** An Argon2id hash made with our parameters: nothing to replace. */
 const OWN_ARGON2ID = /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/;
 
+/** An Argon2i or Argon2id PHC string (no secret key or associated data), its version optional as older libraries wrote it. */
+const ARGON2_PHC = /^\$argon2(?:i|id)\$(?:v=(?:16|19)\$)?m=([0-9]{1,10}),t=([0-9]{1,10}),p=([0-9]{1,3})\$[A-Za-z0-9+/]{11,88}\$[A-Za-z0-9+/]{16,171}$/;
+
+/**
+ * The most work an imported hash may ask of one verify. A hash names its own
+ * cost, and every wrong password sent for its username pays it again, in one
+ * of the few verify slots every CONNECT shares: without a bound, one row of
+ * an import (bcrypt cost 31, Argon2 with m=4 GiB or t=1000000, PBKDF2 with
+ * ten million iterations) lets one device pin the CPU or exhaust memory.
+ * These cover what the systems imported from use (EMQX bcrypt 10 and PBKDF2
+ * 4096, Mosquitto PBKDF2 101 and its options, OWASP's 600,000 PBKDF2
+ * iterations, Argon2 at RFC 9106's and PHP's 64 MiB) and cost at most a few
+ * times our own Argon2id verify (measured side by side: bcryptjs 12 ≈ 4×,
+ * PBKDF2-SHA256 600,000 ≈ 4.5×, Argon2id 64 MiB t=4 ≈ 2×).
+ */
+export const FOREIGN_HASH_LIMITS = {
+  bcryptCost: 12,
+  pbkdf2Iterations: 600_000,
+  argon2MemoryKiB: 65_536,
+  argon2TimeCost: 10,
+  /** m × t, in KiB passes: 64 MiB four times. */
+  argon2Work: 65_536 * 4,
+  argon2Parallelism: 8,
+} as const;
+
+/** Why an imported hash in `format` is not one Gatehouse verifies (malformed, or asking more work than FOREIGN_HASH_LIMITS), or null. */
+function foreignHashProblem(format: ForeignFormat, hash: string): string | null {
+  const limits = FOREIGN_HASH_LIMITS;
+  switch (format) {
+    case 'argon2i':
+    case 'argon2id-foreign': {
+      const phc = ARGON2_PHC.exec(hash);
+      if (!phc) return 'An Argon2 hash that does not parse (expected $argon2i$ or $argon2id$, v=, m=, t=, p=, salt and hash).';
+      const [m, t, p] = [Number(phc[1]), Number(phc[2]), Number(phc[3])];
+      if (m < 8 * p || t < 1 || p < 1) return 'An Argon2 hash with impossible parameters.';
+      if (m > limits.argon2MemoryKiB || t > limits.argon2TimeCost || m * t > limits.argon2Work || p > limits.argon2Parallelism) {
+        return `An Argon2 hash costing more than Gatehouse verifies at CONNECT (m=${m}, t=${t}, p=${p}; at most m=${limits.argon2MemoryKiB}, t=${limits.argon2TimeCost}, m×t=${limits.argon2Work}, p=${limits.argon2Parallelism}).`;
+      }
+      return null;
+    }
+    case 'bcrypt': {
+      const cost = Number(hash.slice(4, 6));
+      return cost > limits.bcryptCost ? `A bcrypt hash of cost ${cost}: Gatehouse verifies at most cost ${limits.bcryptCost} at CONNECT.` : null;
+    }
+    case 'mosquitto-pbkdf2':
+    case 'emqx-pbkdf2': {
+      const iterations = Number(format === 'mosquitto-pbkdf2' ? MOSQUITTO_PBKDF2.exec(hash)![1] : EMQX_PBKDF2.exec(hash)![2]);
+      return iterations > limits.pbkdf2Iterations ? `A PBKDF2 hash of ${iterations} iterations: Gatehouse verifies at most ${limits.pbkdf2Iterations} at CONNECT.` : null;
+    }
+    default:
+      return null;
+  }
+}
+
 function foreignFormatOf(hash: string): ForeignFormat | null {
   if (hash.startsWith('$argon2i$')) return 'argon2i';
   if (hash.startsWith('$argon2id$')) return OWN_ARGON2ID.test(hash) ? null : 'argon2id-foreign';
@@ -177,9 +233,20 @@ export function isForeignPasswordHash(hash: string): boolean {
   return foreignFormatOf(hash) !== null;
 }
 
-/** True when `hash` is one this file can verify (ours or a foreign one): what an import may store. */
+/**
+ * Why `hash` is not one an import may store, or null when this file verifies
+ * it (ours, or a foreign one within FOREIGN_HASH_LIMITS).
+ */
+export function passwordHashProblem(hash: string): string | null {
+  if (isGeneratedPasswordHash(hash)) return FAST_FORMAT.test(hash) ? null : 'A generated-password hash that does not parse.';
+  const foreign = foreignFormatOf(hash);
+  if (foreign) return foreignHashProblem(foreign, hash);
+  return OWN_ARGON2ID.test(hash) ? null : 'A hash in no format Gatehouse verifies (see README, “Coming from Mosquitto or EMQX”).';
+}
+
+/** True when `hash` is one this file can verify (ours or a foreign one within bounds): what an import may store. */
 export function isKnownPasswordHash(hash: string): boolean {
-  return isGeneratedPasswordHash(hash) ? FAST_FORMAT.test(hash) : foreignFormatOf(hash) !== null || OWN_ARGON2ID.test(hash);
+  return passwordHashProblem(hash) === null;
 }
 
 const pbkdf2Async = promisify(pbkdf2);
@@ -275,6 +342,12 @@ export async function verifyPasswordOrDecoy(hash: string | undefined, password: 
   }
   if (isGeneratedPasswordHash(hash)) {
     if (verifyFast(hash, password)) return true;
+    await decoyVerify(password);
+    return false;
+  }
+  if (passwordHashProblem(hash) !== null) {
+    // Nothing this file verifies (no password, or an imported hash beyond
+    // FOREIGN_HASH_LIMITS written some other way): the decoy's cost, no more.
     await decoyVerify(password);
     return false;
   }

@@ -1,6 +1,6 @@
 import { parse as parseCsv } from 'csv-parse/sync';
 import type { AuthType } from '../access/types';
-import { emqxPasswordHash, isKnownPasswordHash, type EmqxHashOptions } from '../password';
+import { emqxPasswordHash, passwordHashProblem, type EmqxHashOptions } from '../password';
 
 /**
  * Files an import reads, each turned into the same plan: clients, groups
@@ -82,7 +82,8 @@ function clientFrom(plan: ImportPlan, line: number, raw: Record<string, unknown>
   if (!username) return fail('No username.');
   if (!AUTH_TYPES.has(authType)) return fail(`Unknown authType “${authType.slice(0, 40)}”: password, certificate or certificate_password.`);
   if (password && passwordHash) return fail('Give password or passwordHash, not both.');
-  if (passwordHash && !isKnownPasswordHash(passwordHash)) return fail('passwordHash is in no format Gatehouse verifies (see README, “Coming from Mosquitto or EMQX”).');
+  const hashProblem = passwordHash ? passwordHashProblem(passwordHash) : null;
+  if (hashProblem) return fail(`passwordHash: ${hashProblem}`);
   plan.clients.push({
     line,
     name: text(raw.name)?.trim() || username,
@@ -185,7 +186,8 @@ export function parseMosquittoPasswordFile(source: string): ImportPlan {
     const username = line.slice(0, colon);
     const secret = line.slice(colon + 1);
     if (/^\$[67]\$/.test(secret)) {
-      if (!isKnownPasswordHash(secret)) return void plan.errors.push({ line: i + 1, key: username, message: 'A $6$/$7$ hash that does not parse.' });
+      const problem = passwordHashProblem(secret);
+      if (problem) return void plan.errors.push({ line: i + 1, key: username, message: problem });
       plan.clients.push({ line: i + 1, name: username, username, authType: 'password', passwordHash: secret });
     } else {
       plan.clients.push({ line: i + 1, name: username, username, authType: 'password', password: secret });
@@ -241,7 +243,8 @@ export function parseMosquittoDynsec(source: string): ImportPlan {
     const line = i + 1;
     if (!username) return void plan.errors.push({ line, key: `#${line}`, message: 'A client without a username.' });
     const hash = client.password && client.salt ? `$7$${client.iterations ?? 101}$${client.salt}$${client.password}` : undefined;
-    if (hash && !isKnownPasswordHash(hash)) return void plan.errors.push({ line, key: username, message: 'Its password hash does not parse.' });
+    const problem = hash ? passwordHashProblem(hash) : null;
+    if (problem) return void plan.errors.push({ line, key: username, message: problem });
     if (!hash) return void plan.errors.push({ line, key: username, message: 'No password: a dynamic-security client without one cannot connect with a password.' });
     if (client.clientid) skipped.add('client ids bound to a client (give a rule by MQTT client ID instead)');
     plan.clients.push({ line, name: client.textname || username, username, authType: 'password', passwordHash: hash });
@@ -280,6 +283,8 @@ export function parseEmqxUsers(source: string, options: EmqxHashOptions): Import
     if (!username) return void plan.errors.push({ line, key: `#${line}`, message: 'No user_id.' });
     const stored = emqxPasswordHash(text(record.password_hash) ?? '', text(record.salt) ?? '', options);
     if (!stored) return void plan.errors.push({ line, key: username, message: `password_hash does not fit the algorithm given (${options.algorithm}).` });
+    const problem = passwordHashProblem(stored);
+    if (problem) return void plan.errors.push({ line, key: username, message: problem });
     if (record.is_superuser === true || record.is_superuser === 'true') superusers++;
     plan.clients.push({ line, name: username, username, authType: 'password', passwordHash: stored });
   });
