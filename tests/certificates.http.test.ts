@@ -65,6 +65,21 @@ describe('the certificates page', () => {
     expect(html).toContain('href="/certificates" aria-current="page"');
     expect(html).toContain('Nothing uploaded yet.');
     expect(html).toMatch(/<dt>TLS<\/dt><dd>Off<\/dd>/);
+    // Nothing to enable and no CA: the actions are not offered, and the page says what they need.
+    expect(html).not.toContain('href="/certificates/enable"');
+    expect(html).not.toContain('href="/certificates/require-client-cert"');
+    expect(html).toContain('Upload a server certificate and its private key below to enable TLS.');
+    expect(html).toContain('Requiring client certificates (mTLS) needs a CA certificate: upload one below.');
+  });
+
+  it('warns on the clients list and form that certificate clients cannot connect while TLS is off', async () => {
+    const door = await createClient(gatehouse.database.db, { name: 'Door while off', username: 'door-off', authType: 'certificate', fingerprint: 'EF'.repeat(32) });
+    const list = await (await admin.request('/clients?q=door-off')).text();
+    expect(list).toContain('<small class="no-access">TLS is off: cannot connect</small>');
+    // A password client gets no such warning.
+    expect(await (await admin.request('/clients?q=sensor')).text()).not.toContain('TLS is off: cannot connect');
+    const form = await (await admin.request(`/clients/${door.id}/edit`)).text();
+    expect(form).toContain('TLS is off now: certificate clients cannot connect until certificates are enabled');
   });
 
   it('refuses a key that does not match the certificate, keeping the certificates typed but not the key', async () => {
@@ -114,6 +129,13 @@ describe('the certificates page', () => {
     expect((await post('/certificates', upload({ cert: server.cert, key: server.key }))).status).toBe(303);
   });
 
+  it('offers Enable and Require client certificates once what they need is stored', async () => {
+    const html = await (await admin.request('/certificates')).text();
+    expect(html).toContain('href="/certificates/enable"');
+    expect(html).toContain('href="/certificates/require-client-cert"');
+    expect(html).not.toContain('Upload a server certificate and its private key below to enable TLS.');
+  });
+
   it('confirms enabling on a page of its own, then starts the TLS listeners without a restart', async () => {
     const confirm = await admin.request('/certificates/enable');
     expect(confirm.status).toBe(200);
@@ -130,6 +152,8 @@ describe('the certificates page', () => {
     expect(await servedFingerprint(status.mqttsPort!)).toBe(server.fingerprint);
     const client = await connect(`mqtts://127.0.0.1:${status.mqttsPort}`, { ca: ca.cert, servername: 'localhost', username: 'sensor', password: 'sensor-password' });
     await endClient(client);
+    // With TLS on, the clients list no longer warns.
+    expect(await (await admin.request('/clients?q=door-off')).text()).not.toContain('TLS is off: cannot connect');
 
     // The audit trail says who uploaded and who enabled, never with the key.
     await gatehouse.audit.flush();
@@ -210,5 +234,33 @@ describe('a stored private key and SECRET_KEY', () => {
       await database.close();
       await rm(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a server certificate loaded from TLS_CERT_FILE', () => {
+  let gatehouse: Gatehouse | undefined;
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  it('is warned about 20 days before it expires, on the certificates page and the overview, and Enable is not offered', async () => {
+    const soon = certs.server(ca, 'file-soon', { days: 20 });
+    gatehouse = await startTestGatehouse('pglite', { MQTTS_PORT: '0', HTTPS_PORT: '0', TLS_CERT_FILE: soon.certFile, TLS_KEY_FILE: soon.keyFile });
+    const admin = await signIn(gatehouse.app, gatehouse.database.db);
+    const page = await (await admin.request('/certificates')).text();
+    expect(page).toMatch(/The server certificate in use \(loaded from TLS_CERT_FILE\) expires on \d{4}-\d\d-\d\d, in (19|20) days\. Replace it and send SIGHUP before then\./);
+    // The files decide: the page cannot turn TLS on or off.
+    expect(page).not.toContain('href="/certificates/enable"');
+    expect(page).not.toContain('href="/certificates/disable"');
+    const overview = await (await admin.request('/')).text();
+    expect(overview).toMatch(/<p class="warning">The server certificate in use \(loaded from TLS_CERT_FILE\) expires on/);
+  });
+
+  it('says nothing of one far from expiry', async () => {
+    await gatehouse?.close();
+    gatehouse = await startTestGatehouse('pglite', { MQTTS_PORT: '0', HTTPS_PORT: '0', TLS_CERT_FILE: server.certFile, TLS_KEY_FILE: server.keyFile });
+    const admin = await signIn(gatehouse.app, gatehouse.database.db);
+    expect(await (await admin.request('/certificates')).text()).not.toContain('certificate-in-use-warning');
+    expect(await (await admin.request('/')).text()).not.toContain('The server certificate in use');
   });
 });

@@ -1,4 +1,4 @@
-import type { CertificateSummary } from '../src/domain/certificates';
+import { certificateInUseWarning, type CertificateSummary } from '../src/domain/certificates';
 import type { FieldErrors } from '../src/domain/errors';
 import type { TlsSettings } from '../src/domain/tlsSettings';
 import type { TlsStatus } from '../src/tls';
@@ -74,13 +74,29 @@ export function CertificatesPage(props: { view: CertificatesView; values?: Certi
 function TlsState(props: { view: CertificatesView; errors?: FieldErrors }) {
   const { view } = props;
   const { status, settings } = view;
+  // Only what can succeed is offered; what cannot yet says what it needs.
   const actions: CertificateAction[] = [];
-  if (!view.filesInUse) actions.push(settings.enabled ? 'disable' : 'enable');
-  actions.push(settings.requireClientCert ? 'allow-without-client-cert' : 'require-client-cert');
+  const needs: string[] = [];
+  const canEnable = Boolean(settings.certPem) && settings.hasKey;
+  const caAvailable = Boolean(settings.caPem) || (view.filesInUse && status.hasCa);
+  if (!view.filesInUse) {
+    if (settings.enabled) actions.push('disable');
+    else if (canEnable) actions.push('enable');
+    else needs.push('Upload a server certificate and its private key below to enable TLS.');
+  }
+  if (settings.requireClientCert) actions.push('allow-without-client-cert');
+  else if (caAvailable) actions.push('require-client-cert');
+  else needs.push('Requiring client certificates (mTLS) needs a CA certificate: upload one below.');
+  const warning = certificateInUseWarning(status.certificate, status.source);
   return (
     <section id="tls-state" aria-labelledby="tls-state-heading">
       <h2 id="tls-state-heading">State</h2>
       <FormAlert message={props.errors?.action} />
+      {warning ? (
+        <p class="warning" id="certificate-in-use-warning">
+          {warning}
+        </p>
+      ) : null}
       {view.filesInUse ? (
         <p class="notice">
           TLS_CERT_FILE and TLS_KEY_FILE are set: the certificate files are in use and win over anything uploaded here. Send SIGHUP to Gatehouse to read them
@@ -116,7 +132,7 @@ function TlsState(props: { view: CertificatesView; errors?: FieldErrors }) {
           <a
             href={`/certificates/${action}`}
             role="button"
-            class={ACTIONS[action].danger ? 'secondary outline' : undefined}
+            class={ACTIONS[action].danger ? 'outline danger-outline' : undefined}
             hx-post={`/certificates/${action}`}
             hx-confirm={ACTIONS[action].explain(view)}
             data-confirm-label={ACTIONS[action].label}
@@ -126,6 +142,9 @@ function TlsState(props: { view: CertificatesView; errors?: FieldErrors }) {
           </a>
         ))}
       </div>
+      {needs.map((text) => (
+        <p class="help">{text}</p>
+      ))}
     </section>
   );
 }

@@ -3,7 +3,7 @@ import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, t
 import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
-import { ApplyChoice, ConfirmFooter, ConfirmPage, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
+import { ApplyChoice, ConfirmFooter, ConfirmPage, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, tlsIsOn, Truncated } from './layout';
 
 export interface ClientFormValues {
   /** The version the form was loaded with, sent back to catch lost updates. */
@@ -171,6 +171,7 @@ function ClientsPageLinks(props: { result: ClientPage }) {
 /** One table row; its menu swaps the row for the edit form, or removes it. */
 export function ClientRow(props: { client: ListedClient; sessions: number; access?: ClientAccessCell; focus?: boolean }) {
   const { client } = props;
+  const tlsOff = tlsIsOn() === false;
   return (
     <tr id={`client-${client.id}`}>
       <th scope="row">
@@ -183,7 +184,15 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
         <Truncated text={client.username} code />
       </td>
       <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
-      <td class="nowrap">{AUTH_TYPE_LABELS[client.authType]}</td>
+      <td class="nowrap">
+        {AUTH_TYPE_LABELS[client.authType]}
+        {client.authType !== 'password' && tlsOff ? (
+          <>
+            <br />
+            <small class="no-access">TLS is off: cannot connect</small>
+          </>
+        ) : null}
+      </td>
       <td>{props.sessions}</td>
       <td class="nowrap">{props.sessions > 0 ? 'connected' : client.lastSeenAt ? formatTime(client.lastSeenAt) : 'never'}</td>
       <td>{formatDate(client.updatedAt)}</td>
@@ -308,6 +317,12 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
         <small id={`${prefix}authType-hint`}>
           Certificate clients connect over MQTTS or WSS with their client certificate; Certificate + Password clients send their username and
           password too.
+          {tlsIsOn() === false ? (
+            <>
+              {' '}
+              <strong class="no-access">TLS is off now: certificate clients cannot connect until certificates are enabled (Certificates page).</strong>
+            </>
+          ) : null}
         </small>
       </div>
       <Field

@@ -38,6 +38,15 @@ function requestContext() {
 }
 
 /**
+ * Whether the TLS listeners are on now; undefined when this console has none
+ * to ask (views rendered without a broker).
+ */
+export function tlsIsOn(): boolean | undefined {
+  const tls = requestContext()?.var.tls;
+  return tls ? tls.status().source !== null : undefined;
+}
+
+/**
  * The page frame: a skip link, the app shell (navigation beside the page from
  * 64rem, a Menu button above it on narrower screens: a `<details>`, so it
  * opens without JavaScript), and `<main>` with the page's notices first.

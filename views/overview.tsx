@@ -6,10 +6,19 @@ const integer = new Intl.NumberFormat('en', { maximumFractionDigits: 0 });
 const decimal = new Intl.NumberFormat('en', { maximumFractionDigits: 2 });
 
 /** `/`: the page after sign-in. */
-export function OverviewPage(props: { counts: OverviewCounts; range: RangeName; series: SeriesPoint[] }) {
+export function OverviewPage(props: { counts: OverviewCounts; range: RangeName; series: SeriesPoint[]; warnings?: string[] }) {
   return (
     <Layout title="Overview" section="overview" styles={['/static/uPlot.min.css']} scripts={['/static/uPlot.iife.min.js', '/static/overview.js']}>
       <PageTitle title="Overview">The broker at a glance, and over time.</PageTitle>
+      {props.warnings?.length ? (
+        <section aria-label="Needs attention" class="attention">
+          {props.warnings.map((warning) => (
+            <p class="warning">
+              {warning} <a href="/certificates">Certificates</a>
+            </p>
+          ))}
+        </section>
+      ) : null}
       <OverviewCountsSection counts={props.counts} />
       <OverviewHistory range={props.range} series={props.series} />
     </Layout>

@@ -49,6 +49,26 @@ export function expiresSoon(summary: Pick<CertificateSummary, 'validTo'>, now = 
   return left > 0 && left < EXPIRY_WARNING_DAYS * 24 * 3600 * 1000;
 }
 
+/**
+ * A warning about the server certificate in use, wherever it comes from
+ * (files or an upload): expired, or expiring within EXPIRY_WARNING_DAYS.
+ * Null when it is fine (or there is none).
+ */
+export function certificateInUseWarning(
+  certificate: Pick<CertificateSummary, 'validTo'> | null,
+  source: 'files' | 'console' | null,
+  now = new Date(),
+): string | null {
+  if (!certificate || source === null) return null;
+  const from = source === 'files' ? 'loaded from TLS_CERT_FILE' : 'uploaded here';
+  const day = certificate.validTo.toISOString().slice(0, 10);
+  const left = certificate.validTo.getTime() - now.getTime();
+  if (left <= 0) return `The server certificate in use (${from}) expired on ${day}: devices that check it refuse to connect. Replace it${source === 'files' ? ' and send SIGHUP' : ''}.`;
+  if (!expiresSoon(certificate, now)) return null;
+  const days = Math.ceil(left / (24 * 3600 * 1000));
+  return `The server certificate in use (${from}) expires on ${day}, in ${days} ${days === 1 ? 'day' : 'days'}. Replace it${source === 'files' ? ' and send SIGHUP' : ''} before then.`;
+}
+
 /** A certificate fingerprint as stored and shown: 32 upper-case hex bytes joined by colons; null if `text` is not one. */
 export function normalizeFingerprint(text: string): string | null {
   const hex = text.trim().replace(/^sha256\s*fingerprint\s*=\s*/i, '').replace(/[\s:]/g, '');

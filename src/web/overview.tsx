@@ -5,6 +5,7 @@ import { loadOverview, loadSeries, type RangeName } from '../domain/overview';
 import { OverviewCountsSection, OverviewHistory, OverviewPage } from '../../views/overview';
 import type { AppEnv } from './env';
 import { isHtmx } from './http';
+import { certificateInUseWarning } from '../domain/certificates';
 
 /** An unknown range shows the last hour rather than an error: it only chooses a view. */
 const rangeSchema = z.enum(['1h', '24h', '7d']).catch('1h');
@@ -20,7 +21,9 @@ export function overviewRoutes() {
     // A range link swaps the history section only; a history restore wants the page.
     if (isHtmx(c) && c.req.header('hx-history-restore-request') !== 'true') return c.html(<OverviewHistory range={range} series={series} />);
     const counts = await loadOverview(c.var.db, { now, local: await c.var.live.thisNode?.() });
-    return c.html(<OverviewPage counts={counts} range={range} series={series} />);
+    const tls = c.var.tls?.status();
+    const warnings = [tls ? certificateInUseWarning(tls.certificate, tls.source, now) : null].filter((w): w is string => w !== null);
+    return c.html(<OverviewPage counts={counts} range={range} series={series} warnings={warnings} />);
   });
 
   routes.get('/overview/counts', async (c) => {
