@@ -7,11 +7,10 @@ import { schema, type OpenDatabase } from '../src/db';
 import { createAuthenticator } from '../src/domain/access/authenticate';
 import { createApiToken } from '../src/domain/apiTokens';
 import { createClient } from '../src/domain/clients';
-import { passwordFormatOf, verifyPasswordHash } from '../src/domain/password';
+import { FOREIGN_HASH_LIMITS, passwordFormatOf, verifyPasswordHash } from '../src/domain/password';
 import { createApp } from '../src/web/app';
 import { createTestDatabase } from './support/db';
 
-const FOREIGN_HASH_LIMITS = { bcryptCost: 12, pbkdf2Iterations: 600_000 };
 const tcp = (username: string, password: string, remoteAddress = '192.0.2.1') => ({
   username,
   password: Buffer.from(password),
