@@ -36,6 +36,7 @@ const projects = {
     'tests/groups.http.test.ts',
     'tests/password.foreign.test.ts',
     'tests/pipelines.test.ts',
+    'tests/transfer.bounds.test.ts',
   ],
   /**
    * A broker or a whole Gatehouse listening on real sockets in the test's

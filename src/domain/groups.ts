@@ -75,7 +75,8 @@ export const permissionSchema = z.object({
   }),
 });
 
-const groupSchema = z.object({
+/** A group as the console and an import take it. */
+export const groupSchema = z.object({
   name: groupNameSchema,
   description: descriptionSchema,
   permissions: z

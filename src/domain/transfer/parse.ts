@@ -112,12 +112,91 @@ function ruleFrom(plan: ImportPlan, line: number, raw: Record<string, unknown>):
   (plan.rules ??= []).push({ line, matchBy: text(raw.matchBy) ?? '', value: text(raw.value) ?? '', groups });
 }
 
+/**
+ * What an import reads at most. The body is bounded (IMPORT_MAX_BYTES), but
+ * what a few bytes turn into is not: 30 MB of `{}` lines made 10 million
+ * error rows (1.5 GB, 50 s of one core with the event loop, and so every
+ * device, waiting), and 60 MB of nested brackets kept JSON.parse busy for a
+ * minute. So the rows are counted, and a JSON text is measured (depth,
+ * values) before anything is parsed. A fleet larger than MAX_IMPORT_ROWS
+ * comes in several files (upsert).
+ */
+export const MAX_IMPORT_ROWS = 250_000;
+/** The deepest JSON an import reads: its formats need 5 levels. */
+export const MAX_JSON_DEPTH = 16;
+/** Values (objects, arrays, and items after commas) in one import's JSON: about 16 per row. */
+export const MAX_JSON_VALUES = 4_000_000;
+
+/**
+ * Why `source` (JSON text) is beyond the import's bounds, or null. Counts
+ * against `budget.values`, shared by the lines of an NDJSON file. Linear,
+ * and strings are skipped with indexOf, not read character by character.
+ */
+function jsonShapeProblem(source: string, budget: { values: number }): string | null {
+  const structure = /["[\]{},]/g;
+  let depth = 0;
+  for (let found = structure.exec(source); found !== null; found = structure.exec(source)) {
+    const c = source.charCodeAt(found.index);
+    if (c === 0x22) {
+      // A string: to its closing quote (one not escaped by an odd run of backslashes).
+      let end = found.index;
+      for (;;) {
+        end = source.indexOf('"', end + 1);
+        if (end < 0) return null;
+        let slashes = 0;
+        while (source.charCodeAt(end - 1 - slashes) === 0x5c) slashes++;
+        if (slashes % 2 === 0) break;
+      }
+      structure.lastIndex = end + 1;
+      continue;
+    }
+    if (c === 0x7d || c === 0x5d) {
+      depth--;
+      continue;
+    }
+    if ((c === 0x7b || c === 0x5b) && ++depth > MAX_JSON_DEPTH) return `It is nested deeper than ${MAX_JSON_DEPTH} levels; no import format is.`;
+    if (--budget.values < 0) return `It holds more than ${MAX_JSON_VALUES.toLocaleString('en')} values: import at most ${MAX_IMPORT_ROWS.toLocaleString('en')} rows at a time.`;
+  }
+  return null;
+}
+
+/** Refuses a file with more lines than an import reads, before it is split. */
+function checkLineCount(source: string): void {
+  let lines = 0;
+  for (let at = source.indexOf('\n'); at !== -1; at = source.indexOf('\n', at + 1)) {
+    // A header line and a last line without its newline are allowed for.
+    if (++lines > MAX_IMPORT_ROWS + 1) throw new ImportFileError(`The file has more than ${MAX_IMPORT_ROWS.toLocaleString('en')} rows: import it in parts (upsert).`);
+  }
+}
+
+/** Refuses a plan of more rows than an import reads. */
+function checkRowCount(rows: number): void {
+  if (rows > MAX_IMPORT_ROWS) throw new ImportFileError(`The file has more than ${MAX_IMPORT_ROWS.toLocaleString('en')} rows: import it in parts (upsert).`);
+}
+
+/**
+ * Parses JSON after measuring it. A parse error names where, never what it
+ * read there: V8's message quotes the text, which may be a password.
+ */
 function readJson(source: string): unknown {
+  const problem = jsonShapeProblem(source, { values: MAX_JSON_VALUES });
+  if (problem) throw new ImportFileError(`The file is not read: ${problem}`);
   try {
     return JSON.parse(source);
   } catch (error) {
-    throw new ImportFileError(`The file is not JSON: ${(error as Error).message}`);
+    const message = (error as Error).message;
+    const position = /at position (\d+)/.exec(message)?.[1];
+    const token = /^Unexpected token '(.)'/u.exec(message)?.[1];
+    const where =
+      position !== undefined ? ` (the error is at character ${Number(position) + 1})` : token !== undefined ? ` (it has ${JSON.stringify(token)} where that cannot be)` : message.includes('end of JSON') ? ' (it ends too soon)' : '';
+    throw new ImportFileError(`The file is not JSON${where}.`);
   }
+}
+
+/** A CSV error as the file's sender may be shown it: its kind and line, never the cell it quotes. */
+function csvError(error: unknown): ImportFileError {
+  const { code, lines } = error as { code?: string; lines?: number };
+  return new ImportFileError(`The file is not CSV${code ? ` (${code.replace(/^CSV_/, '').toLowerCase().replace(/_/g, ' ')}${lines ? ` at line ${lines}` : ''})` : ''}.`);
 }
 
 /** A file that cannot be read as the format it was said to be. */
@@ -129,6 +208,7 @@ export function parseBundle(source: string): ImportPlan {
   if (!data || typeof data !== 'object' || data.format !== BUNDLE_FORMAT) throw new ImportFileError(`This is not a Gatehouse export (its "format" is not "${BUNDLE_FORMAT}").`);
   if (data.version !== BUNDLE_VERSION) throw new ImportFileError(`This export is version ${String(data.version)}; this Gatehouse reads version ${BUNDLE_VERSION}.`);
   const plan = emptyPlan();
+  checkRowCount([data.clients, data.groups, data.rules].reduce<number>((sum, list) => sum + (Array.isArray(list) ? list.length : 0), 0));
   (Array.isArray(data.clients) ? data.clients : []).forEach((raw, i) => clientFrom(plan, i + 1, raw as Record<string, unknown>));
   if (Array.isArray(data.groups)) {
     plan.groups = [];
@@ -143,11 +223,12 @@ export function parseBundle(source: string): ImportPlan {
 
 /** Clients as CSV with a header: name, username, authType, password, passwordHash, certFingerprint (any order; username required). */
 export function parseClientsCsv(source: string): ImportPlan {
+  checkLineCount(source);
   let records: Array<Record<string, string>>;
   try {
     records = parseCsv(source, { columns: (header: string[]) => header.map((h) => h.trim()), skip_empty_lines: true, bom: true, relax_column_count: true });
   } catch (error) {
-    throw new ImportFileError(`The file is not CSV: ${(error as Error).message}`);
+    throw csvError(error);
   }
   const plan = emptyPlan();
   // Our export guards cells a spreadsheet would run as formulas with a leading ' (csvCell): undone here.
@@ -158,14 +239,19 @@ export function parseClientsCsv(source: string): ImportPlan {
 
 /** One JSON object per line: a client (as in the bundle), or `{"group": {…}}` / `{"rule": {…}}`. */
 export function parseNdjson(source: string): ImportPlan {
+  checkLineCount(source);
   const plan = emptyPlan();
+  const budget = { values: MAX_JSON_VALUES };
   source.split(/\r?\n/).forEach((lineText, i) => {
     if (!lineText.trim()) return;
+    const problem = jsonShapeProblem(lineText, budget);
+    if (budget.values < 0) throw new ImportFileError(`The file is not read: ${problem}`);
     let raw: Record<string, unknown>;
     try {
+      if (problem) throw new Error(problem);
       raw = JSON.parse(lineText);
     } catch {
-      plan.errors.push({ line: i + 1, key: `#${i + 1}`, message: 'Not a JSON object.' });
+      plan.errors.push({ line: i + 1, key: `#${i + 1}`, message: problem ?? 'Not a JSON object.' });
       return;
     }
     if (raw && typeof raw.group === 'object') groupFrom(plan, i + 1, raw.group as Record<string, unknown>);
@@ -177,6 +263,7 @@ export function parseNdjson(source: string): ImportPlan {
 
 /** A Mosquitto password file (`username:$7$…`, `$6$…`, or a plain password not yet hashed by `mosquitto_passwd -U`). */
 export function parseMosquittoPasswordFile(source: string): ImportPlan {
+  checkLineCount(source);
   const plan = emptyPlan();
   source.split(/\r?\n/).forEach((lineText, i) => {
     const line = lineText.trim();
@@ -207,6 +294,7 @@ const DYNSEC_ACTIONS: Record<string, 'publish' | 'subscribe'> = { publishClientS
 export function parseMosquittoDynsec(source: string): ImportPlan {
   const data = readJson(source) as { clients?: unknown[]; groups?: unknown[]; roles?: unknown[] };
   if (!data || typeof data !== 'object' || !Array.isArray(data.clients)) throw new ImportFileError('This is not a Mosquitto dynamic-security file (no "clients" list).');
+  checkRowCount(data.clients.length + (Array.isArray(data.roles) ? data.roles.length : 0));
   const plan = emptyPlan();
   plan.groups = [];
   plan.rules = [];
@@ -267,12 +355,14 @@ export function parseEmqxUsers(source: string, options: EmqxHashOptions): Import
   if (trimmed.startsWith('[')) {
     const data = readJson(source);
     if (!Array.isArray(data)) throw new ImportFileError('An EMQX JSON export is an array of users.');
+    checkRowCount(data.length);
     records = data as Array<Record<string, unknown>>;
   } else {
+    checkLineCount(source);
     try {
       records = parseCsv(source, { columns: (header: string[]) => header.map((h) => h.trim()), skip_empty_lines: true, bom: true });
     } catch (error) {
-      throw new ImportFileError(`The file is not CSV: ${(error as Error).message}`);
+      throw csvError(error);
     }
   }
   const plan = emptyPlan();

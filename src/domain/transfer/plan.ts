@@ -4,7 +4,7 @@ import { type AuditActor, recordChange } from '../audit';
 import { normalizeFingerprint } from '../certificates';
 import { clientNameSchema, passwordSchema, usernameSchema } from '../clients';
 import { ValidationError } from '../errors';
-import { MAX_PERMISSIONS_PER_GROUP, permissionSchema } from '../groups';
+import { groupSchema } from '../groups';
 import { clientIdPatternProblem, listGroupRules, lockGroupRules, MAX_GROUP_RULES, replaceGroupRules } from '../groupRules';
 import { hashPassword } from '../password';
 import { createSemaphore } from '../passwordGate';
@@ -45,6 +45,8 @@ export interface ImportOptions {
 
 /** Rows reported one by one at most (the counts cover them all). */
 export const MAX_REPORTED_ROWS = 10_000;
+/** Characters of a row's key a report shows. */
+const MAX_REPORTED_KEY = 200;
 
 type ExistingClient = { id: number; name: string; username: string; authType: string; passwordHash: string; certFingerprint: string | null };
 type Tx = Parameters<Parameters<Database['transaction']>[0]>[0];
@@ -75,13 +77,17 @@ function checkClient(client: PlannedClient): string | null {
   return null;
 }
 
+/** A group of the file, checked as the console checks one; its name and description as they are saved. */
 function checkGroup(group: PlannedGroup): string | null {
-  if (group.name.length > 100) return 'A group name has at most 100 characters.';
-  if (group.permissions.length > MAX_PERMISSIONS_PER_GROUP) return `A group holds at most ${MAX_PERMISSIONS_PER_GROUP} permission rows.`;
-  for (const [i, permission] of group.permissions.entries()) {
-    const problem = firstProblem(permissionSchema.safeParse(permission));
-    if (problem) return `Permission row ${i + 1}: ${problem}`;
+  const parsed = groupSchema.safeParse({ name: group.name, description: group.description, permissions: group.permissions });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const [field, row] = issue.path;
+    const where = field === 'permissions' && typeof row === 'number' ? `Permission row ${row + 1}: ` : field === 'description' ? 'Description: ' : '';
+    return `${where}${issue.message}`;
   }
+  group.name = parsed.data.name;
+  group.description = parsed.data.description;
   return null;
 }
 
@@ -112,7 +118,8 @@ async function decide(db: Database | Tx, plan: ImportPlan, options: ImportOption
   const rows: RowReport[] = [];
   const report = (row: RowReport) => {
     counts[row.action]++;
-    if (rows.length < MAX_REPORTED_ROWS) rows.push(row);
+    // A key is what the file said (a username, a group name), before any check: cut to what a report shows.
+    if (rows.length < MAX_REPORTED_ROWS) rows.push(row.key.length > MAX_REPORTED_KEY ? { ...row, key: `${row.key.slice(0, MAX_REPORTED_KEY - 1)}…` } : row);
   };
   for (const error of plan.errors) report({ line: error.line, kind: 'client', key: error.key, action: 'error', message: error.message });
 
@@ -234,7 +241,10 @@ async function decide(db: Database | Tx, plan: ImportPlan, options: ImportOption
       else if (rule.matchBy === 'certificate' && !normalizeFingerprint(rule.value)) row('error', 'Not a SHA-256 fingerprint.');
       else if (!['client', 'client_id', 'certificate'].includes(rule.matchBy)) row('error', 'matchBy is client, client_id or certificate.');
       else if (rule.groups.length === 0) row('error', 'A rule gives at least one group.');
-      else if (rule.groups.some((g) => !groupNames.has(g))) row('error', `No group is named ${rule.groups.filter((g) => !groupNames.has(g)).map((g) => `“${g}”`).join(', ')}.`);
+      else if (rule.groups.some((g) => !groupNames.has(g))) {
+        const missing = rule.groups.filter((g) => !groupNames.has(g));
+        row('error', `No group is named ${missing.slice(0, 5).map((g) => `“${g.slice(0, 100)}”`).join(', ')}${missing.length > 5 ? ` (and ${missing.length - 5} more)` : ''}.`);
+      }
       else row('update', options.mode === 'sync' ? 'rules replaced by the file’s' : 'replaces the rules for the same target');
     }
   }

@@ -131,7 +131,9 @@ export function registerTransferRoutes(api: Api) {
         body: {
           required: true,
           content: {
-            'application/json': { schema: z.unknown() },
+            // A plain schema, not zod: a zod one has the validator parse the body
+            // before the import has measured it (src/domain/transfer/parse.ts).
+            'application/json': { schema: { description: 'The file, read as `format` says.' } },
             'text/csv': { schema: z.string() },
             'application/x-ndjson': { schema: z.string() },
             'application/octet-stream': { schema: z.string() },
