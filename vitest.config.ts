@@ -11,6 +11,7 @@ import { defineConfig } from 'vitest/config';
 const projects = {
   /** Pure code and local files: no database, no listening socket, no other program. */
   unit: [
+    'tests/access.credentials.test.ts',
     'tests/acl.test.ts',
     'tests/config.test.ts',
     'tests/connections.paging.test.ts',
@@ -24,7 +25,6 @@ const projects = {
     'tests/*.listing.test.ts',
     'tests/*.concurrency.test.ts',
     'tests/access.rules.test.ts',
-    'tests/accessCache.test.ts',
     'tests/admin.http.test.ts',
     'tests/api.scopes.test.ts',
     'tests/audit.test.ts',
@@ -45,6 +45,7 @@ const projects = {
    */
   broker: [
     'tests/*.broker.test.ts',
+    'tests/access.model.test.ts',
     'tests/broker.*.test.ts',
     'tests/*.cluster.test.ts',
     'tests/*.redis.test.ts',

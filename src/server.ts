@@ -19,6 +19,7 @@ import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
 import { createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
 import { createAuthenticator, type Authenticator } from './domain/access/authenticate';
+import { loadAccessModel, type AccessModel } from './domain/access/model';
 import type { SessionDirectory } from './domain/connections';
 import { createLastSeenRecorder, type LastSeenRecorder } from './domain/lastSeen';
 import { prepareFirstAdministrator } from './domain/setup';
@@ -43,6 +44,8 @@ export interface Gatehouse {
   brokerState: BrokerState;
   /** The CONNECT path, for its counters. */
   authenticator: Authenticator;
+  /** Every client and rule, in memory (what CONNECT reads while it is current). */
+  accessModel: AccessModel;
   /** Writes the overview's samples once a minute. */
   sampler: Sampler;
   /** The audit trail's buffer (sign-ins, MQTT refusals, console disconnects). */
@@ -108,10 +111,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (redis) resources.defer('redis', () => redis.disconnect());
     // Failed passwords counted in Redis: more nodes must not mean more guesses.
     const failureTrackers = redis ? createRedisFailureTrackers(redis, 'gatehouse:') : undefined;
-    // What CONNECT needs stays in memory, forgotten on every change (any node's).
+    // Every client and rule in memory, kept current from every node's changes:
+    // while it hears them, no CONNECT reads the database.
     const changes = await listenForAccessChanges(database, log);
     resources.defer('access changes', () => changes.close().catch(() => {}));
-    const authenticator = createAuthenticator(database.db, { failureTrackers, changes, maxConcurrentVerifies: concurrentVerifies() });
+    const accessModel = await loadAccessModel(database.db, changes, { log });
+    resources.defer('access model', () => accessModel.close());
+    const authenticator = createAuthenticator(database.db, { failureTrackers, model: accessModel, maxConcurrentVerifies: concurrentVerifies() });
     const metrics = createMetrics();
     /** Where this node's MQTT listeners answer (a bridge to one of them would loop); known once they listen. */
     const ownMqttAddresses: string[] = [];
@@ -222,6 +228,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     let consoleServer: HttpServer | undefined;
     const app = createApp({
       db: database.db,
+      access: { accessOf: authenticator.accessOf, settled: accessModel.settled },
       pipelines: { service: openPipelines, secretKey: config.SECRET_KEY },
       audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),
@@ -319,6 +326,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       broker,
       brokerState,
       authenticator,
+      accessModel,
       sampler: openSampler,
       audit,
       app,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
 import { listenForAccessChanges, type AccessChanges } from '../src/db/changes';
+import { loadAccessModel, type AccessModel } from '../src/domain/access/model';
 import { accessFor } from '../src/domain/access/acl';
 import { createAuthenticator, type Authenticator } from '../src/domain/access/authenticate';
 import { loadAccess, readRuleModel } from '../src/domain/access/query';
@@ -13,8 +14,8 @@ import { createTestDatabase, drivers } from './support/db';
 /**
  * One table of rule cases, run against every way access is decided: the pure
  * matcher over the rule model, the console's checker, CONNECT reading the
- * database (no change feed) and CONNECT answered from memory (the feed
- * live). They share one matcher; this table keeps them from ever disagreeing.
+ * database (no change feed) and CONNECT answered from memory (the access
+ * model, its feed live). They share one matcher; this table keeps them from ever disagreeing.
  */
 
 const FINGERPRINT = Array.from({ length: 32 }, (_, i) => (i * 7 + 3).toString(16).padStart(2, '0').toUpperCase()).join(':');
@@ -88,6 +89,7 @@ const CASES: Case[] = [
 describe.each(drivers)('one table of rule cases, every way access is decided, on %s', (driver) => {
   let database: OpenDatabase;
   let changes: AccessChanges;
+  let model: AccessModel;
   let ids: Record<Case['username'], number>;
   let fromDatabase: Authenticator;
   let fromMemory: Authenticator;
@@ -109,9 +111,11 @@ describe.each(drivers)('one table of rule cases, every way access is decided, on
     await replaceGroupRules(db, inputs, undefined);
     changes = await listenForAccessChanges(database);
     fromDatabase = createAuthenticator(db);
-    fromMemory = createAuthenticator(db, { changes });
+    model = await loadAccessModel(db, changes);
+    fromMemory = createAuthenticator(db, { model });
   });
   afterAll(async () => {
+    model?.close();
     await changes?.close();
     await database?.close();
   });
@@ -138,7 +142,10 @@ describe.each(drivers)('one table of rule cases, every way access is decided, on
     expect(pure.permissions.length).toBe(c.groups.reduce((n, name) => n + GROUPS[name]!.length, 0));
     expect(await loadAccess(database.db, who)).toEqual(pure);
     expect(await connected(fromDatabase, c)).toEqual(pure);
+    const reads = fromMemory.stats().databaseReads;
     expect(await connected(fromMemory, c)).toEqual(pure);
+    expect(fromMemory.stats().databaseReads).toBe(reads);
+    expect(await fromMemory.accessOf(who)).toEqual(pure);
   });
 
   it('lists every rule by client id as unresolved while the client id is unknown (the console), and decides the others', async () => {

@@ -2,9 +2,11 @@ import { sql } from 'drizzle-orm';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, deleteClient } from '../src/domain/clients';
-import { deleteGroup, listGroups, updateGroup } from '../src/domain/groups';
+import { deleteGroup, listGroups } from '../src/domain/groups';
 import type { Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
+import { signIn } from './support/admin';
+import { postForm } from './support/http';
 import { drivers } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
@@ -274,13 +276,19 @@ describe.each(drivers)('ACL enforcement in the broker on %s', (driver) => {
     const live = await as('tcp', 'editable', 'editable-live');
     expect(await subscribeCodes(live, { 'edit/a': { qos: 1 } })).toEqual({ 'edit/a': 1 });
     const [group] = (await listGroups(db, { query: 'Editable' })).groups;
-    await updateGroup(db, group!.id, {
-      name: 'Editable',
-      permissions: [
-        { effect: 'allow', action: 'publish', topic: 'changed/#' },
-        { effect: 'allow', action: 'subscribe', topic: 'changed/#' },
-      ],
-    });
+    // Saved in the console: once it answers, this node's next CONNECT has the edit.
+    const operator = await signIn(gatehouse.app, db);
+    const saved = await postForm(operator, `/groups/${group!.id}`, [
+      ['name', 'Editable'],
+      ['description', ''],
+      ...['publish', 'subscribe'].flatMap((action): Array<[string, string]> => [
+        ['permission-effect', 'allow'],
+        ['permission-action', action],
+        ['permission-topic', 'changed/#'],
+      ]),
+      ['_action', 'save'],
+    ]);
+    expect(saved.status).toBe(303);
     // The live session still has edit/#, and not changed/#.
     expect(await subscribeCodes(live, { 'edit/b': { qos: 1 }, 'changed/x': { qos: 1 } })).toEqual({ 'edit/b': 1, 'changed/x': 128 });
     const echo = nextMessage(live, 'edit/a');
@@ -292,20 +300,24 @@ describe.each(drivers)('ACL enforcement in the broker on %s', (driver) => {
     expect(await subscribeCodes(fresh, { 'edit/b': { qos: 1 }, 'changed/x': { qos: 1 } })).toEqual({ 'edit/b': 128, 'changed/x': 1 });
   });
 
-  it('answers CONNACK 3 when permissions cannot be read, and stays up', async () => {
+  it('answers CONNECTs from memory: rules the database can no longer read still apply as last known', async () => {
     const failing = await startTestGatehouse('pglite');
     try {
       await createClient(failing.database.db, { name: 'X', username: 'x-user', password: PASSWORD });
-      // The clients table is intact; the rules cannot be read: a CONNECT whose
-      // password is right cannot be given its permissions, and is answered 3.
+      await grantGroup(failing.database.db, { name: 'X', permissions: [['allow', 'subscribe', 'x/#']], usernames: ['x-user'] });
+      await failing.accessModel.settled();
+      // The rules cannot be read any more (nothing announces a dropped table).
       await failing.database.db.execute(sql`drop table group_rule_groups`);
       for (const transport of transports) {
-        expect(await tryConnect(brokerUrl(failing, transport), { username: 'x-user', password: PASSWORD })).toMatchObject({ ok: false, code: 3 });
+        const connected = await tryConnect(brokerUrl(failing, transport), { username: 'x-user', password: PASSWORD, clientId: `x-${transport}` });
+        expect(connected).toMatchObject({ ok: true });
+        if (connected.ok) {
+          expect(await subscribeCodes(connected.client, { 'x/a': { qos: 0 } })).toEqual({ 'x/a': 0 });
+          await endClient(connected.client);
+        }
       }
-      // A wrong password needs no rules: refused as always.
       expect(await tryConnect(brokerUrl(failing, 'tcp'), { username: 'x-user', password: 'wrong-password' })).toMatchObject({ ok: false, code: 4 });
-      // Still up: it answers the next CONNECT, and a refusal that needs no database is unchanged.
-      expect(await tryConnect(brokerUrl(failing, 'ws'), { username: 'x-user' })).toMatchObject({ ok: false, code: 4 });
+      expect(failing.authenticator.stats().databaseReads).toBe(0);
     } finally {
       await failing.close();
     }

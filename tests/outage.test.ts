@@ -65,8 +65,8 @@ describe.runIf(drivers.includes('postgres'))('the console while PostgreSQL is un
     const fragment = await operator.request('/clients', { headers: { 'hx-request': 'true' } });
     expect(fragment.status).toBe(503);
     expect(fragment.headers.get('hx-retarget')).toBe('main');
-    // A new device is told the server is unavailable; the broker stays up.
-    expect(await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'nobody', password: 'nobody-password' })).toMatchObject({ ok: false, code: 3 });
+    // An unknown device is refused as always (what CONNECT knows is in memory); the broker stays up.
+    expect(await tryConnect(brokerUrl(gatehouse, 'tcp'), { username: 'nobody', password: 'nobody-password' })).toMatchObject({ ok: false, code: 4 });
     expect(logs.filter((line) => line.includes('the database is unavailable'))).toHaveLength(1);
     expect(logs.join('\n')).not.toContain('failed: ');
 

@@ -20,6 +20,12 @@ export interface AccessChanges {
    * have been missed meanwhile).
    */
   onChange(listener: (payload: string) => void): void;
+  /**
+   * Resolves once every change committed before the call has been reported
+   * to the listeners (or at once while not live, or after a few seconds
+   * when the database does not answer: check `live()` after it).
+   */
+  heard(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -41,7 +47,9 @@ export async function listenForAccessChanges(database: OpenDatabase, log: (messa
 
 /**
  * PGlite runs in this process: a notification cannot be lost on the way, and
- * nothing changes once it is closed (then CONNECTs find it unavailable).
+ * nothing changes once it is closed (then CONNECTs find it unavailable). It
+ * reports a notification before the query that caused it resolves, and only
+ * this process writes to it: whatever committed has been heard already.
  */
 async function listenOnPglite(client: PGlite): Promise<AccessChanges> {
   const listeners: Array<(payload: string) => void> = [];
@@ -49,6 +57,7 @@ async function listenOnPglite(client: PGlite): Promise<AccessChanges> {
   return {
     live: () => !client.closed,
     onChange: (listener) => void listeners.push(listener),
+    heard: () => Promise.resolve(),
     close: async () => {
       if (!client.closed) await unlisten();
     },
@@ -57,6 +66,8 @@ async function listenOnPglite(client: PGlite): Promise<AccessChanges> {
 
 /** Payloads of the listener's self-checks (never reported as changes). */
 const SELF_CHECK_PREFIX = 'gatehouse-self-check:';
+/** Payloads of `heard()` (never reported as changes). */
+const HEARD_PREFIX = 'gatehouse-heard:';
 
 /**
  * A connection of its own, as postgres.js' `listen` makes one, trusted only
@@ -73,6 +84,8 @@ async function listenOnPostgres(pool: postgres.Sql, log: (message: string) => vo
   const changed = (payload: string) => listeners.forEach((listener) => listener(payload));
   const selfCheckId = `${SELF_CHECK_PREFIX}${randomBytes(6).toString('hex')}:`;
   let checks = 0;
+  /** `heard()` calls waiting for their notification, by payload. */
+  const barriers = new Map<string, () => void>();
   /** The self-check sent and not heard back yet, with who waits for it. */
   let awaiting: { payload: string; heard(): void } | undefined;
   let live = false;
@@ -93,6 +106,10 @@ async function listenOnPostgres(pool: postgres.Sql, log: (message: string) => vo
         if (channel !== ACCESS_CHANNEL || instance !== sql) return;
         if (payload.startsWith(SELF_CHECK_PREFIX)) {
           if (awaiting?.payload === payload) awaiting.heard();
+          return;
+        }
+        if (payload.startsWith(HEARD_PREFIX)) {
+          barriers.get(payload)?.();
           return;
         }
         changed(payload);
@@ -141,10 +158,20 @@ async function listenOnPostgres(pool: postgres.Sql, log: (message: string) => vo
 
   /** LISTENs on the current connection and waits for a self-check to come back. */
   async function listen(): Promise<'heard' | 'unheard' | 'failed'> {
+    // A LISTEN never answered (a connection that carries nothing) must not
+    // hold every later attempt back: it counts as not heard.
+    let timer: NodeJS.Timeout | undefined;
+    const unanswered = new Promise<'unheard'>((resolve) => {
+      timer = setTimeout(() => resolve('unheard'), 2 * selfCheckMs);
+      timer.unref();
+    });
     try {
-      await sql`listen ${sql(ACCESS_CHANNEL)}`;
+      const answered = await Promise.race([sql`listen ${sql(ACCESS_CHANNEL)}`.then(() => 'listening' as const), unanswered]);
+      if (answered === 'unheard') return 'unheard';
     } catch {
       return 'failed';
+    } finally {
+      clearTimeout(timer);
     }
     if (!(await selfCheck(selfCheckMs)) || closed) return 'unheard';
     live = true;
@@ -191,8 +218,26 @@ async function listenOnPostgres(pool: postgres.Sql, log: (message: string) => vo
   return {
     live: () => live,
     onChange: (listener) => void listeners.push(listener),
+    heard() {
+      if (!live) return Promise.resolve();
+      // Notifications arrive in commit order: hearing one sent now means
+      // every change committed before it was heard first.
+      const payload = `${HEARD_PREFIX}${selfCheckId.slice(SELF_CHECK_PREFIX.length)}${++checks}`;
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          barriers.delete(payload);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(done, 2 * selfCheckMs);
+        timer.unref();
+        barriers.set(payload, done);
+        pool`select pg_notify(${ACCESS_CHANNEL}, ${payload})`.catch(done);
+      });
+    },
     async close() {
       closed = true;
+      for (const done of [...barriers.values()]) done();
       clearTimeout(retry);
       clearInterval(checker);
       live = false;

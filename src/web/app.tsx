@@ -16,7 +16,8 @@ import { clientAccessRoutes } from './clientAccess';
 import { certificateRoutes } from './certificates';
 import { clientRoutes } from './clients';
 import { connectionRoutes } from './connections';
-import type { AppEnv, LiveState, TlsControl } from './env';
+import type { AccessControl, AppEnv, LiveState, TlsControl } from './env';
+import { loadAccess } from '../domain/access/query';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
 import { overviewRoutes } from './overview';
@@ -55,6 +56,8 @@ export interface AppDeps {
   audit?: AuditRecorder;
   /** Failed API token attempts per address; in this process's memory by default (several nodes: Redis). */
   apiTokenFailures?: FailureTracker;
+  /** Access as CONNECT finds it (in memory); by default read from the database, with nothing to wait for. */
+  access?: AccessControl;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -100,6 +103,8 @@ function bearerMatches(header: string | undefined, token: string): boolean {
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
+const READ_ONLY_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 /** Seconds a client is asked to wait while the database is unavailable. */
 const DATABASE_RETRY_AFTER_S = 5;
 
@@ -113,6 +118,7 @@ export function createApp(deps: AppDeps) {
   const trustProxy = deps.trustProxy ?? false;
   const signIn = deps.signIn ?? createSignInGuard(deps.db);
   const audit = deps.audit ?? createAuditRecorder(deps.db, { log });
+  const access: AccessControl = deps.access ?? { accessOf: (who) => loadAccess(deps.db, who), settled: async () => {} };
 
   app.use(securityHeaders());
   app.use(errorPagesReplaceMain());
@@ -132,7 +138,11 @@ export function createApp(deps: AppDeps) {
     c.set('live', live);
     c.set('audit', audit);
     if (deps.tls) c.set('tls', deps.tls);
+    c.set('access', access);
     await next();
+    // A change saved here (console or API) applies to this node's next
+    // CONNECT before the answer leaves: "at the next connection" is exact.
+    if (!READ_ONLY_METHODS.has(c.req.method) && c.res.status < 400) await access.settled();
   });
   // Probes and metrics, open like /login (metrics behind their own token).
   app.get('/healthz', (c) => c.text('ok'));

@@ -3,7 +3,6 @@ import { decide } from '../domain/access/acl';
 import { normalizeFingerprint } from '../domain/certificates';
 import { getClient, type Client } from '../domain/clients';
 import type { FieldErrors } from '../domain/errors';
-import { loadAccess } from '../domain/access/query';
 import { MAX_CLIENT_ID_PATTERN_LENGTH } from '../domain/groupRules';
 import { topicFilterProblem, topicNameProblem } from '../domain/topics';
 import { ClientAccessPage, ClientAccessSection, type CheckValues } from '../../views/clientAccess';
@@ -16,7 +15,7 @@ import { isHtmx, parseId } from './http';
 
 /**
  * `/clients/:id`: a client's effective permissions and the checker. The
- * answer comes from `loadAccess` and `decide`, the functions the broker uses.
+ * answer comes from the rules as CONNECT finds them and `decide`, the functions the broker uses.
  */
 export function clientAccessRoutes() {
   const routes = new Hono<AppEnv>();
@@ -52,7 +51,7 @@ export function clientAccessRoutes() {
     const certFingerprint = check.fingerprint ? (normalizeFingerprint(check.fingerprint) ?? undefined) : undefined;
     if (check.fingerprint && !certFingerprint) errors.fingerprint = 'Enter a SHA-256 fingerprint: 64 hexadecimal digits, colons allowed.';
     const mqttClientId = check.clientId && !errors.clientId ? check.clientId : undefined;
-    const access = await loadAccess(c.var.db, { clientRowId: client.id, username: client.username, mqttClientId, certFingerprint });
+    const access = await c.var.access.accessOf({ clientRowId: client.id, username: client.username, mqttClientId, certFingerprint });
     const hasErrors = Object.keys(errors).length > 0;
     const decision = check.topic && !hasErrors ? decide(access, check.action, check.topic) : undefined;
     const props = { client, access, check, errors, decision };

@@ -1,4 +1,5 @@
 import type { Database } from '../db';
+import type { AccessSnapshot, Who } from '../domain/access/types';
 import type { LocalNode } from '../domain/overview';
 import type { SessionDirectory } from '../domain/connections';
 import type { AuditActor, AuditRecorder } from '../domain/audit';
@@ -26,11 +27,20 @@ export interface TlsControl {
   ports: { mqtts: number; https: number };
 }
 
+/** Access as CONNECT finds it: for the permission checker, and for saves to wait on. */
+export interface AccessControl {
+  /** What `who` may do under the rules as a CONNECT would find them now. */
+  accessOf(who: Who): Promise<AccessSnapshot>;
+  /** Resolves once every change committed so far applies to this node's CONNECTs. */
+  settled(): Promise<void>;
+}
+
 /** What every route can read from `c.var`. */
 export interface AppEnv {
   Variables: {
     db: Database;
     live: LiveState;
+    access: AccessControl;
     /** The signed-in administrator (set on every route but the public ones). */
     administrator?: { id: number; username: string };
     /** SHA-256 of the current session token, to end or replace this session. */

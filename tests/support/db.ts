@@ -70,12 +70,16 @@ export async function createPostgresTestDatabase(): Promise<{ url: string; drop(
   };
 }
 
+/** Queries that read (what CONNECT would send), not the writes of the audit trail or of last-seen times. */
+export const readsOnly = (query: string) => /^\s*select\b/i.test(query);
+
 /**
  * Counts the queries sent through `db` (a transaction counts as one) until
- * `stop()`. It swaps the logger of drizzle's session, which every query built
+ * `stop()`; with `only`, those whose SQL it accepts (a transaction always
+ * counts). It swaps the logger of drizzle's session, which every query built
  * from `db` reports to.
  */
-export function countQueries(db: Database): { count(): number; stop(): number } {
+export function countQueries(db: Database, only: (query: string) => boolean = () => true): { count(): number; stop(): number } {
   const session = db._.session as unknown as {
     logger: { logQuery(query: string, params: unknown[]): void };
     transaction: (...args: unknown[]) => Promise<unknown>;
@@ -85,7 +89,7 @@ export function countQueries(db: Database): { count(): number; stop(): number } 
   let queries = 0;
   session.logger = {
     logQuery(query, params) {
-      queries++;
+      if (only(query)) queries++;
       logger.logQuery(query, params);
     },
   };

@@ -5,11 +5,16 @@ import net from 'node:net';
  * connection dropped, new ones refused, as when the server is down) and
  * restore: a database outage without stopping the server other suites share.
  * `silenceListeners()` makes the connections that sent a LISTEN drop every
- * byte both ways while staying open, as a NAT or a proxy that forgot them does.
+ * byte both ways while staying open, as a NAT or a proxy that forgot them does;
+ * `delayListeners(ms)` makes what the server sends them arrive `ms` late (in
+ * order), as a slow network would: notifications come after the writes' answers.
  */
 export async function startRelay(target: URL) {
   const sockets = new Set<net.Socket>();
   const links: Array<{ listens: boolean; silent: boolean }> = [];
+  let listenerDelayMs = 0;
+  /** While set, a connection is silenced as soon as it sends a LISTEN. */
+  let silencingListeners = false;
   const server = net.createServer((socket) => {
     const upstream = net.connect(Number(target.port), target.hostname);
     const link = { listens: false, silent: false };
@@ -20,11 +25,16 @@ export async function startRelay(target: URL) {
       s.on('error', () => {});
     }
     socket.on('data', (chunk: Buffer) => {
-      if (/listen/i.test(chunk.toString('latin1'))) link.listens = true;
+      if (/listen/i.test(chunk.toString('latin1'))) {
+        link.listens = true;
+        if (silencingListeners) link.silent = true;
+      }
       if (!link.silent) upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (!link.silent) socket.write(chunk);
+      if (link.silent) return;
+      if (link.listens && listenerDelayMs > 0) setTimeout(() => socket.write(chunk), listenerDelayMs);
+      else socket.write(chunk);
     });
     socket.on('close', () => upstream.destroy());
     upstream.on('close', () => socket.destroy());
@@ -38,11 +48,22 @@ export async function startRelay(target: URL) {
       for (const socket of sockets) socket.destroy();
       await closed;
     },
-    /** Returns how many connections it silenced. */
-    silenceListeners(): number {
+    /**
+     * Returns how many connections it silenced. `keep`: connections that
+     * LISTEN later are silenced too, until `hearListenersAgain()`.
+     */
+    silenceListeners(keep = false): number {
+      silencingListeners = keep;
       const listening = links.filter((link) => link.listens && !link.silent);
       for (const link of listening) link.silent = true;
       return listening.length;
+    },
+    /** Connections that LISTEN from now on are carried again (those silenced stay so). */
+    hearListenersAgain() {
+      silencingListeners = false;
+    },
+    delayListeners(ms: number) {
+      listenerDelayMs = ms;
     },
     restore: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve)),
     close: () =>

@@ -1,17 +1,19 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../../db';
-import type { AccessChanges } from '../../db/changes';
 import { createPasswordGate, type FailureTrackerFactory } from '../passwordGate';
 import { replaceForeignPasswordHash } from '../rehash';
 import { accessFor, type RuleModel } from './acl';
-import { createAccessLookup, type Found } from './lookup';
+import { createAccessLookup, type Found, type LookupStats } from './lookup';
+import type { AccessModel } from './model';
 import {
   MAX_USERNAME_LENGTH,
   type AccessSnapshot,
   type AuthenticateInput,
+  type AuthFailure,
   type AuthResult,
   type ClientCredentials,
   type Principal,
+  type Who,
 } from './types';
 
 export interface AuthenticatorOptions {
@@ -25,16 +27,14 @@ export interface AuthenticatorOptions {
   addressFailuresBeforeBackoff?: number;
   /** Longest back-off after repeated failures. */
   maxBackoffMs?: number;
-  /** Verified credentials (and, with `changes`, client rows) remembered per process. */
+  /** Verified passwords remembered per process. */
   cacheSize?: number;
-  /** With `changes`: unknown usernames remembered (each at most MAX_USERNAME_LENGTH long). */
-  unknownCacheSize?: number;
   /**
-   * Hears every change to credentials and rules. Given, what CONNECT reads is
-   * kept in memory and forgotten on each change (a warm CONNECT reads no
-   * database); absent, every CONNECT reads the database once.
+   * Every client and rule in memory, kept current from the change feed
+   * (model.ts): while it is current, no CONNECT reads the database. Absent,
+   * every CONNECT reads the database.
    */
-  changes?: AccessChanges;
+  model?: AccessModel;
   /** Where failures are counted (several nodes: a store they share); default: this process's memory. */
   failureTrackers?: FailureTrackerFactory;
   now?: () => number;
@@ -48,13 +48,16 @@ export interface Authenticator {
    * that certificate). For what outlives a session: its will.
    */
   currentAccess(who: Pick<Principal, 'clientRowId' | 'username' | 'mqttClientId' | 'certFingerprint'>): Promise<AccessSnapshot | null>;
+  /** What `who` may do under the rules as a CONNECT would find them now (the console's checker). */
+  accessOf(who: Who): Promise<AccessSnapshot>;
   /** Forgets the verified-credential cache and failure counts. */
   reset(): Promise<void>;
   /**
    * Counters since start: Argon2id verifies run, connects whose password was
-   * already verified, and connects that read the database.
+   * already verified, lookups that read the database, answered from memory,
+   * or from the model as last known while the database was unreachable.
    */
-  stats(): { verifies: number; cacheHits: number; databaseReads: number; waitingVerifies: number };
+  stats(): { verifies: number; cacheHits: number; waitingVerifies: number } & LookupStats;
 }
 
 interface CachedCredential {
@@ -81,7 +84,7 @@ interface CachedCredential {
 export function createAuthenticator(db: Database, options: AuthenticatorOptions = {}): Authenticator {
   const now = options.now ?? Date.now;
   const cacheSize = options.cacheSize ?? 100_000;
-  const lookup = createAccessLookup(db, { changes: options.changes, cacheSize, unknownCacheSize: options.unknownCacheSize });
+  const lookup = createAccessLookup(db, options.model);
   const macKey = randomBytes(32);
   const verified = new Map<string, CachedCredential>();
   const maxBackoffMs = options.maxBackoffMs ?? 60_000;
@@ -124,7 +127,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     if (!row) throw new Error('a password verified without a client row');
     // An imported hash (Mosquitto, EMQX…) is replaced by our own at its first
     // success; the row changes, so there is nothing to remember.
-    if (await replaceForeignPasswordHash(db, row.id, row.passwordHash, password.toString('utf8'))) return { ok: true as const };
+    if (await replaceForeignPasswordHash(db, row.id, row.passwordHash, password.toString('utf8'))) return { ok: true as const, rehashed: true };
     verified.delete(username);
     verified.set(username, { version: row.version, clientRowId: row.id, passwordHash: row.passwordHash, passwordMac });
     if (verified.size > cacheSize) verified.delete(verified.keys().next().value!);
@@ -155,15 +158,42 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       return { ok: false, reason: checked.ok ? 'bad_credentials' : checked.reason };
     }
 
-    let found: Found | null;
-    try {
-      found = await lookup.byUsername(username);
-    } catch {
-      return { ok: false, reason: 'unavailable' };
+    return decide(
+      () => lookup.byUsername(username),
+      async (found) => {
+        const checked = await checkPassword(username, found.credentials, password, input.remoteAddress);
+        return checked.ok ? { ok: true, ownChange: 'rehashed' in checked } : { ok: false, reason: checked.reason };
+      },
+      (found) => success(found, input, undefined),
+    );
+  }
+
+  /**
+   * Looks the client up, checks it, and answers. Should what was found
+   * change while it was checked (a change applied during a verify), it is
+   * decided again with what is current, twice at most, then refused as
+   * unavailable: a password changed a moment ago is never accepted from
+   * before the change.
+   */
+  async function decide(
+    find: () => Promise<Found>,
+    // `ownChange`: the check itself changed the client (an imported hash replaced).
+    check: (found: Found) => Promise<{ ok: true; ownChange?: boolean } | { ok: false; reason: AuthFailure }>,
+    accept: (found: Found) => Promise<AuthResult>,
+  ): Promise<AuthResult> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let found: Found;
+      try {
+        found = await find();
+      } catch {
+        return { ok: false, reason: 'unavailable' };
+      }
+      const checked = await check(found);
+      if (!(checked.ok && checked.ownChange) && found.changed()) continue;
+      if (!checked.ok) return checked;
+      return accept(found);
     }
-    const checked = await checkPassword(username, found?.credentials ?? null, password, input.remoteAddress);
-    if (!checked.ok) return { ok: false, reason: checked.reason };
-    return success(found!, input, undefined);
+    return { ok: false, reason: 'unavailable' };
   }
 
   /**
@@ -185,44 +215,56 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     if (!certificate) return input.certificateRequired ? { ok: false, reason: 'certificate_refused' } : null;
     // [MQTT-1.5.3-2] No MQTT string holds U+0000.
     if (input.clientId.includes('\u0000')) return { ok: false, reason: 'bad_client_id' };
-    let found: Found | null;
-    try {
-      found = await lookup.byFingerprint(certificate.fingerprint256);
-    } catch {
-      return { ok: false, reason: 'unavailable' };
-    }
-    if (!found) return input.certificateRequired ? { ok: false, reason: 'certificate_refused' } : null;
-    const at = new Date();
-    if (certificate.validTo < at || certificate.validFrom > at) return { ok: false, reason: 'certificate_refused' };
-    const row = found.credentials;
-    if (row.authType === 'certificate_password') {
-      const password = input.password === undefined ? Buffer.alloc(0) : Buffer.from(input.password);
-      if (!input.username || password.length === 0) return { ok: false, reason: 'missing_credentials' };
-      if (input.username !== row.username) return { ok: false, reason: 'bad_credentials' };
-      const checked = await checkPassword(row.username, row, password, input.remoteAddress);
-      if (!checked.ok) return { ok: false, reason: checked.reason };
-    }
-    return success(found, input, certificate.fingerprint256);
+    const refused = (reason: AuthFailure) => ({ ok: false as const, reason });
+    let unknown = false;
+    const result = await decide(
+      () => lookup.byFingerprint(certificate.fingerprint256),
+      async (found) => {
+        const row = found.credentials;
+        unknown = row === null;
+        if (!row) return refused('certificate_refused');
+        const at = new Date();
+        if (certificate.validTo < at || certificate.validFrom > at) return refused('certificate_refused');
+        if (row.authType === 'certificate_password') {
+          const password = input.password === undefined ? Buffer.alloc(0) : Buffer.from(input.password);
+          if (!input.username || password.length === 0) return refused('missing_credentials');
+          if (input.username !== row.username) return refused('bad_credentials');
+          const checked = await checkPassword(row.username, row, password, input.remoteAddress);
+          if (!checked.ok) return refused(checked.reason);
+          return { ok: true, ownChange: 'rehashed' in checked };
+        }
+        return { ok: true };
+      },
+      (found) => success(found, input, certificate.fingerprint256),
+    );
+    // A certificate no client has: without mTLS, the password path decides.
+    if (unknown && !input.certificateRequired && !result.ok && result.reason === 'certificate_refused') return null;
+    return result;
   }
 
   return {
     authenticate,
     async currentAccess(who) {
-      const found = who.certFingerprint === undefined ? await lookup.byUsername(who.username) : await lookup.byFingerprint(who.certFingerprint);
-      if (!found || found.credentials.id !== who.clientRowId || found.credentials.username !== who.username) return null;
-      return accessFor(await found.rules(), { clientRowId: found.credentials.id, username: found.credentials.username, mqttClientId: who.mqttClientId, certFingerprint: who.certFingerprint });
+      const found = await lookup.byId(who.clientRowId);
+      const row = found.credentials;
+      if (!row || row.username !== who.username) return null;
+      if (who.certFingerprint !== undefined && (row.authType === 'password' || row.certFingerprint !== who.certFingerprint)) return null;
+      return accessFor(await found.rules(), { clientRowId: row.id, username: row.username, mqttClientId: who.mqttClientId, certFingerprint: who.certFingerprint });
+    },
+    async accessOf(who) {
+      return accessFor(await lookup.rules(), who);
     },
     async reset() {
       verified.clear();
       await gate.clear();
     },
-    stats: () => ({ verifies: gate.verifies(), cacheHits, databaseReads: lookup.databaseReads(), waitingVerifies: gate.waiting() }),
+    stats: () => ({ verifies: gate.verifies(), cacheHits, waitingVerifies: gate.waiting(), ...lookup.stats() }),
   };
 }
 
 /** The principal of an authenticated CONNECT, and what the rules give it. */
 async function success(found: Found, input: AuthenticateInput, certFingerprint: string | undefined): Promise<AuthResult> {
-  const row = found.credentials;
+  const row = found.credentials!;
   let rules: RuleModel;
   try {
     rules = await found.rules();

@@ -1,129 +1,149 @@
 import type { Database } from '../../db';
-import type { AccessChanges } from '../../db/changes';
 import type { RuleModel } from './acl';
-import { readCredentialsByFingerprint, readPasswordCredentials, readRuleModel } from './query';
+import type { AccessModel } from './model';
+import { readCredentialsByFingerprint, readCredentialsById, readPasswordCredentials, readRuleModel } from './query';
 import type { ClientCredentials } from './types';
 
-/** A client found for a CONNECT, and where to get the rule model to match the connection against. */
+/** What a CONNECT found for a username, a certificate or a row id. */
 export interface Found {
-  credentials: ClientCredentials;
-  /** Asked only once the client is authenticated: a refused CONNECT never reads the rules. */
+  /** The client, or null when there is none. */
+  credentials: ClientCredentials | null;
+  /** The rule model to match the connection against; asked only once it is authenticated. */
   rules(): Promise<RuleModel>;
-}
-
-/** Where CONNECT finds clients and rules: in memory while changes are heard, else in the database. */
-export interface AccessLookup {
-  /** The password client with this username, or null. */
-  byUsername(username: string): Promise<Found | null>;
-  /** The Certificate or Certificate + Password client with this certificate fingerprint, or null. */
-  byFingerprint(fingerprint: string): Promise<Found | null>;
-  /** Queries sent since start. */
-  databaseReads(): number;
-}
-
-export interface LookupOptions {
-  /** Hears every change; absent, every lookup reads the database. */
-  changes?: AccessChanges;
-  /** Client rows remembered. */
-  cacheSize?: number;
-  /** Unknown usernames and fingerprints remembered. */
-  unknownCacheSize?: number;
+  /**
+   * True when what was found is no longer what a lookup would find now (a
+   * change applied while the password was being verified): decide again.
+   */
+  changed(): boolean;
 }
 
 /**
- * What a CONNECT reads, kept in memory while `changes` is live: client rows
- * by username and by certificate fingerprint, unknown ones too (so a flood
- * of them costs no reads; at most `unknownCacheSize`, oldest forgotten
- * first), and the whole rule model.
- *
- * Invalidated by: every change to clients, groups, permissions or rules,
- * made on any node or by hand (database triggers NOTIFY; see db/changes.ts),
- * which forgets everything; and any break in hearing changes, during which
- * every lookup reads the database. A read during which a change was heard is
- * neither kept nor used: it is read again.
+ * Where CONNECT finds clients and rules. While the access model is current
+ * (model.ts), in memory: no database is read. Otherwise in the database, and
+ * when the database cannot be read either, in the model as it was last known
+ * (a database outage: nothing can change meanwhile).
  */
-export function createAccessLookup(db: Database, options: LookupOptions = {}): AccessLookup {
-  const changes = options.changes;
-  const cacheSize = options.cacheSize ?? 100_000;
-  const unknownCacheSize = options.unknownCacheSize ?? 10_000;
-  let databaseReads = 0;
-  let generation = 0;
-  const byUsername = new Map<string, ClientCredentials>();
-  const byFingerprint = new Map<string, ClientCredentials>();
-  const unknown = new Set<string>();
-  let model: Promise<RuleModel> | undefined;
-  changes?.onChange(() => {
-    generation++;
-    byUsername.clear();
-    byFingerprint.clear();
-    unknown.clear();
-    model = undefined;
+export interface AccessLookup {
+  /** A Username/Password client with this username. */
+  byUsername(username: string): Promise<Found>;
+  /** A Certificate or Certificate + Password client with this certificate fingerprint. */
+  byFingerprint(fingerprint: string): Promise<Found>;
+  /** The client with this row id (for what outlives a session: its will). */
+  byId(id: number): Promise<Found>;
+  /** The rule model as a lookup would find it now (the console's checker). */
+  rules(): Promise<RuleModel>;
+  stats(): LookupStats;
+}
+
+export interface LookupStats {
+  /** Queries sent for lookups since start. */
+  databaseReads: number;
+  /** Lookups answered from memory while current. */
+  memoryAnswers: number;
+  /** Lookups answered from the model as last known, the database unreachable. */
+  lastKnownAnswers: number;
+}
+
+const isPasswordClient = (row: ClientCredentials | null) => (row?.authType === 'password' ? row : null);
+const isCertificateClient = (row: ClientCredentials | null) => (row && row.authType !== 'password' ? row : null);
+
+/** `model` absent: every lookup reads the database. */
+export function createAccessLookup(db: Database, model?: AccessModel): AccessLookup {
+  const stats: LookupStats = { databaseReads: 0, memoryAnswers: 0, lastKnownAnswers: 0 };
+  const freshRules = sharedFreshRead(() => {
+    stats.databaseReads++;
+    return readRuleModel(db);
   });
 
-  function ruleModel(): Promise<RuleModel> {
-    if (model && changes?.live()) return model;
-    databaseReads++;
-    const loading = readRuleModel(db);
-    if (!changes?.live()) return loading;
-    model = loading;
-    // A failed read is not remembered: the next CONNECT tries again.
-    loading.catch(() => {
-      if (model === loading) model = undefined;
-    });
-    return loading;
+  async function find(fromMemory: () => ClientCredentials | null, fromDatabase: () => Promise<ClientCredentials | null>): Promise<Found> {
+    if (model && (await model.caughtUp())) {
+      stats.memoryAnswers++;
+      return inMemory(fromMemory);
+    }
+    let credentials: ClientCredentials | null;
+    try {
+      stats.databaseReads++;
+      credentials = await fromDatabase();
+    } catch (error) {
+      if (!model) throw error;
+      stats.lastKnownAnswers++;
+      return inMemory(fromMemory);
+    }
+    return {
+      credentials,
+      rules: async () => {
+        try {
+          return await freshRules();
+        } catch (error) {
+          if (!model) throw error;
+          return model.rules();
+        }
+      },
+      changed: () => false,
+    };
   }
 
-  /** One key's credentials, remembered (found or not) while changes are heard. */
-  async function remembered(
-    cache: Map<string, ClientCredentials>,
-    unknownKey: string,
-    key: string,
-    read: () => Promise<ClientCredentials | null>,
-  ): Promise<ClientCredentials | null> {
-    const known = cache.get(key);
-    if (known) return known;
-    if (unknown.has(unknownKey)) return null;
-    const seen = generation;
-    databaseReads++;
-    const row = await read();
-    if (seen === generation && changes!.live()) {
-      if (row) {
-        cache.set(key, row);
-        if (cache.size > cacheSize) cache.delete(cache.keys().next().value!);
-      } else {
-        unknown.add(unknownKey);
-        if (unknown.size > unknownCacheSize) unknown.delete(unknown.values().next().value!);
-      }
-    }
-    return row;
-  }
-
-  /** Reads that raced a change, tried again this many times before one plain read decides. */
-  const RETRIES = 3;
-
-  async function find(read: () => Promise<ClientCredentials | null>, cached: () => Promise<ClientCredentials | null>): Promise<Found | null> {
-    for (let attempt = 0; attempt < RETRIES && changes?.live(); attempt++) {
-      // A row read before a change was heard may predate it: a change heard
-      // meanwhile (the generation moved) means read again.
-      const seen = generation;
-      const row = await cached();
-      if (seen === generation && changes.live()) return row && { credentials: row, rules: ruleModel };
-    }
-    // Not hearing changes, or changes keep coming: what the database says now.
-    databaseReads++;
-    const row = await read();
-    return row && { credentials: row, rules: ruleModel };
+  function inMemory(fromMemory: () => ClientCredentials | null): Found {
+    const credentials = fromMemory();
+    return {
+      credentials,
+      rules: async () => model!.rules(),
+      changed: () => !sameCredentials(fromMemory(), credentials),
+    };
   }
 
   return {
-    byUsername(username) {
-      const read = () => readPasswordCredentials(db, username);
-      return find(read, () => remembered(byUsername, `u:${username}`, username, read));
+    byUsername: (username) => find(() => isPasswordClient(model!.byUsername(username)), async () => readPasswordCredentials(db, username)),
+    byFingerprint: (fingerprint) =>
+      find(() => isCertificateClient(model!.byFingerprint(fingerprint)), async () => isCertificateClient(await readCredentialsByFingerprint(db, fingerprint))),
+    byId: (id) => find(() => model!.byId(id), () => readCredentialsById(db, id)),
+    async rules() {
+      if (model && (await model.caughtUp())) return model.rules();
+      try {
+        return await freshRules();
+      } catch (error) {
+        if (!model) throw error;
+        return model.rules();
+      }
     },
-    byFingerprint(fingerprint) {
-      const read = () => readCredentialsByFingerprint(db, fingerprint);
-      return find(read, () => remembered(byFingerprint, `f:${fingerprint}`, fingerprint, read));
-    },
-    databaseReads: () => databaseReads,
+    stats: () => ({ ...stats }),
+  };
+}
+
+function sameCredentials(a: ClientCredentials | null, b: ClientCredentials | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.id === b.id && a.version === b.version && a.passwordHash === b.passwordHash && a.authType === b.authType && a.username === b.username && a.certFingerprint === b.certFingerprint;
+}
+
+/**
+ * `read`, shared by callers that come while it runs, but never answered
+ * with a read that began before the call: one that did is waited for, and
+ * one more read then serves everyone who came meanwhile.
+ */
+function sharedFreshRead<T>(read: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined;
+  let next: Promise<T> | undefined;
+  const start = (): Promise<T> => {
+    const current = read();
+    running = current;
+    const clear = () => {
+      if (running === current) running = undefined;
+    };
+    current.then(clear, clear);
+    return current;
+  };
+  return () => {
+    if (!running) return start();
+    if (!next) {
+      const after = running.then(
+        () => undefined,
+        () => undefined,
+      );
+      next = after.then(() => {
+        next = undefined;
+        return start();
+      });
+    }
+    return next;
   };
 }

@@ -3,7 +3,7 @@ import { schema, type Database } from '../../db';
 import { accessFor, indexRules, type RuleModel } from './acl';
 import type { AccessSnapshot, ClientCredentials, RuleGrantRow, Who } from './types';
 
-const { clients, groups, groupPermissions, groupRules, groupRuleGroups } = schema;
+const { clients, clientTotals, groups, groupPermissions, groupRules, groupRuleGroups } = schema;
 
 /**
  * What access is read from the database with: the one rule → group →
@@ -97,6 +97,12 @@ export function readCredentialsByIds(db: Database, ids: readonly number[]): Prom
 /** Up to `limit` clients after row id `afterId`, in id order: the whole table, a page at a time. */
 export function readCredentialsAfter(db: Database, afterId: number, limit: number): Promise<ClientCredentials[]> {
   return db.select(credentialColumns).from(clients).where(gt(clients.id, afterId)).orderBy(asc(clients.id)).limit(limit);
+}
+
+/** About how many clients there are (kept by triggers, migration 0005): room to make before reading them. */
+export async function readClientCount(db: Database): Promise<number> {
+  const [row] = await db.select({ total: clientTotals.total }).from(clientTotals).where(eq(clientTotals.id, 1));
+  return row?.total ?? 0;
 }
 
 /** Usernames read in one query at most. */

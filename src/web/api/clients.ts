@@ -1,6 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { decide, type Decision } from '../../domain/access/acl';
-import { loadAccess } from '../../domain/access/query';
 import type { AccessSnapshot } from '../../domain/access/types';
 import { normalizeFingerprint } from '../../domain/certificates';
 import {
@@ -360,7 +359,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
       const certFingerprint = fingerprintText ? (normalizeFingerprint(fingerprintText) ?? undefined) : undefined;
       if (fingerprintText && !certFingerprint) errors.fingerprint = 'Enter a SHA-256 fingerprint: 64 hexadecimal digits, colons allowed.';
       if (Object.keys(errors).length > 0) throw new ApiProblem(422, 'The check is not valid: see errors.', errors);
-      const access = await loadAccess(c.var.db, { clientRowId: client.id, username: client.username, mqttClientId: query.clientId || undefined, certFingerprint });
+      const access = await c.var.access.accessOf({ clientRowId: client.id, username: client.username, mqttClientId: query.clientId || undefined, certFingerprint });
       const decision = query.topic !== undefined ? decide(access, query.action!, query.topic) : undefined;
       return c.json(accessOf(access, decision), 200);
     },
