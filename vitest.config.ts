@@ -26,6 +26,7 @@ const projects = {
     'tests/*.concurrency.test.ts',
     'tests/access.rules.test.ts',
     'tests/admin.http.test.ts',
+    'tests/api.answers.test.ts',
     'tests/api.scopes.test.ts',
     'tests/audit.test.ts',
     'tests/authenticate.test.ts',

@@ -16,7 +16,7 @@
  * password or a hash; "password changed" instead), and `scrubSecrets` drops
  * any key that looks like one as a second line of defence.
  */
-import { and, asc, desc, eq, gte, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, inArray, lt, or, sql, type SQL } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, schema } from '../db';
 import { parseInput } from './validation';
@@ -417,7 +417,46 @@ export interface AuditFilters {
   from?: Date;
   /** Exclusive: a time given to the minute includes that whole minute. */
   toExclusive?: Date;
+  /** Read by an API token: only what it may see (see tokenSees), matched as it is shown. */
+  seenByToken?: string;
   text: { kind: string; actor: string; q: string; from: string; to: string };
+}
+
+// ---------------------------------------------------------------------------
+// What an API token may read of the trail
+
+/**
+ * Kinds a token never sees: sign-ins, administrators and tokens (a token may
+ * never see administrators or other tokens), and pipelines (no scope reaches them).
+ */
+const HIDDEN_FROM_TOKENS = ['administrator.', 'console.', 'token.', 'pipeline.'];
+export const TOKEN_VISIBLE_KINDS = (Object.keys(AUDIT_KINDS) as AuditKind[]).filter((kind) => !HIDDEN_FROM_TOKENS.some((prefix) => kind.startsWith(prefix)));
+/** Kinds whose actor is a device (the username it sent) or nobody: shown to tokens as they are. */
+const DEVICE_KINDS: readonly AuditKind[] = ['mqtt.auth_failed', 'mqtt.publish_refused', 'mqtt.subscribe_refused', 'audit.dropped'];
+/** How a token sees the actor of a change made by an administrator, or by another token. */
+export const ADMINISTRATOR_ACTOR = 'administrator';
+export const OTHER_TOKEN_ACTOR = 'API token';
+
+/**
+ * `event` as the token named `tokenName` reads it: a device's event as it is;
+ * the token's own changes with its name and address; anyone else's change
+ * with who made it said as "administrator" or "API token", and without their
+ * address. Null for a kind it never sees.
+ */
+export function tokenSees(event: AuditEvent, tokenName: string): AuditEvent | null {
+  if (!(TOKEN_VISIBLE_KINDS as string[]).includes(event.kind)) return null;
+  if ((DEVICE_KINDS as string[]).includes(event.kind) || event.actor === null) return event;
+  if (event.details.via === 'API token') return event.actor === tokenName ? event : { ...event, actor: OTHER_TOKEN_ACTOR, address: null };
+  return { ...event, actor: ADMINISTRATOR_ACTOR, address: null };
+}
+
+/** SQL for `tokenSees`' "shown as it is": the actor and address of this row are the token's to read. */
+function shownToToken(tokenName: string): SQL {
+  return or(
+    inArray(auditEvents.kind, [...DEVICE_KINDS]),
+    sql`${auditEvents.actor} is null`,
+    and(eq(auditEvents.actor, tokenName), sql`${auditEvents.details}->>'via' = 'API token'`),
+  )!;
 }
 
 /** Parses the filter form; throws ValidationError (see parseInput) on a bad value. */
@@ -471,18 +510,27 @@ const eventColumns = {
 
 function filterConditions(filters: Omit<AuditFilters, 'text'>): SQL | undefined {
   const conditions: SQL[] = [];
+  const token = filters.seenByToken;
+  // A token matches an actor or an address only where it is shown them: a
+  // filter or a search must not tell it who else is in the trail.
+  const shown = token === undefined ? undefined : shownToToken(token);
+  if (token !== undefined) conditions.push(inArray(auditEvents.kind, TOKEN_VISIBLE_KINDS));
   if (filters.kind) conditions.push(eq(auditEvents.kind, filters.kind));
-  if (filters.actor) conditions.push(eq(auditEvents.actor, filters.actor));
+  if (filters.actor) {
+    if (token !== undefined && filters.actor === ADMINISTRATOR_ACTOR) conditions.push(sql`${auditEvents.actor} is not null`, sql`not ${shown}`, sql`${auditEvents.details}->>'via' is distinct from 'API token'`);
+    else if (token !== undefined && filters.actor === OTHER_TOKEN_ACTOR) conditions.push(sql`not ${shown}`, sql`${auditEvents.details}->>'via' = 'API token'`);
+    else conditions.push(eq(auditEvents.actor, filters.actor), ...(shown ? [shown] : []));
+  }
   if (filters.from) conditions.push(gte(auditEvents.at, filters.from));
   if (filters.toExclusive) conditions.push(lt(auditEvents.at, filters.toExclusive));
   if (filters.q) {
     // `%` and `_` typed are literal; the details are searched as JSON text.
     const pattern = `%${filters.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    const who = or(sql`${auditEvents.actor} ilike ${pattern}`, sql`${auditEvents.address} ilike ${pattern}`)!;
     conditions.push(
       or(
-        sql`${auditEvents.actor} ilike ${pattern}`,
+        shown ? and(shown, who)! : who,
         sql`${auditEvents.subject} ilike ${pattern}`,
-        sql`${auditEvents.address} ilike ${pattern}`,
         sql`${auditEvents.kind} ilike ${pattern}`,
         sql`${auditEvents.details}::text ilike ${pattern}`,
       )!,

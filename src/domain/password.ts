@@ -140,6 +140,11 @@ export type PasswordFormat = keyof typeof PASSWORD_FORMATS;
 
 type ForeignFormat = Exclude<PasswordFormat, 'argon2id' | 'generated' | 'none'>;
 
+/** True for a format brought from elsewhere: replaced with Argon2id at the device's first successful CONNECT. */
+export function isImportedPasswordFormat(format: PasswordFormat): format is ForeignFormat {
+  return format !== 'argon2id' && format !== 'generated' && format !== 'none';
+}
+
 const MOSQUITTO_SHA512 = /^\$6\$([A-Za-z0-9+/=]{4,64})\$([A-Za-z0-9+/=]{86,88})$/;
 const MOSQUITTO_PBKDF2 = /^\$7\$([1-9][0-9]{0,6})\$([A-Za-z0-9+/=]{4,64})\$([A-Za-z0-9+/=]{86,88})$/;
 const BCRYPT = /^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$/;

@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { type Database, schema } from '../db';
-import { hashPassword, isForeignPasswordHash, PASSWORD_FORMATS, passwordFormatOf } from './password';
+import { hashPassword, isForeignPasswordHash, isImportedPasswordFormat, PASSWORD_FORMATS, passwordFormatOf, type PasswordFormat } from './password';
 
 const { clients } = schema;
 
@@ -29,12 +29,17 @@ export async function replaceForeignPasswordHash(db: Database, clientRowId: numb
   }
 }
 
+/** How a client's password is stored now (see PASSWORD_FORMATS); null when there is no such client. */
+export async function clientPasswordFormat(db: Database, clientRowId: number): Promise<PasswordFormat | null> {
+  const [row] = await db.select({ passwordHash: clients.passwordHash }).from(clients).where(eq(clients.id, clientRowId));
+  return row ? passwordFormatOf(row.passwordHash) : null;
+}
+
 /**
  * A client's password format when it is a foreign one (imported, not yet
  * replaced), as its page names it; null for our own formats or no client.
  */
 export async function importedPasswordFormat(db: Database, clientRowId: number): Promise<string | null> {
-  const [row] = await db.select({ passwordHash: clients.passwordHash }).from(clients).where(eq(clients.id, clientRowId));
-  if (!row || !isForeignPasswordHash(row.passwordHash)) return null;
-  return PASSWORD_FORMATS[passwordFormatOf(row.passwordHash)];
+  const format = await clientPasswordFormat(db, clientRowId);
+  return format && isImportedPasswordFormat(format) ? PASSWORD_FORMATS[format] : null;
 }

@@ -16,7 +16,8 @@ import {
 } from '../../domain/clients';
 import { disconnectClientSessions, listConnections, CONNECTIONS_PAGE_SIZE } from '../../domain/connections';
 import { MAX_CLIENT_ID_PATTERN_LENGTH } from '../../domain/groupRules';
-import { generatedPasswordToken, generatePassword } from '../../domain/password';
+import { generatedPasswordToken, generatePassword, isImportedPasswordFormat, PASSWORD_FORMATS, type PasswordFormat } from '../../domain/password';
+import { clientPasswordFormat } from '../../domain/rehash';
 import { topicFilterProblem, topicNameProblem } from '../../domain/topics';
 import { requireScope } from './auth';
 import { dateTime, expectedVersion, idempotencyHeader, idempotent, idParam, ifMatchHeader, scope, versionTag, type Api } from './common';
@@ -25,17 +26,25 @@ import { ApiProblem, problems } from './problems';
 
 const authType = z.enum(['password', 'certificate', 'certificate_password']);
 
-export const clientSchema = z
-  .object({
-    id: z.number().int(),
-    name: z.string(),
-    authType,
-    username: z.string(),
-    certFingerprint: z.string().nullable(),
-    version: z.number().int().openapi({ description: 'Changes on every edit; the ETag is "v<version>".' }),
-    createdAt: dateTime,
-    updatedAt: dateTime,
-    lastSeenAt: dateTime.nullable(),
+const clientFields = z.object({
+  id: z.number().int(),
+  name: z.string(),
+  authType,
+  username: z.string(),
+  certFingerprint: z.string().nullable(),
+  version: z.number().int().openapi({ description: 'Changes on every edit; the ETag is "v<version>".' }),
+  createdAt: dateTime,
+  updatedAt: dateTime,
+  lastSeenAt: dateTime.nullable(),
+});
+
+export const clientSchema = clientFields
+  .extend({
+    passwordFormat: z.enum(Object.keys(PASSWORD_FORMATS) as [PasswordFormat, ...PasswordFormat[]]).openapi({
+      description:
+        'How the password is stored: argon2id (typed), generated (HMAC-SHA256 of a generated password), none (a certificate client), or a format an import brought (bcrypt, mosquitto-pbkdf2, emqx-sha256…) until the device’s first successful CONNECT replaces it with Argon2id. That replacement changes neither the version nor the ETag: nothing an operator set changed.',
+    }),
+    passwordImported: z.boolean().openapi({ description: 'True while the password is still an imported hash (see passwordFormat).' }),
   })
   .openapi('Client');
 
@@ -111,7 +120,17 @@ const accessSchema = z
   })
   .openapi('Access');
 
-export function toApiClient(client: Client) {
+/** A client as the API answers it; `format` is how its password is stored now (clientPasswordFormat). */
+export function toApiClient(client: Client, format: PasswordFormat) {
+  return {
+    ...toApiClientFields(client),
+    passwordFormat: format,
+    passwordImported: isImportedPasswordFormat(format),
+  };
+}
+
+/** A client without its password format (one just deleted has none). */
+function toApiClientFields(client: Client) {
   return {
     id: client.id,
     name: client.name,
@@ -140,6 +159,13 @@ function accessOf(access: AccessSnapshot, decision: Decision | undefined) {
       ? { allowed: decision.allowed, reason: decision.reason, decidedBy: 'permission' in decision && decision.permission ? permissionOf(decision.permission) : null }
       : null,
   };
+}
+
+/** How a client's password is stored now; a client deleted meanwhile is a 404. */
+async function formatOf(c: { var: { db: import('../../db').Database } }, id: number): Promise<PasswordFormat> {
+  const format = await clientPasswordFormat(c.var.db, id);
+  if (!format) throw new ApiProblem(404, 'There is no client with this id (it may have been deleted).');
+  return format;
 }
 
 async function findClient(c: { var: { db: import('../../db').Database } }, id: number): Promise<Client> {
@@ -229,7 +255,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
           c.var.actor,
         );
         c.header('ETag', versionTag(client.version));
-        return { body: { ...toApiClient(client), ...(password.generated ? { password: password.generated } : {}) }, location: `/api/v1/clients/${client.id}` };
+        return { body: { ...toApiClient(client, await formatOf(c, client.id)), ...(password.generated ? { password: password.generated } : {}) }, location: `/api/v1/clients/${client.id}` };
       }) as never;
     },
   );
@@ -248,7 +274,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
       requireScope(c, 'clients', 'read');
       const client = await findClient(c, c.req.valid('param').id);
       c.header('ETag', versionTag(client.version));
-      return c.json(toApiClient(client), 200);
+      return c.json(toApiClient(client, await formatOf(c, client.id)), 200);
     },
   );
 
@@ -290,7 +316,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
       );
       if (!updated) throw new ApiProblem(404, 'There is no client with this id (it may have been deleted).');
       c.header('ETag', versionTag(updated.version));
-      return c.json({ ...toApiClient(updated), ...(password.generated ? { password: password.generated } : {}) }, 200);
+      return c.json({ ...toApiClient(updated, await formatOf(c, updated.id)), ...(password.generated ? { password: password.generated } : {}) }, 200);
     },
   );
 
@@ -305,7 +331,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
       responses: {
         200: {
           description: 'Deleted.',
-          content: { 'application/json': { schema: z.object({ deleted: clientSchema, rulesRemoved: z.array(z.string()) }).openapi('DeletedClient') } },
+          content: { 'application/json': { schema: z.object({ deleted: clientFields, rulesRemoved: z.array(z.string()) }).openapi('DeletedClient') } },
         },
         ...problems(401, 403, 404, 412, 429),
       },
@@ -320,7 +346,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
       }
       const deleted = await deleteClient(c.var.db, id, c.var.actor);
       if (!deleted) throw new ApiProblem(404, 'There is no client with this id (it may have been deleted).');
-      return c.json({ deleted: toApiClient(deleted), rulesRemoved: deleted.ruleChange?.details ?? [] }, 200);
+      return c.json({ deleted: toApiClientFields(deleted), rulesRemoved: deleted.ruleChange?.details ?? [] }, 200);
     },
   );
 

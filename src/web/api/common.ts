@@ -51,7 +51,10 @@ export const idempotencyHeader = z.object({
   'idempotency-key': z
     .string()
     .optional()
-    .openapi({ description: 'Any unique text (at most 255 characters): a retry with the same key and body gets the first answer again instead of creating twice (kept 24 hours).' }),
+    .openapi({
+      description:
+        'Any unique text (at most 255 characters): a retry with the same key and body gets the first answer again instead of creating twice (kept 24 hours, per token), marked `Idempotent-Replayed: true`. A generated password is never kept: a replay answers without it (set a new one with `generatePassword`).',
+    }),
 });
 
 /**
@@ -94,7 +97,9 @@ export async function idempotent<T>(
   } catch (error) {
     response = problemFromError(error as Error, c, log);
   }
-  const stored = await response.clone().json();
+  // A generated password is shown once: the kept answer (a database row for
+  // 24 hours) never holds it, so a replay answers without it.
+  const { password: _shownOnce, ...stored } = (await response.clone().json()) as Record<string, unknown>;
   await completeIdempotencyKey(c.var.db, tokenId, key, { status: response.status, response: stored, location });
   return response;
 }

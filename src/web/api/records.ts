@@ -1,7 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import {
   AUDIT_CSV_HEADER,
-  AUDIT_KINDS,
   auditEventCsvLine,
   csvLine,
   formatAuditCursor,
@@ -9,8 +8,11 @@ import {
   parseAuditCursor,
   parseAuditFilters,
   readAuditEventsForExport,
+  TOKEN_VISIBLE_KINDS,
+  tokenSees,
   type AuditEvent,
 } from '../../domain/audit';
+import type { ApiToken } from '../../domain/apiTokens';
 import { checkTlsMaterial, type CertificateSummary } from '../../domain/certificates';
 import { getTlsSettings } from '../../domain/tlsSettings';
 import { applyCertificateAction, CERTIFICATE_ACTIONS, uploadCertificates, type CertificateAction } from '../certificateActions';
@@ -60,14 +62,6 @@ const auditEventSchema = z
   })
   .openapi('AuditEvent');
 
-/** The audit trail a token reads: without sign-ins, administrators and tokens (it may never see those). */
-const HIDDEN_FROM_TOKENS = ['administrator.', 'console.', 'token.'];
-const VISIBLE_KINDS = Object.keys(AUDIT_KINDS).filter((kind) => !HIDDEN_FROM_TOKENS.some((prefix) => kind.startsWith(prefix)));
-
-function visible(event: AuditEvent): boolean {
-  return !HIDDEN_FROM_TOKENS.some((prefix) => event.kind.startsWith(prefix));
-}
-
 function toApiEvent(event: AuditEvent) {
   return {
     id: event.id,
@@ -82,8 +76,12 @@ function toApiEvent(event: AuditEvent) {
 }
 
 const auditQuery = z.object({
-  kind: z.enum(VISIBLE_KINDS as [string, ...string[]]).optional(),
-  actor: z.string().max(200).optional().openapi({ description: 'Exactly this actor.' }),
+  kind: z.enum(TOKEN_VISIBLE_KINDS as [string, ...string[]]).optional(),
+  actor: z
+    .string()
+    .max(200)
+    .optional()
+    .openapi({ description: 'Exactly this actor as shown: a device’s username, this token’s own name, `administrator` or `API token`.' }),
   q: z.string().max(200).optional().openapi({ description: 'Text found in the subject, address or details.' }),
   from: z.string().max(40).optional().openapi({ description: 'UTC, e.g. 2026-05-01T12:30.' }),
   to: z.string().max(40).optional().openapi({ description: 'UTC; a time to the minute includes that minute.' }),
@@ -93,8 +91,14 @@ function summaryOf(summary: CertificateSummary | undefined) {
   return summary ? { ...summary, validFrom: summary.validFrom.toISOString(), validTo: summary.validTo.toISOString() } : null;
 }
 
-function auditFilters(query: z.infer<typeof auditQuery>) {
-  return parseAuditFilters({ kind: query.kind, actor: query.actor, q: query.q, from: query.from, to: query.to });
+/** The filters of a query, read as `token` may read the trail (tokenSees). */
+function auditFilters(query: z.infer<typeof auditQuery>, token: ApiToken) {
+  return { ...parseAuditFilters({ kind: query.kind, actor: query.actor, q: query.q, from: query.from, to: query.to }), seenByToken: token.name };
+}
+
+/** Events as the token sees them. */
+function seenBy(token: ApiToken, events: AuditEvent[]): AuditEvent[] {
+  return events.flatMap((event) => tokenSees(event, token.name) ?? []);
 }
 
 export function registerRecordRoutes(api: Api, deps: { tls?: TlsControl }) {
@@ -202,7 +206,8 @@ export function registerRecordRoutes(api: Api, deps: { tls?: TlsControl }) {
       path: '/audit',
       tags: ['Audit'],
       summary: 'The audit trail, newest first, 50 a page by key',
-      description: 'Sign-ins and changes to administrators and tokens are not shown to tokens.',
+      description:
+        'Sign-ins, administrators, tokens and pipelines are never shown to tokens. A change made by an administrator names its actor `administrator`, one made by another token `API token`, neither with its address; this token’s own changes keep its name and address; devices’ events are shown as they are.',
       security: scope('audit', 'read'),
       request: {
         query: auditQuery.extend({
@@ -225,14 +230,14 @@ export function registerRecordRoutes(api: Api, deps: { tls?: TlsControl }) {
     async (c) => {
       requireScope(c, 'audit', 'read');
       const query = c.req.valid('query');
-      const filters = auditFilters(query);
+      const filters = auditFilters(query, c.var.token);
       const older = query.older === undefined ? undefined : parseAuditCursor(query.older);
       const newer = query.newer === undefined ? undefined : parseAuditCursor(query.newer);
       if (older === null || newer === null) throw new ApiProblem(422, 'This cursor is not one the API gave.', { [older === null ? 'older' : 'newer']: 'Pass a page’s cursor as it came.' });
       const page = await listAuditEvents(c.var.db, filters, { older, newer });
       return c.json(
         {
-          items: page.events.filter(visible).map(toApiEvent),
+          items: seenBy(c.var.token, page.events).map(toApiEvent),
           older: page.older ? formatAuditCursor(page.older) : null,
           newer: page.newer ? formatAuditCursor(page.newer) : null,
         },
@@ -253,7 +258,8 @@ export function registerRecordRoutes(api: Api, deps: { tls?: TlsControl }) {
     }),
     async (c) => {
       requireScope(c, 'audit', 'read');
-      const filters = auditFilters(c.req.valid('query'));
+      const filters = auditFilters(c.req.valid('query'), c.var.token);
+      const token = c.var.token;
       const batches = readAuditEventsForExport(c.var.db, filters);
       const encoder = new TextEncoder();
       const body = new ReadableStream<Uint8Array>({
@@ -268,7 +274,7 @@ export function registerRecordRoutes(api: Api, deps: { tls?: TlsControl }) {
               controller.close();
               return;
             }
-            controller.enqueue(encoder.encode(next.value.filter(visible).map(auditEventCsvLine).join('')));
+            controller.enqueue(encoder.encode(seenBy(token, next.value).map(auditEventCsvLine).join('')));
           } catch (error) {
             controller.error(error);
           }
