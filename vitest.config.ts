@@ -37,6 +37,7 @@ const projects = {
     'tests/groups.http.test.ts',
     'tests/password.foreign.test.ts',
     'tests/pipelines.test.ts',
+    'tests/rehash.test.ts',
     'tests/transfer.bounds.test.ts',
   ],
   /**
