@@ -284,13 +284,20 @@ export interface DeletedClient extends Client {
 }
 
 /**
- * Deletes a client; returns it, or null if there was none. Rules that name
+ * Deletes a client; returns it, or null if there was none (with
+ * `expectedVersion`, throws ConflictError on `form` when it is at another
+ * version). Rules that name
  * the client go with it (a rule whose only target is gone matches nothing);
  * what was removed is recorded for the group-rules page.
  */
-export async function deleteClient(db: Database, id: number, by?: AuditActor): Promise<DeletedClient | null> {
+export async function deleteClient(db: Database, id: number, by?: AuditActor, expectedVersion?: number): Promise<DeletedClient | null> {
   return db.transaction(async (tx) => {
     await lockGroupRules(tx); // serialises with a Save of the rules, which may be naming this client
+    if (expectedVersion !== undefined) {
+      // Under the row lock: a change that commits meanwhile is seen, not deleted over.
+      const [current] = await tx.select({ version: clients.version }).from(clients).where(eq(clients.id, id)).for('update');
+      if (current && current.version !== expectedVersion) throw new ConflictError('form', 'The client changed since that version was read: nothing was deleted.');
+    }
     const naming = await loadRulesNaming(tx, id);
     const [row] = await tx.delete(clients).where(eq(clients.id, id)).returning(publicColumns);
     if (!row) return null;

@@ -248,11 +248,13 @@ function impactOf(rules: GroupRule[], groupId: number): RuleImpact[] {
  * removed, since it would give nothing. What changed is recorded for the
  * group-rules page. Null when the group does not exist.
  */
-export async function deleteGroup(db: Database, id: number, by?: AuditActor): Promise<{ group: Group; change: RuleChange | null } | null> {
+export async function deleteGroup(db: Database, id: number, by?: AuditActor, expectedVersion?: number): Promise<{ group: Group; change: RuleChange | null } | null> {
   return db.transaction(async (tx) => {
     await lockGroupRules(tx); // serialises with a Save of the rules, which may be giving this group
     const before = await readGroup(tx, id, true);
     if (!before) return null;
+    // Read under the row lock: a change that committed meanwhile is seen, not deleted over.
+    if (expectedVersion !== undefined && before.version !== expectedVersion) throw new ConflictError('form', 'The group changed since that version was read: nothing was deleted.');
     const { permissions: _, ...existing } = before;
     const rulesGiving = await loadRulesGiving(tx, id);
     const impact = impactOf(rulesGiving, id);

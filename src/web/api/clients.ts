@@ -340,11 +340,7 @@ export function registerClientRoutes(api: Api, deps: { log: (message: string) =>
       requireScope(c, 'clients', 'write');
       const { id } = c.req.valid('param');
       const version = expectedVersion(c.req.header('if-match'));
-      if (version !== undefined) {
-        const current = await findClient(c, id);
-        if (String(current.version) !== version) throw new ApiProblem(412, 'The client changed since that version was read: nothing was deleted.');
-      }
-      const deleted = await deleteClient(c.var.db, id, c.var.actor);
+      const deleted = await deleteClient(c.var.db, id, c.var.actor, version === undefined ? undefined : Number(version));
       if (!deleted) throw new ApiProblem(404, 'There is no client with this id (it may have been deleted).');
       return c.json({ deleted: toApiClientFields(deleted), rulesRemoved: deleted.ruleChange?.details ?? [] }, 200);
     },

@@ -201,12 +201,7 @@ export function registerGroupRoutes(api: Api, deps: { log: (message: string) => 
       requireScope(c, 'groups', 'write');
       const { id } = c.req.valid('param');
       const version = expectedVersion(c.req.header('if-match'));
-      if (version !== undefined) {
-        const current = await getGroup(c.var.db, id);
-        if (!current) throw new ApiProblem(404, NO_GROUP);
-        if (String(current.version) !== version) throw new ApiProblem(412, 'The group changed since that version was read: nothing was deleted.');
-      }
-      const deleted = await deleteGroup(c.var.db, id, c.var.actor);
+      const deleted = await deleteGroup(c.var.db, id, c.var.actor, version === undefined ? undefined : Number(version));
       if (!deleted) throw new ApiProblem(404, NO_GROUP);
       const { group } = deleted;
       return c.json(
