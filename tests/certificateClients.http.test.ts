@@ -8,6 +8,7 @@ import { signIn, type SignedInApp } from './support/admin';
 import { certificateFactory } from './support/certs';
 import { createTestDatabase, drivers } from './support/db';
 import { htmx, postForm, send } from './support/http';
+import { tableRows } from './support/html';
 
 const certs = certificateFactory();
 const ca = certs.ca('Console devices CA');
@@ -49,7 +50,7 @@ describe.each(drivers)('certificate clients in the console on %s', (driver) => {
     const listed = (await listClients(database.db, { query: 'door' })).clients[0]!;
     expect(listed.authType).toBe('certificate');
     expect((await getClient(database.db, listed.id))!.certFingerprint).toBe(doorCert.fingerprint);
-    expect(await (await send(app, '/clients')).text()).toContain('<td>Certificate</td>');
+    expect(tableRows(await (await send(app, '/clients')).text()).map((row) => row.Authentication)).toContain('Certificate');
   });
 
   it('creates a Certificate + Password client from a pasted fingerprint', async () => {

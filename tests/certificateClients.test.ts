@@ -72,7 +72,7 @@ describe.each(drivers)('certificate clients on %s', (driver) => {
         const page = await (await operator.request('/connections?q=door')).text();
         expect(page).toContain(transport === 'tls' ? '<td>TLS<br/>' : '<td>WebSocket over TLS<br/>');
         expect(page).toMatch(/<small>TLSv1\.[23]<\/small>/);
-        expect(page).toContain(`<code class="fingerprint">${door.fingerprint}</code>`);
+        expect(page).toContain(`title="${door.fingerprint}">${door.fingerprint}</code>`);
       } finally {
         await endClient(device);
         await endClient(watcher);

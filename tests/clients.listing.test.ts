@@ -14,6 +14,7 @@ import { createApp } from '../src/web/app';
 import { signIn } from './support/admin';
 import { grantGroup } from './support/acl';
 import { countQueries, createTestDatabase, drivers } from './support/db';
+import { tableRows } from './support/html';
 
 const { clients } = schema;
 
@@ -288,7 +289,7 @@ describe.each(drivers)('the clients page over HTTP, paged by key, on %s', (drive
     await database?.close();
   });
 
-  const rowNames = (html: string) => [...html.matchAll(/<th scope="row">([^<]*)<\/th>/g)].map((m) => m[1]);
+  const rowNames = (html: string) => tableRows(html).map((row) => row.Name);
   const link = (html: string, label: string) => {
     const match = new RegExp(`<a href="([^"]*)"[^>]*>${label}</a>`).exec(html);
     return match ? match[1]!.replaceAll('&amp;', '&') : null;

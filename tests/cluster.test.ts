@@ -16,6 +16,7 @@ import { requireOrSkip } from './support/env';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 import { useRedisDatabase } from './support/redis';
+import { tableRows } from './support/html';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const databaseUrl = process.env.TEST_DATABASE_URL;
@@ -193,9 +194,10 @@ describe.runIf(haveBoth)('several nodes on Redis and PostgreSQL', { timeout: 120
     const onB = await connect(brokerUrl(b, 'tcp'), { ...device, clientId: 'counted-b' });
     const onC = await connect(cUrl(), { ...device, clientId: 'counted-c' });
     const operator = await signIn(a.app, a.database.db);
+    const headers = await (await operator.request('/clients')).text();
     const liveCell = async () => {
       const html = await (await operator.request(`/clients/${roamer.id}/row`, { headers: { 'hx-request': 'true' } })).text();
-      return /<code>roamer<\/code><\/td><td>.*?<\/td><td>(\d+)<\/td>/.exec(html)?.[1];
+      return tableRows(html, headers)[0]?.['Live sessions'];
     };
     try {
       await expect.poll(liveCell, { timeout: 5000 }).toBe('2');
