@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
+import { createAuthenticator } from '../src/domain/access/authenticate';
 import { createApiToken } from '../src/domain/apiTokens';
+import { createClient } from '../src/domain/clients';
 import { ImportFileError, MAX_IMPORT_ROWS, MAX_JSON_DEPTH, MAX_JSON_VALUES, parseImport, type ImportFormat } from '../src/domain/transfer/parse';
 import { createApp } from '../src/web/app';
 import { createTestDatabase } from './support/db';
@@ -103,5 +105,22 @@ describe('an import’s answers', () => {
     expect(byLine.get(4)!.message!.length).toBeLessThan(200);
     expect(byLine.get(4)!.message).toContain('and 995 more');
     expect(byLine.get(5)!.key.length).toBeLessThanOrEqual(200);
+  });
+
+  it('takes a CSV password as written, and reads its own clients CSV back to the same names', async () => {
+    const admin = (await createApiToken(database.db, { name: 'csv-round-trip', preset: 'administrator' })).secret;
+    const post = (query: string, body: string) =>
+      app.request(`/api/v1/import?${query}`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'text/csv' }, body });
+    const written = "name,username,password\nQuoted,csv-1,'-starts-with-a-quote\n";
+    expect((await (await post('format=csv&dryRun=false', written)).json()).counts).toMatchObject({ create: 1, error: 0 });
+    const auth = createAuthenticator(database.db);
+    expect((await auth.authenticate({ username: 'csv-1', password: Buffer.from("'-starts-with-a-quote"), clientId: 'c1', transport: 'tcp' })).ok).toBe(true);
+    for (const [i, name] of ["'=quoted", '=formula', "'plain", "''twice", '@at'].entries()) {
+      await createClient(database.db, { name, username: `csv-name-${i}`, password: `csv-name-secret-${i}` });
+    }
+    const exported = await (await app.request('/api/v1/export/clients.csv', { headers: { authorization: `Bearer ${admin}` } })).text();
+    // Nothing a spreadsheet would run: every cell that starts with a formula character is guarded.
+    for (const line of exported.split('\r\n').slice(1)) for (const cell of line.split(',')) expect(cell, line).not.toMatch(/^[=+\-@]/);
+    expect((await (await post('format=csv', exported)).json()).counts).toMatchObject({ create: 0, update: 0, error: 0 });
   });
 });

@@ -50,13 +50,19 @@ export type ExportBundle = Awaited<ReturnType<typeof exportBundle>>;
 export const CLIENTS_CSV_HEADER = ['name', 'username', 'authType', 'passwordHash', 'certFingerprint'];
 
 /**
- * The clients as CSV (RFC 4180), readable by the CSV import. Cells are
- * written as they are: a hash starts with `$`, never with a formula character,
- * and names are guarded by `csvCell` like the audit export.
+ * The clients as CSV (RFC 4180), readable by the CSV import. A hash starts
+ * with `$` and a fingerprint with a hex digit, never with a formula
+ * character; names and usernames are guarded by `csvCell` like the audit
+ * export (a leading `'` before `=`, `+`, `-`, `@`…), and one that starts with
+ * `'` itself gets another, so that the import can take the guard off again
+ * without changing a name that really starts with `'=`.
  */
 export function clientsCsv(bundle: ExportBundle): string {
+  const text = (value: string) => (value.startsWith("'") ? `'${value}` : value);
   return (
     csvLine(CLIENTS_CSV_HEADER) +
-    bundle.clients.map((c) => csvLine([c.name, c.username, c.authType, 'passwordHash' in c ? c.passwordHash : '', 'certFingerprint' in c ? c.certFingerprint : ''])).join('')
+    bundle.clients
+      .map((c) => csvLine([text(c.name), text(c.username), c.authType, 'passwordHash' in c ? c.passwordHash : '', 'certFingerprint' in c ? c.certFingerprint : '']))
+      .join('')
   );
 }

@@ -231,9 +231,14 @@ export function parseClientsCsv(source: string): ImportPlan {
     throw csvError(error);
   }
   const plan = emptyPlan();
-  // Our export guards cells a spreadsheet would run as formulas with a leading ' (csvCell): undone here.
-  const unguard = (value: string) => (/^'[=+\-@\t\r]/.test(value) ? value.slice(1) : value);
-  records.forEach((record, i) => clientFrom(plan, i + 2, Object.fromEntries(Object.entries(record).map(([k, v]) => [k, typeof v === 'string' ? unguard(v) : v]))));
+  // Our export guards the names and usernames a spreadsheet would run as
+  // formulas with a leading ' (and a leading ' with another: clientsCsv):
+  // undone here, in those columns only. A password is taken as it is written.
+  const unguard = (value: string) => (/^'[=+\-@\t\r']/.test(value) ? value.slice(1) : value);
+  records.forEach((record, i) => {
+    const { name, username } = record;
+    clientFrom(plan, i + 2, { ...record, ...(typeof name === 'string' ? { name: unguard(name) } : {}), ...(typeof username === 'string' ? { username: unguard(username) } : {}) });
+  });
   return plan;
 }
 
