@@ -125,6 +125,14 @@ export default defineConfig({
     globalSetup: ['tests/support/globalSetup.ts'],
     // Argon2id and real sockets: a shared 2-core machine needs the headroom.
     maxWorkers: 2,
-    projects: Object.entries(projects).map(([name, include]) => ({ test: { name, include, ...shared } })),
+    projects: Object.entries(projects).map(([name, include]) => ({
+      test: {
+        name,
+        include,
+        ...shared,
+        // Once per run when process tests run: the built bundle they start.
+        ...(name === 'process' ? { globalSetup: ['tests/support/bundleSetup.ts'] } : {}),
+      },
+    })),
   },
 });

@@ -50,19 +50,24 @@ function templateKey(): string {
   return hash.digest('hex').slice(0, 16);
 }
 
-let made: Promise<PgliteTemplate> | undefined;
+const made = new Map<string, Promise<PgliteTemplate>>();
 
-/** The template for the current migrations, made if missing. */
+/** The template for the migrations as they are now, made if missing. */
 export function pgliteTemplate(): Promise<PgliteTemplate> {
-  made ??= ensureTemplate().catch((error) => {
-    made = undefined;
-    throw error;
-  });
-  return made;
+  const key = templateKey();
+  let template = made.get(key);
+  if (!template) {
+    template = ensureTemplate(key).catch((error) => {
+      made.delete(key);
+      throw error;
+    });
+    made.set(key, template);
+  }
+  return template;
 }
 
-async function ensureTemplate(): Promise<PgliteTemplate> {
-  const dir = path.join(cacheRoot, `${PREFIX}${templateKey()}`);
+async function ensureTemplate(key: string): Promise<PgliteTemplate> {
+  const dir = path.join(cacheRoot, `${PREFIX}${key}`);
   const template = { dataDir: path.join(dir, 'pglite'), dump: path.join(dir, 'pglite.tar') };
   if (existsSync(path.join(dir, 'complete'))) {
     const now = new Date();
@@ -78,7 +83,7 @@ async function ensureTemplate(): Promise<PgliteTemplate> {
   try {
     const database = await openDatabase({ kind: 'pglite', dataDir: building });
     try {
-      const dump = await ((database.db as unknown as { $client: PGlite }).$client).dumpDataDir('none');
+      const dump = await (database.db as unknown as { $client: PGlite }).$client.dumpDataDir('none');
       await writeFile(path.join(building, 'pglite.tar'), Buffer.from(await dump.arrayBuffer()));
     } finally {
       await database.close();

@@ -13,21 +13,33 @@ export interface Running {
 
 let built: string | undefined;
 
+/** Set by the process project's global setup (tests/support/bundleSetup.ts): the run's bundle. */
+export const BUNDLE_ENV = 'GATEHOUSE_TEST_BUNDLE';
+
 /**
- * What ships: `npm run build`'s bundle of the current source, built once per
- * test process into a directory of its own (test files run in parallel, and a
- * bundle being rewritten must not be started). It sits two levels under the
- * repository, as `dist/bin/main.js` does, because the bundle finds
- * `drizzle/`, `public/` and `node_modules/` relative to itself.
+ * What ships: `npm run build`'s bundle of the current source. Under vitest the
+ * process project's global setup builds it once per run; otherwise (a file run
+ * outside that project, `npm run soak`) once per process.
  */
 function bundle(): string {
-  if (built) return built;
+  built ??= process.env[BUNDLE_ENV] || buildBundle().main;
+  return built;
+}
+
+/**
+ * Builds the bundle into a directory of this process' own (test files run in
+ * parallel, and a bundle being rewritten must not be started), removed when
+ * the process exits. It sits two levels under the repository, as
+ * `dist/bin/main.js` does, because the bundle finds `drizzle/`, `public/` and
+ * `node_modules/` relative to itself. Building again rewrites it in place.
+ */
+export function buildBundle(): { main: string; remove(): void } {
   removeBundlesOfDeadProcesses();
   const outdir = path.join(root, 'dist', `test-${process.pid}`);
   execFileSync('npm', ['run', '--silent', 'build', '--', `--outdir=${outdir}`], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-  process.once('exit', () => rmSync(outdir, { recursive: true, force: true }));
-  built = path.join(outdir, 'main.js');
-  return built;
+  const remove = () => rmSync(outdir, { recursive: true, force: true });
+  process.once('exit', remove);
+  return { main: path.join(outdir, 'main.js'), remove };
 }
 
 /** Test runners may kill their workers before `exit` handlers run: clean up after them. */
