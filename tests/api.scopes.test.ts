@@ -73,3 +73,30 @@ describe('a token never reaches past its scope', () => {
     expect((await res.json()).counts.create).toBe(1);
   });
 });
+
+describe('the allowed-addresses check', () => {
+  let database: OpenDatabase;
+  beforeAll(async () => {
+    database = await createTestDatabase('pglite');
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('reads X-Forwarded-For only behind a trusted proxy, and then only its last hop, in any address form', async () => {
+    const { secret } = await createApiToken(database.db, { name: 'lan', preset: 'viewer', allowedAddresses: '192.0.2.0/24, 2001:db8::/32' });
+    const status = async (trustProxy: boolean, forwardedFor: string) =>
+      (await createApp({ db: database.db, log: () => {}, trustProxy }).request('/api/v1/clients', { headers: { authorization: `Bearer ${secret}`, 'x-forwarded-for': forwardedFor } })).status;
+    // Without TRUST_PROXY the header is anyone's to write: not read.
+    expect(await status(false, '192.0.2.5')).toBe(401);
+    expect(await status(true, '192.0.2.5')).toBe(200);
+    // The proxy appends what it saw; what the client wrote before it does not count.
+    expect(await status(true, '192.0.2.5, 198.51.100.1')).toBe(401);
+    expect(await status(true, '198.51.100.1, 192.0.2.5')).toBe(200);
+    expect(await status(true, '::ffff:192.0.2.5')).toBe(200);
+    expect(await status(true, '::ffff:c000:205')).toBe(200);
+    expect(await status(true, '2001:0db8:0000::7')).toBe(200);
+    expect(await status(true, '2001:db9::7')).toBe(401);
+    expect(await status(true, 'not-an-address')).toBe(401);
+  });
+});
