@@ -4,6 +4,7 @@ import { createAuthenticator } from '../src/domain/access/authenticate';
 import { createApiToken } from '../src/domain/apiTokens';
 import { createClient } from '../src/domain/clients';
 import { ImportFileError, MAX_IMPORT_ROWS, MAX_JSON_DEPTH, MAX_JSON_VALUES, parseImport, type ImportFormat } from '../src/domain/transfer/parse';
+import { runImport } from '../src/domain/transfer/plan';
 import { createApp } from '../src/web/app';
 import { createTestDatabase } from './support/db';
 
@@ -122,5 +123,23 @@ describe('an import’s answers', () => {
     // Nothing a spreadsheet would run: every cell that starts with a formula character is guarded.
     for (const line of exported.split('\r\n').slice(1)) for (const cell of line.split(',')) expect(cell, line).not.toMatch(/^[=+\-@]/);
     expect((await (await post('format=csv', exported)).json()).counts).toMatchObject({ create: 0, update: 0, error: 0 });
+  });
+
+  it('lets the event loop run between its batches, so devices are served while it writes', async () => {
+    const hash = `$gh-hmac-sha256$${'a'.repeat(22)}$${'b'.repeat(43)}`;
+    const plan = parseImport('ndjson', Array.from({ length: 5000 }, (_, i) => JSON.stringify({ username: `turn-${i}`, passwordHash: hash })).join('\n'));
+    let turns = 0;
+    let importing = true;
+    const tick = () => {
+      if (!importing) return;
+      turns++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    const report = await runImport(database.db, plan, { mode: 'upsert', dryRun: false });
+    importing = false;
+    expect(report.counts.create).toBe(5000);
+    // One turn at least per batch of 1,000 rows written, and per 2,000 rows checked (twice).
+    expect(turns).toBeGreaterThanOrEqual(5 + 2 * 2);
   });
 });
