@@ -1,4 +1,5 @@
 import { pbkdf2Sync, randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { hash as argon2Hash } from '@node-rs/argon2';
 import bcrypt from 'bcryptjs';
 import { eq } from 'drizzle-orm';
@@ -126,5 +127,15 @@ describe('imported password hashes are bounded', () => {
     // One verifying, two waiting: the other seven are turned away at once instead of queueing bcrypt work.
     expect(results.filter((r) => !r.ok && r.reason === 'throttled')).toHaveLength(7);
     expect(results.filter((r) => !r.ok && r.reason === 'bad_credentials')).toHaveLength(3);
+  });
+
+  it('verifies bcrypt off the event loop, as Argon2id is', async () => {
+    const hash = bcrypt.hashSync('bcrypt-secret', 10);
+    const before = performance.eventLoopUtilization();
+    const results = await Promise.all([1, 2, 3, 4].map((i) => verifyPasswordHash(hash, `wrong-${i}`)));
+    const busy = performance.eventLoopUtilization(before);
+    expect(results).toEqual([false, false, false, false]);
+    // The main thread waited while the thread pool worked (computed on it, it is busy all along).
+    expect(busy.utilization).toBeLessThan(0.5);
   });
 });
