@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,6 +53,20 @@ describe('what the API answers, and what it keeps', () => {
     const theirs = await send(other, '/clients', { method: 'POST', body: { name: 'Gen', username: 'gen-1', generatePassword: true }, headers: { 'idempotency-key': 'gen-1-once' } });
     expect(theirs.status).toBe(409);
     expect(theirs.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it('keeps a typed password of an Idempotency-Key request only as Argon2id, and still tells a retry with another password apart', async () => {
+    const body = { name: 'Typed key', username: 'typed-key', password: 'typed-key-secret' };
+    const create = (password: string) => send(editor.secret, '/clients', { method: 'POST', body: { ...body, password }, headers: { 'idempotency-key': 'typed-key-once' } });
+    expect((await create(body.password)).status).toBe(201);
+    const [row] = await database.db.select().from(schema.apiIdempotencyKeys).where(eq(schema.apiIdempotencyKeys.key, 'typed-key-once'));
+    // A SHA-256 of a body that holds the password is a fast guess away from it.
+    const fastDigest = createHash('sha256').update(`POST /api/v1/clients\n${JSON.stringify(body)}`).digest('hex');
+    expect(row!.requestHash).not.toContain(fastDigest);
+    expect(row!.requestHash).toMatch(/^[0-9a-f]{64} \$argon2id\$/);
+    const again = await create(body.password);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect((await create('another-typed-secret')).status).toBe(422);
   });
 
   it('says how each client’s password is stored, and when it is still an imported hash', async () => {

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError, ValidationError, type FieldErrors } from './errors';
+import { hashPassword, verifyPasswordHash } from './password';
 import { parseInput } from './validation';
 
 const { apiTokens, apiIdempotencyKeys } = schema;
@@ -326,23 +327,47 @@ export type IdempotencyClaim =
   /** The key was used with another request. */
   | { kind: 'mismatch' };
 
-/** Claims `key` for this token and request (a hash of method, path and body). */
-export async function claimIdempotencyKey(db: Database, tokenId: number, key: string, requestHash: string, now = new Date()): Promise<IdempotencyClaim> {
+/**
+ * What a request with an Idempotency-Key is compared by: a SHA-256 of its
+ * method, path and body without the password, and the password it sets, if
+ * any, kept only as Argon2id (a fast digest of a body holding a typed
+ * password would keep that password guessable for 24 hours).
+ */
+export interface IdempotentRequest {
+  digest: string;
+  password?: string;
+}
+
+/** `request_hash` as stored: the digest, then the password's Argon2id hash when there is one. */
+async function storedRequestHash(request: IdempotentRequest): Promise<string> {
+  return request.password === undefined ? request.digest : `${request.digest} ${await hashPassword(request.password)}`;
+}
+
+async function sameRequest(stored: string, request: IdempotentRequest): Promise<boolean> {
+  const [digest, passwordHash] = stored.split(' ');
+  if (digest !== request.digest || (passwordHash === undefined) !== (request.password === undefined)) return false;
+  return passwordHash === undefined || verifyPasswordHash(passwordHash, request.password!);
+}
+
+/** Claims `key` for this token and request. */
+export async function claimIdempotencyKey(db: Database, tokenId: number, key: string, request: IdempotentRequest, now = new Date()): Promise<IdempotencyClaim> {
   await db.delete(apiIdempotencyKeys).where(lt(apiIdempotencyKeys.createdAt, new Date(now.getTime() - IDEMPOTENCY_TTL_MS)));
-  const inserted = await db
-    .insert(apiIdempotencyKeys)
-    .values({ tokenId, key, requestHash })
-    .onConflictDoNothing()
-    .returning({ key: apiIdempotencyKeys.key });
-  if (inserted.length > 0) return { kind: 'new' };
-  const [row] = await db
+  const [existing] = await db
     .select()
     .from(apiIdempotencyKeys)
     .where(and(eq(apiIdempotencyKeys.tokenId, tokenId), eq(apiIdempotencyKeys.key, key)));
-  if (!row) return claimIdempotencyKey(db, tokenId, key, requestHash, now);
-  if (row.requestHash !== requestHash) return { kind: 'mismatch' };
-  if (row.status === null) return { kind: 'in-progress' };
-  return { kind: 'replay', status: row.status, response: row.response, location: row.location };
+  if (!existing) {
+    const inserted = await db
+      .insert(apiIdempotencyKeys)
+      .values({ tokenId, key, requestHash: await storedRequestHash(request) })
+      .onConflictDoNothing()
+      .returning({ key: apiIdempotencyKeys.key });
+    if (inserted.length > 0) return { kind: 'new' };
+    return claimIdempotencyKey(db, tokenId, key, request, now);
+  }
+  if (!(await sameRequest(existing.requestHash, request))) return { kind: 'mismatch' };
+  if (existing.status === null) return { kind: 'in-progress' };
+  return { kind: 'replay', status: existing.status, response: existing.response, location: existing.location };
 }
 
 /** Keeps the answer of a claimed key; a failure of the server's own (5xx) frees the key for a retry instead. */

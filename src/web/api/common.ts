@@ -77,8 +77,9 @@ export async function idempotent<T>(
   }
   if (!/^[\x21-\x7e]{1,255}$/.test(key)) throw new ApiProblem(400, 'Idempotency-Key must be 1 to 255 printable ASCII characters.');
   const tokenId = c.var.token.id;
-  const requestHash = createHash('sha256').update(`${c.req.method} ${c.req.path}\n${JSON.stringify(body)}`).digest('hex');
-  const claim = await claimIdempotencyKey(c.var.db, tokenId, key, requestHash);
+  const { password, ...rest } = body as { password?: unknown };
+  const digest = createHash('sha256').update(`${c.req.method} ${c.req.path}\n${JSON.stringify(rest)}`).digest('hex');
+  const claim = await claimIdempotencyKey(c.var.db, tokenId, key, { digest, ...(typeof password === 'string' && password !== '' ? { password } : {}) });
   if (claim.kind === 'mismatch') throw new ApiProblem(422, 'This Idempotency-Key was already used with another request.');
   if (claim.kind === 'in-progress') throw new ApiProblem(409, 'A request with this Idempotency-Key is still being processed: retry in a moment.');
   if (claim.kind === 'replay') {
