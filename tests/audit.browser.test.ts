@@ -40,15 +40,21 @@ describe.runIf(browserAvailable)('audit trail page in Chromium', () => {
         await page.goto(`${base}/audit`);
         if (javaScriptEnabled) expect(await accessibilityViolations(page)).toEqual([]); // axe needs JavaScript
         expect(await page.getByRole('link', { name: 'Audit trail' }).getAttribute('aria-current')).toBe('page');
+        // It opens on the console's changes; the broker's refusals and everything are views of their own.
+        const changes = await subjects(page);
+        expect(changes).toContain('mallory');
+        expect(changes).not.toContain('plant/valve');
+        await page.getByRole('navigation', { name: 'Audit views' }).getByRole('link', { name: 'Everything' }).click();
+        await page.waitForURL(`${base}/audit?view=all`);
         expect(await subjects(page)).toEqual(expect.arrayContaining(['plant/valve', 'plant/#', 'mallory']));
 
         // With htmx the results are swapped in place: the page (and this mark) stays.
         if (javaScriptEnabled) await page.evaluate(() => Object.assign(window, { auditMark: true }));
         await page.getByLabel('Kind').selectOption({ label: 'MQTT publish refused' });
         await page.getByRole('button', { name: 'Filter', exact: true }).click();
-        await page.waitForURL(/kind=mqtt\.publish_refused/);
+        await page.waitForURL(/view=all&kind=mqtt\.publish_refused/);
         await expect.poll(() => subjects(page)).toEqual(['plant/valve']);
-        expect(await page.getByRole('link', { name: 'Download CSV' }).getAttribute('href')).toBe('/audit.csv?kind=mqtt.publish_refused');
+        expect(await page.getByRole('link', { name: 'Download CSV' }).getAttribute('href')).toBe('/audit.csv?view=all&kind=mqtt.publish_refused');
 
         // Back to all kinds, then a text search submitted with Enter.
         await page.getByLabel('Kind').selectOption({ label: 'All kinds' });
@@ -74,7 +80,7 @@ describe.runIf(browserAvailable)('audit trail page in Chromium', () => {
   it('downloads the filtered CSV', async () => {
     const { context, page } = await openPage(true);
     try {
-      await page.goto(`${base}/audit?actor=pump-2`);
+      await page.goto(`${base}/audit?view=refusals&actor=pump-2`);
       const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download CSV' }).click()]);
       const path = await download.path();
       const { readFile } = await import('node:fs/promises');

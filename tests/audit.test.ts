@@ -7,6 +7,8 @@ import {
   createAuditRecorder,
   csvCell,
   deleteOldAuditEvents,
+  listAuditGroups,
+  parseAuditFilters,
   startAuditRetention,
   type AuditEvent,
   type AuditRecorder,
@@ -312,27 +314,98 @@ describe.each(drivers)('audit trail on %s', (driver) => {
     });
 
     it('lists events newest first and filters by kind, actor, text and time range', async () => {
-      const all = await (await send(admin, '/audit')).text();
+      const all = await (await send(admin, '/audit?view=all')).text();
       expect(rowsOf(all)).toEqual(['2025-03-10T12:21:00.000Z', '2025-03-10T12:20:00.000Z', '2025-03-10T12:10:00.000Z', '2025-03-10T12:05:00.000Z', '2025-03-10T12:00:00.000Z']);
       expect(all).toContain('href="/audit" aria-current="page"');
+      expect(all).toContain('<a href="/audit?view=all" aria-current="page">Everything</a>');
 
-      const byKind = await (await send(admin, '/audit?kind=mqtt.publish_refused')).text();
+      const byKind = await (await send(admin, '/audit?view=all&kind=mqtt.publish_refused')).text();
       expect(rowsOf(byKind)).toEqual(['2025-03-10T12:05:00.000Z']);
       expect(byKind).toContain('<option value="mqtt.publish_refused" selected="">');
 
-      const byActor = await (await send(admin, '/audit?actor=sensor-8')).text();
+      const byActor = await (await send(admin, '/audit?view=all&actor=sensor-8')).text();
       expect(rowsOf(byActor)).toEqual(['2025-03-10T12:10:00.000Z']);
 
       // Text is found in details too (the client id), `%` literally.
-      expect(rowsOf(await (await send(admin, '/audit?q=DEV-7')).text())).toEqual(['2025-03-10T12:05:00.000Z']);
-      expect(rowsOf(await (await send(admin, '/audit?q=%25')).text())).toEqual([]);
+      expect(rowsOf(await (await send(admin, '/audit?view=all&q=DEV-7')).text())).toEqual(['2025-03-10T12:05:00.000Z']);
+      expect(rowsOf(await (await send(admin, '/audit?view=all&q=%25')).text())).toEqual([]);
 
-      const range = await (await send(admin, '/audit?from=2025-03-10T12:05&to=2025-03-10T12:10')).text();
+      const range = await (await send(admin, '/audit?view=all&from=2025-03-10T12:05&to=2025-03-10T12:10')).text();
       expect(rowsOf(range)).toEqual(['2025-03-10T12:10:00.000Z', '2025-03-10T12:05:00.000Z']);
 
       // An htmx request gets the page; its results are what the form selects.
       const fragment = await (await send(admin, '/audit?kind=console.signed_in', { headers: htmx })).text();
       expect(fragment).toContain('id="audit-results"');
+    });
+
+    it('opens on the console changes, and shows the broker refusals in a view of their own', async () => {
+      const changes = await (await send(admin, '/audit')).text();
+      expect(rowsOf(changes)).toEqual(['2025-03-10T12:21:00.000Z', '2025-03-10T12:20:00.000Z', '2025-03-10T12:00:00.000Z']);
+      expect(changes).toContain('<a href="/audit" aria-current="page">Console changes</a>');
+      // Its kinds are the console's: no refusal kind to choose.
+      expect(changes).not.toContain('<option value="mqtt.publish_refused"');
+      const refusals = await (await send(admin, '/audit?view=refusals')).text();
+      expect(refusals).toContain('<a href="/audit?view=refusals" aria-current="page">Broker refusals</a>');
+      expect(refusals).toContain('plant/valve');
+      expect(refusals).toContain('plant/#');
+      expect(refusals).not.toContain('alice');
+      // A kind without a view opens the view it belongs to; a kind outside the view asked for is refused.
+      expect(await (await send(admin, '/audit?kind=mqtt.subscribe_refused')).text()).toContain('<a href="/audit?view=refusals" aria-current="page">');
+      const wrong = await send(admin, '/audit?view=changes&kind=mqtt.subscribe_refused');
+      expect(wrong.status).toBe(422);
+      expect(await wrong.text()).toContain('This kind is not in this view');
+    });
+
+    it('folds identical refusals into one row with their count, and links their usernames to the client', async () => {
+      const device = await createClient(database.db, { name: 'Retrying valve', username: 'valve-retry', password: 'valve-password' });
+      const start = base + 7_200_000;
+      // A device refused every 30 s for an hour, and one other refusal in between.
+      for (let i = 0; i < 120; i++) {
+        recorder.record({ kind: 'mqtt.publish_refused', actor: 'valve-retry', subject: 'plant/valve/set', address: '192.0.2.9', details: { clientId: 'valve-1' }, at: new Date(start + i * 30_000) });
+        if (i === 60) recorder.record({ kind: 'mqtt.subscribe_refused', actor: 'stranger', subject: 'secret/#', at: new Date(start + i * 30_000 + 1) });
+      }
+      recorder.record({ kind: 'mqtt.auth_failed', actor: 'valve-retry', subject: null, address: '192.0.2.9', count: 7, details: { reason: 'bad_credentials' }, at: new Date(start + 3_600_000) });
+      await recorder.flush();
+      const html = await (await send(admin, '/audit?view=refusals&actor=valve-retry')).text();
+      expect(tableRows(html).map((row) => [row['Last (UTC)'], row.Kind, row.Username, row.Topic, row.Times])).toEqual([
+        ['2025-03-10 15:00', 'MQTT authentication failed', 'valve-retry', '', '7'],
+        ['2025-03-10 14:59', 'MQTT publish refused', 'valve-retry', 'plant/valve/set', '120 since 2025-03-10 14:00'],
+      ]);
+      expect(html).toContain(`<a href="/clients/${device.id}" class="truncate" title="valve-retry"><code>valve-retry</code></a>`);
+      // In the other views each event is its own row, and the username links there too.
+      const all = await (await send(admin, '/audit?view=all&actor=valve-retry')).text();
+      expect(rowsOf(all)).toHaveLength(50);
+      expect(all).toContain(`<a href="/clients/${device.id}" class="truncate" title="valve-retry">`);
+      // A username that is no client's is plain text.
+      const stranger = await (await send(admin, '/audit?view=refusals&actor=stranger')).text();
+      expect(stranger).toContain('<code class="truncate" title="stranger">stranger</code>');
+    });
+
+    it('pages folded refusals: a page holds 50 groups, the next starts at the first event of the 51st', async () => {
+      const start = base + 86_400_000;
+      // 60 topics, newest first t59…t0, each refused twice (the older copy an hour earlier).
+      for (let i = 0; i < 60; i++) {
+        recorder.record({ kind: 'mqtt.publish_refused', actor: 'pager-2', subject: `g/${i}`, at: new Date(start + i * 1000) });
+        recorder.record({ kind: 'mqtt.publish_refused', actor: 'pager-2', subject: `g/${i}`, at: new Date(start - 3_600_000 + i * 1000) });
+      }
+      await recorder.flush();
+      const filters = parseAuditFilters({ view: 'refusals', actor: 'pager-2' });
+      const first = await listAuditGroups(database.db, filters);
+      expect(first.groups.map((g) => g.latest.subject)).toEqual(Array.from({ length: 50 }, (_, i) => `g/${59 - i}`));
+      // Their older copies come after the 51st topic's first event: on the next page, not folded here.
+      expect(first.groups.every((g) => g.count === 1)).toBe(true);
+      expect(first.older).not.toBeNull();
+      // The rest of the new copies, then the old copies of g/59…g/20; those of g/19…g/0 wait for page 3.
+      const second = await listAuditGroups(database.db, filters, { older: first.older! });
+      expect(second.groups.map((g) => g.latest.subject)).toEqual([
+        ...Array.from({ length: 10 }, (_, i) => `g/${9 - i}`),
+        ...Array.from({ length: 40 }, (_, i) => `g/${59 - i}`),
+      ]);
+      const third = await listAuditGroups(database.db, filters, { older: second.older! });
+      expect(third.groups.map((g) => g.latest.subject)).toEqual(Array.from({ length: 20 }, (_, i) => `g/${19 - i}`));
+      expect(third.older).toBeNull();
+      // Every event is on exactly one page.
+      expect([first, second, third].flatMap((page) => page.groups).reduce((sum, g) => sum + g.count, 0)).toBe(120);
     });
 
     it('refuses a bad filter and keeps what was typed', async () => {
@@ -349,10 +422,10 @@ describe.each(drivers)('audit trail on %s', (driver) => {
       for (let i = 0; i < 120; i++) recorder.record({ kind: 'mqtt.publish_refused', actor: 'pager', subject: `t/${i}`, at: new Date(base + 3_600_000 + i * 1000) });
       await recorder.flush();
       const subjects = (html: string) => tableRows(html).map((row) => row.Subject).filter((subject) => /^t\/\d+$/.test(subject ?? ''));
-      const first = await (await send(admin, '/audit?actor=pager')).text();
+      const first = await (await send(admin, '/audit?view=all&actor=pager')).text();
       expect(subjects(first)).toHaveLength(50);
       expect(subjects(first)[0]).toBe('t/119');
-      const older = /href="(\/audit\?actor=pager&amp;older=[^"]+)" rel="next"/.exec(first)![1]!.replaceAll('&amp;', '&');
+      const older = /href="(\/audit\?view=all&amp;actor=pager&amp;older=[^"]+)" rel="next"/.exec(first)![1]!.replaceAll('&amp;', '&');
       const second = await (await send(admin, older)).text();
       expect(subjects(second)[0]).toBe('t/69');
       const third = await (await send(admin, /href="([^"]+)" rel="next"/.exec(second)![1]!.replaceAll('&amp;', '&'))).text();
@@ -385,9 +458,11 @@ describe.each(drivers)('audit trail on %s', (driver) => {
       // Every line ends with CRLF; the raw text quotes what needs it.
       expect(text).toContain(`"'=HYPERLINK(""http://evil.example"",""x"")"`);
 
-      const all = parseCsv(await (await send(admin, '/audit.csv')).text());
+      const all = parseCsv(await (await send(admin, '/audit.csv?view=all')).text());
       expect(all).toHaveLength(6);
-      const range = parseCsv(await (await send(admin, '/audit.csv?to=2025-03-10T12:05')).text());
+      // Without a view, the console's changes, as the page opens on them.
+      expect(parseCsv(await (await send(admin, '/audit.csv')).text())).toHaveLength(4);
+      const range = parseCsv(await (await send(admin, '/audit.csv?view=all&to=2025-03-10T12:05')).text());
       expect(range.slice(1).map((r) => r[0])).toEqual(['2025-03-10T12:05:00.000Z', '2025-03-10T12:00:00.000Z']);
     });
   });

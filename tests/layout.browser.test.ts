@@ -101,6 +101,7 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
       '/certificates',
       '/certificates/enable',
       '/audit',
+      '/audit?view=refusals',
       '/pipelines',
       '/pipelines/new',
       `/pipelines/${pipelineId}`,

@@ -1,4 +1,4 @@
-import { AUDIT_CSV_MAX_ROWS, AUDIT_KINDS, formatAuditCursor, isAuditKind, type AuditCursor, type AuditEvent, type AuditPage as AuditResult } from '../src/domain/audit';
+import { AUDIT_CSV_MAX_ROWS, AUDIT_KINDS, AUDIT_VIEWS, clientUsernameOf, formatAuditCursor, isAuditKind, type AuditCursor, type AuditEvent, type AuditGroupPage, type AuditPage as AuditResult, type AuditView } from '../src/domain/audit';
 import type { FieldErrors } from '../src/domain/errors';
 import { Field, FormAlert, Layout, PageTitle, TableRegion, Truncated } from './layout';
 
@@ -9,13 +9,23 @@ export interface AuditFilterValues {
   q: string;
   from: string;
   to: string;
+  view: AuditView;
 }
 
 function filterParams(filters: AuditFilterValues): URLSearchParams {
   const params = new URLSearchParams();
+  if (filters.view !== 'changes') params.set('view', filters.view);
   for (const key of ['kind', 'actor', 'q', 'from', 'to'] as const) if (filters[key]) params.set(key, filters[key]);
   return params;
 }
+
+/** Whether any filter besides the view is set. */
+function hasFilters(filters: AuditFilterValues): boolean {
+  return [filters.kind, filters.actor, filters.q, filters.from, filters.to].some(Boolean);
+}
+
+/** Client ids by username: the events' usernames link to their client. */
+type ClientLinks = ReadonlyMap<string, number>;
 
 function auditHref(path: string, filters: AuditFilterValues, place: { older?: AuditCursor; newer?: AuditCursor } = {}): string {
   const params = filterParams(filters);
@@ -25,21 +35,32 @@ function auditHref(path: string, filters: AuditFilterValues, place: { older?: Au
   return search ? `${path}?${search}` : path;
 }
 
-/** `/audit`: the filters, the events (newest first) and their paging. */
-export function AuditPage(props: { filters: AuditFilterValues; result?: AuditResult; errors?: FieldErrors }) {
+/** `/audit`: the views, the filters, the events (newest first) and their paging. */
+export function AuditPage(props: { filters: AuditFilterValues; result?: AuditResult; grouped?: AuditGroupPage; clients?: ClientLinks; paged?: boolean; errors?: FieldErrors }) {
   const { filters } = props;
   const errors = props.errors ?? {};
+  const kinds = AUDIT_VIEWS[filters.view].kinds;
   return (
     <Layout title="Audit trail" section="audit">
       <PageTitle title="Audit trail">
         Who changed what in the console, who signed in, and what the broker refused. Times are UTC.
       </PageTitle>
+      <nav aria-label="Audit views" class="tabs">
+        <ul>
+          {(Object.keys(AUDIT_VIEWS) as AuditView[]).map((view) => (
+            <li>
+              <a href={view === 'changes' ? '/audit' : `/audit?view=${view}`} aria-current={view === filters.view ? 'page' : undefined}>
+                {AUDIT_VIEWS[view].label}
+              </a>
+            </li>
+          ))}
+        </ul>
+      </nav>
       <form
         method="get"
         action="/audit"
-        role="search"
         aria-label="Filter the audit trail"
-        class="audit-filters"
+        class="filter-bar"
         hx-get="/audit"
         hx-target="#audit-results"
         hx-select="#audit-results"
@@ -47,16 +68,17 @@ export function AuditPage(props: { filters: AuditFilterValues; result?: AuditRes
         hx-push-url="true"
         novalidate
       >
-        <div class="grid">
+        {filters.view !== 'changes' ? <input type="hidden" name="view" value={filters.view} /> : null}
+        <div class="filter-fields">
           <label for="audit-kind">
             Kind
             <select id="audit-kind" name="kind" aria-invalid={errors.kind ? 'true' : undefined} aria-describedby={errors.kind ? 'audit-kind-error' : undefined}>
               <option value="" selected={!filters.kind}>
-                All kinds
+                {filters.view === 'all' ? 'All kinds' : `All ${AUDIT_VIEWS[filters.view].label.toLowerCase()}`}
               </option>
-              {Object.entries(AUDIT_KINDS).map(([kind, label]) => (
+              {kinds.map((kind) => (
                 <option value={kind} selected={filters.kind === kind}>
-                  {label}
+                  {AUDIT_KINDS[kind]}
                 </option>
               ))}
             </select>
@@ -67,32 +89,31 @@ export function AuditPage(props: { filters: AuditFilterValues; result?: AuditRes
             ) : null}
           </label>
           <Field label="Actor" name="actor" id="audit-actor" value={filters.actor} error={errors.actor} hint="Exactly: an administrator or a username tried." maxlength={200} autocomplete="off" />
-          <Field label="Text" name="q" id="audit-q" value={filters.q} error={errors.q} hint="Found in the subject, the address or the details." maxlength={200} autocomplete="off" />
-        </div>
-        <div class="grid">
+          <Field label="Text" name="q" id="audit-q" value={filters.q} error={errors.q} hint="In the subject, address or details." maxlength={200} autocomplete="off" />
           <Field label="From (UTC)" name="from" id="audit-from" type="datetime-local" value={filters.from} error={errors.from} />
           <Field label="To (UTC)" name="to" id="audit-to" type="datetime-local" value={filters.to} error={errors.to} hint="That minute included." />
         </div>
         <div class="form-actions">
           <button type="submit">Filter</button>
-          <a href="/audit" role="button" class="secondary outline">
+          <a href={filters.view === 'changes' ? '/audit' : `/audit?view=${filters.view}`} role="button" class="secondary outline">
             Clear filters
           </a>
         </div>
       </form>
-      <AuditResults filters={filters} result={props.result} errors={props.errors} />
+      <AuditResults filters={filters} result={props.result} grouped={props.grouped} clients={props.clients} paged={props.paged} errors={props.errors} />
     </Layout>
   );
 }
 
 /** The part the filter form replaces. */
-export function AuditResults(props: { filters: AuditFilterValues; result?: AuditResult; errors?: FieldErrors }) {
+export function AuditResults(props: { filters: AuditFilterValues; result?: AuditResult; grouped?: AuditGroupPage; clients?: ClientLinks; paged?: boolean; errors?: FieldErrors }) {
   const { result, filters } = props;
+  const clients = props.clients ?? new Map<string, number>();
   const messages = Object.values(props.errors ?? {});
   return (
     <section id="audit-results" aria-label="Audit events">
       {messages.length ? <FormAlert message={`Nothing was searched: ${messages.join(' ')}`} /> : null}
-      {result ? (
+      {result || props.grouped ? (
         <p class="audit-export">
           <a href={auditHref('/audit.csv', filters)} download>
             Download CSV
@@ -100,8 +121,9 @@ export function AuditResults(props: { filters: AuditFilterValues; result?: Audit
           <span class="help">of every event these filters match, newest first (at most {AUDIT_CSV_MAX_ROWS.toLocaleString('en-US')}).</span>
         </p>
       ) : null}
+      {props.grouped ? <GroupedResults filters={filters} page={props.grouped} clients={clients} paged={props.paged ?? false} /> : null}
       {!result ? null : result.events.length === 0 ? (
-        <p class="empty-state">{filterParams(filters).size ? 'No event matches these filters.' : 'Nothing has been recorded yet.'}</p>
+        <p class="empty-state">{hasFilters(filters) ? 'No event matches these filters.' : 'Nothing has been recorded yet.'}</p>
       ) : (
         <>
           <TableRegion label="Audit events table">
@@ -119,7 +141,7 @@ export function AuditResults(props: { filters: AuditFilterValues; result?: Audit
               </thead>
               <tbody>
                 {result.events.map((event) => (
-                  <AuditRow event={event} />
+                  <AuditRow event={event} clients={clients} />
                 ))}
               </tbody>
             </table>
@@ -131,7 +153,41 @@ export function AuditResults(props: { filters: AuditFilterValues; result?: Audit
   );
 }
 
-function AuditRow(props: { event: AuditEvent }) {
+/** A username shown as a link to its client when one has it (the broker's events, clients' changes). */
+function ClientName(props: { username: string; clients: ClientLinks }) {
+  const id = props.clients.get(props.username);
+  if (id === undefined) return <Truncated text={props.username} code />;
+  return (
+    <a href={`/clients/${id}`} class="truncate" title={props.username}>
+      <code>{props.username}</code>
+    </a>
+  );
+}
+
+/** The actor and subject cells of an event; the one that names a client links to it. */
+function ActorSubject(props: { event: AuditEvent; clients: ClientLinks }) {
+  const { event, clients } = props;
+  const username = clientUsernameOf(event);
+  const actor =
+    event.actor === null ? (
+      <span class="help">{typeof event.details.via === 'string' ? event.details.via : '—'}</span>
+    ) : event.actor === '' ? (
+      <span class="help">(no username)</span>
+    ) : username === event.actor ? (
+      <ClientName username={event.actor} clients={clients} />
+    ) : (
+      <Truncated text={event.actor} code />
+    );
+  const subject = !event.subject ? '' : username === event.subject && event.kind.startsWith('client.') ? <ClientName username={event.subject} clients={clients} /> : <Truncated text={event.subject} />;
+  return (
+    <>
+      <td>{actor}</td>
+      <td>{subject}</td>
+    </>
+  );
+}
+
+function AuditRow(props: { event: AuditEvent; clients: ClientLinks }) {
   const { event } = props;
   const iso = event.at.toISOString();
   const perMinute = event.kind === 'mqtt.auth_failed';
@@ -141,14 +197,77 @@ function AuditRow(props: { event: AuditEvent }) {
         <time datetime={iso}>{perMinute ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} (that minute)` : `${iso.slice(0, 10)} ${iso.slice(11, 19)}`}</time>
       </td>
       <td>{isAuditKind(event.kind) ? AUDIT_KINDS[event.kind] : event.kind}</td>
-      <td>{event.actor === null ? <span class="help">{typeof event.details.via === 'string' ? event.details.via : '—'}</span> : event.actor === '' ? <span class="help">(no username)</span> : <Truncated text={event.actor} code />}</td>
-      <td>{event.subject ? <Truncated text={event.subject} /> : ''}</td>
+      <ActorSubject event={event} clients={props.clients} />
       <td class="nowrap">{event.address ?? ''}</td>
       <td>{event.count}</td>
       <td>
         <DetailsCell details={event.details} />
       </td>
     </tr>
+  );
+}
+
+/** The refusals view: identical events as one row, with how many and from when to when. */
+function GroupedResults(props: { filters: AuditFilterValues; page: AuditGroupPage; clients: ClientLinks; paged: boolean }) {
+  const { page, filters } = props;
+  if (page.groups.length === 0) return <p class="empty-state">{hasFilters(filters) ? 'No refusal matches these filters.' : 'The broker has refused nothing yet.'}</p>;
+  const day = (date: Date) => date.toISOString().slice(0, 16).replace('T', ' ');
+  return (
+    <>
+      <p class="help">Identical refusals (same kind, username, topic, address and reason) are one row, with how many there were.</p>
+      <TableRegion label="Broker refusals table">
+        <table class="striped audit-table">
+          <thead>
+            <tr>
+              <th scope="col">Last (UTC)</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Username</th>
+              <th scope="col">Topic</th>
+              <th scope="col">Address</th>
+              <th scope="col">Times</th>
+              <th scope="col">Details</th>
+            </tr>
+          </thead>
+          <tbody>
+            {page.groups.map((group) => {
+              const event = group.latest;
+              return (
+                <tr>
+                  <td class="nowrap">
+                    <time datetime={group.last.toISOString()}>{day(group.last)}</time>
+                  </td>
+                  <td>{isAuditKind(event.kind) ? AUDIT_KINDS[event.kind] : event.kind}</td>
+                  <ActorSubject event={event} clients={props.clients} />
+                  <td class="nowrap">{event.address ?? ''}</td>
+                  <td class="nowrap">
+                    <strong>{group.count.toLocaleString('en-US')}</strong>
+                    {group.rows > 1 ? (
+                      <>
+                        <br />
+                        <small>
+                          since <time datetime={group.first.toISOString()}>{day(group.first)}</time>
+                        </small>
+                      </>
+                    ) : null}
+                  </td>
+                  <td>
+                    <DetailsCell details={event.details} />
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </TableRegion>
+      {page.older || props.paged ? (
+        <nav aria-label="Pages" class="pagination">
+          <ul>
+            <li>{props.paged ? <a href={auditHref('/audit', filters)}>Newest</a> : <span aria-disabled="true">Newest</span>}</li>
+            <li>{page.older ? <a href={auditHref('/audit', filters, { older: page.older })} rel="next">Older</a> : <span aria-disabled="true">Older</span>}</li>
+          </ul>
+        </nav>
+      ) : null}
+    </>
   );
 }
 

@@ -63,6 +63,25 @@ export function isAuditKind(value: string): value is AuditKind {
   return Object.hasOwn(AUDIT_KINDS, value);
 }
 
+const REFUSAL_KINDS: AuditKind[] = ['mqtt.auth_failed', 'mqtt.publish_refused', 'mqtt.subscribe_refused'];
+
+/**
+ * The trail in views, so a device retrying every 30 s does not bury the
+ * administrators' changes: what people did in the console (sign-ins and
+ * disconnects from the console included), what the broker refused, or all.
+ */
+export const AUDIT_VIEWS = {
+  changes: { label: 'Console changes', kinds: (Object.keys(AUDIT_KINDS) as AuditKind[]).filter((kind) => !REFUSAL_KINDS.includes(kind)) },
+  refusals: { label: 'Broker refusals', kinds: REFUSAL_KINDS },
+  all: { label: 'Everything', kinds: Object.keys(AUDIT_KINDS) as AuditKind[] },
+} as const satisfies Record<string, { label: string; kinds: readonly AuditKind[] }>;
+
+export type AuditView = keyof typeof AUDIT_VIEWS;
+
+export function isAuditView(value: string): value is AuditView {
+  return Object.hasOwn(AUDIT_VIEWS, value);
+}
+
 /** Who made a change: a signed-in administrator, or (username null) something else, named by `via`. */
 export interface AuditActor {
   username: string | null;
@@ -404,14 +423,25 @@ export const auditFilterSchema = z
     q: optionalText(200),
     from: timeSchema,
     to: timeSchema,
+    view: z
+      .string()
+      .optional()
+      .transform((v) => v || undefined)
+      .refine((v) => v === undefined || isAuditView(v), 'Choose a view from the list.'),
   })
-  .refine((f) => !f.from || !f.to || f.from.date <= f.to.date, { path: ['to'], message: '“To” must not be before “From”.' });
+  .refine((f) => !f.from || !f.to || f.from.date <= f.to.date, { path: ['to'], message: '“To” must not be before “From”.' })
+  .refine((f) => !f.kind || !f.view || (AUDIT_VIEWS[f.view as AuditView].kinds as readonly string[]).includes(f.kind), {
+    path: ['kind'],
+    message: 'This kind is not in this view: choose one of its kinds, or Everything.',
+  });
 
-export type AuditFilterInput = { kind?: unknown; actor?: unknown; q?: unknown; from?: unknown; to?: unknown };
+export type AuditFilterInput = { kind?: unknown; actor?: unknown; q?: unknown; from?: unknown; to?: unknown; view?: unknown };
 
 /** Filters as parsed; `text` keeps what was typed, for the form and links. */
 export interface AuditFilters {
   kind?: AuditKind;
+  /** The kinds of the view (none: every kind). */
+  kinds?: readonly AuditKind[];
   actor?: string;
   q?: string;
   from?: Date;
@@ -420,6 +450,8 @@ export interface AuditFilters {
   /** Read by an API token: only what it may see (see tokenSees), matched as it is shown. */
   seenByToken?: string;
   text: { kind: string; actor: string; q: string; from: string; to: string };
+  /** The view: given, or the one a kind belongs to, or everything when no view is asked for (the API's way). */
+  view?: AuditView;
 }
 
 // ---------------------------------------------------------------------------
@@ -459,11 +491,19 @@ function shownToToken(tokenName: string): SQL {
   )!;
 }
 
-/** Parses the filter form; throws ValidationError (see parseInput) on a bad value. */
-export function parseAuditFilters(input: AuditFilterInput): AuditFilters {
+/**
+ * Parses the filter form; throws ValidationError (see parseInput) on a bad
+ * value. Without a view, a kind chooses the view it belongs to, and no kind
+ * means `defaultView` (everything, unless the caller says otherwise).
+ */
+export function parseAuditFilters(input: AuditFilterInput, defaultView: AuditView = 'all'): AuditFilters {
   const data = parseInput(auditFilterSchema, input);
+  const kind = data.kind as AuditKind | undefined;
+  const view: AuditView = (data.view as AuditView | undefined) ?? (kind ? (REFUSAL_KINDS.includes(kind) ? 'refusals' : 'changes') : defaultView);
   return {
-    kind: data.kind as AuditKind | undefined,
+    view,
+    kinds: view === 'all' ? undefined : AUDIT_VIEWS[view].kinds,
+    kind,
     actor: data.actor,
     q: data.q,
     from: data.from?.date,
@@ -516,6 +556,7 @@ function filterConditions(filters: Omit<AuditFilters, 'text'>): SQL | undefined 
   const shown = token === undefined ? undefined : shownToToken(token);
   if (token !== undefined) conditions.push(inArray(auditEvents.kind, TOKEN_VISIBLE_KINDS));
   if (filters.kind) conditions.push(eq(auditEvents.kind, filters.kind));
+  else if (filters.kinds) conditions.push(inArray(auditEvents.kind, [...filters.kinds]));
   if (filters.actor) {
     if (token !== undefined && filters.actor === ADMINISTRATOR_ACTOR) conditions.push(sql`${auditEvents.actor} is not null`, sql`not ${shown}`, sql`${auditEvents.details}->>'via' is distinct from 'API token'`);
     else if (token !== undefined && filters.actor === OTHER_TOKEN_ACTOR) conditions.push(sql`not ${shown}`, sql`${auditEvents.details}->>'via' = 'API token'`);
@@ -586,6 +627,74 @@ export async function listAuditEvents(
 
 function cursorOf(event: AuditEvent | undefined): AuditCursor | null {
   return event ? { at: event.at, id: event.id } : null;
+}
+
+/** The username an event names a client by: the actor of the broker's events, the subject of a client's change; null for others. */
+export function clientUsernameOf(event: Pick<AuditEvent, 'kind' | 'actor' | 'subject' | 'details'>): string | null {
+  if (event.kind === 'mqtt.disconnected') return typeof event.details.username === 'string' ? event.details.username : null;
+  if (event.kind.startsWith('mqtt.')) return event.actor;
+  if (event.kind.startsWith('client.')) return event.subject;
+  return null;
+}
+
+/** Identical events (same kind, actor, subject, address and reason) shown as one row with their count. */
+export interface AuditGroup {
+  /** The newest event of the group (its details are shown). */
+  latest: AuditEvent;
+  /** The events' counts summed (a per-minute failure row counts its attempts). */
+  count: number;
+  /** Rows folded into this one. */
+  rows: number;
+  first: Date;
+  last: Date;
+}
+
+export interface AuditGroupPage {
+  groups: AuditGroup[];
+  /** Where the next page starts; null when nothing older matches. */
+  older: AuditCursor | null;
+}
+
+/** Rows one grouped page reads at most: whatever the trail holds, a page costs this. */
+export const AUDIT_GROUP_SCAN = 2000;
+
+function groupKey(event: AuditEvent): string {
+  return JSON.stringify([event.kind, event.actor, event.subject, event.address, typeof event.details.reason === 'string' ? event.details.reason : null]);
+}
+
+/**
+ * A page of the trail with identical events folded into one row (a device
+ * retrying every 30 s is one row with its count, not a page of them),
+ * newest first. It reads at most AUDIT_GROUP_SCAN rows: it stops at the
+ * first event of a group that would not fit the page, and the next page
+ * starts there, so a group can appear again on a later page with its older
+ * events (each row says from when to when it counts).
+ */
+export async function listAuditGroups(db: Queryable, filters: Omit<AuditFilters, 'text'>, place: { older?: AuditCursor } = {}): Promise<AuditGroupPage> {
+  const groups = new Map<string, AuditGroup>();
+  let cursor = place.older;
+  let scanned = 0;
+  while (scanned < AUDIT_GROUP_SCAN) {
+    const rows = await readEvents(db, filters, 'older', cursor, Math.min(500, AUDIT_GROUP_SCAN - scanned));
+    if (rows.length === 0) return { groups: [...groups.values()], older: null };
+    for (const event of rows) {
+      const key = groupKey(event);
+      const group = groups.get(key);
+      if (group) {
+        group.count += event.count;
+        group.rows += 1;
+        group.first = event.at;
+      } else {
+        // A new group that does not fit: the next page starts with it.
+        if (groups.size === AUDIT_PAGE_SIZE) return { groups: [...groups.values()], older: cursor ?? null };
+        groups.set(key, { latest: event, count: event.count, rows: 1, first: event.at, last: event.at });
+      }
+      cursor = { at: event.at, id: event.id };
+      scanned++;
+    }
+  }
+  const [more] = await readEvents(db, filters, 'older', cursor, 1);
+  return { groups: [...groups.values()], older: more ? (cursor ?? null) : null };
 }
 
 /** Every event matching `filters`, newest first, in batches, at most AUDIT_CSV_MAX_ROWS. */

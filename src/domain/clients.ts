@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { and, asc, count, desc, eq, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { z } from 'zod';
 import type { SubqueryWithSelection } from 'drizzle-orm/pg-core';
 import { type Database, isUniqueViolation, schema } from '../db';
@@ -335,6 +335,14 @@ export async function getClientNames(db: Database, ids: readonly number[]): Prom
     .from(clients)
     .where(sql`${clients.id} = any(${`{${unique.join(',')}}`}::integer[])`);
   return new Map(rows.map((row) => [row.id, row.name]));
+}
+
+/** The ids of the clients with these usernames (unknown usernames are left out). */
+export async function getClientIdsByUsername(db: Database, usernames: readonly string[]): Promise<Map<string, number>> {
+  const unique = [...new Set(usernames)].filter((u) => u.length > 0 && u.length <= MAX_USERNAME_LENGTH);
+  if (unique.length === 0) return new Map();
+  const rows = await db.select({ id: clients.id, username: clients.username }).from(clients).where(inArray(clients.username, unique));
+  return new Map(rows.map((row) => [row.username, row.id]));
 }
 
 /** A client's place in the list's order, (lower(name), id): where a page ends or starts. */

@@ -1,14 +1,20 @@
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import {
   AUDIT_CSV_HEADER,
   auditEventCsvLine,
+  clientUsernameOf,
   csvLine,
+  isAuditView,
   listAuditEvents,
+  listAuditGroups,
   parseAuditCursor,
   parseAuditFilters,
   readAuditEventsForExport,
+  type AuditEvent,
   type AuditFilters,
+  type AuditView,
 } from '../domain/audit';
+import { getClientIdsByUsername } from '../domain/clients';
 import { ValidationError } from '../domain/errors';
 import { AuditPage } from '../../views/audit';
 import type { AppEnv } from './env';
@@ -21,23 +27,30 @@ export function auditRoutes() {
     const query = c.req.query();
     let filters: AuditFilters;
     try {
-      filters = parseAuditFilters(query);
+      // The console opens on the administrators' changes; refusals have a view of their own.
+      filters = parseAuditFilters(query, 'changes');
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;
-      const typed = { kind: query.kind ?? '', actor: query.actor ?? '', q: query.q ?? '', from: query.from ?? '', to: query.to ?? '' };
+      const view = isAuditView(query.view ?? '') ? (query.view as AuditView) : 'changes';
+      const typed = { kind: query.kind ?? '', actor: query.actor ?? '', q: query.q ?? '', from: query.from ?? '', to: query.to ?? '', view };
       return c.html(<AuditPage filters={typed} errors={error.fieldErrors} />, 422);
     }
-    const result = await listAuditEvents(c.var.db, filters, {
-      older: parseAuditCursor(query.older) ?? undefined,
-      newer: parseAuditCursor(query.newer) ?? undefined,
-    });
-    return c.html(<AuditPage filters={filters.text} result={result} />);
+    const typed = { ...filters.text, view: filters.view ?? 'changes' };
+    const older = parseAuditCursor(query.older) ?? undefined;
+    if (filters.view === 'refusals') {
+      // Identical refusals folded into one row with their count.
+      const grouped = await listAuditGroups(c.var.db, filters, { older });
+      const links = await clientLinks(c, grouped.groups.map((group) => group.latest));
+      return c.html(<AuditPage filters={typed} grouped={grouped} clients={links} paged={older !== undefined} />);
+    }
+    const result = await listAuditEvents(c.var.db, filters, { older, newer: parseAuditCursor(query.newer) ?? undefined });
+    return c.html(<AuditPage filters={typed} result={result} clients={await clientLinks(c, result.events)} />);
   });
 
   audit.get('/audit.csv', async (c) => {
     let filters: AuditFilters;
     try {
-      filters = parseAuditFilters(c.req.query());
+      filters = parseAuditFilters(c.req.query(), 'changes');
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;
       return c.text(`The filters are not valid: ${Object.values(error.fieldErrors).join(' ')}`, 422);
@@ -74,4 +87,9 @@ export function auditRoutes() {
   });
 
   return audit;
+}
+
+/** Client ids by username, for the events shown: their usernames link to the client's page. */
+async function clientLinks(c: Context<AppEnv>, events: AuditEvent[]): Promise<ReadonlyMap<string, number>> {
+  return getClientIdsByUsername(c.var.db, events.map(clientUsernameOf).filter((u): u is string => u !== null));
 }
