@@ -263,7 +263,7 @@ describe.each(drivers)('ACL enforcement in the broker on %s', (driver) => {
         .toBe(change === 'deleted' ? 'gone' : 0);
       device.stream.destroy();
 
-      await expect.poll(() => gatehouse.logs.join('\n'), { timeout: 10_000 }).toContain(`dropped the will of ${username}`);
+      await expect.poll(() => gatehouse.logs.join('\n'), { timeout: 10_000 }).toContain(`dropped the will of ${JSON.stringify(username)}`);
       const marker = nextMessage(admin, `${username}/after`);
       await admin.publishAsync(`${username}/after`, 'marker', { qos: 1 });
       await marker;

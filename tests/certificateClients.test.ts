@@ -4,7 +4,7 @@ import { createClient, updateClient } from '../src/domain/clients';
 import { ConflictError, ValidationError } from '../src/domain/errors';
 import { setRequireClientCert } from '../src/domain/tlsSettings';
 import type { Gatehouse } from '../src/server';
-import { appendRules, grantGroup } from './support/acl';
+import { appendRules, grantGroup, removeRules } from './support/acl';
 import { signIn } from './support/admin';
 import { certificateFactory, type Issued } from './support/certs';
 import { drivers } from './support/db';
@@ -24,7 +24,7 @@ describe.each(drivers)('certificate clients on %s', (driver) => {
   const stranger = certs.client(ca, 'stranger-cert');
   const old = certs.client(ca, 'old-cert', { expired: true });
   const foreign = certs.client(otherCa, 'foreign-cert');
-  let gatehouse: Gatehouse;
+  let gatehouse: Gatehouse & { logs: string[] };
 
   beforeAll(async () => {
     gatehouse = await startTestGatehouse(driver, {
@@ -144,6 +144,70 @@ describe.each(drivers)('certificate clients on %s', (driver) => {
       const both = await connect(url(transport), withCert(gate, { username: 'gate', password: 'gate-password' }));
       await endClient(device);
       await endClient(both);
+    });
+  });
+
+  describe('wills of certificate clients', () => {
+    const porch = certs.client(ca, 'porch-cert');
+    const porchNext = certs.client(ca, 'porch-next-cert');
+    const shed = certs.client(ca, 'shed-cert');
+
+    it.each(transports)('publishes the will a rule by fingerprint allows when the connection dies (%s)', async (transport) => {
+      const watcher = await connect(url(transport), withCert(null, { username: 'sensor', password: 'sensor-password' }));
+      const device = await connect(url(transport), withCert(door, { clientId: `door-will-${transport}`, will: { topic: 'doors/door/status', payload: Buffer.from(`gone ${transport}`), qos: 1, retain: false } }));
+      try {
+        await watcher.subscribeAsync('doors/#', { qos: 1 });
+        const will = nextMessage(watcher, 'doors/door/status');
+        device.stream.destroy();
+        // The door's only group comes from its certificate's fingerprint: the
+        // will is judged when it fires with the fingerprint it connected with.
+        expect(await will).toMatchObject({ payload: `gone ${transport}` });
+      } finally {
+        await endClient(device);
+        await endClient(watcher);
+      }
+    });
+
+    it.each([
+      ['whose certificate was replaced', 'porch', 'the client no longer exists'],
+      ['whose rule by fingerprint was removed', 'shed', 'the client may no longer publish it'],
+    ] as const)('drops the will of a Certificate client %s while it was connected', async (_change, username, why) => {
+      const db = gatehouse.database.db;
+      const issued = username === 'porch' ? porch : shed;
+      const client = await createClient(db, { name: username, username, authType: 'certificate', certificate: issued.cert });
+      const group = await grantGroup(db, { name: `Wills of ${username}`, permissions: [['allow', 'publish', `doors/${username}/#`]] });
+      await appendRules(db, [{ matchBy: 'certificate', value: issued.fingerprint, groups: [String(group.id)] }]);
+      const watcher = await connect(url('tls'), withCert(null, { username: 'sensor', password: 'sensor-password' }));
+      const clientId = `${username}-will`;
+      const device = await connect(url('tls'), withCert(issued, { clientId, will: { topic: `doors/${username}/status`, payload: Buffer.from('gone'), qos: 1, retain: false } }));
+      try {
+        await watcher.subscribeAsync(`doors/${username}/#`, { qos: 1 });
+        const heard: string[] = [];
+        watcher.on('message', (topic) => heard.push(topic));
+
+        if (username === 'porch') await updateClient(db, client.id, { name: username, username, authType: 'certificate', certificate: porchNext.cert });
+        else await removeRules(db, issued.fingerprint);
+        // Once this node has heard the change, the connection dies.
+        const who = { clientRowId: client.id, username, mqttClientId: clientId, certFingerprint: issued.fingerprint };
+        await expect
+          .poll(async () => {
+            const access = await gatehouse.authenticator.currentAccess(who);
+            return access ? access.groups.length : 'gone';
+          })
+          .toBe(username === 'porch' ? 'gone' : 0);
+        device.stream.destroy();
+
+        await expect.poll(() => gatehouse.logs.join('\n'), { timeout: 10_000 }).toContain(`dropped the will of ${JSON.stringify(username)}`);
+        expect(gatehouse.logs.find((line) => line.includes(`dropped the will of ${JSON.stringify(username)}`))).toContain(why);
+        // Anything published before the marker has arrived by the time it does.
+        const marker = nextMessage(watcher, `doors/${username}/after`);
+        gatehouse.broker.aedes.publish({ cmd: 'publish', topic: `doors/${username}/after`, payload: Buffer.from('marker'), qos: 1, retain: false, dup: false }, () => {});
+        await marker;
+        expect(heard).toEqual([`doors/${username}/after`]);
+      } finally {
+        await endClient(device);
+        await endClient(watcher);
+      }
     });
   });
 

@@ -56,8 +56,7 @@ export function createWills(deps: WillsDeps) {
     judge(client: AedesClient | null, packet: PublishPacket, callback: (error: Error | null) => void): void {
       const owner = (packet as unknown as Record<string, unknown>)[WILL_OWNER] as WillOwner | undefined;
       const drop = (why: string) => {
-        // The username is the client row's (checked by the console), not what a device sent.
-        log(`dropped the will of ${owner?.username ?? 'a client'} (client id ${JSON.stringify(owner?.mqttClientId ?? '?')}) to ${JSON.stringify(packet.topic)}: ${why}`);
+        log(`dropped the will of ${owner ? JSON.stringify(owner.username) : 'a client'} (client id ${JSON.stringify(owner?.mqttClientId ?? '?')}) to ${JSON.stringify(packet.topic)}: ${why}`);
         packet.topic = REFUSED_PUBLISH_TOPIC;
         packet.retain = false;
         packet.payload = Buffer.alloc(0);

@@ -24,13 +24,22 @@ export async function grantGroup(
   return group;
 }
 
-/** Keeps the current rules and adds `rules` after them. */
-export async function appendRules(db: Database, rules: RuleInput[]) {
+/** The current rules as the inputs that would save them again. */
+async function currentRules(db: Database): Promise<RuleInput[]> {
   const current = await listGroupRules(db);
-  const kept: RuleInput[] = current.map((rule) => ({
+  return current.map((rule) => ({
     matchBy: rule.matchBy,
     value: rule.matchBy === 'client' ? rule.clientUsername : rule.value,
     groups: rule.groups.map((g) => String(g.id)),
   }));
-  return replaceGroupRules(db, [...kept, ...rules], undefined);
+}
+
+/** Keeps the current rules and adds `rules` after them. */
+export async function appendRules(db: Database, rules: RuleInput[]) {
+  return replaceGroupRules(db, [...(await currentRules(db)), ...rules], undefined);
+}
+
+/** Keeps the current rules but those matching `value` (a username, client id or fingerprint). */
+export async function removeRules(db: Database, value: string) {
+  return replaceGroupRules(db, (await currentRules(db)).filter((rule) => rule.value !== value), undefined);
 }
