@@ -86,6 +86,8 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
 
   it('counts live sessions per client, shown in the clients table', async () => {
     const client = await createClient(gatehouse.database.db, { name: 'Counted', username: 'counted', password: 'counted-password' });
+    // Written past the console: this node hears of the client through the change feed.
+    await gatehouse.accessModel.settled();
     const sessions = () => gatehouse.broker.sessionsByClient().get(client.id) ?? 0;
     const a = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'counted', password: 'counted-password', clientId: 'counted-a' });
     const b = await connect(brokerUrl(gatehouse, 'ws'), { username: 'counted', password: 'counted-password', clientId: 'counted-b' });
