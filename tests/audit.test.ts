@@ -292,6 +292,50 @@ describe.each(drivers)('audit trail on %s', (driver) => {
     ]);
   });
 
+  it('keeps only the rows not yet written when a transient error hits while a refused batch is written row by row', async () => {
+    // The real database; the one INSERT of the buffer's last row alone (the
+    // drop counter) fails once as a lost connection would, after the rows
+    // before it were written one by one.
+    let failed = false;
+    const flaky = new Proxy(database.db, {
+      get(target, property, receiver) {
+        if (property !== 'execute') return Reflect.get(target, property, receiver);
+        return (query: { queryChunks: unknown[] }) => {
+          const json = query.queryChunks.find((chunk): chunk is string => typeof chunk === 'string' && chunk.startsWith('['));
+          const rows = json ? (JSON.parse(json) as Array<{ kind: string }>) : [];
+          if (!failed && rows.length === 1 && rows[0]!.kind === 'audit.dropped') {
+            failed = true;
+            return Promise.reject(new Error('connection reset'));
+          }
+          return target.execute(query as never);
+        };
+      },
+    });
+    const logs: string[] = [];
+    const buffered = createAuditRecorder(flaky, { maxBuffered: 4, flushIntervalMs: 3_600_000, log: (line) => logs.push(line) });
+    buffered.record({ kind: 'console.signed_in', actor: 'before' });
+    // PostgreSQL refuses this one (a count beyond integer): the batch is written row by row.
+    buffered.record({ kind: 'console.signed_in', actor: 'too-many', count: 2 ** 40 });
+    buffered.record({ kind: 'console.signed_in', actor: 'after' });
+    buffered.record({ kind: 'console.signed_in', actor: 'also after' });
+    buffered.record({ kind: 'console.signed_in', actor: 'beyond the buffer' });
+    buffered.authFailure({ username: 'vault', address: '192.0.2.9', reason: 'bad_credentials' });
+    await buffered.flush();
+    expect(failed).toBe(true);
+    expect(logs.join('\n')).toContain('audit events could not be written (connection reset)');
+    expect(buffered.stats().buffered).toBe(1);
+    await buffered.close();
+
+    const rows = await allEvents(database);
+    expect(rows.map((r) => [r.kind, r.actor, r.count])).toEqual([
+      ['console.signed_in', 'before', 1],
+      ['console.signed_in', 'after', 1],
+      ['console.signed_in', 'also after', 1],
+      ['mqtt.auth_failed', 'vault', 1],
+      ['audit.dropped', null, 1],
+    ]);
+  });
+
   describe('the /audit page and its CSV export', () => {
     const base = Date.parse('2025-03-10T12:00:00.000Z');
     beforeEach(async () => {

@@ -259,19 +259,26 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
     flushing = (async () => {
       for (let start = 0; start < rows.length; start += batchSize) {
         const batch = rows.slice(start, start + batchSize);
+        // Rows of this batch written, or dropped as refused, one by one: not to be kept again.
+        let settled = 0;
         try {
-          await insertRows(db, batch).catch(async (error: unknown) => {
+          try {
+            await insertRows(db, batch);
+            written += batch.length;
+          } catch (error) {
             if (!isDataError(error)) throw error;
             // One bad row must not hold back the rest for ever: each alone, the bad ones dropped.
             for (const row of batch) {
-              await insertRows(db, [row]).catch((rowError: unknown) => {
+              try {
+                await insertRows(db, [row]);
+                written++;
+              } catch (rowError) {
                 if (!isDataError(rowError)) throw rowError;
-                log(`an audit event (${row.kind}) could not be stored and was dropped: ${(rowError as Error).message}`);
-                row.count = 0;
-              });
+                log(`an audit event (${row.kind}) could not be stored and was dropped: ${JSON.stringify((rowError as Error).message)}`);
+              }
+              settled++;
             }
-          });
-          written += batch.filter((row) => row.count > 0).length;
+          }
         } catch (error) {
           if (now() - lastErrorLog > MINUTE_MS) {
             lastErrorLog = now();
@@ -281,7 +288,9 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
           // back to their counter (one row per key in an INSERT: ON CONFLICT
           // cannot update a row twice in one statement).
           const kept: Row[] = [];
-          for (const row of rows.slice(start)) {
+          // A transient error midway through the rows written alone keeps only
+          // those not yet written: a failure counter written twice would count twice.
+          for (const row of rows.slice(start + settled)) {
             if (row.kind !== 'mqtt.auth_failed') {
               if (queue.length + kept.length < maxBuffered) kept.push(row);
               else drop();
