@@ -64,6 +64,7 @@ const projects = {
     'tests/fuzz.test.ts',
     'tests/metrics.test.ts',
     'tests/mqtt5.test.ts',
+    'tests/mqtt5.features.test.ts',
     'tests/outage.test.ts',
     'tests/overview.http.test.ts',
     'tests/password.generated.test.ts',

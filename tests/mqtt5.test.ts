@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config';
 import { createClient } from '../src/domain/clients';
@@ -11,14 +11,16 @@ import { signIn } from './support/admin';
 import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
 import { startTestGatehouse } from './support/gatehouse';
-import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
+import { certificateFactory, type Issued } from './support/certs';
+import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
+import { listenerOf, serverDisconnect, type AnyTransport } from './support/mqtt5';
 
 /**
  * What a 5.0 device is told, where a 3.1.1 device is told nothing: reason
  * codes from Gatehouse's own decisions (README, "MQTT 5").
  */
 const device = { username: 'five', password: 'five-password' };
-const v5 = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ protocolVersion: 5, clientId, ...device, ...options });
+const v5Options = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ protocolVersion: 5, clientId, ...device, ...options });
 
 async function provision(gatehouse: Gatehouse) {
   await createClient(gatehouse.database.db, { name: 'Five', ...device });
@@ -33,20 +35,26 @@ async function provision(gatehouse: Gatehouse) {
   });
 }
 
-/** The reason code of the server's DISCONNECT to `client`, or undefined if it was closed without one. */
-function serverDisconnect(client: MqttClient): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    client.once('disconnect', (packet) => resolve(packet.reasonCode ?? 0));
-    client.once('close', () => setTimeout(() => resolve(undefined), 50));
-  });
-}
+const certs = certificateFactory();
+let ca: Issued;
+afterAll(() => certs.remove());
 
-describe.each(['tcp', 'ws'] as Transport[])('MQTT 5 over %s', { timeout: 60_000 }, (transport) => {
+describe.each(['tcp', 'ws', 'tls', 'wss'] as AnyTransport[])('MQTT 5 over %s', { timeout: 60_000 }, (transport) => {
   let gatehouse: Awaited<ReturnType<typeof startTestGatehouse>>;
   let url: string;
+  let listenerOptions: IClientOptions;
+  const v5 = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ ...listenerOptions, ...v5Options(clientId, options) });
   beforeAll(async () => {
-    gatehouse = await startTestGatehouse('pglite', { MQTT_MAX_SESSION_EXPIRY_S: '60' });
-    url = brokerUrl(gatehouse, transport);
+    ca ??= certs.ca('MQTT 5 CA');
+    const server = certs.server(ca, `mqtt5-${transport}`);
+    gatehouse = await startTestGatehouse('pglite', {
+      MQTT_MAX_SESSION_EXPIRY_S: '60',
+      MQTTS_PORT: '0',
+      HTTPS_PORT: '0',
+      TLS_CERT_FILE: server.certFile,
+      TLS_KEY_FILE: server.keyFile,
+    });
+    ({ url, options: listenerOptions } = listenerOf(gatehouse, transport, ca));
     await provision(gatehouse);
   });
   afterAll(async () => {
@@ -86,7 +94,7 @@ describe.each(['tcp', 'ws'] as Transport[])('MQTT 5 over %s', { timeout: 60_000 
 
   it('forwards user properties, content type, response topic and correlation data to 3.1.1 and 5.0 subscribers', async () => {
     const five = await connect(url, v5('five-reader'));
-    const old = await connect(url, { ...device, clientId: 'five-old-reader' });
+    const old = await connect(url, { ...listenerOptions, ...device, clientId: 'five-old-reader' });
     await five.subscribeAsync('five/props', { qos: 1 });
     await old.subscribeAsync('five/props', { qos: 1 });
     const toFive = new Promise<{ payload: string; properties?: Record<string, unknown> }>((resolve) =>
@@ -132,7 +140,7 @@ describe.each(['tcp', 'ws'] as Transport[])('MQTT 5 over %s', { timeout: 60_000 
     const session = [...gatehouse.broker.liveSessions()].find((s) => s.mqttClientId === 'five-long')!;
     expect(session.sessionExpiryS).toBe(60);
     // The Connections page says which protocol each session speaks.
-    const old = await connect(url, { ...device, clientId: 'five-old-timer' });
+    const old = await connect(url, { ...listenerOptions, ...device, clientId: 'five-old-timer' });
     const operator = await signIn(gatehouse.app, gatehouse.database.db);
     const page = await (await operator.request('/connections')).text();
     expect(page).toContain('MQTT 5.0, session expiry 60 s');
@@ -166,7 +174,7 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
     it('keeps the session it asked for, with what was queued, and tells it 0x8B at shutdown', async () => {
       let gatehouse = await start();
       await provision(gatehouse);
-      const client = await connect(brokerUrl(gatehouse, 'tcp'), v5('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }));
+      const client = await connect(brokerUrl(gatehouse, 'tcp'), v5Options('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }));
       await client.subscribeAsync('five/durable', { qos: 1 });
       const told = serverDisconnect(client);
       await gatehouse.close();
@@ -174,10 +182,10 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
 
       gatehouse = await start();
       try {
-        const publisher = await connect(brokerUrl(gatehouse, 'tcp'), v5('five-durable-pub'));
+        const publisher = await connect(brokerUrl(gatehouse, 'tcp'), v5Options('five-durable-pub'));
         await publisher.publishAsync('five/durable', 'while restarting', { qos: 1 });
         await endClient(publisher);
-        const back = mqtt.connect(brokerUrl(gatehouse, 'tcp'), { reconnectPeriod: 0, ...v5('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }) });
+        const back = mqtt.connect(brokerUrl(gatehouse, 'tcp'), { reconnectPeriod: 0, ...v5Options('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }) });
         const heard = nextMessage(back, 'five/durable');
         const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
           back.once('connect', resolve);

@@ -151,9 +151,11 @@ export function createAccessHooks(deps: AccessDeps) {
       function auditAuthFailure(reason: AuthFailure) {
         audit?.authFailed({ username: username ?? '', clientId: client.id, address: origin?.remoteAddress, transport: origin?.transport ?? 'tcp', reason });
       }
-      // [MQTT-3.1.3-8] A session that outlives the connection needs the
-      // client's own id: an empty one with clean session 0 is refused.
-      if (origin?.emptyClientId && !client.clean) {
+      // [MQTT-3.1.3-8] 3.1.1: a session that outlives the connection needs
+      // the client's own id: an empty one with clean session 0 is refused.
+      // 5.0 assigns one instead, whatever the session expiry, and names it in
+      // CONNACK (Assigned Client Identifier, [MQTT-3.1.3-6/7]).
+      if (origin?.emptyClientId && !client.clean && !isMqtt5(client)) {
         metrics.connect('bad_client_id');
         auditAuthFailure('bad_client_id');
         done(authError(2, 'bad_client_id'), false);
