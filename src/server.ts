@@ -362,12 +362,12 @@ export function plainListenerWarning(config: Pick<Config, 'HOST' | 'MQTT_PORT' |
 }
 
 /**
- * Argon2id verifies run on libuv's thread pool (4 threads unless
- * UV_THREADPOOL_SIZE says otherwise), which LevelDB's reads and writes and
- * file operations share: as many verifies at once as the process has cores
- * (its CPU affinity counts), and always a pool thread left for the broker's
- * store, so a storm of typed passwords neither takes every core from the
- * event loop nor makes QoS 1 messages wait behind it.
+ * Argon2id verifies run on libuv's thread pool, which LevelDB's reads and
+ * writes and file operations share (src/threadPool.ts sizes it to the
+ * machine: a thread per core, and one more): as many verifies at once as the
+ * process has cores (its CPU affinity counts), and always a pool thread left
+ * for the broker's store, so a storm of typed passwords uses every core yet
+ * never makes QoS 1 messages wait behind it.
  */
 function concurrentVerifies(): number {
   const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;

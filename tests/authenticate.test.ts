@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
 import { createAuthenticator } from '../src/domain/access/authenticate';
-import { createFailureTracker } from '../src/domain/passwordGate';
+import { createFailureTracker, createPasswordGate } from '../src/domain/passwordGate';
 import { createClient, deleteClient, updateClient } from '../src/domain/clients';
 import { loadAccess } from '../src/domain/access/query';
 import * as password from '../src/domain/password';
@@ -143,6 +143,24 @@ describe.each(drivers)('authenticate() on %s', (driver) => {
     await broken.close();
     const auth = createAuthenticator(broken.db);
     expect(await auth.authenticate(tcp('meter', 'meter-password'))).toEqual({ ok: false, reason: 'unavailable' });
+  });
+});
+
+describe('the password gate', () => {
+  it('lets a known username past a flood of unknown ones: they wait in a lane of their own, behind it', async () => {
+    const gate = createPasswordGate({ usernameThreshold: 100, addressThreshold: 1000, usernameMaxBackoffMs: 1000, addressMaxBackoffMs: 1000, maxConcurrent: 1, maxWaiting: 100 });
+    const hash = await password.hashPassword('known-password');
+    const order: string[] = [];
+    const unknowns = Array.from({ length: 8 }, (_, i) => gate.verify(`nobody-${i}`, `10.9.0.${i}`, undefined, 'guess').then(() => order.push('unknown')));
+    const known = gate.verify('known', '10.9.1.1', hash, 'known-password').then((result) => {
+      order.push('known');
+      return result;
+    });
+    expect(await known).toEqual({ ok: true });
+    await Promise.all(unknowns);
+    // Only the verify already running when it came went before it.
+    expect(order.indexOf('known')).toBeLessThanOrEqual(1);
+    expect(gate.verifies()).toBe(9);
   });
 });
 

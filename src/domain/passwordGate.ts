@@ -15,7 +15,11 @@ export interface PasswordGateOptions {
   addressThreshold: number;
   usernameMaxBackoffMs: number;
   addressMaxBackoffMs: number;
-  /** Verifies running at once, and waiting for a turn (beyond that: throttled at once). */
+  /**
+   * Verifies running at once, and waiting for a turn in each lane (beyond
+   * that: throttled at once). Verifies for unknown usernames take at most
+   * half of the slots and wait behind those for known ones (see createLanes).
+   */
   maxConcurrent: number;
   maxWaiting: number;
   /** Where failures are counted; default: in this process's memory. */
@@ -36,7 +40,7 @@ export function createPasswordGate(options: PasswordGateOptions) {
   const trackers: FailureTrackerFactory = options.failureTrackers ?? ((_, limits) => createFailureTracker({ ...limits, now }));
   const usernameFailures = trackers('username', { threshold: options.usernameThreshold, maxBackoffMs: options.usernameMaxBackoffMs });
   const addressFailures = trackers('address', { threshold: options.addressThreshold, maxBackoffMs: options.addressMaxBackoffMs });
-  const slots = createSemaphore(options.maxConcurrent, options.maxWaiting);
+  const slots = createLanes(options.maxConcurrent, options.maxWaiting);
   let verifies = 0;
 
   /** Milliseconds until this username and address may try again (0: now). */
@@ -87,7 +91,7 @@ export function createPasswordGate(options: PasswordGateOptions) {
       }
       let valid: boolean;
       try {
-        const outcome = await slots.run(async () => {
+        const outcome = await slots.run(hash === undefined ? 'unknown' : 'known', async () => {
           const wait = await retryAfterMs(username, address);
           if (wait > 0) return wait;
           verifies++;
@@ -132,6 +136,63 @@ export class BusyError extends Error {
   constructor() {
     super('too many waiting');
   }
+}
+
+/**
+ * Verify slots in two lanes. A flood of guesses at usernames that do not
+ * exist (each a decoy Argon2id verify) must not keep devices whose usernames
+ * do exist waiting behind it: verifies for unknown usernames run in at most
+ * half of the slots (one, when there is one), and a slot that frees goes to
+ * a verify for a known username first. Each lane waits in order, at most
+ * `maxWaiting` in each (then `run` throws BusyError without running the task).
+ * Wrong passwords for known usernames stay in the known lane, where the
+ * per-username and per-address back-off bounds them.
+ */
+export function createLanes(limit: number, maxWaiting: number) {
+  const unknownLimit = Math.max(1, Math.floor(limit / 2));
+  let active = 0;
+  let unknownActive = 0;
+  const waiting = { known: [] as Array<() => void>, unknown: [] as Array<() => void> };
+
+  function next() {
+    if (active >= limit) return;
+    const known = waiting.known.shift();
+    if (known) {
+      active++;
+      known();
+      return;
+    }
+    if (unknownActive < unknownLimit) {
+      const unknown = waiting.unknown.shift();
+      if (unknown) {
+        active++;
+        unknownActive++;
+        unknown();
+      }
+    }
+  }
+
+  return {
+    /** Tasks waiting for a slot, both lanes. */
+    waiting: () => waiting.known.length + waiting.unknown.length,
+    async run<T>(lane: 'known' | 'unknown', task: () => Promise<T>): Promise<T> {
+      const free = active < limit && (lane === 'known' || unknownActive < unknownLimit);
+      if (free) {
+        active++;
+        if (lane === 'unknown') unknownActive++;
+      } else {
+        if (waiting[lane].length >= maxWaiting) throw new BusyError();
+        await new Promise<void>((resolve) => waiting[lane].push(resolve));
+      }
+      try {
+        return await task();
+      } finally {
+        active--;
+        if (lane === 'unknown') unknownActive--;
+        next();
+      }
+    },
+  };
 }
 
 /**
