@@ -1,5 +1,3 @@
-// First: sizes libuv's thread pool before anything starts it.
-import './threadPool';
 import { EngineMismatchError } from './broker/engine/packages';
 import { BrokerStateLockedError } from './broker/state';
 import { ConfigError, loadConfig } from './config';
