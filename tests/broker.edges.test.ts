@@ -124,4 +124,70 @@ describe.runIf(haveRedis)('the Redis message bus', () => {
       connB.disconnect();
     }
   });
+
+  it('drops a message it cannot decode (said once), and lets an error of a delivery through, neither holding a delivery slot', async () => {
+    const prefix = `gatehouse:edges-guard-${process.pid}:mqtt/`;
+    const [connA, connB] = await Promise.all([connectRedis(redisUrl!), connectRedis(redisUrl!)]);
+    // The subscriber connection the bus makes of connA, kept in hand here.
+    const subscriber = connA.duplicate();
+    connA.duplicate = () => subscriber;
+    const logs: string[] = [];
+    // One slot: a message whose slot is never given back stops every later one.
+    const a = await createRedisBus({ url: redisUrl!, conn: connA, prefix, concurrency: 1, log: (line) => logs.push(line) });
+    const b = await createRedisBus({ url: redisUrl!, conn: connB, prefix, concurrency: 1, log: () => {} });
+    // What the guarded subscriber lets through goes to ioredis, and from there
+    // to the process: caught here instead.
+    const escaped: unknown[] = [];
+    const guarded = subscriber.emit.bind(subscriber);
+    subscriber.emit = (event: string | symbol, ...args: unknown[]) => {
+      try {
+        return guarded(event, ...args);
+      } catch (error) {
+        escaped.push(error);
+        return true;
+      }
+    };
+    try {
+      const heard: string[] = [];
+      let failing = false;
+      const listenerError = new Error('a listener failed');
+      await new Promise<void>((resolve) =>
+        a.on(
+          'guard/+',
+          (packet: { topic: string }, done: () => void) => {
+            if (failing) throw listenerError;
+            heard.push(packet.topic);
+            done();
+          },
+          () => resolve(),
+        ),
+      );
+      const send = (topic: string) => new Promise<void>((resolve) => b.emit({ topic, payload: Buffer.from('x') } as never, () => resolve()));
+
+      await send('guard/1');
+      await expect.poll(() => heard, { timeout: 5000 }).toEqual(['guard/1']);
+
+      // A listener that throws: its error is not taken for one of decoding.
+      failing = true;
+      await send('guard/2');
+      await expect.poll(() => escaped, { timeout: 5000 }).toEqual([listenerError]);
+      expect(logs).toEqual([]);
+      failing = false;
+      await send('guard/3');
+      await expect.poll(() => heard, { timeout: 5000 }).toEqual(['guard/1', 'guard/3']);
+
+      // Bytes that are no message: dropped and said once, no slot taken.
+      await connB.publish(`${prefix}guard/4`, Buffer.from([0xc1]));
+      await connB.publish(`${prefix}guard/5`, Buffer.from([0xc1]));
+      await send('guard/6');
+      await expect.poll(() => heard, { timeout: 5000 }).toEqual(['guard/1', 'guard/3', 'guard/6']);
+      expect(logs).toEqual([expect.stringContaining('dropped a Redis message the broker could not read')]);
+      expect(escaped).toEqual([listenerError]);
+    } finally {
+      await new Promise<void>((resolve) => a.close(() => resolve()));
+      await new Promise<void>((resolve) => b.close(() => resolve()));
+      connA.disconnect();
+      connB.disconnect();
+    }
+  });
 });

@@ -1,6 +1,8 @@
 import { Redis } from 'ioredis';
 import mqtt, { Store, type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client as AedesClient } from 'aedes';
+import { isResuming, RESUME_GRACE_MS } from '../src/broker/engine/delivery';
 import { createClient } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
@@ -153,6 +155,34 @@ describe.each(stores)('delivery on $name', { timeout: 120_000 }, ({ start }) => 
     const retained = new Promise<{ payload: string; retain: boolean }>((resolve) => fresh.once('message', (_topic, payload, packet) => resolve({ payload: payload.toString(), retain: packet.retain })));
     await fresh.subscribeAsync('queued/#', { qos: 1 });
     expect(await retained).toEqual({ payload: 'while away', retain: true });
+  });
+
+  it('forgets what a persistent session coming back was sent once it is connected, though nothing more is delivered to it', async () => {
+    const session = await client({ clientId: 'resume-quiet', clean: false });
+    await session.subscribeAsync('quiet/#', { qos: 1 });
+    await endClient(session);
+    const publisher = await client({ clientId: 'quiet-publisher' });
+    await publisher.publishAsync('quiet/a', 'queued', { qos: 1 });
+
+    // The moment the session is connected (its queue sent), it holds the record of what it was sent.
+    const aedes = gatehouse.broker.aedes;
+    const ready = new Promise<{ engineClient: AedesClient; resuming: boolean }>((resolve) => {
+      const onReady = (engineClient: AedesClient) => {
+        if (engineClient.id !== 'resume-quiet') return;
+        aedes.off('clientReady', onReady);
+        resolve({ engineClient, resuming: isResuming(engineClient) });
+      };
+      aedes.on('clientReady', onReady);
+    });
+    const back = mqtt.connect(url, { ...user, clientId: 'resume-quiet', clean: false, reconnectPeriod: 0 });
+    open.push(back);
+    const queued = new Promise<string>((resolve) => back.once('message', (_topic, payload) => resolve(payload.toString())));
+    const { engineClient, resuming } = await ready;
+    expect(resuming).toBe(true);
+    expect(await queued).toBe('queued');
+    // Nothing more comes for it: the record goes all the same, once the grace is over.
+    await expect.poll(() => isResuming(engineClient), { timeout: RESUME_GRACE_MS + 10_000, interval: 250 }).toBe(false);
+    expect(back.connected).toBe(true);
   });
 
   it('keeps a persistent QoS 2 subscriber connected through a reconnection while messages flow (queued and live at once), each message once', async () => {

@@ -162,15 +162,8 @@ function resumeOf(client: AedesClient): DeliveryState['resume'] {
   if (client.connected) {
     const resume = state.resume;
     if (!resume) return undefined;
-    const now = Date.now();
-    if (resume.until === undefined) {
-      resume.until = now + RESUME_GRACE_MS;
-      // Forgotten on time even if no other QoS 1/2 message comes.
-      setTimeout(() => {
-        if (state.resume === resume) state.resume = undefined;
-      }, RESUME_GRACE_MS + 1).unref();
-    }
-    if (now > resume.until) {
+    forgetLater(state, resume);
+    if (Date.now() > resume.until!) {
       state.resume = undefined;
       return undefined;
     }
@@ -178,6 +171,27 @@ function resumeOf(client: AedesClient): DeliveryState['resume'] {
   }
   state.resume ??= { sent: new Set() };
   return state.resume;
+}
+
+/** Starts the grace of a resume record: it is forgotten RESUME_GRACE_MS from now, delivery or not. */
+function forgetLater(state: DeliveryState, resume: NonNullable<DeliveryState['resume']>): void {
+  if (resume.until !== undefined) return;
+  resume.until = Date.now() + RESUME_GRACE_MS;
+  setTimeout(() => {
+    if (state.resume === resume) state.resume = undefined;
+  }, RESUME_GRACE_MS + 1).unref();
+}
+
+/**
+ * The session of `client` is connected (the broker's `clientReady`: its
+ * queue has been sent): what it was sent while it came back is forgotten
+ * after the grace, even if nothing more is ever delivered to it. (Waiting
+ * for its next delivery kept a queue's worth of keys for as long as the
+ * session stayed quiet.)
+ */
+export function sessionConnected(client: AedesClient): void {
+  const state = states.get(client);
+  if (state?.resume) forgetLater(state, state.resume);
 }
 
 /** True while `client` holds the record of a session coming back (tests). */

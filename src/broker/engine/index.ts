@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AedesOptions, type Client as AedesClient } from 'aedes';
 import { checkEngine } from './check';
-import { manageDeliveries, releaseHeldDeliveries } from './delivery';
+import { manageDeliveries, releaseHeldDeliveries, sessionConnected } from './delivery';
 import { limitPacketSize } from './parser';
 import { fixSessionStore } from './sessionStore';
 
@@ -79,6 +79,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     ...options.hooks,
   });
   aedes.on('connackSent', (_connack, client) => releaseHeldDeliveries(client));
+  aedes.on('clientReady', (client) => sessionConnected(client));
   aedes.on('client', (client) => options.events.opened(client));
   aedes.on('clientDisconnect', (client) => options.events.ended(client));
   aedes.on('unsubscribe', (filters, client) => {

@@ -11,6 +11,8 @@ export const ENGINE_PACKAGES = {
   'aedes-persistence-level': '9.2.0',
   'aedes-persistence-redis': '12.0.0',
   'mqemitter-redis': '7.2.1',
+  /** MQEmitter, under mqemitter-redis (and Aedes' own bus). */
+  mqemitter: '7.1.0',
   'mqtt-packet': '9.0.2',
 } as const;
 

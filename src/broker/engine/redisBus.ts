@@ -14,6 +14,10 @@ interface BusInternals {
   _emit(...args: unknown[]): unknown;
   /** Connection events: 'error', 'pubConnect', 'subConnect' (untyped in its declarations). */
   state: EventEmitter;
+  /** MQEmitter's (mqemitter 7): messages being delivered now, at most `concurrency`. */
+  current: number;
+  /** MQEmitter's: gives one delivery slot back and starts the next message waiting for one. */
+  _released(): void;
 }
 
 type BusClass = new (prefix: string, options: object) => MessageBus & BusInternals;
@@ -72,19 +76,27 @@ function escapeGlobCharacters(bus: BusInternals): void {
 /**
  * The bus decodes what its subscriber connection hears (msgpack) inside the
  * ioredis event, and a decoding error thrown there ends the process. Only the
- * decoding is guarded: a message that cannot be read is dropped (said once);
- * an error of the delivery that follows (a listener's) is not taken for one
- * and goes on as it would.
+ * decoding is guarded: a message that cannot be read is dropped (said once),
+ * before it takes a delivery slot. An error of the delivery that follows (a
+ * listener's) is not taken for one: it goes on to ioredis, and from there to
+ * the process, as it would. The listener that threw never calls back, so the
+ * slot its message took (MQEmitter's `concurrency`) is given back here;
+ * otherwise, should anything catch such errors, `concurrency` of them would
+ * stop every delivery from this bus without a word.
  */
 function guardDecoding(bus: BusInternals, subscriber: Redis, log: (message: string) => void): void {
   subscriber.on('error', () => {}); // the bus listens for errors too, and says so
   const deliver = bus._emit;
   let deliveryError: unknown;
-  bus._emit = function (this: unknown, ...args: unknown[]) {
+  bus._emit = function (this: BusInternals, ...args: unknown[]) {
+    const inFlight = this.current;
     try {
       return deliver.apply(this, args);
     } catch (error) {
       deliveryError = error;
+      // Given back a turn later: not from inside the error, where the next
+      // waiting message would be delivered before the error goes on.
+      if (this.current > inFlight) setImmediate(() => this._released());
       throw error;
     }
   };
@@ -125,6 +137,14 @@ export function redisBusExpectations(): Expectation[] {
       packageName: 'mqemitter-redis',
       what: 'its connection events (`state`) are gone',
       holds: () => packageSource('mqemitter-redis', 'mqemitter-redis.js').includes('this.state = new EE()'),
+    },
+    {
+      packageName: 'mqemitter',
+      what: 'its delivery slots (`current`, `_released`) moved',
+      holds: () => {
+        const source = packageSource('mqemitter', 'mqemitter.js');
+        return source.includes('this.current++') && source.includes('that.current--') && source.includes('this._released = released');
+      },
     },
   ];
 }
