@@ -201,6 +201,47 @@ describe.each(drivers)('the access model in memory, on %s', (driver) => {
     expect((await racing.authenticate(connectAs('racer', 'racer-password-2'))).ok).toBe(true);
   });
 
+  it('counts a wrong password once when a change applied during its verify has the CONNECT decided again', async () => {
+    // The username is unknown at the lookup; the client is created (and
+    // applied here) while the CONNECT waits before its verify, so the verify
+    // is judged against what is no longer current and decided again.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reachedResolve!: () => void;
+    const reached = new Promise<void>((resolve) => (reachedResolve = resolve));
+    let holdNext = true;
+    const failures: string[] = [];
+    const trackers: FailureTrackerFactory = (name, limits) => {
+      const inner = createFailureTracker({ ...limits, now: Date.now });
+      return {
+        ...inner,
+        async retryAfterMs(key) {
+          if (key === 'latecomer' && holdNext) {
+            holdNext = false;
+            reachedResolve();
+            await held;
+          }
+          return inner.retryAfterMs(key);
+        },
+        async fail(key) {
+          failures.push(`${name} ${key}`);
+          return inner.fail(key);
+        },
+      };
+    };
+    const racing = createAuthenticator(database.db, { model, failureTrackers: trackers, failuresBeforeBackoff: 2 });
+    const connecting = racing.authenticate({ ...connectAs('latecomer', 'first-guess'), remoteAddress: '192.0.2.7' });
+    await reached;
+    await createClient(database.db, { name: 'Latecomer', username: 'latecomer', password: 'latecomer-password' });
+    await model.settled();
+    release();
+    expect(await connecting).toEqual(refused);
+    expect(failures).toEqual(['username latecomer', 'address 192.0.2.7']);
+    // One failure so far, so the second guess is still judged (two start the back-off).
+    expect(await racing.authenticate(connectAs('latecomer', 'second-guess'))).toEqual(refused);
+    expect(await racing.authenticate(connectAs('latecomer', 'latecomer-password'))).toMatchObject({ ok: false, reason: 'throttled' });
+  });
+
   it('keeps its credentials in a few hundred bytes a client', () => {
     const stats = model.stats();
     expect(stats.clients).toBeGreaterThan(5);

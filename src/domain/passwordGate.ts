@@ -76,8 +76,14 @@ export function createPasswordGate(options: PasswordGateOptions) {
      * against the decoy) and counts the outcome. A success resets the
      * username, not the address: one valid account must not reset the count
      * of an address that guesses at the others.
+     *
+     * `stale`, asked once the verify is done and before its outcome is
+     * counted: true when `hash` is no longer what the caller would find now
+     * (a change applied during the verify). Such an outcome is not counted,
+     * because the caller decides the same attempt again with what is current
+     * and that decision is counted: one wrong password, one failure.
      */
-    async verify(username: string, address: string | undefined, hash: string | undefined, password: string): Promise<GateResult> {
+    async verify(username: string, address: string | undefined, hash: string | undefined, password: string, stale: () => boolean = () => false): Promise<GateResult> {
       const throttled = (wait: number): GateResult => ({ ok: false, reason: 'throttled', retryAfterMs: wait });
       const waitBefore = await retryAfterMs(username, address);
       if (waitBefore > 0) return throttled(waitBefore);
@@ -86,7 +92,7 @@ export function createPasswordGate(options: PasswordGateOptions) {
       // of any failure below (a slot, its decoy verify, the lock-out counts).
       if (hash !== undefined && isGeneratedPasswordHash(hash) && verifyGeneratedPassword(hash, password)) {
         verifies++;
-        await count(username, address, true);
+        if (!stale()) await count(username, address, true);
         return { ok: true };
       }
       let valid: boolean;
@@ -98,7 +104,7 @@ export function createPasswordGate(options: PasswordGateOptions) {
           const matched = await verifyPasswordOrDecoy(hash, password);
           // Counted before the slot passes on, so the next in line re-checks
           // against this failure too.
-          await count(username, address, matched);
+          if (!stale()) await count(username, address, matched);
           return matched;
         });
         if (typeof outcome === 'number') return throttled(outcome);

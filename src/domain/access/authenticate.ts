@@ -105,9 +105,10 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
   /**
    * Checks `password` for the client `row` (null: none has this username):
    * a password verified before costs an HMAC, any other a turn at the gate
-   * (Argon2id, or the decoy for an unknown username).
+   * (Argon2id, or the decoy for an unknown username). `stale`: whether `row`
+   * changed meanwhile (the attempt is then decided again, see `decide`).
    */
-  async function checkPassword(username: string, row: ClientCredentials | null, password: Buffer, address: string | undefined) {
+  async function checkPassword(username: string, row: ClientCredentials | null, password: Buffer, address: string | undefined, stale: () => boolean) {
     const passwordMac = mac(password);
     const cached = verified.get(username);
     if (row && cached && cached.version === row.version && cached.clientRowId === row.id && cached.passwordHash === row.passwordHash) {
@@ -122,7 +123,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
         return { ok: true as const };
       }
     }
-    const checked = await gate.verify(username, address, row?.passwordHash, password.toString('utf8'));
+    const checked = await gate.verify(username, address, row?.passwordHash, password.toString('utf8'), stale);
     if (!checked.ok) return checked;
     if (!row) throw new Error('a password verified without a client row');
     // An imported hash (Mosquitto, EMQX…) is replaced by our own at its first
@@ -161,7 +162,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     return decide(
       () => lookup.byUsername(username),
       async (found) => {
-        const checked = await checkPassword(username, found.credentials, password, input.remoteAddress);
+        const checked = await checkPassword(username, found.credentials, password, input.remoteAddress, found.changed);
         return checked.ok ? { ok: true, ownChange: 'rehashed' in checked } : { ok: false, reason: checked.reason };
       },
       (found) => success(found, input, undefined),
@@ -173,7 +174,9 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
    * change while it was checked (a change applied during a verify), it is
    * decided again with what is current, twice at most, then refused as
    * unavailable: a password changed a moment ago is never accepted from
-   * before the change.
+   * before the change. Only the decision made with what is current counts
+   * towards the back-off (one wrong password, one failure, however many
+   * times it was decided).
    */
   async function decide(
     find: () => Promise<Found>,
@@ -229,7 +232,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
           const password = input.password === undefined ? Buffer.alloc(0) : Buffer.from(input.password);
           if (!input.username || password.length === 0) return refused('missing_credentials');
           if (input.username !== row.username) return refused('bad_credentials');
-          const checked = await checkPassword(row.username, row, password, input.remoteAddress);
+          const checked = await checkPassword(row.username, row, password, input.remoteAddress, found.changed);
           if (!checked.ok) return refused(checked.reason);
           return { ok: true, ownChange: 'rehashed' in checked };
         }
