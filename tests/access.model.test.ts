@@ -310,7 +310,9 @@ describe.runIf(drivers.includes('postgres'))('the access model when its change f
 
       // The LISTEN connection stays open but carries nothing: no close is ever
       // seen; and so does every new one, until the change below is made.
-      expect(relay.silenceListeners(true)).toBe(1);
+      // (On a busy machine a check may have been missed and the connection
+      // replaced already: the one it replaced may still be closing.)
+      expect(relay.silenceListeners(true)).toBeGreaterThan(0);
       await expect.poll(() => model!.current(), { timeout: 10_000, interval: 20 }).toBe(false);
       expect(logs.join('\n')).toContain('did not hear a check');
       // Changed while nothing is heard: its notification is lost for good.

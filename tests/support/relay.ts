@@ -11,14 +11,14 @@ import net from 'node:net';
  */
 export async function startRelay(target: URL) {
   const sockets = new Set<net.Socket>();
-  const links: Array<{ listens: boolean; silent: boolean }> = [];
+  const links = new Set<{ listens: boolean; silent: boolean }>();
   let listenerDelayMs = 0;
   /** While set, a connection is silenced as soon as it sends a LISTEN. */
   let silencingListeners = false;
   const server = net.createServer((socket) => {
     const upstream = net.connect(Number(target.port), target.hostname);
     const link = { listens: false, silent: false };
-    links.push(link);
+    links.add(link);
     for (const s of [socket, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -36,7 +36,10 @@ export async function startRelay(target: URL) {
       if (link.listens && listenerDelayMs > 0) setTimeout(() => socket.write(chunk), listenerDelayMs);
       else socket.write(chunk);
     });
-    socket.on('close', () => upstream.destroy());
+    socket.on('close', () => {
+      links.delete(link);
+      upstream.destroy();
+    });
     upstream.on('close', () => socket.destroy());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -49,12 +52,12 @@ export async function startRelay(target: URL) {
       await closed;
     },
     /**
-     * Returns how many connections it silenced. `keep`: connections that
+     * Returns how many open connections it silenced. `keep`: connections that
      * LISTEN later are silenced too, until `hearListenersAgain()`.
      */
     silenceListeners(keep = false): number {
       silencingListeners = keep;
-      const listening = links.filter((link) => link.listens && !link.silent);
+      const listening = [...links].filter((link) => link.listens && !link.silent);
       for (const link of listening) link.silent = true;
       return listening.length;
     },
