@@ -16,6 +16,7 @@ const projects = {
     'tests/config.test.ts',
     'tests/connections.paging.test.ts',
     'tests/engine.check.test.ts',
+    'tests/logs.quoting.test.ts',
     'tests/persistence.test.ts',
     'tests/topics.test.ts',
   ],

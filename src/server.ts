@@ -309,7 +309,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const plainWarning = plainListenerWarning(config);
     if (plainWarning) log(plainWarning);
     if (firstRun.kind === 'created-from-environment') {
-      log(`Created the administrator "${firstRun.administrator.username}" from ADMIN_USERNAME and ADMIN_PASSWORD.`);
+      log(`Created the administrator ${JSON.stringify(firstRun.administrator.username)} from ADMIN_USERNAME and ADMIN_PASSWORD.`);
     } else if (firstRun.kind === 'setup-link') {
       const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? 'localhost' : config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
       log(

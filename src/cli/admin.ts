@@ -44,7 +44,7 @@ async function main(argv: string[]): Promise<void> {
     const checked = administratorPasswordSchema.safeParse(password);
     if (!checked.success) throw new CliError(`The password was not changed: ${checked.error.issues[0]?.message ?? 'invalid password.'}`);
     await setAdministratorPassword(database.db, administrator.id, checked.data, { username: null, via: 'npm run admin -- reset-password' });
-    console.log(`The password of "${administrator.username}" is changed; all of their console sessions have ended.`);
+    console.log(`The password of ${JSON.stringify(administrator.username)} is changed; all of their console sessions have ended.`);
   } finally {
     await database.close();
   }

@@ -108,7 +108,7 @@ export function authRoutes(deps: AuthRouteDeps) {
     }
     deps.setup.consume();
     if (!administrator) return redirectAfterPost(c, '/login');
-    deps.log(`Administrator "${administrator.username}" created through the setup link; the link no longer works.`);
+    deps.log(`Administrator ${JSON.stringify(administrator.username)} created through the setup link; the link no longer works.`);
     await startSession(c, administrator.id, deps.trustProxy);
     return redirectAfterPost(c, '/');
   });
