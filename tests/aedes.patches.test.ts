@@ -290,6 +290,100 @@ describe('the engine: Aedes 2.0.0-beta.1 as patched', { timeout: 60_000 }, () =>
     expect(reader.connected).toBe(true);
   });
 
+  // 011: the client's own limits on what it is sent ([MQTT-4.9.0-2], [MQTT-3.1.2-25]).
+  it("sends a v5 client no more unacknowledged QoS 1/2 messages than its Receive Maximum, and the rest in order as it acknowledges", async () => {
+    const broker = await startAedes();
+    const raw = await rawConnect(broker.url, 5, 'narrow', { properties: { receiveMaximum: 2 } });
+    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'window', qos: 2 }] });
+    expect(await raw.next('suback')).not.toBeNull();
+    const publisher = await connectClient(broker.url, v5('window-pub'));
+    for (let i = 1; i <= 5; i++) await publisher.publishAsync('window', `m${i}`, { qos: i % 2 === 0 ? 2 : 1 });
+    // Every message has reached the client's delivery by now (each PUBACK
+    // waited for it): whatever was to be written is before the PINGRESP.
+    const sentBeforePing = async () => {
+      raw.send({ cmd: 'pingreq' });
+      const received: Array<Packet & { payload: Buffer; messageId: number; qos: number }> = [];
+      for (;;) {
+        const packet = (await raw.next('publish', 500).catch(() => null)) as (Packet & { payload: Buffer; messageId: number; qos: number }) | null;
+        if (!packet) break;
+        received.push(packet);
+      }
+      expect(await raw.next('pingresp')).not.toBeNull();
+      return received;
+    };
+    const first = await sentBeforePing();
+    expect(first.map((p) => p.payload.toString())).toEqual(['m1', 'm2']);
+    // QoS 1: its PUBACK frees a slot. QoS 2: PUBREC does not, PUBCOMP does.
+    raw.send({ cmd: 'puback', messageId: first[0]!.messageId });
+    expect((await sentBeforePing()).map((p) => p.payload.toString())).toEqual(['m3']);
+    raw.send({ cmd: 'pubrec', messageId: first[1]!.messageId });
+    expect(await raw.next('pubrel')).not.toBeNull();
+    expect(await sentBeforePing()).toEqual([]);
+    raw.send({ cmd: 'pubcomp', messageId: first[1]!.messageId });
+    expect((await sentBeforePing()).map((p) => p.payload.toString())).toEqual(['m4']);
+  });
+
+  it('does not send a v5 client a message larger than its Maximum Packet Size, and does not keep it queued for it', async () => {
+    const broker = await startAedes();
+    const errors: string[] = [];
+    broker.aedes.on('clientError', (_client, error) => errors.push(error.message));
+    const session = { clean: false, properties: { sessionExpiryInterval: 300, maximumPacketSize: 200 } };
+    const small = await connectClient(broker.url, v5('small', session));
+    await small.subscribeAsync('sized', { qos: 1 });
+    const heard: string[] = [];
+    small.on('message', (_topic, payload) => heard.push(payload.toString()));
+    const publisher = await connectClient(broker.url, v5('sized-pub'));
+    await publisher.publishAsync('sized', 'x'.repeat(300), { qos: 1 });
+    await publisher.publishAsync('sized', 'fits', { qos: 1 });
+    for (let i = 0; i < 50 && heard.length === 0; i++) await sleep(20);
+    expect(heard).toEqual(['fits']);
+    expect(errors.some((message) => /PUBLISH of \d+ bytes not sent: the client accepts at most 200/.test(message))).toBe(true);
+    expect(small.connected).toBe(true);
+
+    // Away: the large one is dropped from its queue when it would be sent, not kept for ever.
+    await small.endAsync();
+    await publisher.publishAsync('sized', 'y'.repeat(300), { qos: 1 });
+    await publisher.publishAsync('sized', 'queued', { qos: 1 });
+    const back = mqtt.connect(broker.url, { reconnectPeriod: 0, ...v5('small', session) });
+    clients.push(back);
+    const got: string[] = [];
+    back.on('message', (_topic, payload) => got.push(payload.toString()));
+    // Sent in the order queued: the large one would have come first.
+    for (let i = 0; i < 100 && got.length === 0; i++) await sleep(20);
+    expect(got).toEqual(['queued']);
+    await back.endAsync();
+    // Its PUBACK clears 'queued' from the store a moment later; the large one would stay.
+    const store = (broker.aedes as unknown as { persistence: { outgoingStream(client: { id: string }): AsyncIterable<{ payload: Buffer }> } }).persistence;
+    let left: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      left = [];
+      for await (const packet of store.outgoingStream({ id: 'small' })) left.push(packet.payload.toString().slice(0, 8));
+      if (left.length === 0) break;
+      await sleep(20);
+    }
+    expect(left).toEqual([]);
+  });
+
+  // 012: [MQTT-3.3.4-4] one copy of a message, with every matching subscription's identifier.
+  it('gives a message matching several subscriptions of a v5 client the identifiers of all of them', async () => {
+    const broker = await startAedes();
+    const device = await connectClient(broker.url, v5('identified'));
+    await device.subscribeAsync('ids/#', { qos: 1, properties: { subscriptionIdentifier: 1 } });
+    await device.subscribeAsync('ids/+/temp', { qos: 1, properties: { subscriptionIdentifier: 2 } });
+    await device.subscribeAsync('ids/plain/+', { qos: 1 });
+    const heard: Array<{ topic: string; ids: unknown }> = [];
+    device.on('message', (topic, _payload, packet) => heard.push({ topic, ids: packet.properties?.subscriptionIdentifier }));
+    await device.publishAsync('ids/a/temp', 'both', { qos: 1 });
+    await device.publishAsync('ids/a/other', 'one', { qos: 1 });
+    await device.publishAsync('ids/plain/temp', 'with a plain one', { qos: 1 });
+    for (let i = 0; i < 50 && heard.length < 3; i++) await sleep(20);
+    expect(heard.map((m) => ({ ...m, ids: Array.isArray(m.ids) ? [...m.ids].sort() : m.ids }))).toEqual([
+      { topic: 'ids/a/temp', ids: [1, 2] },
+      { topic: 'ids/a/other', ids: 1 },
+      { topic: 'ids/plain/temp', ids: [1, 2] },
+    ]);
+  });
+
   describe.runIf(haveRedis)('two brokers sharing Redis', () => {
     it('delivers a message published with a topic alias on the other broker', async () => {
       const [a, b] = await startRedisPair({ topicAliasMaximum: 10 } as Partial<AedesOptions>);

@@ -7,7 +7,7 @@ import { grantGroup } from './support/acl';
 import { certificateFactory, type Issued } from './support/certs';
 import { startTestGatehouse } from './support/gatehouse';
 import { endClient, subscribeCodes, tryConnect } from './support/mqtt';
-import { connectWithConnack, listenerOf, recordMessages, waitFor, type AnyTransport, type Heard } from './support/mqtt5';
+import { connectWithConnack, listenerOf, rawClient, recordMessages, waitFor, type AnyTransport, type Heard } from './support/mqtt5';
 
 /**
  * What a 5.0 device gets beyond reason codes (README, "MQTT 5"): each
@@ -209,15 +209,53 @@ describe.each(['tcp', 'wss'] as AnyTransport[])('MQTT 5 features over %s', { tim
     expect(heard.map((m) => `${m.topic} ${m.payload} ${m.retain}`)).toEqual(['feat/nl other false', 'feat/rap/kept r true', 'feat/rap/cleared r false']);
   });
 
-  it('echoes the subscription identifier of the subscription a message matched', async () => {
+  it('echoes the subscription identifiers of the subscriptions a message matched', async () => {
     const { client } = await connect5('feat-si');
     const heard = recordMessages(client);
     await client.subscribeAsync('feat/si/#', { qos: 1, properties: { subscriptionIdentifier: 7 } });
     await client.subscribeAsync('feat/other/+', { qos: 1, properties: { subscriptionIdentifier: 9 } });
+    await client.subscribeAsync('feat/si/+', { qos: 1, properties: { subscriptionIdentifier: 11 } });
     await client.publishAsync('feat/si/a', '1', { qos: 1 });
     await client.publishAsync('feat/other/b', '2', { qos: 1 });
-    expect((await waitFor(heard, 'feat/si/a')).properties.subscriptionIdentifier).toBe(7);
+    // One copy of a message matching two subscriptions, naming both ([MQTT-3.3.4-4]).
+    expect((await waitFor(heard, 'feat/si/a')).properties.subscriptionIdentifier).toEqual([7, 11]);
     expect((await waitFor(heard, 'feat/other/b')).properties.subscriptionIdentifier).toBe(9);
+    expect(heard.filter((m) => m.topic === 'feat/si/a')).toHaveLength(1);
+  });
+
+  it('sends a device no more unacknowledged QoS 1/2 messages than the Receive Maximum it asked for, the rest as it acknowledges', async () => {
+    const raw = await rawClient(url(), listenerOf(gatehouse, transport, ca).options);
+    open.push({ end: () => raw.close() } as unknown as MqttClient);
+    raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'feat-narrow', clean: true, keepalive: 0, ...device, properties: { receiveMaximum: 1 } });
+    expect(await raw.next('connack')).toMatchObject({ reasonCode: 0 });
+    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'feat/window', qos: 1 }] });
+    expect(await raw.next('suback')).toMatchObject({ granted: [1] });
+    const { client: publisher } = await connect5('feat-window-pub');
+    // Each PUBACK to the publisher waits until the message reached the device's delivery.
+    for (const payload of ['a', 'b', 'c']) await publisher.publishAsync('feat/window', payload, { qos: 1 });
+    const seen: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      const sent = await raw.publishesBeforePing();
+      expect(sent).toHaveLength(1);
+      seen.push(sent[0]!.payload.toString());
+      raw.send({ cmd: 'puback', messageId: sent[0]!.messageId });
+    }
+    expect(seen).toEqual(['a', 'b', 'c']);
+    expect(await raw.publishesBeforePing()).toEqual([]);
+  });
+
+  it('does not send a device a message larger than the Maximum Packet Size it asked for, and keeps the connection', async () => {
+    const { client } = await connect5('feat-small', { properties: { maximumPacketSize: 512 } });
+    const heard = recordMessages(client);
+    await client.subscribeAsync('feat/sized', { qos: 1 });
+    const { client: publisher } = await connect5('feat-sized-pub');
+    await publisher.publishAsync('feat/sized', 'x'.repeat(600), { qos: 1 });
+    await publisher.publishAsync('feat/sized', 'fits', { qos: 1 });
+    await waitFor(heard, 'feat/sized');
+    // Delivered in publishing order: the large one would have come first.
+    expect(heard.map((m) => m.payload)).toEqual(['fits']);
+    expect(client.connected).toBe(true);
+    expect(gatehouse.logs.filter((line) => line.includes('not sent: the client accepts at most 512'))).toHaveLength(1);
   });
 
   it('carries request and response: the response topic is an ordinary topic for the responder\'s groups', async () => {

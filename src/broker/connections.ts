@@ -38,6 +38,8 @@ export interface Connection {
   session?: LiveSession;
   /** What `onPublishAccepted` is told of the session (made at its first PUBLISH). */
   publishing?: PublishingSession;
+  /** MQTT 5: a message it could not be sent (its own limits) was logged. */
+  dropLogged?: boolean;
   /** With a publish rate limit: when its next PUBLISH may go on, and whether that was logged. */
   nextPublishAt?: number;
   throttleLogged?: boolean;

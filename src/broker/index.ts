@@ -62,6 +62,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     maxSessionExpiryS: limits.maxSessionExpiryS,
     receiveMaximum: limits.receiveMaximum,
     topicAliasMaximum: limits.topicAliasMaximum,
+    outgoingQueueLimit: limits.outgoingQueueLimit,
     hooks: { ...access.hooks, authorizeForward: createForwarding({ registry, limits, metrics, log }) },
     events: {
       opened(client) {
@@ -72,6 +73,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       unsubscribed: access.unsubscribed,
       clientError(client, error) {
         if (/stalled|drain timeout/.test(error.message)) log(`client id ${JSON.stringify(client.id)} disconnected: ${error.message}`);
+        // MQTT 5: a message over the device's Maximum Packet Size, or past what may wait for its Receive Maximum (patch 011).
+        else if (/^PUBLISH .*not sent/.test(error.message)) {
+          const state = registry.get(client);
+          if (state && !state.dropLogged) {
+            state.dropLogged = true;
+            log(`client id ${JSON.stringify(client.id)}: ${error.message} (said once per connection)`);
+          }
+        }
       },
     },
   });

@@ -33,6 +33,12 @@ export interface BrokerLimits {
   receiveMaximum: number;
   /** MQTT 5 Topic Alias Maximum advertised and accepted. */
   topicAliasMaximum: number;
+  /**
+   * MQTT 5: QoS 1/2 messages that may wait, per client, for room in the
+   * Receive Maximum the client asked for; further ones are dropped (as
+   * Mosquitto's max_queued_messages, 1,000 by default too).
+   */
+  outgoingQueueLimit: number;
 }
 
 export const defaultBrokerLimits: BrokerLimits = {
@@ -53,6 +59,7 @@ export const defaultBrokerLimits: BrokerLimits = {
   maxSessionExpiryS: 7 * 24 * 3600,
   receiveMaximum: 1000,
   topicAliasMaximum: 64,
+  outgoingQueueLimit: 1000,
 };
 
 /** A connection over its publish rate waits at most this long per packet before it is closed. */

@@ -1,4 +1,9 @@
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
+import mqttPacket, { type Packet } from 'mqtt-packet';
+import { WebSocket, createWebSocketStream } from 'ws';
 import type { Gatehouse } from '../../src/server';
 import type { Issued } from './certs';
 
@@ -76,4 +81,66 @@ export async function waitFor(heard: Heard[], topic: string, timeoutMs = 5000): 
     if (Date.now() > until) throw new Error(`no message on ${topic} within ${timeoutMs} ms (heard: ${heard.map((m) => m.topic).join(', ') || 'nothing'})`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/** A raw MQTT connection (mqtt-packet over any listener), for what mqtt.js will not do: hold its acknowledgements. */
+export interface RawClient {
+  send(packet: Record<string, unknown>): void;
+  /** The next packet of `cmd` (taken from what arrived), or null once the connection is closed. */
+  next(cmd: string, timeoutMs?: number): Promise<Packet | null>;
+  /** The PUBLISH packets that arrive before the answer to a PINGREQ sent now. */
+  publishesBeforePing(): Promise<Array<Packet & { payload: Buffer; messageId: number; topic: string }>>;
+  close(): void;
+}
+
+/** Opens `url` (mqtt, mqtts, ws, wss) as a byte stream speaking MQTT `protocolVersion`. */
+export async function rawClient(url: string, options: IClientOptions, protocolVersion: 4 | 5 = 5): Promise<RawClient> {
+  const { protocol, hostname, port } = new URL(url);
+  let stream: Duplex;
+  if (protocol === 'mqtt:') stream = net.connect(Number(port), hostname);
+  else if (protocol === 'mqtts:') stream = tls.connect({ host: hostname, port: Number(port), ca: options.ca as string, servername: 'localhost' });
+  else {
+    const socket = new WebSocket(url, 'mqtt', { ca: options.ca as string, servername: 'localhost' } as ConstructorParameters<typeof WebSocket>[2]);
+    await new Promise<void>((resolve, reject) => socket.once('open', () => resolve()).once('error', reject));
+    stream = createWebSocketStream(socket);
+  }
+  const parser = mqttPacket.parser({ protocolVersion });
+  const packets: Packet[] = [];
+  let closed = false;
+  parser.on('packet', (packet) => packets.push(packet));
+  stream.on('data', (chunk: Buffer) => parser.parse(chunk));
+  stream.on('error', () => {});
+  stream.on('close', () => (closed = true));
+  const client: RawClient = {
+    send(packet) {
+      stream.write(mqttPacket.generate(packet as unknown as Packet, { protocolVersion }));
+    },
+    async next(cmd, timeoutMs = 5000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const index = packets.findIndex((packet) => packet.cmd === cmd);
+        if (index >= 0) return packets.splice(index, 1)[0]!;
+        if (closed) return null;
+        if (Date.now() > until) throw new Error(`no ${cmd} within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    },
+    async publishesBeforePing() {
+      client.send({ cmd: 'pingreq' });
+      const until = Date.now() + 5000;
+      while (!packets.some((packet) => packet.cmd === 'pingresp')) {
+        if (closed || Date.now() > until) throw new Error('no PINGRESP');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const upTo = packets.findIndex((packet) => packet.cmd === 'pingresp');
+      const before = packets.splice(0, upTo + 1).slice(0, upTo);
+      const publishes = before.filter((packet) => packet.cmd === 'publish');
+      packets.unshift(...before.filter((packet) => packet.cmd !== 'publish'));
+      return publishes as Array<Packet & { payload: Buffer; messageId: number; topic: string }>;
+    },
+    close() {
+      stream.destroy();
+    },
+  };
+  return client;
 }

@@ -23,6 +23,8 @@ const AEDES_PATCHES: Array<{ patch: string; file: string; line: string; without:
   { patch: '008', file: 'lib/handlers/publish.js', line: '// gatehouse: acknowledged once stored.', without: 'PUBACK would go out before the message is stored' },
   { patch: '009', file: 'lib/handlers/connect.js', line: 'the hook may name the CONNACK reason code itself', without: 'a 5.0 device is not told why its CONNECT or PUBLISH was refused' },
   { patch: '010', file: 'lib/client.js', line: 'close once it is flushed', without: 'a server DISCONNECT (0x98, 0x8B, 0x8E) may be dropped before it reaches the device' },
+  { patch: '011', file: 'lib/outgoing.js', line: 'export function writePublish', without: "a 5.0 device's Receive Maximum and Maximum Packet Size are not respected on what it is sent" },
+  { patch: '012', file: 'lib/handlers/subscribe.js', line: 'function subscriptionIdentifiersFor', without: 'a message matching several subscriptions of a 5.0 device carries only one subscription identifier' },
 ];
 
 const patchExpectations: Expectation[] = AEDES_PATCHES.map(({ patch, file, line, without }) => ({

@@ -12,7 +12,7 @@ export { checkEngine } from './check';
 export { EngineMismatchError } from './packages';
 
 /**
- * The MQTT engine (Aedes 1.2) behind one seam: the rest of the broker gives it
+ * The MQTT engine (Aedes 2.0 beta, patched) behind one seam: the rest of the broker gives it
  * hooks and listens to its events, and reaches nothing inside it but through
  * this folder. Everything version-specific (private fields, the patch, the
  * stores' quirks) lives here, checked at start by checkEngine.
@@ -35,6 +35,8 @@ export interface EngineOptions {
   maxSessionExpiryS: number;
   receiveMaximum: number;
   topicAliasMaximum: number;
+  /** MQTT 5: messages waiting, per client, for room in its own Receive Maximum (patch 011). */
+  outgoingQueueLimit: number;
   hooks: Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward'>;
   events: {
     /** A session is open (its CONNACK is on its way). */
@@ -74,8 +76,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     maximumPacketSize: options.maxPacketBytes,
     receiveMaximum: options.receiveMaximum,
     topicAliasMaximum: options.topicAliasMaximum,
-    // Patch 002's option (Aedes 1.2's), absent from the beta's types.
-    ...({ maxInflightInbound: options.receiveMaximum } as Partial<AedesOptions>),
+    // Patch 002's option (Aedes 1.2's) and patch 011's, absent from the beta's types.
+    ...({ maxInflightInbound: options.receiveMaximum, outgoingQueueLimit: options.outgoingQueueLimit } as Partial<AedesOptions>),
     ...options.hooks,
   });
   aedes.on('connackSent', (_connack, client) => releaseHeldDeliveries(client));
