@@ -1,8 +1,11 @@
 /**
  * Bare Aedes, no hooks but a cheap password check: our engine's ceiling with
- * authentication on, as every contender has it. `BENCH_PERSISTENCE=memory|level|level-plain`:
+ * authentication on, as every contender has it. `BENCH_PERSISTENCE=memory|level|level-plain|redis`:
  * `level` is LevelDB under BENCH_DIR as Gatehouse stores it (writes coalesced),
- * `level-plain` the same without coalescing. Users: the bench user, plus the
+ * `level-plain` the same without coalescing, `redis` the store and the bus of
+ * several nodes on BENCH_REDIS_URL (aedes-persistence-redis, mqemitter-redis).
+ * `BENCH_AEDES_DIR`: another copy of the engine to load (the `acknowledged`
+ * scenario's, without patch 008). Users: the bench user, plus the
  * `username:password` lines of BENCH_USERS_FILE when set (the storm's fleet),
  * compared in memory: no hashing, so what it costs is Aedes' own CONNECT path.
  * Prints `port N` once listening.
@@ -10,7 +13,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { Aedes } from 'aedes';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Aedes as AedesClass } from 'aedes';
 import aedesPersistenceLevel from 'aedes-persistence-level';
 import { ClassicLevel } from 'classic-level';
 import { coalesceWrites } from '../src/broker/coalescingLevel';
@@ -26,13 +31,22 @@ if (process.env.BENCH_USERS_FILE) {
 
 const kind = process.env.BENCH_PERSISTENCE ?? 'memory';
 let persistence;
+let mq;
 if (kind === 'level' || kind === 'level-plain') {
   const db = new ClassicLevel<string, Uint8Array>(process.env.BENCH_DIR ?? './bench-level', { keyEncoding: 'utf8', valueEncoding: 'view' });
   await db.open();
   persistence = aedesPersistenceLevel(kind === 'level' ? coalesceWrites(db) : db) as never;
+} else if (kind === 'redis') {
+  const url = process.env.BENCH_REDIS_URL;
+  if (!url) throw new Error('BENCH_PERSISTENCE=redis needs BENCH_REDIS_URL');
+  const [{ Redis }, { default: aedesPersistenceRedis }, { default: mqemitterRedis }] = await Promise.all([import('ioredis'), import('aedes-persistence-redis'), import('mqemitter-redis')]);
+  persistence = aedesPersistenceRedis({ conn: new Redis(url) }) as never;
+  mq = mqemitterRedis({ connectionString: url, concurrency: 1000 }) as never;
 }
+const { Aedes } = (await import(process.env.BENCH_AEDES_DIR ? pathToFileURL(path.join(process.env.BENCH_AEDES_DIR, 'aedes.js')).href : 'aedes')) as { Aedes: typeof AedesClass };
 const aedes = await Aedes.createBroker({
   persistence,
+  mq,
   concurrency: 1000,
   drainTimeout: 5000,
   authenticate(_client, username, password, done) {

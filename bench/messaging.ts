@@ -6,6 +6,7 @@
  * one load. All sessions are clean (the persistence scenario covers
  * persistent ones). One broker start per round serves every case asked for.
  */
+import { connectClient } from './lib/load';
 import { usage } from './lib/proc';
 import type { RunningBroker } from './lib/brokers';
 import { BENCH_USER } from './lib/user';
@@ -22,6 +23,11 @@ export interface MessageCase {
   qos: 0 | 1;
   payloadBytes: number;
   title: string;
+  /**
+   * Fan-in: a persistent session subscribed to the same filter is away, so
+   * every message is also written to its queue in the broker's store.
+   */
+  awaySession?: boolean;
 }
 
 /** Deliveries per second in every case. */
@@ -43,6 +49,8 @@ interface Plan {
   publishers: ClientSpec[][];
   schedules: PublisherSpec[][];
   expected: number;
+  /** The filter the subscribers listen on (fan-in). */
+  filter?: string;
 }
 
 let planCounter = 0;
@@ -73,7 +81,8 @@ function plan(c: MessageCase, workers: number, seconds: number): Plan {
   };
   if (c.shape === 'fanin') {
     const rate = DELIVERIES_PER_SECOND / FANIN_PUBLISHERS;
-    p.subscribers[0]!.push(client('fanin-sub', { filter: `bench/fanin-${run}/+`, qos: c.qos }));
+    p.filter = `bench/fanin-${run}/+`;
+    p.subscribers[0]!.push(client('fanin-sub', { filter: p.filter, qos: c.qos }));
     for (let i = 0; i < FANIN_PUBLISHERS; i++) addPublisher(others(i), `fanin-pub-${i}`, `bench/fanin-${run}/${i}`, rate, i, FANIN_PUBLISHERS);
     p.expected = FANIN_PUBLISHERS * Math.floor(rate * seconds);
   } else if (c.shape === 'pairs') {
@@ -105,12 +114,16 @@ export interface CaseResult {
   generatorCores: number;
   /** p99 of how late the generator sent messages after their due time (ms). */
   generatorLagP99: number;
+  /** QoS 1: from each message's due time to its PUBACK at the publisher (ms); NaN for QoS 0. */
+  ackP50: number;
+  ackP99: number;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function runCase(broker: RunningBroker, generator: Generator, c: MessageCase, seconds: number): Promise<CaseResult> {
   const p = plan(c, generator.size, seconds);
+  const away = c.awaySession && p.filter ? await leaveSessionAway(broker.mqttUrl, p.filter) : undefined;
   try {
     await generator.all((i) => (p.subscribers[i]!.length ? { op: 'connect', url: broker.mqttUrl, clients: p.subscribers[i]! } : undefined));
     await generator.all((i) => (p.publishers[i]!.length ? { op: 'connect', url: broker.mqttUrl, clients: p.publishers[i]! } : undefined));
@@ -139,7 +152,7 @@ export async function runCase(broker: RunningBroker, generator: Generator, c: Me
     const generatorAfter = usage([process.pid, ...generator.pids()]);
     // A broker that died mid-run measured nothing: no row from it.
     if (!broker.alive()) throw new Error('the broker died during the run');
-    const { received, histogram, lag } = await generator.stats(true);
+    const { received, histogram, lag, acks } = await generator.stats(true);
     const cpu = after.cpuSeconds - before.cpuSeconds;
     const result: CaseResult = {
       cpuMicrosPerMessage: (cpu * 1e6) / Math.max(1, received),
@@ -151,13 +164,32 @@ export async function runCase(broker: RunningBroker, generator: Generator, c: Me
       rssMB: rss / 2 ** 20,
       generatorCores: (generatorAfter.cpuSeconds - generatorBefore.cpuSeconds) / elapsed,
       generatorLagP99: lag.getValueAtPercentile(99) / 1000,
+      ackP50: acks.totalCount ? acks.getValueAtPercentile(50) / 1000 : Number.NaN,
+      ackP99: acks.totalCount ? acks.getValueAtPercentile(99) / 1000 : Number.NaN,
     };
     histogram.destroy();
     lag.destroy();
+    acks.destroy();
     return result;
   } finally {
     await generator.all(() => ({ op: 'closeAll' }));
+    await away?.remove();
   }
+}
+
+/** A persistent session subscribed to `filter` (QoS 1) that has gone away: the broker queues every message for it. */
+async function leaveSessionAway(url: string, filter: string): Promise<{ remove(): Promise<void> }> {
+  const clientId = `bench-away-${process.pid}-${++planCounter}`;
+  const session = await connectClient(url, { clientId, clean: false });
+  await session.subscribeAsync(filter, { qos: 1 });
+  await new Promise<void>((resolve) => session.end(false, {}, () => resolve()));
+  return {
+    // Connecting with clean = 1 discards the session and its queue.
+    async remove() {
+      const clean = await connectClient(url, { clientId, clean: true });
+      await new Promise<void>((resolve) => clean.end(false, {}, () => resolve()));
+    },
+  };
 }
 
 const COLUMNS: Column[] = [

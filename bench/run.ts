@@ -5,6 +5,7 @@
  *   pairs        QoS 1 point-to-point pairs, 1 KB
  *   fanout       QoS 0 fan-out to 50 subscribers, 1 KB
  *   storm        cold and warm connect storms of 5,000 devices, with a pair's p99 meanwhile
+ *   acknowledged what PUBACK once stored (patch 008) costs beside PUBACK first: QoS 1 fan-in, LevelDB and Redis (bench/acknowledged.ts)
  *   persistence  broker CPU per QoS 1 message, memory vs LevelDB persistence
  *   nodes        QoS 1 messages per second across 1 and 2 nodes on Redis
  *   footprint    idle memory, memory per connection, start-up time (bench/footprint.ts)
@@ -183,7 +184,7 @@ async function nodesScenario(postgres: Service, redis: Service) {
   );
 }
 
-const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines'];
+const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines'];
 const MESSAGING = ['fanin', 'pairs', 'fanout'];
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const unknown = asked.filter((name) => !ALL.includes(name));
@@ -209,7 +210,7 @@ const phase = (name: string) => {
   phaseStarted = now;
 };
 try {
-  if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm')) {
+  if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm' || s === 'acknowledged')) {
     phase('preparing the fleet (users for every broker)');
     const fleet = await prepareFleet(scenarios.includes('storm') ? stormClients : 0);
     const cases = CASES.filter((c) => scenarios.includes(c.shape));
@@ -221,10 +222,16 @@ try {
       phase('storm');
       await stormScenario({ fleet, rounds: stormRounds, brokerCpu, workers, timeoutSeconds: stormTimeout });
     }
+    if (scenarios.includes('acknowledged')) {
+      phase('acknowledged');
+      redis ??= await startRedis();
+      const { acknowledgedScenario } = await import('./acknowledged');
+      await acknowledgedScenario({ fleet, redisUrl: redis.url, rounds, seconds, brokerCpu, workers });
+    }
   }
   if (scenarios.includes('persistence') || scenarios.includes('nodes')) {
     postgres = await startPostgres();
-    redis = await startRedis();
+    redis ??= await startRedis();
     await seedDatabase({ databaseUrl: postgres.url });
     if (scenarios.includes('persistence')) {
       phase('persistence');

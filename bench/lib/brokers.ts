@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -122,15 +122,45 @@ function nodeArgv(args: string[]): string[] {
  * Bare Aedes with no hooks but a cheap password check, its persistence in
  * memory or in LevelDB. `usersFile`: more `username:password` lines it accepts.
  */
-export async function startBareAedes(persistence: 'memory' | 'level' | 'level-plain', cpus?: string, usersFile?: string): Promise<RunningBroker> {
+export async function startBareAedes(
+  persistence: 'memory' | 'level' | 'level-plain' | 'redis',
+  cpus?: string,
+  usersFile?: string,
+  options: { redisUrl?: string; aedesDir?: string } = {},
+): Promise<RunningBroker> {
   const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-aedes-'));
   const spawned = spawnGroup(
     nodeArgv(['bench/aedes-server.ts']),
-    { BENCH_PERSISTENCE: persistence, BENCH_DIR: path.join(dir, 'level'), ...(usersFile ? { BENCH_USERS_FILE: usersFile } : {}) },
+    {
+      BENCH_PERSISTENCE: persistence,
+      BENCH_DIR: path.join(dir, 'level'),
+      ...(usersFile ? { BENCH_USERS_FILE: usersFile } : {}),
+      ...(options.redisUrl ? { BENCH_REDIS_URL: options.redisUrl } : {}),
+      ...(options.aedesDir ? { BENCH_AEDES_DIR: options.aedesDir } : {}),
+    },
     cpus,
   );
   const match = await waitFor(spawned, /port (\d+)/, 'bare Aedes');
   return running(spawned, `mqtt://127.0.0.1:${match[1]}`, () => rmSync(dir, { recursive: true, force: true }));
+}
+
+/** The patch that makes Aedes send PUBACK only once a QoS 1 message is stored. */
+export const ACKNOWLEDGED_ONCE_STORED_PATCH = 'patches/aedes+2.0.0-beta.1+008+acknowledged-once-stored.patch';
+
+/**
+ * A copy of the installed Aedes (every patch of patches/ applied) with patch
+ * 008 taken out again, so PUBACK goes out before the message is stored, as
+ * Aedes itself does; its directory, for `startBareAedes`. It lives under
+ * node_modules/.cache, so it loads the same dependencies as the installed one.
+ */
+export function aedesWithoutAcknowledgedOnceStored(): string {
+  const home = path.join(root, 'node_modules', '.cache', 'gatehouse-bench', 'aedes-without-008', 'node_modules', 'aedes');
+  rmSync(home, { recursive: true, force: true });
+  cpSync(path.join(root, 'node_modules', 'aedes'), home, { recursive: true });
+  execFileSync('patch', ['--reverse', '--strip=3', '--silent', `--directory=${home}`, `--input=${path.join(root, ACKNOWLEDGED_ONCE_STORED_PATCH)}`]);
+  const publish = readFileSync(path.join(home, 'lib', 'handlers', 'publish.js'), 'utf8');
+  if (publish.includes('acknowledged once stored')) throw new Error(`${home}: patch 008 is still in place`);
+  return home;
 }
 
 /** A device of the storm's fleet: its own username, password and client id. */

@@ -84,27 +84,30 @@ export class Generator {
   }
 
   /**
-   * What the subscribers of every worker received, latencies merged, and how
+   * What the subscribers of every worker received, latencies merged, how
    * late the publishers sent (a generator starved of CPU sends late; those
-   * latencies are then its own, not the broker's).
+   * latencies are then its own, not the broker's), and how long after its due
+   * time each QoS 1/2 message was acknowledged to its publisher.
    */
-  async stats(reset = false): Promise<{ received: number; histogram: hdr.Histogram; lag: hdr.Histogram }> {
-    const parts = await this.all<{ received: number; histogram: string; lag: string }>(() => ({ op: 'stats', reset }));
+  async stats(reset = false): Promise<{ received: number; histogram: hdr.Histogram; lag: hdr.Histogram; acks: hdr.Histogram }> {
+    const parts = await this.all<{ received: number; histogram: string; lag: string; acks: string }>(() => ({ op: 'stats', reset }));
     const histogram = newHistogram();
     const lag = newHistogram();
+    const acks = newHistogram();
     let received = 0;
     for (const part of parts) {
       received += part.received;
       for (const [into, encoded] of [
         [histogram, part.histogram],
         [lag, part.lag],
+        [acks, part.acks],
       ] as const) {
         const decoded = hdr.decodeFromCompressedBase64(encoded);
         into.add(decoded);
         decoded.destroy();
       }
     }
-    return { received, histogram, lag };
+    return { received, histogram, lag, acks };
   }
 
   async close() {

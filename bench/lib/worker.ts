@@ -69,6 +69,8 @@ export type Request =
 let histogram = newHistogram();
 /** How late the publishers of this worker sent their messages: the generator's own stalls. */
 let lag = newHistogram();
+/** QoS 1/2: from each message's due time to its acknowledgement (PUBACK, PUBCOMP) at the publisher. */
+let acks = newHistogram();
 let received = 0;
 const clients = new Map<string, MqttClient>();
 let stopPublishing = false;
@@ -158,7 +160,12 @@ async function publish(startNs: bigint, seconds: number, publishers: PublisherSp
         payload.writeBigUInt64BE(dueNs, 0);
         lag.recordValue(Math.min(HISTOGRAM.highestTrackableValue, Math.max(1, Math.round(Number(now - dueNs) / 1000))));
         plan.filler.copy(payload, 8);
-        plan.client.publish(plan.topic, payload, { qos: plan.qos });
+        if (plan.qos === 0) plan.client.publish(plan.topic, payload, { qos: 0 });
+        else {
+          plan.client.publish(plan.topic, payload, { qos: plan.qos }, (error) => {
+            if (!error) acks.recordValue(Math.min(HISTOGRAM.highestTrackableValue, Math.max(1, Math.round(Number(process.hrtime.bigint() - dueNs) / 1000))));
+          });
+        }
         sent++;
       }
       if (plan.sent < plan.total) remaining = true;
@@ -304,10 +311,11 @@ async function handle(request: Request): Promise<unknown> {
     case 'count':
       return { received };
     case 'stats': {
-      const stats = { received, histogram: hdr.encodeIntoCompressedBase64(histogram), lag: hdr.encodeIntoCompressedBase64(lag) };
+      const stats = { received, histogram: hdr.encodeIntoCompressedBase64(histogram), lag: hdr.encodeIntoCompressedBase64(lag), acks: hdr.encodeIntoCompressedBase64(acks) };
       if (request.reset) {
         histogram = newHistogram();
         lag = newHistogram();
+        acks = newHistogram();
         received = 0;
       }
       return stats;
@@ -320,6 +328,7 @@ async function handle(request: Request): Promise<unknown> {
       for (const client of all) client.end(true);
       histogram = newHistogram();
       lag = newHistogram();
+      acks = newHistogram();
       received = 0;
       return {};
     }
