@@ -7,7 +7,7 @@ import type { Gatehouse } from '../src/server';
 import { appendRules, grantGroup, removeRules } from './support/acl';
 import { signIn } from './support/admin';
 import { certificateFactory, type Issued } from './support/certs';
-import { drivers } from './support/db';
+import { countQueries, drivers, readsOnly } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
 import { connect, endClient, nextMessage, tryConnect } from './support/mqtt';
 
@@ -105,6 +105,35 @@ describe.each(drivers)('certificate clients on %s', (driver) => {
       expect(outcome.ok).toBe(true);
       if (outcome.ok) await endClient(outcome.client);
     });
+  });
+
+  it('reads no database for a Certificate or a Certificate + Password CONNECT, first or repeated, accepted or refused', async () => {
+    // Clients no CONNECT has found yet: the first CONNECT of each is a cold one.
+    const coldDoor = certs.client(ca, 'cold-door-cert');
+    const coldGate = certs.client(ca, 'cold-gate-cert');
+    await createClient(gatehouse.database.db, { name: 'Cold door', username: 'cold-door', authType: 'certificate', fingerprint: coldDoor.fingerprint });
+    await createClient(gatehouse.database.db, { name: 'Cold gate', username: 'cold-gate', authType: 'certificate_password', fingerprint: coldGate.fingerprint, password: 'cold-gate-password' });
+    await gatehouse.accessModel.settled();
+    const verifies = gatehouse.authenticator.stats().verifies;
+    // Refused CONNECTs are written to the audit trail meanwhile: reads are what CONNECT would send.
+    const counter = countQueries(gatehouse.database.db, readsOnly);
+    try {
+      for (const attempt of ['cold', 'warm']) {
+        const door = await tryConnect(url('tls'), withCert(coldDoor));
+        expect({ attempt, ok: door.ok }).toEqual({ attempt, ok: true });
+        if (door.ok) await endClient(door.client);
+        const both = await tryConnect(url('tls'), withCert(coldGate, { username: 'cold-gate', password: 'cold-gate-password' }));
+        expect({ attempt, ok: both.ok }).toEqual({ attempt, ok: true });
+        if (both.ok) await endClient(both.client);
+      }
+      expect(await tryConnect(url('tls'), withCert(coldGate, { username: 'cold-gate', password: 'wrong-password' }))).toMatchObject({ ok: false, code: 4 });
+      expect(await tryConnect(url('tls'), withCert(stranger))).toMatchObject({ ok: false, code: 4 });
+      expect(counter.count()).toBe(0);
+    } finally {
+      counter.stop();
+    }
+    // The password was verified once (the first CONNECT) and once more for the wrong one; the warm CONNECT was a cache hit.
+    expect(gatehouse.authenticator.stats().verifies - verifies).toBe(2);
   });
 
   it('refuses a fingerprint another client uses, and checks what is pasted', async () => {
