@@ -185,6 +185,36 @@ async function rawConnect(url: string, protocolVersion: 4 | 5, clientId: string,
   return raw;
 }
 
+/** What the broker's store holds queued for `clientId` now. */
+async function queuedFor(broker: Running, clientId: string): Promise<string[]> {
+  const store = (broker.aedes as unknown as { persistence: { outgoingStream(client: { id: string }): AsyncIterable<{ payload: Buffer }> } }).persistence;
+  const queued: string[] = [];
+  for await (const packet of store.outgoingStream({ id: clientId })) queued.push(Buffer.from(packet.payload).toString());
+  return queued;
+}
+
+/** The queue of `clientId` once it is `wanted` (empty or not), polled up to 5 s; what it holds then. */
+async function queueOnce(broker: Running, clientId: string, wanted: 'empty' | 'not empty'): Promise<string[]> {
+  let queued = await queuedFor(broker, clientId);
+  for (let i = 0; i < 250 && (queued.length === 0) !== (wanted === 'empty'); i++) {
+    await sleep(20);
+    queued = await queuedFor(broker, clientId);
+  }
+  return queued;
+}
+
+/** An expired v5 session, with a message queued for it before it expired. */
+async function expireWithQueue(broker: Running, clientId: string): Promise<void> {
+  const expired = new Promise<void>((resolve) => broker.aedes.on('sessionExpired', (client) => client.id === clientId && resolve()));
+  const device = await connectClient(broker.url, v5(clientId, { clean: false, properties: { sessionExpiryInterval: 2 } }));
+  await device.subscribeAsync('expiring', { qos: 1 });
+  await device.endAsync();
+  const publisher = await connectClient(broker.url, v5(`${clientId}-pub`));
+  await publisher.publishAsync('expiring', 'for the old session', { qos: 1 });
+  expect(await queueOnce(broker, clientId, 'not empty')).toEqual(['for the old session']);
+  await expired;
+}
+
 describe('the engine: Aedes 2.0.0-beta.1 as patched', { timeout: 60_000 }, () => {
   // 001: GHSA-52qw-whmv-87c5, fixed in Aedes 1.1.2, not in the beta.
   it.each(['constructor', '__proto__', 'toString'])('serves a client id and a topic named like an Object property (%s) as any other', async (name) => {
@@ -382,6 +412,16 @@ describe('the engine: Aedes 2.0.0-beta.1 as patched', { timeout: 60_000 }, () =>
       { topic: 'ids/a/other', ids: 1 },
       { topic: 'ids/plain/temp', ids: [1, 2] },
     ]);
+  });
+
+  // 013: an expired session's queue goes with it ([MQTT-3.1.2-23]). Not a Redis case: that
+  // store deletes a client's queue with its last subscription, patched or not.
+  it('removes the queued messages of an expired session from LevelDB: the next session of that client id does not get them', async () => {
+    const broker = await startAedes();
+    await expireWithQueue(broker, 'expirer');
+    expect(await queueOnce(broker, 'expirer', 'empty')).toEqual([]);
+    const back = await connectClient(broker.url, v5('expirer', { clean: false, properties: { sessionExpiryInterval: 60 } }));
+    expect(await collect(back, 'expiring', 500)).toEqual([]);
   });
 
   describe.runIf(haveRedis)('two brokers sharing Redis', () => {

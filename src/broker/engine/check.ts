@@ -25,6 +25,7 @@ const AEDES_PATCHES: Array<{ patch: string; file: string; line: string; without:
   { patch: '010', file: 'lib/client.js', line: 'close once it is flushed', without: 'a server DISCONNECT (0x98, 0x8B, 0x8E) may be dropped before it reaches the device' },
   { patch: '011', file: 'lib/outgoing.js', line: 'export function writePublish', without: "a 5.0 device's Receive Maximum and Maximum Packet Size are not respected on what it is sent" },
   { patch: '012', file: 'lib/handlers/subscribe.js', line: 'function subscriptionIdentifiersFor', without: 'a message matching several subscriptions of a 5.0 device carries only one subscription identifier' },
+  { patch: '013', file: 'lib/client.js', line: 'A message queued and never sent has no packet id', without: "an expired session's queued messages stay in LevelDB and go to the next session of its client id" },
 ];
 
 const patchExpectations: Expectation[] = AEDES_PATCHES.map(({ patch, file, line, without }) => ({
