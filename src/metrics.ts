@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { BrokerMetrics } from './broker';
 import type { Authenticator } from './domain/access/authenticate';
+import type { AccessModel } from './domain/access/model';
 import type { Transport } from './domain/access/types';
 import type { PipelineFigures } from './pipelines/service';
 import { DROP_REASONS } from './domain/pipelines/outbox';
@@ -26,7 +27,7 @@ export interface Metrics {
    */
   watchPipelines(figures: () => PipelineFigures[]): void;
   /** Reads counters kept elsewhere when Prometheus scrapes. */
-  watch(sources: { connections(): Record<Transport, number>; authenticator: Authenticator }): void;
+  watch(sources: { connections(): Record<Transport, number>; authenticator: Authenticator; accessModel?: AccessModel }): void;
 }
 
 /** Counters since the process started. */
@@ -222,6 +223,21 @@ export function createMetrics(): Metrics {
           this.set(stats().waitingVerifies);
         },
       });
+      const model = sources.accessModel;
+      if (!model) return;
+      const modelGauge = (name: string, help: string, read: () => number) =>
+        new Gauge({
+          name,
+          help,
+          registers: [registry],
+          collect() {
+            this.set(read());
+          },
+        });
+      modelGauge('gatehouse_access_model_clients', 'Clients held in memory for CONNECT', () => model.stats().clients);
+      modelGauge('gatehouse_access_model_credential_bytes', 'Bytes the in-memory credentials hold on to (columns, indexes and their bytes)', () => model.stats().credentialBytes);
+      modelGauge('gatehouse_access_model_load_seconds', 'Seconds the first read of every client and rule took at start', () => model.stats().loadMs / 1000);
+      modelGauge('gatehouse_access_model_current', '1 while the access model answers for the database (read, and hearing every change since), else 0', () => (model.current() ? 1 : 0));
     },
   };
 }

@@ -202,7 +202,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     });
     resources.defer('broker', () => broker.close());
     const localBroker = broker;
-    metrics.watch({ connections: () => localBroker.connectionsByTransport(), authenticator });
+    metrics.watch({ connections: () => localBroker.connectionsByTransport(), authenticator, accessModel });
     const openSampler = createSampler({
       db: database.db,
       nodeId: broker.nodeId,

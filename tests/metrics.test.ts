@@ -89,6 +89,21 @@ describe('health probes and metrics', () => {
     }
   });
 
+  it('reports the access model: clients held, their bytes, how long it took to read, whether it is current', async () => {
+    const before = await scrape();
+    expect(sample(before, 'gatehouse_access_model_current')).toBe(1);
+    expect(sample(before, 'gatehouse_access_model_load_seconds')).toBe(gatehouse.accessModel.stats().loadMs / 1000);
+    const clients = sample(before, 'gatehouse_access_model_clients')!;
+    const bytes = sample(before, 'gatehouse_access_model_credential_bytes')!;
+    expect(clients).toBe(gatehouse.accessModel.stats().clients);
+    expect(bytes).toBeGreaterThan(0);
+    for (let i = 0; i < 20; i++) await createClient(gatehouse.database.db, { name: `Gauge ${i}`, username: `gauge-${i}`, password: 'gauge-password' });
+    await gatehouse.accessModel.settled();
+    const after = await scrape();
+    expect(sample(after, 'gatehouse_access_model_clients')).toBe(clients + 20);
+    expect(sample(after, 'gatehouse_access_model_credential_bytes')).toBe(gatehouse.accessModel.stats().credentialBytes);
+  });
+
   it('turns /readyz to 503 naming the database when it stops answering', async () => {
     const own = await startTestGatehouse('pglite');
     try {
