@@ -159,6 +159,34 @@ describe.each(drivers)('the access model in memory, on %s', (driver) => {
     expect((await auth.authenticate(withCertificate(next))).ok).toBe(true);
   });
 
+  it('reads nothing again for a change that is not about access: a pipeline, the TLS settings, a session’s last seen and client id', async () => {
+    // Verified once: a cache hit from here on, as long as nothing forgets it.
+    expect((await auth.authenticate(connectAs('typed', 'typed-password'))).ok).toBe(true);
+    const before = model.stats();
+    const hits = auth.stats().cacheHits;
+    const counter = countQueries(database.db, (query) => /^\s*select\b/i.test(query) && !/pg_notify/i.test(query));
+    const heard: string[] = [];
+    changes.onChange((payload) => heard.push(payload));
+    try {
+      await database.db.execute(sql`insert into pipelines (name, kind, max_outbox_bytes, max_age_seconds, overflow) values ('Unrelated', 'webhook', 1000000, 3600, 'drop_oldest')`);
+      await database.db.execute(sql`update pipelines set description = 'still unrelated' where name = 'Unrelated'`);
+      await database.db.execute(sql`insert into tls_settings (id, enabled) values (1, false) on conflict (id) do update set require_client_cert = false`);
+      // What the broker writes as sessions end, for every device, all day long.
+      await database.db.execute(sql`update clients set last_seen_at = now(), last_client_id = 'elsewhere' where username = 'typed'`);
+      await model.settled();
+      // Heard, and left alone: the feed announced the pipelines and the TLS settings, nothing about clients.
+      expect(heard).toEqual(expect.arrayContaining(['pipelines', 'tls_settings']));
+      expect(heard.filter((payload) => payload.startsWith('clients') || ['groups', 'group_permissions', 'group_rules', 'group_rule_groups'].includes(payload))).toEqual([]);
+      expect(model.stats()).toMatchObject({ reloads: before.reloads, rowsApplied: before.rowsApplied });
+      expect((await auth.authenticate(connectAs('typed', 'typed-password'))).ok).toBe(true);
+      expect(auth.stats().cacheHits).toBe(hits + 1);
+      expect(counter.count()).toBe(0);
+    } finally {
+      counter.stop();
+      await database.db.execute(sql`delete from pipelines where name = 'Unrelated'`);
+    }
+  });
+
   it('knows an unknown username without reading, until a client takes it', async () => {
     expect(await auth.authenticate(connectAs('not-yet', 'not-yet-password'))).toEqual(refused);
     await createClient(database.db, { name: 'Now', username: 'not-yet', password: 'not-yet-password' });
