@@ -270,6 +270,46 @@ describe.each(drivers)('the access model in memory, on %s', (driver) => {
     expect(await racing.authenticate(connectAs('latecomer', 'latecomer-password'))).toMatchObject({ ok: false, reason: 'throttled' });
   });
 
+  it('counts a wrong password once when a change is applied while its failure is being counted', async () => {
+    // The username is unknown at the lookup, its decoy verify fails, and the
+    // client is created (and applied here) while that failure is written to
+    // the shared counts (Redis, on several nodes: a round trip). The failure
+    // was counted against what was current when it was verified: the refusal
+    // stands, and the same CONNECT is not decided (and counted) again.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reachedResolve!: () => void;
+    const reached = new Promise<void>((resolve) => (reachedResolve = resolve));
+    let holdNext = true;
+    const failures: string[] = [];
+    const trackers: FailureTrackerFactory = (name, limits) => {
+      const inner = createFailureTracker({ ...limits, now: Date.now });
+      return {
+        ...inner,
+        async fail(key) {
+          failures.push(`${name} ${key}`);
+          if (key === 'counted-once' && holdNext) {
+            holdNext = false;
+            reachedResolve();
+            await held;
+          }
+          return inner.fail(key);
+        },
+      };
+    };
+    const racing = createAuthenticator(database.db, { model, failureTrackers: trackers, failuresBeforeBackoff: 2 });
+    const connecting = racing.authenticate({ ...connectAs('counted-once', 'first-guess'), remoteAddress: '192.0.2.8' });
+    await reached;
+    await createClient(database.db, { name: 'Counted once', username: 'counted-once', password: 'counted-once-password' });
+    await model.settled();
+    release();
+    expect(await connecting).toEqual(refused);
+    expect(failures).toEqual(['username counted-once', 'address 192.0.2.8']);
+    // One failure so far, so the second guess is still judged (two start the back-off).
+    expect(await racing.authenticate(connectAs('counted-once', 'second-guess'))).toEqual(refused);
+    expect(await racing.authenticate(connectAs('counted-once', 'counted-once-password'))).toMatchObject({ ok: false, reason: 'throttled' });
+  });
+
   it('keeps its credentials in a few hundred bytes a client', () => {
     const stats = model.stats();
     expect(stats.clients).toBeGreaterThan(5);

@@ -176,7 +176,10 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
    * unavailable: a password changed a moment ago is never accepted from
    * before the change. Only the decision made with what is current counts
    * towards the back-off (one wrong password, one failure, however many
-   * times it was decided).
+   * times it was decided). A refusal already counted stands, whatever is
+   * applied after it was verified: what it was counted against was current
+   * then, and deciding it again would count the same CONNECT twice (a change
+   * applied while its failure was written to the shared counts did).
    */
   async function decide(
     find: () => Promise<Found>,
@@ -191,7 +194,18 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       } catch {
         return { ok: false, reason: 'unavailable' };
       }
-      const checked = await check(found);
+      // What the verify's outcome was counted against: `changed` is asked once
+      // it is verified, before it is counted, and a false answer counts it.
+      let counted = false;
+      const checked = await check({
+        ...found,
+        changed: () => {
+          const changed = found.changed();
+          if (!changed) counted = true;
+          return changed;
+        },
+      });
+      if (!checked.ok && counted) return checked;
       if (!(checked.ok && checked.ownChange) && found.changed()) continue;
       if (!checked.ok) return checked;
       return accept(found);
