@@ -13,7 +13,7 @@ import { requireOrSkip } from './support/env';
 import { startTestGatehouse } from './support/gatehouse';
 import { certificateFactory, type Issued } from './support/certs';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
-import { listenerOf, serverDisconnect, type AnyTransport } from './support/mqtt5';
+import { listenerOf, rawClient, serverDisconnect, type AnyTransport } from './support/mqtt5';
 
 /**
  * What a 5.0 device is told, where a 3.1.1 device is told nothing: reason
@@ -37,6 +37,7 @@ async function provision(gatehouse: Gatehouse) {
 
 const certs = certificateFactory();
 let ca: Issued;
+let expired: Issued;
 afterAll(() => certs.remove());
 
 describe.each(['tcp', 'ws', 'tls', 'wss'] as AnyTransport[])('MQTT 5 over %s', { timeout: 60_000 }, (transport) => {
@@ -46,6 +47,7 @@ describe.each(['tcp', 'ws', 'tls', 'wss'] as AnyTransport[])('MQTT 5 over %s', {
   const v5 = (clientId: string, options: IClientOptions = {}): IClientOptions => ({ ...listenerOptions, ...v5Options(clientId, options) });
   beforeAll(async () => {
     ca ??= certs.ca('MQTT 5 CA');
+    expired ??= certs.client(ca, 'five-expired-cert', { expired: true });
     const server = certs.server(ca, `mqtt5-${transport}`);
     gatehouse = await startTestGatehouse('pglite', {
       MQTT_MAX_SESSION_EXPIRY_S: '60',
@@ -53,9 +55,12 @@ describe.each(['tcp', 'ws', 'tls', 'wss'] as AnyTransport[])('MQTT 5 over %s', {
       HTTPS_PORT: '0',
       TLS_CERT_FILE: server.certFile,
       TLS_KEY_FILE: server.keyFile,
+      TLS_CA_FILE: ca.certFile,
     });
     ({ url, options: listenerOptions } = listenerOf(gatehouse, transport, ca));
     await provision(gatehouse);
+    await createClient(gatehouse.database.db, { name: 'Expired', username: 'five-expired', authType: 'certificate', fingerprint: expired.fingerprint });
+    await createClient(gatehouse.database.db, { name: 'Guessed', username: 'five-guessed', password: 'guessed-password' });
   });
   afterAll(async () => {
     await gatehouse?.close();
@@ -64,6 +69,38 @@ describe.each(['tcp', 'ws', 'tls', 'wss'] as AnyTransport[])('MQTT 5 over %s', {
   it('answers a wrong password with CONNACK 0x86', async () => {
     const outcome = await tryConnect(url, v5('five-wrong', { password: 'not-it' }));
     expect(outcome).toMatchObject({ ok: false, code: 0x86 });
+  });
+
+  it('answers a client id holding U+0000 with CONNACK 0x85', async () => {
+    expect(await tryConnect(url, v5('five\u0000nul'))).toMatchObject({ ok: false, code: 0x85 });
+  });
+
+  it('answers a username in back-off after repeated wrong passwords with CONNACK 0x97, where each wrong one got 0x86', async () => {
+    const codes: Array<number | undefined> = [];
+    for (let attempt = 0; attempt < 12 && codes.at(-1) !== 0x97; attempt++) {
+      const outcome = await tryConnect(url, v5(`five-guess-${attempt}`, { username: 'five-guessed', password: 'a-guess' }));
+      codes.push(outcome.ok ? 0 : outcome.code);
+      if (outcome.ok) await endClient(outcome.client);
+    }
+    expect(codes.at(-1)).toBe(0x97);
+    expect(new Set(codes.slice(0, -1))).toEqual(new Set([0x86]));
+  });
+
+  it.runIf(transport === 'tls' || transport === 'wss')('answers a client certificate out of its dates with CONNACK 0x87', async () => {
+    const outcome = await tryConnect(url, { ...v5('five-expired'), username: undefined, password: undefined, cert: expired.cert, key: expired.key });
+    expect(outcome).toMatchObject({ ok: false, code: 0x87 });
+  });
+
+  it('tells a session taken over by a new connection of its client id so with DISCONNECT 0x8E, and serves the new one', async () => {
+    const first = await connect(url, v5('five-twin'));
+    const told = serverDisconnect(first);
+    const second = await connect(url, v5('five-twin'));
+    expect(await told).toBe(0x8e);
+    const heard = nextMessage(second, 'five/twin');
+    await second.subscribeAsync('five/twin', { qos: 1 });
+    await second.publishAsync('five/twin', 'still here', { qos: 1 });
+    expect((await heard).payload).toBe('still here');
+    await endClient(second);
   });
 
   it('answers PUBACK 0x87 for a publish the groups refuse, delivers nothing and keeps the connection', async () => {
@@ -147,6 +184,27 @@ describe.each(['tcp', 'ws', 'tls', 'wss'] as AnyTransport[])('MQTT 5 over %s', {
     expect(page).toContain('MQTT 3.1.1');
     await endClient(old);
     await endClient(client);
+  });
+});
+
+describe('MQTT 5 and MQTT_MAX_PUBLISH_RATE', { timeout: 60_000 }, () => {
+  let gatehouse: Awaited<ReturnType<typeof startTestGatehouse>>;
+  beforeAll(async () => {
+    gatehouse = await startTestGatehouse('pglite', { MQTT_MAX_PUBLISH_RATE: '1' });
+    await provision(gatehouse);
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  it('sends DISCONNECT 0x96 to a device whose publishes would wait longer than 10 s for their turn', async () => {
+    const raw = await rawClient(brokerUrl(gatehouse, 'tcp'), {});
+    raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'five-flood', clean: true, keepalive: 0, ...device });
+    expect(await raw.next('connack')).toMatchObject({ reasonCode: 0 });
+    // One chunk, read at once: at 1 a second the 12th would wait 11 s.
+    raw.sendAll(Array.from({ length: 15 }, (_, i) => ({ cmd: 'publish', topic: 'five/flood', payload: String(i), qos: 0, retain: false, dup: false })));
+    expect(await raw.next('disconnect', 10_000)).toMatchObject({ reasonCode: 0x96 });
+    raw.close();
   });
 });
 

@@ -86,6 +86,8 @@ export async function waitFor(heard: Heard[], topic: string, timeoutMs = 5000): 
 /** A raw MQTT connection (mqtt-packet over any listener), for what mqtt.js will not do: hold its acknowledgements. */
 export interface RawClient {
   send(packet: Record<string, unknown>): void;
+  /** Sends `packets` in one write, so the broker reads them as one chunk. */
+  sendAll(packets: Array<Record<string, unknown>>): void;
   /** The next packet of `cmd` (taken from what arrived), or null once the connection is closed. */
   next(cmd: string, timeoutMs?: number): Promise<Packet | null>;
   /** The PUBLISH packets that arrive before the answer to a PINGREQ sent now. */
@@ -114,6 +116,9 @@ export async function rawClient(url: string, options: IClientOptions, protocolVe
   const client: RawClient = {
     send(packet) {
       stream.write(mqttPacket.generate(packet as unknown as Packet, { protocolVersion }));
+    },
+    sendAll(many) {
+      stream.write(Buffer.concat(many.map((packet) => mqttPacket.generate(packet as unknown as Packet, { protocolVersion }))));
     },
     async next(cmd, timeoutMs = 5000) {
       const until = Date.now() + timeoutMs;
