@@ -33,6 +33,7 @@ const projects = {
     'tests/authenticate.test.ts',
     'tests/certificateClients.http.test.ts',
     'tests/clientAccess.http.test.ts',
+    'tests/clientGroups.http.test.ts',
     'tests/clients.http.test.ts',
     'tests/groupRules.http.test.ts',
     'tests/groups.http.test.ts',

@@ -252,8 +252,50 @@
     });
   }
 
+  // Group rules: the search narrows the rows as it is typed (without
+  // JavaScript, Search asks the page again with them narrowed). Hidden rows
+  // stay in the form and are saved as they are.
+  document.addEventListener('input', (event) => {
+    const input = event.target instanceof HTMLInputElement && event.target.matches('[data-filter-rules]') ? event.target : null;
+    if (!input) return;
+    const form = document.querySelector(input.getAttribute('data-filter-rules'));
+    if (!form) return;
+    const q = input.value.trim().toLowerCase();
+    for (const row of form.querySelectorAll('tr[data-rule-text]')) {
+      const value = row.querySelector('input[type=text]');
+      row.hidden = q !== '' && value && value.value.trim() !== '' && !row.getAttribute('data-rule-text').includes(q);
+    }
+    const kept = form.querySelector('input[type=hidden][name=q]');
+    if (kept) kept.value = input.value;
+  });
+
+  // Group rules: leaving the page with changes not saved asks first. The form
+  // is unsaved once anything in it changes, or when it came back from New
+  // rule or Delete (data-unsaved); Save rules and Discard changes leave freely.
+  let leavingOnPurpose = false;
+  document.addEventListener('change', (event) => {
+    const form = event.target instanceof Element ? event.target.closest('#rules-form') : null;
+    if (form) form.setAttribute('data-unsaved', 'true');
+  });
+  document.addEventListener('submit', (event) => {
+    const submitter = event.submitter;
+    if (event.target instanceof Element && event.target.id === 'rules-form' && submitter && submitter.value === 'save') leavingOnPurpose = true;
+  }, true);
+  document.addEventListener('click', (event) => {
+    const link = event.target instanceof Element ? event.target.closest('#rules-form a[href="/group-rules"]') : null;
+    if (link) leavingOnPurpose = true;
+  });
+  window.addEventListener('beforeunload', (event) => {
+    const form = document.getElementById('rules-form');
+    if (leavingOnPurpose || !form || form.getAttribute('data-unsaved') !== 'true') return;
+    event.preventDefault();
+    event.returnValue = '';
+  });
+
   document.addEventListener('DOMContentLoaded', () => enhance(document));
   document.addEventListener('htmx:after:swap', (event) => {
+    // A Save that came back refused: leaving asks again.
+    leavingOnPurpose = false;
     const target = event.target instanceof Element ? event.target : document;
     enhance(target.isConnected ? target : document);
   });

@@ -228,7 +228,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     let consoleServer: HttpServer | undefined;
     const app = createApp({
       db: database.db,
-      access: { accessOf: authenticator.accessOf, settled: accessModel.settled },
+      access: { accessOf: authenticator.accessOf, rules: authenticator.ruleModel, settled: accessModel.settled },
       pipelines: { service: openPipelines, secretKey: config.SECRET_KEY },
       audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),

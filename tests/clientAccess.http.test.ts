@@ -7,6 +7,7 @@ import { signIn, type SignedInApp } from './support/admin';
 import { appendRules, grantGroup } from './support/acl';
 import { createTestDatabase, drivers } from './support/db';
 import { htmx, postForm, send } from './support/http';
+import { tableRows } from './support/html';
 
 describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
   let database: OpenDatabase;
@@ -24,7 +25,8 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     const lonely = await createClient(database.db, { name: 'Lonely', username: 'lonely', password: '12345678' });
     const html = await (await send(app, '/clients')).text();
     expect(html).toContain('<th scope="col">Access</th>');
-    expect(html).toContain(`<a href="/clients/${lonely.id}" class="no-access">No group: can connect, cannot publish or subscribe</a>`);
+    expect(tableRows(html).find((row) => row.Name === 'Lonely')!.Access).toBe('No access can connect, cannot publish or subscribe');
+    expect(html).toContain(`<a href="/clients/${lonely.id}" class="badge no-access">No access</a>`);
   });
 
   it('lists the groups rules by client give, and hedges once rules by client id exist', async () => {
@@ -41,8 +43,10 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
       clientIds: ['sensor-*'],
     });
     const html = await (await send(app, '/clients')).text();
-    expect(html).toContain(`<td><a href="/clients/${sensor.id}">Base</a></td>`);
-    expect(html).toMatch(/<a href="\/clients\/\d+" class="secondary">Only through client ID rules<\/a>/);
+    const access = new Map(tableRows(html).map((row) => [row.Name, row.Access]));
+    expect(access.get('Sensor')).toBe('Base');
+    // A client never seen: rules by client id are judged once it connects, and it is not said to have access through them.
+    expect(access.get('Lonely')).toBe('No access never seen: rules by client ID match once it connects');
     expect(html).toContain(`<a href="/clients/${sensor.id}">Permissions</a>`);
   });
 
@@ -53,6 +57,8 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     // With no session seen yet, the checker starts from the username as the client id, which no client-id rule matches.
     expect(html).toContain('id="check-clientId" name="clientId" type="text" value="sensor"');
     expect(html).not.toMatch(/>Sensors<\/a><\/th>/);
+    // Never seen: judged with its username as client ID, which the rule by client id pattern does not match.
+    expect(html).toMatch(/Judged with its username as client ID \(it has not connected yet\), <code>sensor<\/code>: group <a href="\/groups\/\d+\/edit">Base<\/a>\./);
     expect(html).toContain('<td><code>base/%u</code></td><td><code>base/sensor</code></td><td>Base, row 1</td>');
     const withoutId = await (await send(app, `/clients/${sensorId}?clientId=`)).text();
     expect(withoutId).toContain('1 rule matches by MQTT client ID (“sensor-*”): enter the client ID the device uses to see what it adds.');
@@ -130,6 +136,7 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     const htmxDelete = await send(app, `/clients/${b.id}`, { method: 'DELETE', headers: htmx });
     expect(htmxDelete.status).toBe(200);
     const partial = await htmxDelete.text();
+    expect(partial).toContain('<hx-partial hx-target="#notices" hx-swap="innerHTML"><p class="notice">Client “Named B” deleted.</p></hx-partial>');
     expect(partial).toContain('<hx-partial hx-target="#clients-notice" hx-swap="innerHTML">');
     expect(partial).toContain('The rule for client “Named B” (named-b) was removed; it gave “Base”.');
     expect(await getClient(database.db, b.id)).toBeNull();

@@ -148,8 +148,8 @@ describe.each(drivers)('group rules console over HTTP on %s', (driver) => {
     expect(html).toContain('<small id="rule-1-value-error" class="field-error">No client has this username.</small>');
     expect(html).toContain('<small id="rule-2-value-error" class="field-error">Enter an MQTT client ID, or a pattern with *.</small>');
     expect(html).toContain('<small id="rule-2-groups-error" class="field-error">Choose at least one group.</small>');
-    expect(html).toContain('<tr id="rule-1" class="invalid">');
-    expect(html).not.toContain('<tr id="rule-0" class="invalid">');
+    expect(html).toContain('<tr id="rule-1" class="invalid" ');
+    expect(html).not.toContain('<tr id="rule-0" class="invalid" ');
     expect(html).toContain('value="fine-*"');
     expect(await listGroupRules(database.db)).toEqual(before);
   });
@@ -187,5 +187,33 @@ describe.each(drivers)('group rules console over HTTP on %s', (driver) => {
     const html = await (await send(app, '/group-rules')).text();
     expect(html).not.toContain('<script>alert(1)</script>');
     expect(html).toContain('&lt;script&gt;');
+  });
+
+  it('narrows the rows to a search, keeps the others in the form hidden, and counts the rules per group', async () => {
+    const rows = await listGroupRules(database.db);
+    expect(rows.length).toBeGreaterThan(1);
+    const html = await (await send(app, '/group-rules?q=front')).text();
+    const shown = [...html.matchAll(/<tr id="rule-(\d+)"( class="[^"]*")?( hidden="")?/g)];
+    expect(shown.length).toBe(rows.length);
+    const visible = shown.filter((m) => !m[3]).map((m) => rows[Number(m[1])]!);
+    expect(visible.length).toBeGreaterThan(0);
+    expect(visible.every((rule) => rule.clientName === 'Front door' || rule.value.toLowerCase().includes('front') || rule.groups.some((g) => g.name.toLowerCase().includes('front')))).toBe(true);
+    expect(html).toContain(`${visible.length} of ${rows.length} rules match “front”; the others are kept as they are.`);
+    // The hidden rows are still fields of the form: a Save keeps them.
+    expect(html.match(/name="rule" value=/g)).toHaveLength(rows.length);
+    expect(html).toContain('<input type="hidden" name="q" value="front"/>');
+    // Rules per group, from the rows.
+    const giving = (name: string) => rows.filter((rule) => rule.groups.some((g) => g.name === name)).length;
+    expect(html).toMatch(new RegExp(`>Sensors</a> ${giving('Sensors')}`));
+    expect(html).toMatch(new RegExp(`>Readers</a> ${giving('Readers')}`));
+    // The form is not marked unsaved until it comes back without a Save; then it is, and keeps the search.
+    expect(html).not.toContain('data-unsaved');
+    const revision = revisionOf(html);
+    const current = rows.map((rule) => ({ matchBy: rule.matchBy, value: rule.matchBy === 'client' ? rule.clientUsername! : rule.value, groups: rule.groups.map((g) => String(g.id)) }));
+    const added = await (await postForm(app, '/group-rules', [...rulesForm(current, 'add', revision), ['q', 'front']], htmx)).text();
+    expect(added).toContain('data-unsaved="true"');
+    expect(added).toContain('Not saved yet: Save rules applies these rows.');
+    // The new row shows although it does not match the search.
+    expect(added).toMatch(new RegExp(`<tr id="rule-${rows.length}"(?! hidden)`));
   });
 });

@@ -8,6 +8,7 @@ import { signIn, type SignedInApp } from './support/admin';
 import { appendRules } from './support/acl';
 import { createTestDatabase, drivers } from './support/db';
 import { htmx, postForm, send, noticeOf } from './support/http';
+import { tableRows } from './support/html';
 
 /** The form fields of a group with `rows` of [effect, action, topic]. */
 function groupForm(name: string, rows: Array<[string, string, string]>, action = 'save', description = ''): Array<[string, string]> {
@@ -91,7 +92,11 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     expect(res.headers.get('location')).toBe('/groups');
     expect(noticeOf(res)).toBe('Group “Sensors” created.');
     const html = await (await send(app, '/groups')).text();
-    expect(html).toMatch(/<th scope="row"><a href="\/groups\/\d+\/edit" class="truncate" title="Sensors">Sensors<\/a><\/th><td><span class="truncate wide" title="Field devices">Field devices<\/span><\/td><td>2 rows<\/td><td>0<\/td>/);
+    expect(tableRows(html).find((row) => row.Name === 'Sensors')).toMatchObject({
+      Description: 'Field devices',
+      Topics: 'pub sensors/%c/# deny sub sensors/+/secret',
+      'Held by': 'nobody: no group rule gives it',
+    });
     expect(html).toContain('aria-label="Actions for Sensors"');
   });
 
@@ -254,5 +259,25 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
       expect(html).not.toContain(hostile);
       expect(html).not.toContain('<img src=x');
     }
+  });
+
+  it('lists each group\'s first topics and who holds it, with how many more', async () => {
+    const big = await createGroup(database.db, {
+      name: 'Big',
+      permissions: Array.from({ length: 5 }, (_, i) => ({ effect: i === 1 ? 'deny' : 'allow', action: i % 2 ? 'subscribe' : 'publish', topic: `big/${i}` })) as never,
+    });
+    const holders = await Promise.all(['holder-a', 'holder-b'].map((u) => createClient(database.db, { name: `Holder ${u.slice(-1).toUpperCase()}`, username: u, password: 'holder-password' })));
+    await appendRules(database.db, [
+      { matchBy: 'client', value: 'holder-a', groups: [String(big.id)] },
+      { matchBy: 'client_id', value: 'big-*', groups: [String(big.id)] },
+      { matchBy: 'client', value: 'holder-b', groups: [String(big.id)] },
+      { matchBy: 'certificate', value: 'AB'.repeat(32), groups: [String(big.id)] },
+    ]);
+    const html = await (await send(app, '/groups?q=Big')).text();
+    expect(tableRows(html)).toEqual([
+      expect.objectContaining({ Name: 'Big', Topics: 'pub big/0 deny sub big/1 pub big/2 2 more rows', 'Held by': 'Holder A client ID big-* Holder B 1 more rule' }),
+    ]);
+    expect(html).toContain(`<a href="/clients/${holders[0]!.id}" class="truncate" title="Holder A">Holder A</a>`);
+    expect(html).toContain('<li class="deny">deny sub <code class="truncate" title="big/1">big/1</code></li>');
   });
 });

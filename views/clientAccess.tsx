@@ -21,6 +21,8 @@ interface Props {
   check: CheckValues;
   errors: FieldErrors;
   decision?: Decision;
+  /** Where the client id judged comes from: the device's live or last session, its username (never seen), or typed in the checker. */
+  idFrom: 'live' | 'last' | 'username' | 'entered';
 }
 
 /** `/clients/:id`: a client's groups, merged permissions, and the access checker. */
@@ -47,10 +49,10 @@ export function ClientAccessPage(props: Props & { sessions?: Child; importedPass
           Password stored as {props.importedPasswordFormat}: it is replaced by Argon2id at the device’s first successful connection.
         </p>
       ) : null}
-      {props.sessions}
       <div class="client-workbench">
-        <TryItPanel client={client} context={props.tryIt ?? { clientId: client.username, from: 'username', liveIds: [], tlsOn: false, mqttsPort: null }} />
         <ClientAccessSection {...props} />
+        {props.sessions}
+        <TryItPanel client={client} context={props.tryIt ?? { clientId: client.username, from: 'username', liveIds: [], tlsOn: false, mqttsPort: null }} />
       </div>
     </Layout>
   );
@@ -65,10 +67,14 @@ export function ClientAccessSection(props: Props) {
   });
   return (
     <section id="access" aria-labelledby="access-title">
-      <h2 id="access-title">Effective permissions</h2>
-      <p>
-        What this client may do, through the group rules, when it connects with a given MQTT client ID: the broker decides with the
-        same functions when the device connects.
+      <h2 id="access-title">What it may do</h2>
+      <AccessSummary access={access} idFrom={props.idFrom} />
+      <GroupsThrough client={client} access={access} />
+      <MergedPermissions access={access} />
+      <h3>Check a topic</h3>
+      <p class="help">
+        Change the client ID to see what a device connecting with another would get: the broker decides with the same functions when
+        the device connects.
       </p>
       <form
         method="get"
@@ -123,9 +129,88 @@ export function ClientAccessSection(props: Props) {
         </button>
       </form>
       {props.decision ? <DecisionResult decision={props.decision} check={check} /> : null}
-      <GroupsThrough client={client} access={access} />
-      <MergedPermissions access={access} />
     </section>
+  );
+}
+
+const ID_FROM: Record<Props['idFrom'], string> = {
+  live: 'the client ID of its live session',
+  last: 'the client ID its last session used',
+  username: 'its username as client ID (it has not connected yet)',
+  entered: 'the client ID entered below',
+};
+
+/**
+ * First on the page: with which client ID it was judged and why, its groups
+ * and what their rows allow, or that it has no access.
+ */
+function AccessSummary(props: { access: AccessSnapshot; idFrom: Props['idFrom'] }) {
+  const { access } = props;
+  const judged = access.mqttClientId === undefined ? null : (
+    <>
+      Judged with {ID_FROM[props.idFrom]}, <code>{access.mqttClientId}</code>
+    </>
+  );
+  if (access.groups.length === 0) {
+    return (
+      <p class="warning" id="no-access" role="note">
+        <strong>No access.</strong> {judged}
+        {judged ? ': ' : ''}no rule gives it a group, so it can connect but can neither publish nor subscribe.{' '}
+        <a href="#groups-title">Give it groups</a> on its form, or <a href="/group-rules">edit the group rules</a>.
+      </p>
+    );
+  }
+  const filters = (effect: 'allow' | 'deny', action: Action) => [
+    ...new Set(access.permissions.filter((p) => p.effect === effect && p.action === action && p.filter !== null).map((p) => p.filter!)),
+  ];
+  const line = (action: Action, label: string) => {
+    const allowed = filters('allow', action);
+    const denied = filters('deny', action);
+    return (
+      <li>
+        {label}:{' '}
+        {allowed.length === 0
+          ? 'nothing'
+          : allowed.map((f, i) => (
+              <>
+                {i > 0 ? ', ' : ''}
+                <code>{f}</code>
+              </>
+            ))}
+        {allowed.length && denied.length ? (
+          <>
+            {' '}
+            except{' '}
+            {denied.map((f, i) => (
+              <>
+                {i > 0 ? ', ' : ''}
+                <code>{f}</code>
+              </>
+            ))}
+          </>
+        ) : null}
+      </li>
+    );
+  };
+  return (
+    <div id="access-summary">
+      <p>
+        {judged}
+        {judged ? ': ' : ''}
+        {access.groups.length === 1 ? 'group' : 'groups'}{' '}
+        {access.groups.map((g, i) => (
+          <>
+            {i > 0 ? ', ' : ''}
+            <a href={`/groups/${g.id}/edit`}>{g.name}</a>
+          </>
+        ))}
+        .
+      </p>
+      <ul>
+        {line('publish', 'Publish')}
+        {line('subscribe', 'Subscribe')}
+      </ul>
+    </div>
   );
 }
 
@@ -197,13 +282,9 @@ function GroupsThrough(props: { client: Client; access: AccessSnapshot }) {
   const unresolved = access.unresolvedRules.length;
   return (
     <>
-      <h3>Groups</h3>
+      <h3 id="groups-title">Groups, and the rules that give them</h3>
       {access.groups.length === 0 ? (
-        <p class="no-access" id="no-access">
-          {access.mqttClientId === undefined
-            ? 'No rule by client gives this client a group.'
-            : 'No rule gives this client a group with this client ID: it can connect, but it can neither publish nor subscribe.'}
-        </p>
+        <p class="no-access">No group.</p>
       ) : (
         <TableRegion label="Groups of this client">
           <table class="striped">

@@ -1,6 +1,8 @@
 import type { FieldErrors } from '../src/domain/errors';
 import { AUTH_TYPE_LABELS, CLIENTS_PAGE_SIZE, formatClientCursor, type Client, type ClientCursor, type ClientPage, type ListedClient } from '../src/domain/clients';
-import { describeRule, type ClientGroupsOverview, type GroupRule, type RuleChange } from '../src/domain/groupRules';
+import { describeRule, type GroupRule, type RuleChange } from '../src/domain/groupRules';
+import { accessFor, type RuleModel } from '../src/domain/access/acl';
+import { lastSeenWho, type SeenClient } from '../src/domain/access/lastSeen';
 import { DisconnectAllMenuItem } from './connections';
 import { RuleChangeNotice } from './groups';
 import { ApplyChoice, ConfirmFooter, ConfirmPage, DangerMenuItem, Field, FormAlert, formatDate, formatTime, Layout, Notice, PageLinks, PageTitle, RowMenu, TableRegion, tlsIsOn, Truncated } from './layout';
@@ -17,23 +19,40 @@ export interface ClientFormValues {
   apply?: string;
   /** A password the server generated, kept (with its token) when the form comes back with an error. */
   generatedPassword?: { password: string; token: string };
+  /** Group ids chosen (the page forms; the in-row form leaves groups alone). */
+  groups?: number[];
 }
+
+/** Groups a client's page form offers. */
+export type GroupChoices = Array<{ id: number; name: string }>;
 
 const COLUMNS = 8;
 
-/** What the Groups column knows about one client. */
+/** What the Access column knows about one client, judged as it was last seen (see access/lastSeen.ts). */
 export interface ClientAccessCell {
-  groups: string[];
-  hasClientIdRules: boolean;
+  /** Its groups, and whether each came only through a rule by MQTT client ID. */
+  groups: Array<{ id: number; name: string; byClientId: boolean }>;
+  /** The client id it was judged with (its last session's); null: never seen. */
+  clientId: string | null;
+  /** Some rule by client id exists: a client never seen may still match one. */
+  clientIdRules: boolean;
 }
 
-export function accessCellFor(overview: ClientGroupsOverview, clientId: number): ClientAccessCell {
-  return { groups: overview.groupsByClient.get(clientId) ?? [], hasClientIdRules: overview.hasClientIdRules };
+/** The Access column of `client` under `model`. */
+export function accessCellFor(model: RuleModel, client: SeenClient): ClientAccessCell {
+  const access = accessFor(model, lastSeenWho(client));
+  return {
+    groups: access.groups.map((group) => ({ id: group.id, name: group.name, byClientId: group.via.every((rule) => rule.matchBy === 'client_id') })),
+    clientId: client.lastClientId,
+    clientIdRules: model.allByClientId.length > 0,
+  };
 }
 
 /** `/clients`: search, the table and paging. */
 export function ClientsPage(props: {
   result: ClientPage;
+  /** The rules the Access column is judged by. */
+  rules: RuleModel;
   sessions: ReadonlyMap<number, number>;
   notice?: string;
   ruleChange?: RuleChange | null;
@@ -49,7 +68,8 @@ export function ClientsPage(props: {
         <form
           method="get"
           action="/clients"
-          role="search"
+          class="search-form"
+          aria-label="Search clients"
           hx-get="/clients"
           hx-trigger="input changed delay:300ms, submit"
           hx-target="#clients-results"
@@ -57,33 +77,42 @@ export function ClientsPage(props: {
           hx-swap="outerHTML"
           hx-push-url="true"
         >
-          <input
-            type="search"
-            name="q"
-            value={props.result.query}
-            placeholder="Search by name or username"
-            aria-label="Search clients"
-          />
-          <button type="submit">Search</button>
+          <div role="search">
+            <input
+              type="search"
+              name="q"
+              value={props.result.query}
+              placeholder="Search by name or username"
+              aria-label="Search clients"
+            />
+            <button type="submit">Search</button>
+          </div>
+          <label class="inline-check">
+            <input type="checkbox" name="access" value="none" checked={props.result.noAccess} /> No access only
+          </label>
         </form>
         <a href="/clients/new" role="button">
           New client
         </a>
       </div>
-      <ClientsResults result={props.result} sessions={props.sessions} />
+      <ClientsResults result={props.result} rules={props.rules} sessions={props.sessions} />
     </Layout>
   );
 }
 
 /** The part of the page a search replaces. */
-export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMap<number, number> }) {
+export function ClientsResults(props: { result: ClientPage; rules: RuleModel; sessions: ReadonlyMap<number, number> }) {
   const { result } = props;
   return (
     <section id="clients-results" aria-label="Clients">
       <ClientsSummary result={result} />
       {result.clients.length === 0 ? (
         <div class="empty-state">
-          {result.query ? (
+          {result.noAccess && !result.query ? (
+            <p>
+              Every client has a group. <a href="/clients">Show all clients</a>
+            </p>
+          ) : result.query || result.noAccess ? (
             <p>
               No client matches your search. <a href="/clients">Show all clients</a>
             </p>
@@ -114,7 +143,7 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
               {result.clients.map((client) => (
                 <ClientRow
                   client={client}
-                  access={accessCellFor(result.access, client.id)}
+                  access={accessCellFor(props.rules, client)}
                   sessions={props.sessions.get(client.id) ?? 0}
                 />
               ))}
@@ -130,19 +159,28 @@ export function ClientsResults(props: { result: ClientPage; sessions: ReadonlyMa
 const formatCount = (n: number) => n.toLocaleString('en-US');
 
 function ClientsSummary(props: { result: ClientPage }) {
-  const { total, query, totalIsLowerBound } = props.result;
+  const { total, query, totalIsLowerBound, noAccess } = props.result;
   const count = formatCount(total);
   let text: string;
-  if (!query) text = `${count} ${total === 1 ? 'client' : 'clients'}.`;
-  else if (totalIsLowerBound) text = `More than ${count} clients match “${query}”.`;
-  else text = `${count} ${total === 1 ? 'client matches' : 'clients match'} “${query}”.`;
-  return <p id="clients-count">{text}</p>;
+  if (!query && !noAccess) text = `${count} ${total === 1 ? 'client' : 'clients'}.`;
+  else {
+    const what = [noAccess ? 'have no access' : '', query ? `match “${query}”` : ''].filter(Boolean).join(' and ');
+    if (totalIsLowerBound) text = `More than ${count} clients ${what}.`;
+    else text = `${count} ${total === 1 ? 'client' : 'clients'} ${what}.`.replace(/^1 client have/, '1 client has').replace(/^1 client match /, '1 client matches ');
+  }
+  return (
+    <p id="clients-count">
+      {text}
+      {noAccess ? <span class="help"> Judged as each was last seen: rules by client, by certificate, and by the client ID of its last session.</span> : null}
+    </p>
+  );
 }
 
 // `at` is where the page's first client is expected in the list: shown, never trusted for paging.
-function clientsHref(place: { query?: string; after?: ClientCursor; before?: ClientCursor; page?: 'last'; at?: number | null }): string {
+function clientsHref(place: { query?: string; noAccess?: boolean; after?: ClientCursor; before?: ClientCursor; page?: 'last'; at?: number | null }): string {
   const params = new URLSearchParams();
   if (place.query) params.set('q', place.query);
+  if (place.noAccess) params.set('access', 'none');
   if (place.after) params.set('after', formatClientCursor(place.after));
   if (place.before) params.set('before', formatClientCursor(place.before));
   if (place.page) params.set('page', place.page);
@@ -153,17 +191,18 @@ function clientsHref(place: { query?: string; after?: ClientCursor; before?: Cli
 
 function ClientsPageLinks(props: { result: ClientPage }) {
   const { result } = props;
-  const { query, from, previous, next } = result;
+  const { from, previous, next } = result;
+  const query = { query: result.query, noAccess: result.noAccess };
   const shown = result.clients.length;
   const total = result.totalIsLowerBound ? `more than ${formatCount(result.total)}` : formatCount(result.total);
   const position = from !== null && shown > 0 ? `${formatCount(from)}–${formatCount(from + shown - 1)} of ${total}` : `${formatCount(shown)} of ${total}`;
   return (
     <PageLinks
       position={position}
-      first={previous ? clientsHref({ query }) : null}
-      previous={previous ? clientsHref({ query, before: previous, at: from === null ? null : from - CLIENTS_PAGE_SIZE }) : null}
-      next={next ? clientsHref({ query, after: next, at: from === null ? null : from + shown }) : null}
-      last={next ? clientsHref({ query, page: 'last' }) : null}
+      first={previous ? clientsHref(query) : null}
+      previous={previous ? clientsHref({ ...query, before: previous, at: from === null ? null : from - CLIENTS_PAGE_SIZE }) : null}
+      next={next ? clientsHref({ ...query, after: next, at: from === null ? null : from + shown }) : null}
+      last={next ? clientsHref({ ...query, page: 'last' }) : null}
     />
   );
 }
@@ -183,7 +222,7 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
       <td>
         <Truncated text={client.username} code />
       </td>
-      <td>{props.access ? <GroupsCell client={client} access={props.access} /> : null}</td>
+      <td class="access-cell">{props.access ? <AccessCell client={client} access={props.access} /> : null}</td>
       <td class="nowrap">
         {AUTH_TYPE_LABELS[client.authType]}
         {client.authType !== 'password' && tlsOff ? (
@@ -223,24 +262,42 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
 }
 
 /**
- * The client's groups through rules by client. With none, the client can
- * connect but do nothing, unless a rule by MQTT client ID matches the id it uses.
+ * The client's groups, judged as it was last seen: through rules by client
+ * or certificate, and rules by MQTT client ID that match the id its last
+ * session used. With none, it can connect but do nothing.
  */
-function GroupsCell(props: { client: ListedClient; access: ClientAccessCell }) {
+function AccessCell(props: { client: ListedClient; access: ClientAccessCell }) {
   const { client, access } = props;
-  const href = `/clients/${client.id}`;
-  if (access.groups.length > 0) return <a href={href}>{access.groups.join(', ')}</a>;
-  if (access.hasClientIdRules) {
+  if (access.groups.length > 0) {
+    const byClientId = access.groups.some((group) => group.byClientId);
     return (
-      <a href={href} class="secondary">
-        Only through client ID rules
-      </a>
+      <>
+        {access.groups.map((group, i) => (
+          <>
+            {i > 0 ? ', ' : ''}
+            <a href={`/groups/${group.id}/edit`} class="badge">
+              {group.name}
+            </a>
+          </>
+        ))}
+        {byClientId && access.clientId !== null ? (
+          <small class="access-note">
+            {' '}
+            by client ID <Truncated text={access.clientId} code />
+          </small>
+        ) : null}
+      </>
     );
   }
   return (
-    <a href={href} class="no-access">
-      No group: can connect, cannot publish or subscribe
-    </a>
+    <>
+      <a href={`/clients/${client.id}`} class="badge no-access">
+        No access
+      </a>
+      <small class="access-note">
+        {access.clientId === null && access.clientIdRules ? ' never seen: rules by client ID match once it connects' : ' can connect, cannot publish or subscribe'}
+      </small>
+    </>
   );
 }
 
@@ -283,11 +340,11 @@ export function ClientEditRow(props: { client: Client; values: ClientFormValues;
 }
 
 /** The fields shared by the new, edit and in-row forms. */
-function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; idPrefix?: string; editing?: boolean; autofocus?: boolean }) {
+function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; idPrefix?: string; editing?: boolean; autofocus?: boolean; groups?: GroupChoices }) {
   const errors = props.errors ?? {};
   const prefix = props.idPrefix ?? '';
   // Swapped in by htmx: focus the first field in error, else the first field.
-  const focused = props.autofocus || Object.keys(errors).length > 0 ? (['name', 'authType', 'username', 'fingerprint', 'password'].find((f) => errors[f]) ?? 'name') : undefined;
+  const focused = props.autofocus || Object.keys(errors).length > 0 ? (['name', 'authType', 'username', 'fingerprint', 'password', 'groups'].find((f) => errors[f]) ?? 'name') : undefined;
   return (
     <>
       {props.values.version !== undefined ? <input type="hidden" name="version" value={String(props.values.version)} /> : null}
@@ -385,12 +442,49 @@ function ClientFields(props: { values: ClientFormValues; errors?: FieldErrors; i
           </span>
         </div>
       </Field>
+      {props.groups ? <GroupsFieldset choices={props.groups} chosen={props.values.groups ?? []} error={errors.groups} /> : null}
     </>
   );
 }
 
+/**
+ * The groups a rule by Client gives this client, chosen on its own form
+ * (saved with it: see setClientGroups). Rules by MQTT client ID or by
+ * certificate may give more; its page shows all of them.
+ */
+function GroupsFieldset(props: { choices: GroupChoices; chosen: number[]; error?: string }) {
+  return (
+    <fieldset class="group-choices" aria-describedby={['groups-hint', props.error ? 'groups-error' : ''].filter(Boolean).join(' ')} aria-invalid={props.error ? 'true' : undefined}>
+      <legend>Groups</legend>
+      <input type="hidden" name="groups_shown" value="1" />
+      {props.choices.length === 0 ? (
+        <p>
+          There are no groups yet. <a href="/groups/new">Create a group</a> first.
+        </p>
+      ) : (
+        <div class="group-choice-list">
+          {props.choices.map((group) => (
+            <label>
+              <input type="checkbox" name="groups" value={String(group.id)} checked={props.chosen.includes(group.id)} /> {group.name}
+            </label>
+          ))}
+        </div>
+      )}
+      {props.error ? (
+        <small id="groups-error" class="field-error">
+          {props.error}
+        </small>
+      ) : null}
+      <small id="groups-hint">
+        Saved as a rule by Client on the Group rules page. Rules by MQTT client ID or certificate may give more: the client’s page shows
+        everything it gets. None chosen: it can connect, but cannot publish or subscribe.
+      </small>
+    </fieldset>
+  );
+}
+
 /** The form as a page: `/clients/new` and `/clients/:id/edit`. */
-export function ClientFormPage(props: { client?: Client; values: ClientFormValues; errors?: FieldErrors }) {
+export function ClientFormPage(props: { client?: Client; values: ClientFormValues; errors?: FieldErrors; groups: GroupChoices }) {
   const editing = props.client !== undefined;
   const title = editing ? `Edit ${props.client!.name}` : 'New client';
   const action = editing ? `/clients/${props.client!.id}` : '/clients';
@@ -410,16 +504,16 @@ export function ClientFormPage(props: { client?: Client; values: ClientFormValue
           Created {formatTime(props.client!.createdAt)} · last changed {formatTime(props.client!.updatedAt)}
         </p>
       ) : null}
-      <ClientForm action={action} values={props.values} errors={props.errors} editing={editing} />
+      <ClientForm action={action} values={props.values} errors={props.errors} editing={editing} groups={props.groups} />
     </Layout>
   );
 }
 
 /** Page form; htmx posts it and swaps it back with messages on a 4xx. */
-export function ClientForm(props: { action: string; values: ClientFormValues; errors?: FieldErrors; editing?: boolean }) {
+export function ClientForm(props: { action: string; values: ClientFormValues; errors?: FieldErrors; editing?: boolean; groups: GroupChoices }) {
   return (
     <form id="client-form" method="post" action={props.action} enctype="multipart/form-data" hx-post={props.action} hx-target="this" hx-swap="outerHTML" novalidate>
-      <ClientFields values={props.values} errors={props.errors} editing={props.editing} />
+      <ClientFields values={props.values} errors={props.errors} editing={props.editing} groups={props.groups} />
       {props.editing ? <ApplyChoice value={props.values.apply} affects="this client’s sessions" /> : null}
       <div class="form-actions">
         <button type="submit">{props.editing ? 'Save changes' : 'Create client'}</button>

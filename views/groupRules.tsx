@@ -21,6 +21,30 @@ export interface RulesPageProps {
   focus?: string;
   notice?: string;
   changes: RuleChange[];
+  /** Text the rows are narrowed to (the others stay in the form, hidden, and are saved as they are). */
+  query?: string;
+  /** The form holds changes not saved yet (it came back from New rule, Delete or a refused Save). */
+  unsaved?: boolean;
+}
+
+/** Whether a rule row shows for `query`: found in its value, its client's name, or its groups' names (any case). */
+export function ruleRowMatches(row: RuleFormRow, query: string, groups: RulesPageProps['groups'], clients: RulesPageProps['clients']): boolean {
+  const q = query.trim().toLowerCase();
+  // A new row (nothing typed yet) always shows.
+  if (!q || row.value.trim() === '') return true;
+  const names = [
+    row.value,
+    row.matchBy === 'client' ? (clients.find((c) => c.username === row.value.trim())?.name ?? '') : '',
+    ...groups.filter((g) => row.groups.includes(String(g.id))).map((g) => g.name),
+  ];
+  return names.some((text) => text.toLowerCase().includes(q));
+}
+
+/** How many rows of the form give each group. */
+function ruleCounts(rows: RuleFormRow[], groups: RulesPageProps['groups']): Map<number, number> {
+  const counts = new Map(groups.map((g) => [g.id, 0]));
+  for (const row of rows) for (const id of new Set(row.groups)) if (counts.has(Number(id))) counts.set(Number(id), counts.get(Number(id))! + 1);
+  return counts;
 }
 
 /** `/group-rules`: every rule on one form, saved all at once. */
@@ -30,6 +54,20 @@ export function GroupRulesPage(props: RulesPageProps) {
       <PageTitle title="Group rules">Which clients get which groups. A connection gets the groups of every rule it matches.</PageTitle>
       <Notice message={props.notice} />
       <RuleChanges changes={props.changes} />
+      <form method="get" action="/group-rules" class="search-form rules-search" aria-label="Search the group rules">
+        <div role="search">
+          <input
+            type="search"
+            name="q"
+            value={props.query ?? ''}
+            placeholder="Search by client, client ID or group"
+            aria-label="Search the group rules"
+            data-filter-rules="#rules-form"
+            autocomplete="off"
+          />
+          <button type="submit">Search</button>
+        </div>
+      </form>
       <GroupRulesForm {...props} />
     </Layout>
   );
@@ -69,13 +107,47 @@ function RuleChanges(props: { changes: RuleChange[] }) {
 export function GroupRulesForm(props: RulesPageProps) {
   const errors = props.errors ?? {};
   const rowErrors = Object.keys(errors).some((key) => key.startsWith('rules.'));
+  const query = props.query?.trim() ?? '';
+  const counts = ruleCounts(props.rows, props.groups);
+  const shown = props.rows.filter((row) => ruleRowMatches(row, query, props.groups, props.clients)).length;
   return (
-    <form id="rules-form" method="post" action="/group-rules" hx-post="/group-rules" hx-target="this" hx-swap="outerHTML" novalidate>
+    <form
+      id="rules-form"
+      method="post"
+      action="/group-rules"
+      hx-post="/group-rules"
+      hx-target="this"
+      hx-swap="outerHTML"
+      novalidate
+      data-unsaved={props.unsaved ? 'true' : undefined}
+    >
       {/* First in the form: Enter in a field saves instead of pressing the first Remove. */}
       <button type="submit" name="_action" value="save" hidden tabindex={-1}>
         Save
       </button>
       <input type="hidden" name="revision" value={props.revision} />
+      <input type="hidden" name="q" value={query} />
+      {props.unsaved ? (
+        <p class="notice" role="status">
+          Not saved yet: Save rules applies these rows.
+        </p>
+      ) : null}
+      {props.groups.length ? (
+        <p class="help rule-counts">
+          Rules per group:{' '}
+          {props.groups.map((g, i) => (
+            <>
+              {i > 0 ? ' · ' : ''}
+              <a href={`/groups/${g.id}/edit`}>{g.name}</a> {counts.get(g.id) ?? 0}
+            </>
+          ))}
+        </p>
+      ) : null}
+      {query ? (
+        <p class="help" id="rules-shown">
+          {shown} of {props.rows.length} rules match “{query}”; the others are kept as they are. <a href="/group-rules">Show all</a>
+        </p>
+      ) : null}
       <FormAlert message={errors.form ?? (rowErrors ? 'Nothing was saved: some rules need attention (see the messages below).' : undefined)} />
       {props.groups.length === 0 ? (
         <p class="notice">
@@ -100,7 +172,15 @@ export function GroupRulesForm(props: RulesPageProps) {
             </thead>
             <tbody>
               {props.rows.map((row, index) => (
-                <RuleRowFields row={row} index={index} errors={errors} groups={props.groups} clients={props.clients} focus={props.focus} />
+                <RuleRowFields
+                  row={row}
+                  index={index}
+                  errors={errors}
+                  groups={props.groups}
+                  clients={props.clients}
+                  focus={props.focus}
+                  hidden={!ruleRowMatches(row, query, props.groups, props.clients) && !Object.keys(errors).some((key) => key.startsWith(`rules.${index}.`))}
+                />
               ))}
             </tbody>
           </table>
@@ -115,7 +195,7 @@ export function GroupRulesForm(props: RulesPageProps) {
         <strong>Client</strong>: the username of a client. <strong>MQTT Client ID</strong>: the client ID a device sends, exactly, or a
         pattern where <code>*</code> stands for any characters (<code>sensor-*</code>). Changes apply to devices as they next connect.
       </p>
-      <div class="form-actions">
+      <div class="form-actions sticky-actions">
         <button type="submit" name="_action" value="add" class="secondary outline" autofocus={props.focus === 'add'}>
           New rule
         </button>
@@ -137,6 +217,8 @@ function RuleRowFields(props: {
   groups: Array<{ id: number; name: string }>;
   clients: Array<{ name: string; username: string }>;
   focus?: string;
+  /** Left out by the search: kept in the form, not shown. */
+  hidden?: boolean;
 }) {
   const { row, index, errors } = props;
   const n = index + 1;
@@ -148,7 +230,7 @@ function RuleRowFields(props: {
   const chosen = props.groups.filter((g) => row.groups.includes(String(g.id)));
   const invalid = error('matchBy') || error('value') || error('groups');
   return (
-    <tr id={`rule-${index}`} class={invalid ? 'invalid' : undefined}>
+    <tr id={`rule-${index}`} class={invalid ? 'invalid' : undefined} hidden={props.hidden} data-rule-text={[row.value, clientName ?? '', ...chosen.map((g) => g.name)].join('\n').toLowerCase()}>
       <td>
         {n}
         <input type="hidden" name="rule" value={String(index)} />
@@ -208,8 +290,8 @@ function RuleRowFields(props: {
         <ErrorText id={`${id('groups')}-error`} message={error('groups')} />
       </td>
       <td>
-        <button type="submit" name="_action" value={`remove:${index}`} class="secondary outline" aria-label={`Remove rule ${n}`}>
-          Remove
+        <button type="submit" name="_action" value={`remove:${index}`} class="secondary outline danger-outline" aria-label={`Delete rule ${n}`}>
+          Delete
         </button>
       </td>
     </tr>

@@ -100,8 +100,8 @@ export function GroupsResults(props: { result: GroupPage }) {
               <tr>
                 <th scope="col">Name</th>
                 <th scope="col">Description</th>
-                <th scope="col">ACL Permissions</th>
-                <th scope="col">Group rules</th>
+                <th scope="col">Topics</th>
+                <th scope="col">Held by</th>
                 <th scope="col">
                   <span class="visually-hidden">Actions</span>
                 </th>
@@ -123,6 +123,63 @@ export function GroupsResults(props: { result: GroupPage }) {
 
 const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
 
+const SHORT_ACTION = { publish: 'pub', subscribe: 'sub' } as const;
+
+/** Its topics in short: "pub plant/#", deny rows marked, and how many more. */
+function GroupTopics(props: { group: GroupSummary }) {
+  const { group } = props;
+  const topics = group.topics ?? [];
+  if (group.permissionCount === 0) return <span class="help">no rows: gives nothing</span>;
+  const more = group.permissionCount - topics.length;
+  return (
+    <ul class="compact-list">
+      {topics.map((t) => (
+        <li class={t.effect === 'deny' ? 'deny' : undefined}>
+          {t.effect === 'deny' ? 'deny ' : ''}
+          {SHORT_ACTION[t.action]} <Truncated text={t.topic} code />
+        </li>
+      ))}
+      {more > 0 ? (
+        <li>
+          <a href={`/groups/${group.id}/edit`}>{plural(more, 'more row', 'more rows')}</a>
+        </li>
+      ) : null}
+    </ul>
+  );
+}
+
+/** Who holds it: the clients, client ids and certificates of the rules that give it, and how many more. */
+function GroupHolders(props: { group: GroupSummary }) {
+  const { group } = props;
+  const holders = group.holders ?? [];
+  if (group.ruleCount === 0) return <span class="help">nobody: no group rule gives it</span>;
+  const more = group.ruleCount - holders.length;
+  return (
+    <ul class="compact-list">
+      {holders.map((h) => (
+        <li>
+          {h.matchBy === 'client' && h.client ? (
+            <Truncated text={h.client.name} href={`/clients/${h.client.id}`} />
+          ) : h.matchBy === 'client_id' ? (
+            <>
+              client ID <Truncated text={h.value} code />
+            </>
+          ) : (
+            <>
+              certificate <Truncated text={h.value} code />
+            </>
+          )}
+        </li>
+      ))}
+      {more > 0 ? (
+        <li>
+          <a href="/group-rules">{plural(more, 'more rule', 'more rules')}</a>
+        </li>
+      ) : null}
+    </ul>
+  );
+}
+
 export function GroupRow(props: { group: GroupSummary }) {
   const { group } = props;
   const id = `group-${group.id}`;
@@ -138,8 +195,12 @@ export function GroupRow(props: { group: GroupSummary }) {
       <td>
         <Truncated text={group.description} class="wide" />
       </td>
-      <td>{plural(group.permissionCount, 'row', 'rows')}</td>
-      <td>{group.ruleCount}</td>
+      <td class="group-topics">
+        <GroupTopics group={group} />
+      </td>
+      <td class="group-holders">
+        <GroupHolders group={group} />
+      </td>
       <td class="row-actions">
         <RowMenu name={group.name}>
           <li>

@@ -13,6 +13,7 @@ import {
   loadRulesNaming,
   lockGroupRules,
   recordRuleChange,
+  setClientGroups,
   type ClientGroupsOverview,
   type RuleChange,
 } from './groupRules';
@@ -21,6 +22,8 @@ import { ValidationError, type FieldErrors } from './errors';
 import { hashFormPassword } from './password';
 import { parseInput } from './validation';
 import { AUTH_TYPES, MAX_USERNAME_LENGTH, type AuthType } from './access/types';
+import type { RuleModel } from './access/acl';
+import { noGroupCondition, type SeenClientColumns } from './access/lastSeen';
 
 const { clients, clientTotals } = schema;
 
@@ -206,20 +209,33 @@ function auditSnapshot(client: Client) {
   };
 }
 
+/** What a client's form may change besides the client itself. */
+export interface ClientFormOptions {
+  /**
+   * The groups rules by client give it, chosen on its form (see
+   * setClientGroups); undefined leaves the rules alone.
+   */
+  groups?: readonly number[];
+}
+
 /**
  * Creates a client; throws ValidationError or ConflictError (username taken).
- * The audit record (`by`: who) is written in the same transaction.
+ * The audit record (`by`: who) is written in the same transaction, and so
+ * is the rule giving it `options.groups`.
  */
-export async function createClient(db: Database, input: ClientInput, by?: AuditActor): Promise<Client> {
+export async function createClient(db: Database, input: ClientInput, by?: AuditActor, options: ClientFormOptions = {}): Promise<Client> {
   const { data, passwordHash, certFingerprint } = await parseClientInput(createClientSchema, input, null);
   try {
     return await db.transaction(async (tx) => {
+      // Before any row lock, as every change of the rules takes it.
+      if (options.groups) await lockGroupRules(tx);
       const [row] = await tx
         .insert(clients)
         .values({ name: data.name, username: data.username, authType: data.authType, passwordHash: passwordHash!, certFingerprint })
         .returning(publicColumns);
       const note = data.authType === 'certificate' ? 'certificate set' : data.authType === 'certificate_password' ? 'certificate and password set' : 'password set';
       await recordChange(tx, by, { kind: 'client.created', subject: row!.username, details: { after: auditSnapshot(row!), note } });
+      if (options.groups?.length) await setClientGroups(tx, row!.id, options.groups, by);
       return row!;
     });
   } catch (error) {
@@ -232,7 +248,7 @@ export async function createClient(db: Database, input: ClientInput, by?: AuditA
  * the client does not exist. Live connections are left alone: the new state
  * applies at their next CONNECT.
  */
-export async function updateClient(db: Database, id: number, input: ClientInput, by?: AuditActor): Promise<Client | null> {
+export async function updateClient(db: Database, id: number, input: ClientInput, by?: AuditActor, options: ClientFormOptions = {}): Promise<Client | null> {
   const expectedVersion = typeof input.version === 'string' && /^[0-9]{1,9}$/.test(input.version) ? Number(input.version) : undefined;
   const existing = await getClient(db, id);
   if (!existing) return null;
@@ -248,6 +264,7 @@ export async function updateClient(db: Database, id: number, input: ClientInput,
   let row: Client | undefined;
   try {
     row = await db.transaction(async (tx) => {
+      if (options.groups) await lockGroupRules(tx);
       // Read under the row lock: the audit's "before" is what this update replaced.
       const [before] = await tx.select(publicColumns).from(clients).where(eq(clients.id, id)).for('update');
       if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined;
@@ -262,6 +279,7 @@ export async function updateClient(db: Database, id: number, input: ClientInput,
         subject: after.username,
         details: { before: auditSnapshot(before), after: auditSnapshot(after), ...(passwordHash ? { note: 'password changed' } : passwordHash === '' && before.authType !== 'certificate' ? { note: 'password removed' } : {}) },
       });
+      if (options.groups) await setClientGroups(tx, after.id, options.groups, by);
       return after;
     });
   } catch (error) {
@@ -379,6 +397,8 @@ export interface ListClientsOptions {
   page?: number | 'last';
   /** The position of the page's first client, as the link that led here knew it (1-based). */
   at?: number;
+  /** Only the clients these rules give no group, judged as last seen (see access/lastSeen.ts). */
+  noAccess?: RuleModel;
 }
 
 export interface ClientPage {
@@ -398,6 +418,8 @@ export interface ClientPage {
   pageCount: number | null;
   /** The Groups column of these clients. */
   access: ClientGroupsOverview;
+  /** Only clients without access were listed. */
+  noAccess: boolean;
 }
 
 /** A search counts this many matches exactly; beyond, the console says "more than". */
@@ -408,7 +430,7 @@ export const CLIENTS_SEARCH_COUNT_LIMIT = 1000;
 const SEARCH_WINDOW = 1000;
 
 /** A client as the clients table shows it: a page reads only these. */
-export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt' | 'lastSeenAt'>;
+export type ListedClient = Pick<Client, 'id' | 'name' | 'authType' | 'username' | 'updatedAt' | 'lastSeenAt' | 'certFingerprint' | 'lastClientId'>;
 
 const sortKey = sql<string>`lower(${clients.name})`;
 const keyedColumns = {
@@ -418,6 +440,8 @@ const keyedColumns = {
   username: clients.username,
   updatedAt: clients.updatedAt,
   lastSeenAt: clients.lastSeenAt,
+  certFingerprint: clients.certFingerprint,
+  lastClientId: clients.lastClientId,
   sortKey: sortKey.as('sort_key'),
 };
 type KeyedClient = ListedClient & { sortKey: string };
@@ -444,23 +468,24 @@ interface Totals {
  */
 export async function listClients(db: Database, options: ListClientsOptions = {}): Promise<ClientPage> {
   const query = (options.query ?? '').trim();
-  if (!query) return keysetPage(db, query, null, options);
+  const search: Search = { query, noAccess: options.noAccess };
+  if (!query && !search.noAccess) return keysetPage(db, search, null, options);
   // Names and usernames hold no control characters (and the search index
   // joins them with a newline): such a query matches nothing.
   if (CONTROL_CHARACTERS.test(query)) {
-    return pageOf([], query, { total: 0, exact: true }, { from: 1, hasPrevious: false, hasNext: false }, await clientGroupsOverview(db, []));
+    return pageOf([], search, { total: 0, exact: true }, { from: 1, hasPrevious: false, hasNext: false }, await clientGroupsOverview(db, []));
   }
   // Only the keys of the matches: with many, they only tell that there are many.
   const cursor = options.after ?? options.before;
   const found = db
     .select({ id: clients.id, sortKey: sortKey.as('sort_key'), place: cursor ? comparedTo(cursor) : sql<number>`0`.as('place') })
     .from(clients)
-    .where(matches(clients, query))
+    .where(matches(clients, search))
     .limit(CLIENTS_SEARCH_COUNT_LIMIT + 1)
     .as('found');
   const all = await db.select().from(found).orderBy(asc(found.sortKey), asc(found.id));
-  if (all.length > CLIENTS_SEARCH_COUNT_LIMIT) return keysetPage(db, query, { total: CLIENTS_SEARCH_COUNT_LIMIT, exact: false }, options);
-  return pageAmong(db, all, query, options);
+  if (all.length > CLIENTS_SEARCH_COUNT_LIMIT) return keysetPage(db, search, { total: CLIENTS_SEARCH_COUNT_LIMIT, exact: false }, options);
+  return pageAmong(db, all, search, options);
 }
 
 /** How many clients there are (kept by triggers, migration 0005). */
@@ -476,7 +501,7 @@ export async function countClients(db: Database): Promise<number> {
 async function pageAmong(
   db: Database,
   all: Array<{ id: number; sortKey: string; place: number }>,
-  query: string,
+  query: Search,
   options: ListClientsOptions,
 ): Promise<ClientPage> {
   const size = CLIENTS_PAGE_SIZE;
@@ -502,10 +527,10 @@ async function pageAmong(
 
 // The whole list (`totals` null: its rows carry the total), or a search with
 // many matches, read by key from the cursor.
-async function keysetPage(db: Database, query: string, totals: Totals | null, options: ListClientsOptions): Promise<ClientPage> {
+async function keysetPage(db: Database, query: Search, totals: Totals | null, options: ListClientsOptions): Promise<ClientPage> {
   const size = CLIENTS_PAGE_SIZE;
   const read = (direction: Direction, cursor: ClientCursor | undefined, limit: number, offset = 0) =>
-    query ? readMatches(db, query, direction, cursor, limit, offset) : readClients(db, direction, cursor, limit, offset);
+    query.query || query.noAccess ? readMatches(db, query, direction, cursor, limit, offset) : readClients(db, direction, cursor, limit, offset);
   const lastPage = () => keysetPage(db, query, totals, { page: 'last' });
   const page = async (rows: PageRow[], place: { from: number | null; hasPrevious: boolean; hasNext: boolean }) => {
     const known = totals ?? { total: rows[0]?.total ?? (await countClients(db)), exact: true };
@@ -548,7 +573,7 @@ async function keysetPage(db: Database, query: string, totals: Totals | null, op
 
 function pageOf(
   rows: KeyedClient[],
-  query: string,
+  search: Search,
   totals: Totals,
   place: { from: number | null; hasPrevious: boolean; hasNext: boolean },
   access: ClientGroupsOverview,
@@ -556,8 +581,9 @@ function pageOf(
   const first = rows[0];
   const last = rows.at(-1);
   return {
-    clients: rows.map(({ id, name, authType, username, updatedAt, lastSeenAt }) => ({ id, name, authType, username, updatedAt, lastSeenAt })),
-    query,
+    clients: rows.map(({ id, name, authType, username, updatedAt, lastSeenAt, certFingerprint, lastClientId }) => ({ id, name, authType, username, updatedAt, lastSeenAt, certFingerprint, lastClientId })),
+    query: search.query,
+    noAccess: search.noAccess !== undefined,
     total: totals.total,
     totalIsLowerBound: !totals.exact,
     from: place.from,
@@ -585,7 +611,7 @@ function readClients(db: Database, direction: Direction, cursor: ClientCursor | 
 // spread over the list at the cost of a short index walk; when those hold too
 // few (the matches are rare here, or bunched elsewhere), from all matches
 // through the search index. An OFFSET (old page links) reads in order.
-async function readMatches(db: Database, query: string, direction: Direction, cursor: ClientCursor | undefined, limit: number, offset: number): Promise<PageRow[]> {
+async function readMatches(db: Database, query: Search, direction: Direction, cursor: ClientCursor | undefined, limit: number, offset: number): Promise<PageRow[]> {
   const nearby = db
     .select(keyedColumns)
     .from(clients)
@@ -631,10 +657,19 @@ function withGroups(db: Database, page: SubqueryWithSelection<typeof keyedColumn
     .orderBy(...inOrder(page.sortKey, page.id, direction));
 }
 
-// The expression the trigram index of migration 0005 is built on, so that
-// the index can answer it.
-function matches(source: { name: SQLWrapper; username: SQLWrapper }, query: string): SQL {
-  return sql`(${source.name} || E'\\n' || ${source.username}) ilike ${likePattern(query)}`;
+/** What a list is narrowed to: text in the name or username, clients without access, or both. */
+interface Search {
+  query: string;
+  noAccess?: RuleModel;
+}
+
+// The text is matched with the expression the trigram index of migration
+// 0005 is built on, so that the index can answer it.
+function matches(source: { name: SQLWrapper; username: SQLWrapper } & SeenClientColumns, search: Search): SQL | undefined {
+  return and(
+    search.query ? sql`(${source.name} || E'\\n' || ${source.username}) ilike ${likePattern(search.query)}` : undefined,
+    search.noAccess ? noGroupCondition(search.noAccess, source) : undefined,
+  );
 }
 
 function beyond(key: SQLWrapper, id: SQLWrapper, direction: Direction, cursor: ClientCursor): SQL {

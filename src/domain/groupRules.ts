@@ -329,3 +329,59 @@ export async function clientGroupsOverview(db: Queryable, clientRowIds: readonly
   const [any] = await db.select({ id: groupRules.id }).from(groupRules).where(eq(groupRules.matchBy, 'client_id')).limit(1);
   return { groupsByClient: new Map(), hasClientIdRules: any !== undefined };
 }
+
+/** The groups rules by client give client `clientRowId`, by name. */
+export async function groupsNaming(db: Queryable, clientRowId: number): Promise<Array<{ id: number; name: string }>> {
+  const rules = await loadRulesNaming(db, clientRowId);
+  const byId = new Map(rules.flatMap((rule) => rule.groups).map((group) => [group.id, group]));
+  return [...byId.values()].sort((a, b) => a.name.localeCompare(b.name) || a.id - b.id);
+}
+
+/** Group ids from a form (strings), or the message to show on `groups`. */
+export function parseGroupChoice(values: readonly unknown[]): number[] | string {
+  if (values.length > MAX_GROUP_RULES) return 'Choose fewer groups.';
+  const ids = [...new Set(values.map((v) => (typeof v === 'string' && /^[1-9][0-9]{0,9}$/.test(v) ? Number(v) : NaN)))];
+  return ids.some((id) => !Number.isSafeInteger(id) || id > 2_147_483_647) ? 'Choose groups from the list.' : ids;
+}
+
+/**
+ * Makes the rules by client that name client `clientRowId` give exactly
+ * `groupIds`, inside `tx` (the client's own create or update, which must
+ * have taken the rules lock first): the first such rule keeps its place and
+ * gets these groups, the others are removed, and with none a rule is added
+ * at the end; no group removes them all. Nothing is written when the rules
+ * already give exactly these groups through one rule. A chosen group that
+ * no longer exists throws ValidationError on `groups`. Recorded as a save of
+ * the group rules, so the Group rules page refuses a Save made from before it.
+ */
+export async function setClientGroups(tx: Tx, clientRowId: number, groupIds: readonly number[], by: AuditActor | undefined): Promise<boolean> {
+  const wanted = [...new Set(groupIds)];
+  if (wanted.length) {
+    const found = await tx.select({ id: groups.id }).from(groups).where(inArray(groups.id, wanted));
+    if (found.length !== wanted.length) throw new ValidationError({ groups: 'A chosen group no longer exists; choose again.' });
+  }
+  const before = await listGroupRules(tx);
+  const naming = before.filter((rule) => rule.matchBy === 'client' && rule.clientRowId === clientRowId);
+  const sameSet = (rule: GroupRule) => rule.groups.length === wanted.length && rule.groups.every((g) => wanted.includes(g.id));
+  if ((naming.length === 0 && wanted.length === 0) || (naming.length === 1 && sameSet(naming[0]!))) return false;
+  const [kept, ...others] = naming;
+  if (others.length) await tx.delete(groupRules).where(inArray(groupRules.id, others.map((rule) => rule.id)));
+  if (kept && wanted.length === 0) {
+    await tx.delete(groupRules).where(eq(groupRules.id, kept.id));
+  } else if (kept) {
+    await tx.delete(groupRuleGroups).where(eq(groupRuleGroups.ruleId, kept.id));
+    await tx.insert(groupRuleGroups).values(wanted.map((groupId) => ({ ruleId: kept.id, groupId })));
+  } else {
+    if (before.length >= MAX_GROUP_RULES) throw new ValidationError({ groups: `There can be at most ${MAX_GROUP_RULES} group rules: remove one on the Group rules page first.` });
+    const position = before.reduce((max, rule) => Math.max(max, rule.position), -1) + 1;
+    const [saved] = await tx.insert(groupRules).values({ position, matchBy: 'client', clientId: clientRowId, value: '' }).returning({ id: groupRules.id });
+    await tx.insert(groupRuleGroups).values(wanted.map((groupId) => ({ ruleId: saved!.id, groupId })));
+  }
+  const after = await listGroupRules(tx);
+  await recordChange(tx, by, {
+    kind: 'group_rules.saved',
+    subject: 'group rules',
+    details: { before: before.map(auditSnapshot), after: after.map(auditSnapshot), note: 'groups chosen on the client’s form' },
+  });
+  return true;
+}

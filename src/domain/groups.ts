@@ -1,7 +1,7 @@
 import { and, asc, count, eq, ilike, inArray, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
-import type { Action, Effect } from './access/types';
+import type { Action, Effect, MatchBy } from './access/types';
 import { likePattern } from './clients';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError } from './errors';
@@ -34,7 +34,23 @@ export interface GroupWithPermissions extends Group {
 export interface GroupSummary extends Group {
   permissionCount: number;
   ruleCount: number;
+  /** Its first permission rows (at most GROUP_SUMMARY_ROWS), in order: its topics in short. */
+  topics?: Array<{ effect: Effect; action: Action; topic: string }>;
+  /** Who holds it: the first rules that give it (at most GROUP_SUMMARY_ROWS), in page order. */
+  holders?: Array<GroupHolder>;
 }
+
+/** A rule that gives a group, as the groups list names it. */
+export interface GroupHolder {
+  matchBy: MatchBy;
+  /** Rules by client: the client. */
+  client: { id: number; name: string } | null;
+  /** Rules by client id or certificate: the id, pattern or fingerprint. */
+  value: string;
+}
+
+/** Permission rows and holders the groups list shows per group; the rest is counted. */
+export const GROUP_SUMMARY_ROWS = 3;
 
 export interface GroupPage {
   groups: GroupSummary[];
@@ -215,7 +231,52 @@ export async function listGroups(db: Database, options: { query?: string; page?:
     .orderBy(asc(sql`lower(${groups.name})`), asc(groups.id))
     .limit(GROUPS_PAGE_SIZE)
     .offset((page - 1) * GROUPS_PAGE_SIZE);
-  return { groups: rows, total, page, pageCount, query };
+  return { groups: await withTopicsAndHolders(db, rows), total, page, pageCount, query };
+}
+
+/**
+ * The first few permission rows and rules of each group shown: two queries
+ * for the page, each bounded by GROUP_SUMMARY_ROWS per group however large
+ * the groups are.
+ */
+async function withTopicsAndHolders(db: Database, rows: GroupSummary[]): Promise<GroupSummary[]> {
+  if (rows.length === 0) return rows;
+  const ids = sql`${`{${rows.map((g) => g.id).join(',')}}`}::integer[]`;
+  const topics = await db.execute<{ group_id: number; effect: Effect; action: Action; topic: string }>(sql`
+    select group_id, effect, action, topic from (
+      select p.group_id, p.effect, p.action, p.topic, p.position, row_number() over (partition by p.group_id order by p.position) as n
+      from ${groupPermissions} as p where p.group_id = any(${ids})
+    ) as t where n <= ${GROUP_SUMMARY_ROWS} order by group_id, position`);
+  const holders = await db.execute<{ group_id: number; match_by: MatchBy; value: string; client_id: number | null; client_name: string | null }>(sql`
+    select group_id, match_by, value, client_id, client_name from (
+      select rg.group_id, r.match_by, r.value, c.id as client_id, c.name as client_name, r.position, r.id,
+        row_number() over (partition by rg.group_id order by r.position, r.id) as n
+      from ${schema.groupRuleGroups} as rg
+      inner join ${schema.groupRules} as r on r.id = rg.rule_id
+      left join ${schema.clients} as c on c.id = r.client_id
+      where rg.group_id = any(${ids})
+    ) as h where n <= ${GROUP_SUMMARY_ROWS} order by group_id, position, id`);
+  const byGroup = <T extends { group_id: number }>(list: T[]) => {
+    const map = new Map<number, T[]>();
+    for (const row of list) map.set(Number(row.group_id), [...(map.get(Number(row.group_id)) ?? []), row]);
+    return map;
+  };
+  const topicsOf = byGroup(rowsOf<{ group_id: number; effect: Effect; action: Action; topic: string }>(topics));
+  const holdersOf = byGroup(rowsOf<{ group_id: number; match_by: MatchBy; value: string; client_id: number | null; client_name: string | null }>(holders));
+  return rows.map((group) => ({
+    ...group,
+    topics: (topicsOf.get(group.id) ?? []).map((t) => ({ effect: t.effect, action: t.action, topic: t.topic })),
+    holders: (holdersOf.get(group.id) ?? []).map((h) => ({
+      matchBy: h.match_by,
+      client: h.client_id === null ? null : { id: Number(h.client_id), name: h.client_name ?? '' },
+      value: h.value,
+    })),
+  }));
+}
+
+/** The rows of `db.execute`: an array on postgres.js, `{ rows }` on PGlite. */
+function rowsOf<T>(result: unknown): T[] {
+  return Array.isArray(result) ? (result as T[]) : ((result as { rows: T[] }).rows ?? []);
 }
 
 /** Every group's id and name, by name: the choices on the group-rules page. */

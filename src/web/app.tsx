@@ -17,7 +17,7 @@ import { certificateRoutes } from './certificates';
 import { clientRoutes } from './clients';
 import { connectionRoutes } from './connections';
 import type { AccessControl, AppEnv, LiveState, TlsControl } from './env';
-import { loadAccess } from '../domain/access/query';
+import { loadAccess, readRuleModel } from '../domain/access/query';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
 import { overviewRoutes } from './overview';
@@ -118,7 +118,7 @@ export function createApp(deps: AppDeps) {
   const trustProxy = deps.trustProxy ?? false;
   const signIn = deps.signIn ?? createSignInGuard(deps.db);
   const audit = deps.audit ?? createAuditRecorder(deps.db, { log });
-  const access: AccessControl = deps.access ?? { accessOf: (who) => loadAccess(deps.db, who), settled: async () => {} };
+  const access: AccessControl = deps.access ?? { accessOf: (who) => loadAccess(deps.db, who), rules: () => readRuleModel(deps.db), settled: async () => {} };
 
   app.use(securityHeaders());
   app.use(errorPagesReplaceMain());

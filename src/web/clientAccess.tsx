@@ -29,8 +29,8 @@ export function clientAccessRoutes() {
     // Without a client id asked for, the one the device uses: its live
     // session's, else its last session's, else its username (`%c` rows then
     // match as they do for the device).
-    const sessionsPage = isHtmx(c) ? null : await sessionsOf(c, client.id);
-    const liveIds = sessionsPage ? [...new Set(sessionsPage.sessions.map((s) => s.mqttClientId))] : [];
+    const sessionsPage = await sessionsOf(c, client.id);
+    const liveIds = [...new Set(sessionsPage.sessions.map((s) => s.mqttClientId))];
     const usual = usualClientId(client, liveIds);
     const check: CheckValues = {
       clientId: c.req.query('clientId') ?? usual.clientId,
@@ -54,9 +54,11 @@ export function clientAccessRoutes() {
     const access = await c.var.access.accessOf({ clientRowId: client.id, username: client.username, mqttClientId, certFingerprint });
     const hasErrors = Object.keys(errors).length > 0;
     const decision = check.topic && !hasErrors ? decide(access, check.action, check.topic) : undefined;
-    const props = { client, access, check, errors, decision };
+    const asked = c.req.query('clientId');
+    const idFrom: 'live' | 'last' | 'username' | 'entered' = asked === undefined || asked === usual.clientId ? usual.from : 'entered';
+    const props = { client, access, check, errors, decision, idFrom };
     if (isHtmx(c)) return c.html(<ClientAccessSection {...props} />, hasErrors ? 422 : 200);
-    const sessions = <ClientSessionsSection client={client} page={sessionsPage!} notice={disconnectedNotice(c.req.query('disconnected'))} />;
+    const sessions = <ClientSessionsSection client={client} page={sessionsPage} notice={disconnectedNotice(c.req.query('disconnected'))} />;
     const imported = await importedPasswordFormat(c.var.db, client.id);
     const tls = c.var.tls?.status();
     return c.html(

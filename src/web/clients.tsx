@@ -11,7 +11,9 @@ import {
 import { CONNECTIONS_PAGE_SIZE, disconnectClientSessions, listConnections } from '../domain/connections';
 import { ConflictError, ValidationError } from '../domain/errors';
 import { generatedPasswordToken, generatePassword, isServerGenerated } from '../domain/password';
-import { clientGroupsOverview, getRuleChange, loadRulesNaming } from '../domain/groupRules';
+import { getRuleChange, groupsNaming, loadRulesNaming, parseGroupChoice } from '../domain/groupRules';
+import { listGroupChoices } from '../domain/groups';
+import type { SeenClient } from '../domain/access/lastSeen';
 import { RuleChangeNotice } from '../../views/groups';
 import {
   accessCellFor,
@@ -27,15 +29,17 @@ import { ClientSessionsSection, DisconnectClientPage } from '../../views/connect
 import { NoticePartial, NotFoundPage, Notice } from '../../views/layout';
 import { actorOf, directoryOf, disconnectDeps } from './connections';
 import type { AppEnv } from './env';
-import { flash, isHtmx, parseId, readForm, readFormFile, redirectAfterPost } from './http';
+import { flash, isHtmx, parseId, readForm, readFormAll, readFormFile, redirectAfterPost } from './http';
 
 /** `/clients`: the clients console. */
 export function clientRoutes(options: { log: (message: string) => void }) {
   const clients = new Hono<AppEnv>();
 
   clients.get('/', async (c) => {
+    const rules = await c.var.access.rules();
     const result = await listClients(c.var.db, {
       query: c.req.query('q') ?? '',
+      noAccess: c.req.query('access') === 'none' ? rules : undefined,
       after: parseClientCursor(c.req.query('after')) ?? undefined,
       before: parseClientCursor(c.req.query('before')) ?? undefined,
       page: parsePage(c.req.query('page')),
@@ -44,7 +48,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
     const notice = disconnectedNotice(c.req.query('disconnected'));
-    return c.html(<ClientsPage result={result} ruleChange={ruleChange} notice={notice} sessions={await c.var.live.sessionsByClient()} />);
+    return c.html(<ClientsPage result={result} rules={rules} ruleChange={ruleChange} notice={notice} sessions={await c.var.live.sessionsByClient()} />);
   });
 
   // "Generate strong password": made here, so that saving can tell the
@@ -55,21 +59,25 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     return c.json({ password, token: generatedPasswordToken(password) });
   });
 
-  clients.get('/new', (c) => c.html(<ClientFormPage values={{ name: '', username: '' }} />));
+  clients.get('/new', async (c) => c.html(<ClientFormPage values={{ name: '', username: '', groups: [] }} groups={await listGroupChoices(c.var.db)} />));
 
   clients.post('/', async (c) => {
     const form = await readForm(c);
+    const chosen = await chosenGroups(c);
     try {
-      const created = await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
+      if (typeof chosen === 'string') throw new ValidationError({ groups: chosen });
+      const created = await createClient(c.var.db, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor, { groups: chosen });
+      await c.var.access.settled();
       flash(c, `Client “${created.name}” created.`);
-      // Its page: what it may do (no group yet, unless rules by client id give some), and Try it.
+      // Its page: what it may do, and Try it.
       return redirectAfterPost(c, `/clients/${created.id}`);
     } catch (error) {
       const errors = formErrors(error);
-      const values = formValues(form);
+      const values = { ...formValues(form), groups: typeof chosen === 'string' ? [] : chosen };
       const status = error instanceof ConflictError ? 409 : 422;
-      if (isHtmx(c)) return c.html(<ClientForm action="/clients" values={values} errors={errors} />, status);
-      return c.html(<ClientFormPage values={values} errors={errors} />, status);
+      const groups = await listGroupChoices(c.var.db);
+      if (isHtmx(c)) return c.html(<ClientForm action="/clients" values={values} errors={errors} groups={groups} />, status);
+      return c.html(<ClientFormPage values={values} errors={errors} groups={groups} />, status);
     }
   });
 
@@ -78,13 +86,14 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     if (!client) return notFound(c);
     const values = { name: client.name, username: client.username, version: client.version, authType: client.authType, fingerprint: client.certFingerprint ?? '' };
     if (isHtmx(c)) return c.html(<ClientEditRow client={client} values={values} />);
-    return c.html(<ClientFormPage client={client} values={values} />);
+    const given = (await groupsNaming(c.var.db, client.id)).map((g) => g.id);
+    return c.html(<ClientFormPage client={client} values={{ ...values, groups: given }} groups={await listGroupChoices(c.var.db)} />);
   });
 
   clients.get('/:id/row', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<ClientRow client={client} access={await accessCell(c, client.id)} sessions={(await c.var.live.sessionsByClient()).get(client.id) ?? 0} focus />);
+    return c.html(<ClientRow client={client} access={await accessCell(c, client)} sessions={(await c.var.live.sessionsByClient()).get(client.id) ?? 0} focus />);
   });
 
   const update = async (c: Context<AppEnv>) => {
@@ -92,9 +101,12 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     if (!client) return notFound(c);
     const form = await readForm(c);
     const inRow = isHtmx(c) && form._view === 'row';
+    const chosen = await chosenGroups(c);
     try {
-      const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor);
+      if (typeof chosen === 'string') throw new ValidationError({ groups: chosen });
+      const updated = await updateClient(c.var.db, client.id, { ...form, certificate: await readFormFile(c, 'certificateFile') }, c.var.actor, { groups: chosen });
       if (!updated) return notFound(c);
+      if (chosen) await c.var.access.settled();
       let saved = `Client “${updated.name}” saved.`;
       if (form.apply === 'now') {
         // "Apply now": its sessions end and reconnect under what was saved.
@@ -104,7 +116,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
       if (inRow) {
         return c.html(
           <>
-            <ClientRow client={updated} access={await accessCell(c, updated.id)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} focus />
+            <ClientRow client={updated} access={await accessCell(c, updated)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} focus />
             <NoticePartial message={saved} />
           </>,
         );
@@ -117,11 +129,12 @@ export function clientRoutes(options: { log: (message: string) => void }) {
       // now, so saving again is a deliberate overwrite; otherwise it keeps its own.
       const stale = error instanceof ConflictError && error.field === 'form';
       const formVersion = /^[0-9]{1,9}$/.test(form.version ?? '') ? Number(form.version) : undefined;
-      const values = { ...formValues(form), version: stale ? client.version : formVersion };
+      const values = { ...formValues(form), version: stale ? client.version : formVersion, groups: Array.isArray(chosen) ? chosen : (await groupsNaming(c.var.db, client.id)).map((g) => g.id) };
       const status = error instanceof ConflictError ? 409 : 422;
       if (inRow) return c.html(<ClientEditRow client={client} values={values} errors={errors} />, status);
-      if (isHtmx(c)) return c.html(<ClientForm action={`/clients/${client.id}`} values={values} errors={errors} editing />, status);
-      return c.html(<ClientFormPage client={client} values={values} errors={errors} />, status);
+      const groups = await listGroupChoices(c.var.db);
+      if (isHtmx(c)) return c.html(<ClientForm action={`/clients/${client.id}`} values={values} errors={errors} editing groups={groups} />, status);
+      return c.html(<ClientFormPage client={client} values={values} errors={errors} groups={groups} />, status);
     }
   };
   clients.post('/:id', update);
@@ -156,7 +169,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     const sessions = (await c.var.live.sessionsByClient()).get(client.id) ?? 0;
     return c.html(
       <>
-        <ClientRow client={client} access={await accessCell(c, client.id)} sessions={sessions} />
+        <ClientRow client={client} access={await accessCell(c, client)} sessions={sessions} />
         <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
           <Notice message={notice} />
         </hx-partial>
@@ -241,8 +254,9 @@ function parsePositive(value: string | undefined): number | undefined {
   return value && /^[1-9][0-9]{0,8}$/.test(value) ? Number(value) : undefined;
 }
 
-async function accessCell(c: Context<AppEnv>, id: number) {
-  return accessCellFor(await clientGroupsOverview(c.var.db, [id]), id);
+async function accessCell(c: Context<AppEnv>, client: SeenClient) {
+  await c.var.access.settled();
+  return accessCellFor(await c.var.access.rules(), client);
 }
 
 async function findClient(c: Context<AppEnv>) {
@@ -252,6 +266,16 @@ async function findClient(c: Context<AppEnv>) {
 
 function notFound(c: Context<AppEnv>) {
   return c.html(<NotFoundPage message="This client does not exist (it may have been deleted)." section="clients" />, 404);
+}
+
+/**
+ * The groups chosen on a page form (it says it showed them); undefined for
+ * the in-row form, which leaves groups alone; a message when they cannot be read.
+ */
+async function chosenGroups(c: Context<AppEnv>): Promise<number[] | string | undefined> {
+  const form = await readFormAll(c);
+  if (form.first('groups_shown') !== '1') return undefined;
+  return parseGroupChoice(form.all('groups'));
 }
 
 function formErrors(error: unknown) {

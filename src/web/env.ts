@@ -1,5 +1,6 @@
 import type { Database } from '../db';
 import type { AccessSnapshot, Who } from '../domain/access/types';
+import type { RuleModel } from '../domain/access/acl';
 import type { LocalNode } from '../domain/overview';
 import type { SessionDirectory } from '../domain/connections';
 import type { AuditActor, AuditRecorder } from '../domain/audit';
@@ -31,6 +32,8 @@ export interface TlsControl {
 export interface AccessControl {
   /** What `who` may do under the rules as a CONNECT would find them now. */
   accessOf(who: Who): Promise<AccessSnapshot>;
+  /** The rule model a CONNECT would match against now (the clients list's access, judged for a page at once). */
+  rules(): Promise<RuleModel>;
   /** Resolves once every change committed so far applies to this node's CONNECTs. */
   settled(): Promise<void>;
 }

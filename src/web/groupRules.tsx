@@ -29,6 +29,7 @@ export function groupRuleRoutes() {
         {...await pageData(c)}
         rows={saved.map(formRow)}
         revision={rulesRevision(saved)}
+        query={c.req.query('q') ?? ''}
         notice={c.req.query('saved') === '1' ? 'Group rules saved. They apply to devices as they next connect.' : undefined}
       />,
     );
@@ -40,7 +41,7 @@ export function groupRuleRoutes() {
     const action = form.first('_action') ?? 'save';
     let revision = form.first('revision') ?? '';
     const render = async (options: { errors?: Record<string, string>; focus?: string }, status: 200 | 409 | 422) => {
-      const props: RulesPageProps = { ...(await pageData(c)), rows, revision, ...options };
+      const props: RulesPageProps = { ...(await pageData(c)), rows, revision, query: (form.first('q') ?? '').slice(0, 200), unsaved: true, ...options };
       return c.html(isHtmx(c) ? <GroupRulesForm {...props} /> : <GroupRulesPage {...props} />, status);
     };
 

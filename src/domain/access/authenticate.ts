@@ -50,6 +50,8 @@ export interface Authenticator {
   currentAccess(who: Pick<Principal, 'clientRowId' | 'username' | 'mqttClientId' | 'certFingerprint'>): Promise<AccessSnapshot | null>;
   /** What `who` may do under the rules as a CONNECT would find them now (the console's checker). */
   accessOf(who: Who): Promise<AccessSnapshot>;
+  /** The rule model as a CONNECT would find it now. */
+  ruleModel(): Promise<RuleModel>;
   /** Forgets the verified-credential cache and failure counts. */
   reset(): Promise<void>;
   /**
@@ -271,6 +273,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     async accessOf(who) {
       return accessFor(await lookup.rules(), who);
     },
+    ruleModel: () => lookup.rules(),
     async reset() {
       verified.clear();
       await gate.clear();
