@@ -38,9 +38,9 @@ const OUTPUT_KEPT = 20_000;
  * started too, and Ctrl-C of the benchmark is handled by the benchmark, which
  * kills the group), pinned to `cpus` when given.
  */
-function spawnGroup(argv: string[], env: Record<string, string>, cpus?: string): { child: ChildProcess; output: () => string } {
+function spawnGroup(argv: string[], env: Record<string, string>, cpus?: string, cwd = root): { child: ChildProcess; output: () => string } {
   const [command, ...rest] = cpus ? ['taskset', '-c', cpus, ...argv] : argv;
-  const child = spawn(command!, rest, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(command!, rest, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const forget = trackGroup(child.pid!);
   child.once('exit', forget);
   let output = '';
@@ -113,9 +113,14 @@ function running(spawned: { child: ChildProcess; output: () => string }, mqttUrl
   };
 }
 
-/** Runs `args` under node with tsx. */
+/**
+ * Runs `args` under node with tsx. `BENCH_NODE_ARGS` adds node options to
+ * every broker started (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, which
+ * NODE_OPTIONS does not allow); a profile is written when the broker stops.
+ */
 function nodeArgv(args: string[]): string[] {
-  return [process.execPath, '--import', 'tsx', ...args];
+  const extra = process.env.BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
+  return [process.execPath, ...extra, '--import', 'tsx', ...args];
 }
 
 /**
@@ -228,6 +233,8 @@ export interface GatehouseOptions {
   /** A DATA_DIR made by seedDatabase, copied for this start (each start gets a database of its own). */
   template?: string;
   cpus?: string;
+  /** Another checkout of Gatehouse to run instead of this one (a before/after comparison); it needs its own node_modules. */
+  root?: string;
 }
 
 /**
@@ -242,6 +249,7 @@ export async function startGatehouse(env: Record<string, string>, cpusOrOptions?
     nodeArgv(['src/main.ts']),
     { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: ownDir ?? '', DATABASE_URL: '', REDIS_URL: '', ...env },
     options.cpus,
+    options.root,
   );
   const cleanup = () => ownDir && rmSync(ownDir, { recursive: true, force: true });
   try {

@@ -105,21 +105,30 @@ function httpAgent(timeoutMs: number, allowPrivate: boolean, certificate?: { cer
   });
 }
 
-async function post(agent: Agent, allowPrivate: boolean, url: string, method: string, headers: Record<string, string>, body: string, timeoutMs: number): Promise<SendOutcome> {
+/** `keepAnswer`: the start of a 2xx answer is kept too (Test shows it); deliveries drop it unread. */
+async function post(agent: Agent, allowPrivate: boolean, url: string, method: string, headers: Record<string, string>, body: string, timeoutMs: number, keepAnswer = false): Promise<SendOutcome> {
   try {
     // Literals only: names go through the agent's guarded lookup.
     checkLiteralHost(new URL(url).hostname, allowPrivate);
   } catch (error) {
     return networkOutcome(error);
   }
+  const deadline = Date.now() + timeoutMs + 1000;
   try {
-    const response = await request(url, { dispatcher: agent, method: method as 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs + 1000) });
+    // No AbortSignal per request (a timer and listeners each): undici's header and body timeouts
+    // bound each wait, and the answer is read only up to the deadline below.
+    const response = await request(url, { dispatcher: agent, method: method as 'POST', headers, body });
+    if (!keepAnswer && response.statusCode >= 200 && response.statusCode < 300) {
+      // Success: the answer is not kept; read (up to 64 KB) so the connection can be reused.
+      await response.body.dump({ limit: 64 * 1024 }).catch(() => {});
+      return { ok: true, status: response.statusCode, retry: false, answer: '' };
+    }
     let answer = '';
     let size = 0;
     for await (const chunk of response.body) {
       if (size < ANSWER_SNIPPET) answer += (chunk as Buffer).toString('utf8', 0, Math.min((chunk as Buffer).length, ANSWER_SNIPPET - size));
       size += (chunk as Buffer).length;
-      if (size > 64 * 1024) {
+      if (size > 64 * 1024 || Date.now() > deadline) {
         response.body.destroy();
         break;
       }
@@ -136,17 +145,22 @@ async function post(agent: Agent, allowPrivate: boolean, url: string, method: st
  * separated by spaces.
  */
 export function signWebhook(secrets: readonly string[], id: string, timestampS: number, body: string): string {
-  return secrets
-    .map((secret) => {
-      const key = Buffer.from(secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : secret, 'base64');
-      return `v1,${createHmac('sha256', key).update(`${id}.${timestampS}.${body}`).digest('base64')}`;
-    })
-    .join(' ');
+  return signWithKeys(secrets.map(signingKey), id, timestampS, body);
+}
+
+/** The key of a `whsec_…` secret. */
+function signingKey(secret: string): Buffer {
+  return Buffer.from(secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : secret, 'base64');
+}
+
+function signWithKeys(keys: readonly Buffer[], id: string, timestampS: number, body: string): string {
+  return keys.map((key) => `v1,${createHmac('sha256', key).update(`${id}.${timestampS}.${body}`).digest('base64')}`).join(' ');
 }
 
 function webhookDestination(pipeline: RunnablePipeline, settings: WebhookSettings, options: DestinationOptions): Destination {
   const template: Template | null = settings.bodyTemplate ? parseTemplate(settings.bodyTemplate) : null;
   const secrets = pipeline.secrets;
+  const signingKeys = (secrets.signingSecrets ?? []).map(signingKey);
   let agent: Promise<Agent> | undefined;
   const agentOf = () =>
     (agent ??= (async () => {
@@ -181,7 +195,7 @@ function webhookDestination(pipeline: RunnablePipeline, settings: WebhookSetting
     headers['webhook-id'] = id;
     headers['webhook-timestamp'] = String(timestamp);
     headers['idempotency-key'] = id;
-    if (secrets.signingSecrets?.length) headers['webhook-signature'] = signWebhook(secrets.signingSecrets, id, timestamp, body);
+    if (signingKeys.length) headers['webhook-signature'] = signWithKeys(signingKeys, id, timestamp, body);
     if (settings.auth === 'bearer' && secrets.bearerToken) headers.authorization = `Bearer ${secrets.bearerToken}`;
     if (settings.auth === 'basic' && secrets.basicPassword !== undefined) {
       headers.authorization = `Basic ${Buffer.from(`${settings.basicUsername}:${secrets.basicPassword}`).toString('base64')}`;
@@ -197,7 +211,7 @@ function webhookDestination(pipeline: RunnablePipeline, settings: WebhookSetting
     },
     async test(row) {
       const { body, headers } = build([row]);
-      const outcome = await post(await agentOf(), options.allowPrivateNetworks, settings.url, settings.method, headers, body, settings.timeoutMs);
+      const outcome = await post(await agentOf(), options.allowPrivateNetworks, settings.url, settings.method, headers, body, settings.timeoutMs, true);
       return { ...outcome, request: `${settings.method} ${settings.url}\n${headers['content-type']}\n\n${body.slice(0, 4000)}` };
     },
     async close() {
@@ -225,15 +239,15 @@ export function tagoioRequest(settings: TagoioSettings, secrets: { networkToken?
 
 function tagoioDestination(pipeline: RunnablePipeline, settings: TagoioSettings, options: DestinationOptions): Destination {
   const agent = httpAgent(10_000, options.allowPrivateNetworks);
-  const sendOne = (row: OutboxRow) => {
+  const sendOne = (row: OutboxRow, keepAnswer = false) => {
     const { url, headers, body } = tagoioRequest(settings, pipeline.secrets, row);
-    return { outcome: post(agent, options.allowPrivateNetworks, url, 'POST', headers, body, 10_000), url, body };
+    return { outcome: post(agent, options.allowPrivateNetworks, url, 'POST', headers, body, 10_000, keepAnswer), url, body };
   };
   return {
     batch: null,
     send: (rows) => sendOne(rows[0]!).outcome,
     async test(row) {
-      const { outcome, body } = sendOne(row);
+      const { outcome, body } = sendOne(row, true);
       return { ...(await outcome), request: `POST ${settings.apiUrl}/integration/network/data?authorization_token=…\n\n${body.slice(0, 4000)}` };
     },
     close: () => agent.close().catch(() => {}),

@@ -387,7 +387,7 @@ export function createPipelineService(deps: PipelineServiceDeps): PipelineServic
         const halfOpen = runner.consecutiveFailures >= options.breakerThreshold;
         const limit = halfOpen ? 1 : destination.batch ? destination.batch.maxMessages * 4 : options.claimLimit;
         runner.pendingHere = 0;
-        const rows = await claimOutboxRows(db, pipeline.id, limit, options.leaseMs);
+        const rows = await claimOutboxRows(db, pipeline.id, limit, options.leaseMs, options.singleNode === true);
         if (rows.length === 0) {
           await sleep(runner, options.pollMs);
           continue;

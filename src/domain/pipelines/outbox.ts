@@ -21,6 +21,7 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, inArray, lt, sql } from 'drizzle-orm';
 import { type Database, schema } from '../../db';
+import { executeHot, executeHotInTransaction, rowsOf } from '../../db/hot';
 import { type AuditActor, recordChange } from '../audit';
 
 const { pipelineOutbox, pipelineDeadLetters, pipelines } = schema;
@@ -113,68 +114,133 @@ export interface OutboxWriter {
   stats(): { batches: number; rows: number };
 }
 
-type Insert = typeof pipelineOutbox.$inferInsert;
+/** A message as the outbox INSERT reads it (one JSON element; `p`: the pipelines it goes to, a row each). */
+interface OutboxMessageJson {
+  message_id: string;
+  topic: string;
+  /** Base64. */
+  payload: string;
+  qos: number;
+  retain: boolean;
+  client_row_id: number | null;
+  username: string | null;
+  mqtt_client_id: string | null;
+  received_at: string;
+  bytes: number;
+  p: number[];
+}
+
 interface Pending {
-  rows: Insert[];
+  message: OutboxMessageJson;
   settle: { resolve(): void; reject(error: unknown): void } | null;
   report: Parameters<OutboxWriterDeps['written']>[0];
   qos0: boolean;
 }
 
+/**
+ * One statement and one parameter for any number of messages: the statement
+ * text never changes (postgres.js prepares it once; the query builder's
+ * multi-row INSERT was a new text, a new Parse/Describe and a dozen
+ * parameters to build per row), and PGlite parses one JSON value instead of
+ * a dozen bound parameters a row. Rows are numbered in the order given, so
+ * ids (the order of delivery per topic) follow the order of acceptance.
+ */
+function insertOutboxMessages(db: Database, messages: OutboxMessageJson[]) {
+  return executeHot(db, sql`
+    insert into pipeline_outbox (pipeline_id, message_id, order_key, topic, payload, qos, retain, client_row_id, username, mqtt_client_id, received_at, bytes)
+    select p.pipeline_id::integer, m.message_id, m.topic, m.topic, decode(m.payload, 'base64'), m.qos, m.retain, m.client_row_id,
+      m.username, m.mqtt_client_id, m.received_at, m.bytes
+    from rows from (jsonb_to_recordset(${JSON.stringify(messages)}::jsonb) as (message_id text, topic text, payload text, qos smallint,
+      retain boolean, client_row_id integer, username text, mqtt_client_id text, received_at timestamptz, bytes integer, p jsonb))
+      with ordinality as m(message_id, topic, payload, qos, retain, client_row_id, username, mqtt_client_id, received_at, bytes, p, n)
+    cross join lateral jsonb_array_elements_text(m.p) as p(pipeline_id)
+    order by m.n, p.pipeline_id::integer`);
+}
+
+/** U+0000 cannot be stored in a text column (or a jsonb string): a client id or username holding one is kept with U+FFFD in its place. */
+const withoutNul = (text: string | undefined): string | null => (text === undefined ? null : text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text);
+
 export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
   const maxBatchRows = deps.maxBatchRows ?? 500;
-  let queue: Pending[] = [];
-  let flushing: Promise<void> | null = null;
+  const queue: Pending[] = [];
+  let writing = false;
+  let scheduled = false;
   let batches = 0;
   let rowsWritten = 0;
   /** Bytes handed over and not yet committed, per pipeline: they count against its limit already. */
   const queuedBytes = new Map<number, number>();
-  const unqueue = (rows: Insert[]) => {
-    for (const row of rows) {
-      const left = (queuedBytes.get(row.pipelineId) ?? 0) - row.bytes;
-      if (left > 0) queuedBytes.set(row.pipelineId, left);
-      else queuedBytes.delete(row.pipelineId);
+  const unqueue = (message: OutboxMessageJson) => {
+    for (const pipelineId of message.p) {
+      const left = (queuedBytes.get(pipelineId) ?? 0) - message.bytes;
+      if (left > 0) queuedBytes.set(pipelineId, left);
+      else queuedBytes.delete(pipelineId);
     }
   };
   const idle: Array<() => void> = [];
 
   function pump() {
-    if (flushing || queue.length === 0) {
-      if (!flushing) idle.splice(0).forEach((resolve) => resolve());
+    if (!writing && queue.length > 0) {
+      // Take whole messages until the batch is full: a message's rows (one per pipeline) commit together.
+      const taken: Pending[] = [];
+      let count = 0;
+      while (queue.length > 0 && (taken.length === 0 || count + queue[0]!.message.p.length <= maxBatchRows)) {
+        const next = queue.shift()!;
+        taken.push(next);
+        count += next.message.p.length;
+      }
+      writing = true;
+      void insertOutboxMessages(
+        deps.db,
+        taken.map((p) => p.message),
+      )
+        .then(
+          () => {
+            batches++;
+            rowsWritten += count;
+            for (const p of taken) unqueue(p.message);
+            deps.written(taken.flatMap((p) => p.report));
+            for (const p of taken) p.settle?.resolve();
+          },
+          (error: unknown) => {
+            for (const p of taken) unqueue(p.message);
+            for (const p of taken) {
+              if (p.qos0) for (const pipelineId of p.message.p) deps.dropped(pipelineId, 'write_failed');
+              p.settle?.reject(error);
+            }
+            deps.log?.(`could not write ${count} messages to the pipelines' outbox: ${(error as Error).message}`);
+          },
+        )
+        .finally(() => {
+          writing = false;
+          schedule();
+        });
+    }
+    if (!writing && queue.length === 0) idle.splice(0).forEach((resolve) => resolve());
+  }
+
+  /**
+   * The next INSERT starts once the sockets have been read (setImmediate runs
+   * after the event loop's poll phase): the publishes of every connection that
+   * arrived meanwhile go in one statement. PGlite runs a statement on the event
+   * loop itself, so nothing is read while it runs, and starting the next one
+   * at once took only what happened to be queued (one connection's read).
+   */
+  function schedule() {
+    if (scheduled || writing) return;
+    if (queue.length === 0) {
+      pump();
       return;
     }
-    // Take whole messages until the batch is full: a message's rows (one per pipeline) commit together.
-    const taken: Pending[] = [];
-    let count = 0;
-    while (queue.length > 0 && (taken.length === 0 || count + queue[0]!.rows.length <= maxBatchRows)) {
-      const next = queue.shift()!;
-      taken.push(next);
-      count += next.rows.length;
-    }
-    flushing = deps.db
-      .insert(pipelineOutbox)
-      .values(taken.flatMap((p) => p.rows))
-      .then(
-        () => {
-          batches++;
-          rowsWritten += count;
-          for (const p of taken) unqueue(p.rows);
-          deps.written(taken.flatMap((p) => p.report));
-          for (const p of taken) p.settle?.resolve();
-        },
-        (error: unknown) => {
-          for (const p of taken) unqueue(p.rows);
-          for (const p of taken) {
-            if (p.qos0) for (const row of p.rows) deps.dropped(row.pipelineId, 'write_failed');
-            p.settle?.reject(error);
-          }
-          deps.log?.(`could not write ${count} messages to the pipelines' outbox: ${(error as Error).message}`);
-        },
-      )
-      .finally(() => {
-        flushing = null;
-        pump();
-      });
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      pump();
+    });
+  }
+
+  function enqueue(pending: Pending) {
+    queue.push(pending);
+    schedule();
   }
 
   return {
@@ -184,7 +250,7 @@ export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
       const receivedAt = new Date();
       const messageId = randomUUID();
       const bytes = message.payload.length + Buffer.byteLength(message.topic) + 200;
-      const rows: Insert[] = [];
+      const pipelineIds: number[] = [];
       const report: Pending['report'] = [];
       for (const pipeline of targets) {
         if (deps.usage(pipeline.id) + (queuedBytes.get(pipeline.id) ?? 0) + bytes > pipeline.maxOutboxBytes) {
@@ -200,36 +266,34 @@ export function createOutboxWriter(deps: OutboxWriterDeps): OutboxWriter {
           }
           // drop_oldest: written; the janitor makes room by removing the oldest rows.
         }
-        rows.push({
-          pipelineId: pipeline.id,
-          messageId,
-          orderKey: message.topic,
-          topic: message.topic,
-          payload: message.payload,
-          qos: message.qos,
-          retain: message.retain,
-          clientRowId: session.clientRowId ?? null,
-          username: session.username ?? null,
-          mqttClientId: session.mqttClientId ?? null,
-          receivedAt,
-          bytes,
-        });
+        pipelineIds.push(pipeline.id);
         report.push({ pipelineId: pipeline.id, bytes, message, session, messageId, receivedAt });
       }
-      if (rows.length === 0) return;
-      for (const row of rows) queuedBytes.set(row.pipelineId, (queuedBytes.get(row.pipelineId) ?? 0) + row.bytes);
+      if (pipelineIds.length === 0) return;
+      for (const id of pipelineIds) queuedBytes.set(id, (queuedBytes.get(id) ?? 0) + bytes);
+      const row: OutboxMessageJson = {
+        message_id: messageId,
+        topic: message.topic,
+        payload: message.payload.toString('base64'),
+        qos: message.qos,
+        retain: message.retain,
+        client_row_id: session.clientRowId ?? null,
+        username: withoutNul(session.username),
+        mqtt_client_id: withoutNul(session.mqttClientId),
+        received_at: receivedAt.toISOString(),
+        bytes,
+        p: pipelineIds,
+      };
       if (message.qos === 0) {
-        queue.push({ rows, settle: null, report, qos0: true });
-        pump();
+        enqueue({ message: row, settle: null, report, qos0: true });
         return;
       }
       return new Promise<void>((resolve, reject) => {
-        queue.push({ rows, settle: { resolve, reject }, report, qos0: false });
-        pump();
+        enqueue({ message: row, settle: { resolve, reject }, report, qos0: false });
       });
     },
     flush() {
-      if (!flushing && queue.length === 0) return Promise.resolve();
+      if (!writing && queue.length === 0) return Promise.resolve();
       return new Promise((resolve) => idle.push(resolve));
     },
     stats: () => ({ batches, rows: rowsWritten }),
@@ -264,29 +328,35 @@ const CLAIM_LOCK_CLASS = 7_231_020;
  * Claims up to `limit` rows of a pipeline that are due, in id order, each the
  * next of its topic (see the module comment), and leases them for `leaseMs`.
  * Rows come back in id order.
+ *
+ * `exclusive`: this process is the only one claiming this pipeline's rows
+ * (the embedded database; one delivery loop per pipeline), so the claim is
+ * one statement without the advisory lock and its transaction (four
+ * statements fewer on the event loop). Several nodes need the lock: two
+ * concurrent claims could each take a different row of one topic (the other
+ * one's lease is not yet visible), and the topic would go out of order.
  */
-export async function claimOutboxRows(db: Database, pipelineId: number, limit: number, leaseMs: number): Promise<OutboxRow[]> {
-  const claimed = await db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(${CLAIM_LOCK_CLASS}, ${pipelineId})`);
-    // One statement: on the embedded database every statement costs milliseconds.
-    return tx.execute(sql`
-      with due as (
-        select o.id from pipeline_outbox o
-        where o.pipeline_id = ${pipelineId}
-          and (o.not_before is null or o.not_before <= now())
-          and not exists (
-            select 1 from pipeline_outbox p
-            where p.pipeline_id = o.pipeline_id and p.order_key = o.order_key and p.id < o.id
-              and p.not_before is not null and p.not_before > now())
-        order by o.id
-        limit ${limit}
-        for update skip locked
-      )
-      update pipeline_outbox u set not_before = now() + make_interval(secs => ${leaseMs / 1000})
-      from due where u.id = due.id
-      returning u.id, u.pipeline_id, u.message_id, u.order_key, u.topic, u.payload, u.qos, u.retain, u.client_row_id,
-        u.username, u.mqtt_client_id, u.received_at, u.attempts, u.bytes`);
-  });
+export async function claimOutboxRows(db: Database, pipelineId: number, limit: number, leaseMs: number, exclusive = false): Promise<OutboxRow[]> {
+  const claim = sql`
+    with due as (
+      select o.id from pipeline_outbox o
+      where o.pipeline_id = ${pipelineId}
+        and (o.not_before is null or o.not_before <= now())
+        and not exists (
+          select 1 from pipeline_outbox p
+          where p.pipeline_id = o.pipeline_id and p.order_key = o.order_key and p.id < o.id
+            and p.not_before is not null and p.not_before > now())
+      order by o.id
+      limit ${limit}
+      for update skip locked
+    )
+    update pipeline_outbox u set not_before = now() + make_interval(secs => ${leaseMs / 1000})
+    from due where u.id = due.id
+    returning u.id, u.pipeline_id, u.message_id, u.order_key, u.topic, u.payload, u.qos, u.retain, u.client_row_id,
+      u.username, u.mqtt_client_id, u.received_at, u.attempts, u.bytes`;
+  const claimed = exclusive
+    ? await executeHot(db, claim)
+    : await executeHotInTransaction(db, [sql`select pg_advisory_xact_lock(${CLAIM_LOCK_CLASS}, ${pipelineId})`, claim]);
   return rowsOf(claimed)
     .map((r) => ({
       id: Number(r.id),
@@ -307,6 +377,16 @@ export async function claimOutboxRows(db: Database, pipelineId: number, limit: n
     .sort((a, b) => a.id - b.id);
 }
 
+/**
+ * Row ids as one parameter (a PostgreSQL array literal, `::bigint[]` in the
+ * statement): one statement text whatever the count, where `inArray` made a
+ * new text and a parameter per id.
+ */
+function idList(ids: readonly number[]): string {
+  for (const id of ids) if (!Number.isSafeInteger(id)) throw new Error(`not a row id: ${id}`);
+  return `{${ids.join(',')}}`;
+}
+
 function asDate(value: unknown): Date {
   if (value instanceof Date) return value;
   // PostgreSQL's text form: `2026-12-05 10:40:00.123+00`.
@@ -322,36 +402,26 @@ function asBuffer(value: unknown): Buffer {
   return text.startsWith('\\x') ? Buffer.from(text.slice(2), 'hex') : Buffer.from(text);
 }
 
-/** `db.execute` answers an array (postgres.js) or `{ rows }` (PGlite). */
-function rowsOf(result: unknown): Array<Record<string, unknown>> {
-  if (Array.isArray(result)) return result as Array<Record<string, unknown>>;
-  return ((result as { rows?: Array<Record<string, unknown>> }).rows ?? []) as Array<Record<string, unknown>>;
-}
 
 /** Forwarded: the rows leave the outbox. */
 export async function completeOutboxRows(db: Database, ids: number[]): Promise<void> {
   if (ids.length === 0) return;
-  await db.delete(pipelineOutbox).where(inArray(pipelineOutbox.id, ids));
+  await executeHot(db, sql`delete from pipeline_outbox where id = any(${idList(ids)}::bigint[])`);
 }
 
 /** Not forwarded this time: tried again after `delayMs` (they hold back the later rows of their topics meanwhile). */
 export async function retryOutboxRows(db: Database, ids: number[], delayMs: number, status: number | null, error: string): Promise<void> {
   if (ids.length === 0) return;
-  await db
-    .update(pipelineOutbox)
-    .set({
-      attempts: sql`${pipelineOutbox.attempts} + 1`,
-      notBefore: sql`now() + make_interval(secs => ${delayMs / 1000})`,
-      lastStatus: status,
-      lastError: error.slice(0, 1000),
-    })
-    .where(inArray(pipelineOutbox.id, ids));
+  await executeHot(db, sql`
+    update pipeline_outbox set attempts = attempts + 1, not_before = now() + make_interval(secs => ${delayMs / 1000}),
+      last_status = ${status}, last_error = ${error.slice(0, 1000)}
+    where id = any(${idList(ids)}::bigint[])`);
 }
 
 /** Claimed but not tried (their topic's earlier row failed): free again, held back by that row. */
 export async function releaseOutboxRows(db: Database, ids: number[]): Promise<void> {
   if (ids.length === 0) return;
-  await db.update(pipelineOutbox).set({ notBefore: null }).where(inArray(pipelineOutbox.id, ids));
+  await executeHot(db, sql`update pipeline_outbox set not_before = null where id = any(${idList(ids)}::bigint[])`);
 }
 
 /** Failed for good: moved to the dead letters with the last status and the start of the answer. */
