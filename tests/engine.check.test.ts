@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { Aedes, type Client as AedesClient } from 'aedes';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +25,19 @@ describe('the engine check', () => {
   it('passes on the installed packages, the Redis bus included, at the versions package.json pins', async () => {
     await checkEngine({ redis: true });
     for (const [name, version] of Object.entries(ENGINE_PACKAGES)) expect(installedVersion(name as keyof typeof ENGINE_PACKAGES), name).toBe(version);
+  });
+
+  it('pins every package the engine reaches into at its exact version, for production installs and for the packages that depend on it', () => {
+    const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      dependencies: Record<string, string>;
+      overrides: Record<string, unknown>;
+    };
+    for (const [name, version] of Object.entries(ENGINE_PACKAGES)) {
+      // A range (or a dev dependency only, left to another package's range)
+      // would let a fresh install bring internals the engine was not written for.
+      if (name === 'mqemitter' || name === 'mqtt-packet') expect(manifest.overrides[name], `overrides.${name}`).toBe(`$${name}`);
+      expect(manifest.dependencies[name], name).toBe(version);
+    }
   });
 
   it.each([
