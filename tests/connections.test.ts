@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { configSchema } from '../src/config';
 import { auditEvents } from '../src/db/schema';
 import type { OpenDatabase } from '../src/db';
@@ -12,7 +12,7 @@ import { getGroup, listGroups } from '../src/domain/groups';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
-import { createTestDatabase } from './support/db';
+import { countQueries, createTestDatabase } from './support/db';
 import { htmx, noticeOf, postForm } from './support/http';
 import { brokerUrl, connect, endClient } from './support/mqtt';
 
@@ -348,5 +348,38 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     gatehouse.lastSeen.note(fresh.id, new Date(0), 'ancient');
     await gatehouse.lastSeen.flush();
     expect((await getClient(database.db, fresh.id))?.lastClientId).toBe('seen-2');
+  });
+
+  it('writes the sessions of a storm in statements of 200 clients, the event loop let in between', async () => {
+    const rows = (await database.db.execute(sql`
+      insert into clients (name, username, password_hash)
+      select 'Storm ' || i, 'storm-seen-' || i, 'not a hash' from generate_series(1, 450) as i
+      returning id`)) as unknown as { rows?: Array<{ id: number }> } & Array<{ id: number }>;
+    const ids = (rows.rows ?? rows).map((row) => Number(row.id));
+    expect(ids).toHaveLength(450);
+    await gatehouse.lastSeen.flush();
+    const at = new Date();
+    for (const id of ids) gatehouse.lastSeen.note(id, at, `storm-${id}`);
+    const updates = countQueries(database.db, (query) => /^\s*update\b/i.test(query));
+    // What the event loop saw between the statements: how many had been sent at each of its turns.
+    const seenAtTurns: number[] = [];
+    let turning = true;
+    const turn = () => {
+      seenAtTurns.push(updates.count());
+      if (turning) setImmediate(turn);
+    };
+    setImmediate(turn);
+    try {
+      await gatehouse.lastSeen.flush();
+    } finally {
+      turning = false;
+      updates.stop();
+    }
+    expect(updates.count()).toBe(3);
+    expect(seenAtTurns).toEqual(expect.arrayContaining([1, 2]));
+    const written = (await database.db.execute(sql`
+      select count(*)::int as n from clients where username like 'storm-seen-%' and last_seen_at = ${at.toISOString()}::timestamptz and last_client_id = 'storm-' || id`)) as unknown as
+      { rows?: Array<{ n: number }> } & Array<{ n: number }>;
+    expect(Number((written.rows ?? written)[0]!.n)).toBe(450);
   });
 });
