@@ -28,6 +28,7 @@
     root.querySelectorAll('[data-password-tools]').forEach((tools) => {
       tools.hidden = false;
     });
+    root.querySelectorAll('[data-live-stream]').forEach((tail) => startLiveTail(tail));
   }
 
   document.addEventListener('click', async (event) => {
@@ -291,6 +292,72 @@
     event.preventDefault();
     event.returnValue = '';
   });
+
+  // Topics: the live tail. The server streams the filter's messages as
+  // server-sent events (JSON; payloads as text or hex, put in text nodes
+  // only); the table keeps the last LIVE_ROWS. Pause closes the stream,
+  // Resume opens it again; Clear empties the table.
+  const LIVE_ROWS = 200;
+  function startLiveTail(tail) {
+    if (tail.dataset.liveStarted) return;
+    tail.dataset.liveStarted = 'true';
+    tail.hidden = false;
+    const rows = tail.querySelector('[data-live-rows]');
+    const status = tail.querySelector('.live-status');
+    const pause = tail.querySelector('[data-live-pause]');
+    let source = null;
+    const cell = (text, code) => {
+      const td = document.createElement('td');
+      if (code) {
+        const c = document.createElement('code');
+        c.textContent = text;
+        td.append(c);
+      } else td.textContent = text;
+      return td;
+    };
+    const add = (tr) => {
+      rows.prepend(tr);
+      while (rows.children.length > LIVE_ROWS) rows.lastElementChild.remove();
+    };
+    const open = () => {
+      source = new EventSource(tail.getAttribute('data-live-stream'));
+      source.addEventListener('ready', () => { status.textContent = 'Watching: new messages appear at the top.'; });
+      source.addEventListener('message', (event) => {
+        const m = JSON.parse(event.data);
+        const tr = document.createElement('tr');
+        tr.append(
+          cell(new Date(m.at).toISOString().slice(11, 23)),
+          cell(m.topic + (m.retain ? ' (retained)' : ''), true),
+          cell(m.kind === 'empty' ? '(empty)' : (m.kind === 'hex' ? 'hex ' : '') + m.text + (m.cut ? ` … (${m.size} B)` : ''), true),
+          cell(`${m.size} B`),
+        );
+        tr.dataset.kind = m.kind;
+        add(tr);
+      });
+      source.addEventListener('skipped', (event) => {
+        const { count } = JSON.parse(event.data);
+        const tr = document.createElement('tr');
+        const td = cell(`${count} more ${count === 1 ? 'message' : 'messages'} not shown (at most 10 a second are).`);
+        td.colSpan = 4;
+        tr.append(td);
+        add(tr);
+      });
+      source.addEventListener('error', () => { status.textContent = 'The stream was interrupted; reconnecting…'; });
+    };
+    pause.addEventListener('click', () => {
+      if (source) {
+        source.close();
+        source = null;
+        pause.textContent = 'Resume';
+        status.textContent = 'Paused: messages meanwhile are not shown.';
+      } else {
+        pause.textContent = 'Pause';
+        open();
+      }
+    });
+    tail.querySelector('[data-live-clear]').addEventListener('click', () => rows.replaceChildren());
+    open();
+  }
 
   document.addEventListener('DOMContentLoaded', () => enhance(document));
   document.addEventListener('htmx:after:swap', (event) => {

@@ -249,6 +249,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         sessionsByClient: async () => (sharedSessions ? sharedSessions.sessionsByClient().catch(() => localBroker.sessionsByClient()) : localBroker.sessionsByClient()),
         thisNode: () => openSampler.local(),
         sessions,
+        topics: localBroker.topics,
       },
       log,
       trustProxy: config.TRUST_PROXY,

@@ -72,6 +72,13 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
     device.publish(`not/allowed/${'very-long-topic-level/'.repeat(8)}end`, 'x');
     const refused = await connect(brokerUrl(gatehouse, 'tcp'), { username: long.username, password: 'long-password', clientId: 'other' }).catch(() => null);
     if (refused) devices.push(refused);
+    // The Topics page: a retained message with a long topic and a long payload.
+    await new Promise<void>((resolve, reject) =>
+      gatehouse.broker.aedes.publish(
+        { cmd: 'publish', topic: 'plant/retained/with/a/very/long/topic', payload: Buffer.from(`{"reading":"${'0123456789'.repeat(40)}"}`), qos: 0, retain: true, dup: false },
+        (error) => (error ? reject(error) : resolve()),
+      ),
+    );
     await gatehouse.audit.flush();
   });
   afterAll(async () => {
@@ -90,6 +97,9 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
     '/clients/:client/delete',
     '/clients/:client/disconnect',
     '/connections',
+    '/topics',
+    '/topics?filter=plant%2F%23',
+    '/topics/clear?topic=plant%2Fretained%2Fwith%2Fa%2Fvery%2Flong%2Ftopic',
     '/groups',
     '/groups/new',
     '/groups/:group/edit',

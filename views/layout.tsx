@@ -16,6 +16,7 @@ export const navigation: Array<{ label: string; items: NavItem[] }> = [
   { label: 'Broker', items: [
     { section: 'overview', href: '/', label: 'Overview' },
     { section: 'connections', href: '/connections', label: 'Connections' },
+    { section: 'topics', href: '/topics', label: 'Topics' },
     { section: 'pipelines', href: '/pipelines', label: 'Pipelines' },
   ] },
   { label: 'Access', items: [

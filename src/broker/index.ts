@@ -99,6 +99,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   return {
     aedes: engine.aedes,
     nodeId,
+    topics: engine.topics,
     ...listeners,
     ...sessions.api,
     async close() {

@@ -4,6 +4,7 @@ import type { Aedes, AedesOptions } from 'aedes';
 import type { AccessSnapshot, AuthFailure, AuthResult, AuthenticateInput, Principal, Transport } from '../domain/access/types';
 import type { LiveSession } from '../domain/connections';
 import type { BrokerLimits } from './limits';
+import type { EngineTopics } from './engine';
 
 /**
  * What the broker asks of the rest of Gatehouse. Every hook is a translation:
@@ -103,6 +104,8 @@ export const noMetrics: BrokerMetrics = { connect() {}, received() {}, sent() {}
  * interface added to `Broker`.
  */
 export interface Broker extends BrokerListeners, BrokerSessions {
+  /** Retained messages and the live tail (engine/topics.ts). */
+  topics: EngineTopics;
   /** The engine itself, for tests that listen to its events; Gatehouse's own code uses `nodeId`. */
   aedes: Aedes;
   /** This node's id (in session ids, and on the bus). */

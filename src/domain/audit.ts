@@ -54,6 +54,8 @@ export const AUDIT_KINDS = {
   'mqtt.publish_refused': 'MQTT publish refused',
   'mqtt.subscribe_refused': 'MQTT subscription refused',
   'mqtt.disconnected': 'MQTT connection closed from the console',
+  'retained.cleared': 'Retained message cleared',
+  'topics.watched': 'Live messages watched',
   'audit.dropped': 'Audit events dropped',
 } as const;
 

@@ -20,6 +20,7 @@ import type { AccessControl, AppEnv, LiveState, TlsControl } from './env';
 import { loadAccess, readRuleModel } from '../domain/access/query';
 import { groupRuleRoutes } from './groupRules';
 import { groupRoutes } from './groups';
+import { topicRoutes } from './topics';
 import { overviewRoutes } from './overview';
 import { securityHeaders } from './security';
 import { isHtmx, readFlash } from './http';
@@ -201,6 +202,7 @@ export function createApp(deps: AppDeps) {
   app.route('/clients', clientRoutes({ log }));
   app.route('/clients', clientAccessRoutes());
   app.route('/connections', connectionRoutes({ log }));
+  app.route('/topics', topicRoutes());
   app.route('/groups', groupRoutes({ log }));
   app.route('/group-rules', groupRuleRoutes());
   app.route('/administrators', administratorRoutes({ signIn, trustProxy }));

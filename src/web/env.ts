@@ -3,6 +3,7 @@ import type { AccessSnapshot, Who } from '../domain/access/types';
 import type { RuleModel } from '../domain/access/acl';
 import type { LocalNode } from '../domain/overview';
 import type { SessionDirectory } from '../domain/connections';
+import type { EngineTopics } from '../broker/engine';
 import type { AuditActor, AuditRecorder } from '../domain/audit';
 
 /** Live broker state the console shows; absent when no broker runs (some tests). */
@@ -13,6 +14,8 @@ export interface LiveState {
   thisNode?(): Promise<LocalNode>;
   /** Every node's live sessions, and the way to end them; none without a broker. */
   sessions?: SessionDirectory;
+  /** Retained messages and the live tail (the Topics page); none without a broker. */
+  topics?: EngineTopics;
 }
 
 /** The TLS listeners as the certificates page drives them. */

@@ -5,11 +5,13 @@ import { checkEngine } from './check';
 import { manageDeliveries, releaseHeldDeliveries, sessionConnected } from './delivery';
 import { limitPacketSize } from './parser';
 import { fixSessionStore } from './sessionStore';
+import { engineTopics, type EngineTopics } from './topics';
 
 export { connackSent, dropPendingWill, isOwnWill, pendingWill, streamOf, subscriptionCount, type EngineClient, type PendingWill } from './client';
 export { isRepeatedDelivery } from './delivery';
 export { checkEngine } from './check';
 export { EngineMismatchError } from './packages';
+export type { EngineTopics, RetainedMessage, TappedMessage } from './topics';
 
 /**
  * The MQTT engine (Aedes 2.0 beta, patched) behind one seam: the rest of the broker gives it
@@ -55,6 +57,8 @@ export interface Engine {
   id: string;
   /** Starts MQTT on a connected stream. */
   handle(stream: Duplex, req?: IncomingMessage): AedesClient;
+  /** Retained messages and the live tail (the Topics page). */
+  topics: EngineTopics;
   /** Closes every client and the bus. */
   close(): Promise<void>;
 }
@@ -91,6 +95,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   return {
     aedes,
     id: aedes.id,
+    topics: engineTopics(aedes),
     handle(stream, req) {
       const client = aedes.handle(stream, req);
       manageDeliveries(client);
