@@ -53,7 +53,7 @@ async function settle(done: () => boolean, ms = 10_000) {
   while (!done() && Date.now() < until) await sleep(50);
 }
 
-describe.each(stores)('delivery on $name', { timeout: 120_000 }, ({ start }) => {
+describe.each(stores)('delivery on $name', { timeout: 120_000 }, ({ name, start }) => {
   let gatehouse: Gatehouse;
   let url: string;
   beforeAll(async () => {
@@ -219,5 +219,30 @@ describe.each(stores)('delivery on $name', { timeout: 120_000 }, ({ start }) => 
     expect(problems).toEqual([]);
     expect(counts.size).toBe(total);
     expect([...counts.values()].filter((n) => n > 1)).toEqual([]);
+  });
+
+  // The embedded store's side is tests/acknowledged.process.test.ts (kill -9).
+  it.runIf(name === 'Redis')('sends PUBACK only once Redis has acknowledged the retained copy and the copy queued for an away session', async () => {
+    const away = await client({ clientId: 'acked-away', clean: false });
+    await away.subscribeAsync('acked/#', { qos: 1 });
+    await endClient(away);
+    const publisher = await client({ clientId: 'acked-publisher' });
+    // Read beside the broker, with aedes-persistence-redis 12's own keys.
+    const reader = new Redis(deliveryRedisUrl());
+    const stored = async () => ({
+      retained: await reader.hexists('retained', 'acked/door'),
+      queued: await reader.llen('outgoing:acked-away'),
+    });
+    try {
+      expect(await stored()).toEqual({ retained: 0, queued: 0 });
+      // Every write to Redis waits 3 s (reads go on): a PUBACK sent before the
+      // store's commands are answered arrives while nothing is stored yet.
+      await reader.call('CLIENT', 'PAUSE', '3000', 'WRITE');
+      await publisher.publishAsync('acked/door', 'open', { qos: 1, retain: true });
+      expect(await stored()).toEqual({ retained: 1, queued: 1 });
+    } finally {
+      await reader.call('CLIENT', 'UNPAUSE').catch(() => {});
+      reader.disconnect();
+    }
   });
 });
