@@ -212,7 +212,8 @@ const phase = (name: string) => {
 try {
   if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm' || s === 'acknowledged')) {
     phase('preparing the fleet (users for every broker)');
-    const fleet = await prepareFleet(scenarios.includes('storm') ? stormClients : 0);
+    // The typed-password storm's Argon2id hashes take a minute or two to make: BENCH_STORM_TYPED=0 leaves it out.
+    const fleet = await prepareFleet(scenarios.includes('storm') ? stormClients : 0, { typed: scenarios.includes('storm') && process.env.BENCH_STORM_TYPED !== '0' });
     const cases = CASES.filter((c) => scenarios.includes(c.shape));
     if (cases.length) {
       phase([...new Set(cases.map((c) => c.shape))].join(', '));

@@ -9,6 +9,7 @@ import type { Fleet } from './fleet';
 export const GATEHOUSE = 'Gatehouse (ACL on, LevelDB, embedded database)';
 export const BARE_AEDES = 'bare Aedes (no hooks, LevelDB)';
 export const MOSQUITTO_NAME = 'Mosquitto 2.0 (password file)';
+export const GATEHOUSE_TYPED = 'Gatehouse, typed passwords (Argon2id; otherwise as above)';
 
 export interface Contender {
   name: string;
@@ -17,8 +18,12 @@ export interface Contender {
 
 let warned = false;
 
-/** Mosquitto, bare Aedes and Gatehouse, each authenticating the bench user and `fleet`. */
-export function contenders(fleet: Fleet, brokerCpu: string | undefined): Contender[] {
+/**
+ * Mosquitto, bare Aedes and Gatehouse, each authenticating the bench user and
+ * `fleet`; with `typed`, Gatehouse again with the fleet's passwords stored as
+ * typed ones are (when the fleet has them).
+ */
+export function contenders(fleet: Fleet, brokerCpu: string | undefined, options: { typed?: boolean } = {}): Contender[] {
   const list: Contender[] = [];
   if (fleet.mosquittoPasswordFile && mosquittoInstalled()) {
     const passwordFile = fleet.mosquittoPasswordFile;
@@ -30,6 +35,8 @@ export function contenders(fleet: Fleet, brokerCpu: string | undefined): Contend
   }
   list.push({ name: BARE_AEDES, start: () => startBareAedes('level', brokerCpu, fleet.aedesUsersFile) });
   list.push({ name: GATEHOUSE, start: () => startGatehouse({}, { template: fleet.gatehouseTemplate, cpus: brokerCpu }) });
+  const typedTemplate = fleet.typedTemplate;
+  if (options.typed && typedTemplate) list.push({ name: GATEHOUSE_TYPED, start: () => startGatehouse({}, { template: typedTemplate, cpus: brokerCpu }) });
   return list;
 }
 
