@@ -22,6 +22,7 @@ import { createAuthenticator, type Authenticator } from './domain/access/authent
 import { loadAccessModel, type AccessModel } from './domain/access/model';
 import type { SessionDirectory } from './domain/connections';
 import { createLastSeenRecorder, type LastSeenRecorder } from './domain/lastSeen';
+import { createSessionExpiryStore } from './domain/sessionExpiries';
 import { prepareFirstAdministrator } from './domain/setup';
 import { createMetrics } from './metrics';
 import { createSampler, type Sampler } from './sampler';
@@ -181,6 +182,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
       mq: brokerState.mq,
       persistence: brokerState.persistence,
+      sessionExpiries: createSessionExpiryStore(database.db),
       heartbeatIntervalMs: config.NODE_HEARTBEAT_MS,
       onSessionChange: (clientRowId, delta, mqttClientId) => {
         cluster.sessions?.change(clientRowId, delta);

@@ -229,9 +229,70 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
       if (dataDir) await rm(dataDir, { recursive: true, force: true });
     });
 
+    let provisioned = false;
+    const startProvisioned = async () => {
+      const gatehouse = await start();
+      if (!provisioned) await provision(gatehouse);
+      provisioned = true;
+      return gatehouse;
+    };
+    /** Connects `clientId` again, resuming its session if there is one; its CONNACK and what it is sent within `ms`. */
+    const comeBack = async (gatehouse: Gatehouse, clientId: string, ms = 500) => {
+      const back = mqtt.connect(brokerUrl(gatehouse, 'tcp'), { reconnectPeriod: 0, ...v5Options(clientId, { clean: false, properties: { sessionExpiryInterval: 600 } }) });
+      const payloads: string[] = [];
+      back.on('message', (_topic, payload) => payloads.push(payload.toString()));
+      const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+        back.once('connect', resolve);
+        back.once('error', reject);
+      });
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      await endClient(back);
+      return { sessionPresent: connack.sessionPresent, payloads };
+    };
+    /** A 5.0 session of `clientId` kept for `expiryS` after it disconnects now, with a message queued for it. */
+    const leaveSession = async (gatehouse: Gatehouse, clientId: string, expiryS: number) => {
+      const client = await connect(brokerUrl(gatehouse, 'tcp'), v5Options(clientId, { clean: false, properties: { sessionExpiryInterval: expiryS } }));
+      await client.subscribeAsync(`five/${clientId}`, { qos: 1 });
+      await endClient(client);
+      const leftAt = Date.now();
+      const publisher = await connect(brokerUrl(gatehouse, 'tcp'), v5Options(`${clientId}-pub`));
+      await publisher.publishAsync(`five/${clientId}`, 'queued', { qos: 1 });
+      await endClient(publisher);
+      return leftAt + expiryS * 1000;
+    };
+
+    it('removes at start a session whose expiry passed while it was down, with what was queued for it', async () => {
+      let gatehouse = await startProvisioned();
+      const expiresAt = await leaveSession(gatehouse, 'five-brief', 2);
+      await gatehouse.close();
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt - Date.now()) + 300));
+      gatehouse = await start();
+      try {
+        expect(await comeBack(gatehouse, 'five-brief')).toEqual({ sessionPresent: false, payloads: [] });
+      } finally {
+        await gatehouse.close();
+      }
+    });
+
+    it('removes a session whose expiry falls after a restart when it falls, and keeps it until then', async () => {
+      let gatehouse = await startProvisioned();
+      const expiresAt = await leaveSession(gatehouse, 'five-later', 6);
+      const keptAt = await leaveSession(gatehouse, 'five-kept', 6);
+      await gatehouse.close();
+      gatehouse = await start();
+      try {
+        // Restarted before either expiry: what follows is the restarted node's own timing.
+        expect(Date.now()).toBeLessThan(Math.min(expiresAt, keptAt) - 1000);
+        expect(await comeBack(gatehouse, 'five-kept', 200)).toEqual({ sessionPresent: true, payloads: ['queued'] });
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt - Date.now()) + 500));
+        expect(await comeBack(gatehouse, 'five-later')).toEqual({ sessionPresent: false, payloads: [] });
+      } finally {
+        await gatehouse.close();
+      }
+    });
+
     it('keeps the session it asked for, with what was queued, and tells it 0x8B at shutdown', async () => {
-      let gatehouse = await start();
-      await provision(gatehouse);
+      let gatehouse = await startProvisioned();
       const client = await connect(brokerUrl(gatehouse, 'tcp'), v5Options('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }));
       await client.subscribeAsync('five/durable', { qos: 1 });
       const told = serverDisconnect(client);

@@ -5,6 +5,7 @@ import { startEngine, streamOf } from './engine';
 import { createForwarding } from './flow';
 import { createListeners } from './listeners';
 import { createPublishPacer, defaultBrokerLimits } from './limits';
+import { createSessionExpiry } from './sessionExpiry';
 import { createSessionRegistry } from './sessions';
 import { noMetrics, type Broker, type BrokerDeps } from './types';
 import { createWills } from './wills';
@@ -22,6 +23,7 @@ export * from './types';
  * - flow.ts: flow control on the way out (slow subscribers);
  * - listeners.ts: TCP, TLS and WebSocket;
  * - sessions.ts: the sessions open on this node;
+ * - sessionExpiry.ts: MQTT 5 session expiry across restarts;
  * - and here: the order in which they are made, and shutdown.
  */
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
@@ -46,6 +48,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   });
   const sessions = createSessionRegistry({ registry, nodeId, onSessionChange: deps.onSessionChange });
 
+  // Set once the engine is up; its events come only after.
+  let expiry: ReturnType<typeof createSessionExpiry> | undefined;
   // Checks the engine before anything opens: one that does not fit stops here, named.
   const engine = await startEngine({
     id: nodeId,
@@ -68,8 +72,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       opened(client) {
         registry.settle(streamOf(client));
         sessions.opened(client);
+        expiry?.opened(client);
       },
-      ended: sessions.ended,
+      ended(client) {
+        sessions.ended(client);
+        expiry?.ended(client);
+      },
+      sessionExpired: (clientId) => expiry?.expired(clientId),
       unsubscribed: access.unsubscribed,
       clientError(client, error) {
         if (/stalled|drain timeout/.test(error.message)) log(`client id ${JSON.stringify(client.id)} disconnected: ${error.message}`);
@@ -84,6 +93,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       },
     },
   });
+
+  expiry = createSessionExpiry({ store: deps.sessionExpiries, engine, log });
+  // Sessions whose expiry passed while no node was up go before any device connects.
+  await expiry.start();
 
   const listeners = createListeners({
     registry,
@@ -106,6 +119,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       await sessions.tellShutdown();
       await listeners.close();
       await engine.close();
+      await expiry?.close();
     },
   };
 }

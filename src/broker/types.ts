@@ -3,6 +3,7 @@ import type tls from 'node:tls';
 import type { Aedes, AedesOptions } from 'aedes';
 import type { AccessSnapshot, AuthFailure, AuthResult, AuthenticateInput, Principal, Transport } from '../domain/access/types';
 import type { LiveSession } from '../domain/connections';
+import type { SessionExpiryStore } from '../domain/sessionExpiries';
 import type { BrokerLimits } from './limits';
 import type { EngineTopics } from './engine';
 
@@ -33,6 +34,11 @@ export interface BrokerDeps {
   currentAccess?(who: WillOwner): Promise<AccessSnapshot | null>;
   /** Told when a client's sessions on this node open (+1) or end (-1), with the session's MQTT client id. */
   onSessionChange?(clientRowId: number, delta: 1 | -1, mqttClientId: string): void;
+  /**
+   * Where MQTT 5 session expiries are kept across restarts (sessionExpiry.ts);
+   * without it an expiry lives in memory only, as in the engine.
+   */
+  sessionExpiries?: SessionExpiryStore;
   metrics?: BrokerMetrics;
   /** Told of refused CONNECTs and (sampled) refused publishes and subscriptions; must not block. */
   audit?: BrokerAudit;

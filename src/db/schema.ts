@@ -456,3 +456,15 @@ export const pipelineDeadLetters = pgTable(
   },
   (t) => [index('pipeline_dead_letters_pipeline_idx').on(t.pipelineId, t.id)],
 );
+
+/**
+ * MQTT 5 sessions kept after their connection ended, until when (the granted
+ * Session Expiry Interval from that end). The engine times expiry in memory
+ * only; this row is what a node that starts reads, so a session whose expiry
+ * fell while no node was up is removed then (src/broker/sessionExpiry.ts).
+ * Removed when a connection of the client id opens, or the session expires.
+ */
+export const sessionExpiries = pgTable('session_expiries', {
+  mqttClientId: text('mqtt_client_id').primaryKey(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+});

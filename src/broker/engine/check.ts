@@ -6,6 +6,7 @@ import { EngineMismatchError, installedVersion, packageSource } from './packages
 import { parserExpectations } from './parser';
 import { redisBusExpectations } from './redisBus';
 import { sessionStoreExpectations } from './sessionStore';
+import { storedSessionExpectations } from './storedSessions';
 
 /**
  * A patch of patches/aedes+2.0.0-beta.1+*.patch, known by a line it writes
@@ -65,6 +66,7 @@ export function engineExpectations(probe: () => AedesClient, options: { redis?: 
     ...clientExpectations(probe),
     ...parserExpectations(probe),
     ...sessionStoreExpectations,
+    ...storedSessionExpectations(probe),
     ...(options.redis ? redisBusExpectations() : []),
   ];
 }

@@ -5,6 +5,7 @@ import { checkEngine } from './check';
 import { manageDeliveries, releaseHeldDeliveries, sessionConnected } from './delivery';
 import { limitPacketSize } from './parser';
 import { fixSessionStore } from './sessionStore';
+import { isBeingTakenOver, isConnectedHere, wipeStoredSession } from './storedSessions';
 import { engineTopics, type EngineTopics } from './topics';
 
 export { connackSent, dropPendingWill, isOwnWill, pendingWill, streamOf, subscriptionCount, type EngineClient, type PendingWill } from './client';
@@ -46,6 +47,8 @@ export interface EngineOptions {
     /** A session that opened has ended. */
     ended(client: AedesClient): void;
     unsubscribed(filters: string[], client: AedesClient): void;
+    /** MQTT 5: the engine's own timer removed the session of `clientId` (its expiry came while this node ran). */
+    sessionExpired(clientId: string): void;
     clientError(client: AedesClient, error: Error): void;
   };
 }
@@ -61,6 +64,12 @@ export interface Engine {
   topics: EngineTopics;
   /** Closes every client and the bus. */
   close(): Promise<void>;
+  /** Removes the stored session of a client id no connection serves (storedSessions.ts). */
+  wipeStoredSession(clientId: string): Promise<void>;
+  /** True while a new connection of `clientId` takes its session over. */
+  isBeingTakenOver(clientId: string): boolean;
+  /** True when a connection of `clientId` is open on this node. */
+  isConnectedHere(clientId: string): boolean;
 }
 
 export async function startEngine(options: EngineOptions): Promise<Engine> {
@@ -92,6 +101,7 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     if (client) options.events.unsubscribed(filters, client);
   });
   aedes.on('clientError', (client, error) => options.events.clientError(client, error));
+  aedes.on('sessionExpired', (client) => options.events.sessionExpired(client.id));
   return {
     aedes,
     id: aedes.id,
@@ -103,5 +113,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
       return client;
     },
     close: () => new Promise<void>((resolve) => aedes.close(() => resolve())),
+    wipeStoredSession: (clientId) => wipeStoredSession(aedes, clientId),
+    isBeingTakenOver: (clientId) => isBeingTakenOver(aedes, clientId),
+    isConnectedHere: (clientId) => isConnectedHere(aedes, clientId),
   };
 }
