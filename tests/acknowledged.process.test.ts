@@ -8,6 +8,7 @@ import { createClient } from '../src/domain/clients';
 import { grantGroup } from './support/acl';
 import { createPostgresTestDatabase, drivers, type DriverName } from './support/db';
 import { connect, endClient, nextMessage, type Transport } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, startScript, stopProcess, waitForPorts, type Running } from './support/process';
 
 const transports: Transport[] = ['tcp', 'ws'];
@@ -51,6 +52,7 @@ describe.each(drivers)('a QoS 1 message acknowledged on %s with the local broker
       cleanup.push(() => created.drop());
       databaseUrl = created.url;
     }
+    if (!databaseUrl) await seedDataDir(dataDir);
     const seeded = await openDatabase(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Keeper', ...device });
     await grantGroup(seeded.db, {

@@ -9,15 +9,16 @@ import { openDatabase, type DatabaseTarget } from '../src/db';
 import { createAdministrator, createSignInGuard } from '../src/domain/administrators';
 import { countSessionsOfAdministrator, createSession } from '../src/domain/sessions';
 import { drivers } from './support/db';
+import { seedDataDir } from './support/pgliteTemplate';
+import { bundledAdminCommand } from './support/process';
 
 const root = path.resolve(import.meta.dirname, '..');
-const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
 
-/** Runs `npm run admin -- …` (the same file, without npm's noise) with `input` on standard input. */
+/** Runs `npm run admin -- …` (the built command, without npm's noise) with `input` on standard input. */
 function runAdmin(args: string[], env: Record<string, string>, input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const { DATABASE_URL: _url, DATA_DIR: _dir, ...inherited } = process.env;
-    const child = spawn(tsx, ['src/cli/admin.ts', ...args], {
+    const child = spawn(process.execPath, [bundledAdminCommand(), ...args], {
       cwd: root,
       env: { ...inherited, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -41,6 +42,7 @@ interface Target {
 async function makeTarget(driver: 'pglite' | 'postgres'): Promise<Target> {
   if (driver === 'pglite') {
     const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-cli-'));
+    await seedDataDir(dir);
     return { env: { DATA_DIR: dir }, open: { kind: 'pglite', dataDir: dir }, cleanup: () => rm(dir, { recursive: true, force: true }) };
   }
   const base = process.env.TEST_DATABASE_URL!;

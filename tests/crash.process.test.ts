@@ -7,6 +7,7 @@ import { createAdministrator } from '../src/domain/administrators';
 import { createSession } from '../src/domain/sessions';
 import { SESSION_COOKIE } from '../src/web/session';
 import { createPostgresTestDatabase, drivers, type DriverName } from './support/db';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 
 /**
@@ -34,6 +35,7 @@ describe.each(drivers)('a crash during console writes on %s', { timeout: 180_000
     }
     const open = (): Promise<OpenDatabase> => openDatabase(databaseUrl ? { kind: 'postgres', url: databaseUrl } : { kind: 'pglite', dataDir });
 
+    if (!databaseUrl) await seedDataDir(dataDir);
     const seeded = await open();
     const administrator = await createAdministrator(seeded.db, { username: 'crash-admin', password: 'crash-admin-password' });
     const session = await createSession(seeded.db, administrator.id);

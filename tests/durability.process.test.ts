@@ -11,6 +11,7 @@ import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { createPostgresTestDatabase, drivers } from './support/db';
 import { connect, endClient, nextMessage, type Transport } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 
 const transports: Transport[] = ['tcp', 'ws'];
@@ -48,6 +49,7 @@ describe('broker state on the default install', { timeout: 180_000 }, () => {
   let running: Running | undefined;
   beforeEach(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-durable-'));
+    await seedDataDir(dataDir);
     const seeded = await openDatabase({ kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Keeper', ...device });
     await grantGroup(seeded.db, {

@@ -10,6 +10,7 @@ import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { grantGroup } from './support/acl';
 import { connect, endClient, nextMessage } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 
 /** FLOOD_SECONDS lengthens it (the README's figures are from 15 s). */
@@ -33,6 +34,7 @@ describe('a saturating QoS 0 flood beside a subscriber that stopped reading', { 
 
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-flood-'));
+    await seedDataDir(dataDir);
     const seeded = await openDatabase({ kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Flood', ...auth });
     await grantGroup(seeded.db, { name: 'Flood', permissions: [['allow', 'publish', '#'], ['allow', 'subscribe', '#']], usernames: ['flood'] });

@@ -8,6 +8,7 @@ import { createClient } from '../src/domain/clients';
 import { createPipeline } from '../src/domain/pipelines/pipelines';
 import { grantGroup } from './support/acl';
 import { connect, endClient } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 import { startReceiver, type Receiver } from './support/receiver';
 
@@ -25,6 +26,7 @@ describe('a webhook pipeline on the default install across kill -9', { timeout: 
   beforeEach(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-pipelines-'));
     receiver = await startReceiver();
+    await seedDataDir(dataDir);
     const seeded = await openDatabase({ kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Sensor', ...device });
     await grantGroup(seeded.db, { name: 'Sensors', permissions: [['allow', 'publish', 'sensors/#']], usernames: [device.username] });

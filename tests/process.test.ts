@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { connect, endClient } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { childProcesses, residentBytes, startProcess, waitForPorts } from './support/process';
 
 // Each test starts whole processes (the built bundle, then the embedded database): slow on a busy machine.
@@ -20,6 +21,7 @@ describe('the gatehouse process', { timeout: 120_000 }, () => {
 
   it('keeps its data in DATA_DIR, prints the ports it bound, refuses a second process on the same directory, and stops cleanly on SIGTERM', async () => {
     // Data written before start is there after start: the same embedded database.
+    await seedDataDir(dataDir);
     const seeded = await openDatabase({ kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Persisted', username: 'persisted', password: 'persisted-password' });
     await seeded.close();
@@ -66,6 +68,8 @@ describe('the gatehouse process', { timeout: 120_000 }, () => {
       expect(residentBytes(blocker.child.pid!)).toBeLessThan(300 * 1024 * 1024);
       expect(existsSync(path.join(dataDir, 'blocker', 'pglite', 'PG_VERSION'))).toBe(true);
       expect(readdirSync(path.join(dataDir, 'blocker')).filter((entry) => entry.startsWith('pglite.creating'))).toEqual([]);
+      // Its subject is the port, not a first start: its database is made already.
+      await seedDataDir(path.join(dataDir, 'clash'));
       const clash = startProcess({ DATA_DIR: path.join(dataDir, 'clash'), MQTT_PORT: String(ports.mqtt) });
       expect(await clash.exited).toBe(1);
       expect(clash.output()).toContain('already in use');

@@ -7,6 +7,7 @@ import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { grantGroup } from './support/acl';
 import { connect, endClient } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, stopProcess, waitForPorts, type Running } from './support/process';
 
 const DEVICES = 1000;
@@ -16,6 +17,7 @@ describe('graceful stop', { timeout: 180_000 }, () => {
   let running: Running | undefined;
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-shutdown-'));
+    await seedDataDir(dataDir);
     const seeded = await openDatabase({ kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Fleet', username: 'fleet', password: 'fleet-password' });
     await grantGroup(seeded.db, { name: 'Fleet', permissions: [['allow', 'subscribe', 'fleet/#']], usernames: ['fleet'] });

@@ -8,6 +8,7 @@ import { openDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { certificateFactory } from './support/certs';
 import { connect, endClient } from './support/mqtt';
+import { seedDataDir } from './support/pgliteTemplate';
 import { startProcess, stopProcess, waitForPorts } from './support/process';
 
 function servedFingerprint(port: number, ca: string): Promise<string> {
@@ -46,6 +47,7 @@ describe('the gatehouse process with TLS', { timeout: 180_000 }, () => {
   });
 
   it('prints the TLS ports, and on SIGHUP gives new connections the new certificate while a device stays connected', async () => {
+    await seedDataDir(dataDir);
     const seeded = await openDatabase({ kind: 'pglite', dataDir });
     await createClient(seeded.db, { name: 'Sensor', username: 'sensor', password: 'sensor-password' });
     await seeded.close();

@@ -26,6 +26,11 @@ function bundle(): string {
   return built;
 }
 
+/** The admin command of the same bundle (`npm run admin` runs `node dist/bin/admin.js`). */
+export function bundledAdminCommand(): string {
+  return path.join(path.dirname(bundle()), 'admin.js');
+}
+
 /**
  * Builds the bundle into a directory of this process' own (test files run in
  * parallel, and a bundle being rewritten must not be started), removed when
