@@ -197,7 +197,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
             actor: event.username ?? null,
             subject: event.topic,
             address: event.address,
-            details: { clientId: event.clientId, transport: event.transport },
+            // A 5.0 device's row names the reason code it was answered with.
+            details: { clientId: event.clientId, transport: event.transport, ...(event.reasonCode === undefined ? {} : { reasonCode: `0x${event.reasonCode.toString(16).toUpperCase()}` }) },
           }),
       },
       log,

@@ -90,6 +90,20 @@ describe.each(drivers)('what the broker writes to the audit trail on %s', (drive
     expect((await rowsOf('mqtt.subscribe_refused')).map((r) => [r.actor, r.subject])).toEqual([['meter', 'meters/#']]);
   });
 
+  it('records with a 5.0 device\'s refused publish and subscription the reason code it was answered with', async () => {
+    const device = await connect(brokerUrl(gatehouse, 'ws'), { protocolVersion: 5, username: 'meter', password: 'meter-password', clientId: 'meter-5' });
+    try {
+      const refused = await device.publishAsync('valves/close', 'x', { qos: 1 }).catch((error: { code?: number }) => error);
+      expect((refused as { code?: number }).code).toBe(0x87);
+      expect(await subscribeCodes(device, { 'valves/#': { qos: 0 } })).toEqual({ 'valves/#': 0x87 });
+    } finally {
+      await endClient(device);
+    }
+    await gatehouse.audit.flush();
+    expect((await rowsOf('mqtt.publish_refused')).map((r) => [r.subject, r.details])).toEqual([['valves/close', { clientId: 'meter-5', transport: 'ws', reasonCode: '0x87' }]]);
+    expect((await rowsOf('mqtt.subscribe_refused')).map((r) => [r.subject, r.details])).toEqual([['valves/#', { clientId: 'meter-5', transport: 'ws', reasonCode: '0x87' }]]);
+  });
+
   it('writes what is still buffered when it stops', async () => {
     const database = await createTestDatabase(driver);
     const dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-audit-'));

@@ -31,11 +31,12 @@ export interface AccessDeps {
   noteRefusal: NoteRefusal;
 }
 
-export type NoteRefusal = (client: AedesClient, action: 'publish' | 'subscribe', topic: string) => void;
+/** `sent`: the MQTT 5 reason code the device was answered with (none: a 3.1.1 publish dropped, a will). */
+export type NoteRefusal = (client: AedesClient, action: 'publish' | 'subscribe', topic: string, sent?: number) => void;
 
 /** Logs and audits a refusal, once per session and topic (at most 20 per session): a looping device does not flood either. */
 export function createRefusalNotes(registry: ConnectionRegistry, audit: BrokerAudit | undefined, log: (message: string) => void): NoteRefusal {
-  return function noteRefusal(client, action, topic) {
+  return function noteRefusal(client, action, topic, sent) {
     const state = registry.get(client);
     const key = `${action} ${topic}`;
     if (!state) return;
@@ -43,7 +44,7 @@ export function createRefusalNotes(registry: ConnectionRegistry, audit: BrokerAu
     if (state.refusals.has(key) || state.refusals.size >= 20) return;
     state.refusals.add(key);
     log(`refused ${action} to ${JSON.stringify(topic)} for ${JSON.stringify(state.principal?.username ?? '?')} (client id ${JSON.stringify(client.id)})`);
-    audit?.refused({ action, topic, username: state.principal?.username, clientId: client.id, address: state.remoteAddress, transport: state.transport });
+    audit?.refused({ action, topic, username: state.principal?.username, clientId: client.id, address: state.remoteAddress, transport: state.transport, ...(sent === undefined ? {} : { reasonCode: sent }) });
   };
 }
 
@@ -60,7 +61,7 @@ export function createAccessHooks(deps: AccessDeps) {
     metrics.received(packet.qos, packet.payload.length);
     if (!registry.decisionsOf(client).mayPublish(packet.topic)) {
       metrics.refused('publish');
-      noteRefusal(client, 'publish', packet.topic);
+      noteRefusal(client, 'publish', packet.topic, isMqtt5(client) ? ReasonCode.NOT_AUTHORIZED : undefined);
       if (isMqtt5(client)) {
         // PUBACK/PUBREC 0x87 (QoS 0: dropped); the connection stays.
         callback(refusal(ReasonCode.NOT_AUTHORIZED, 'not authorized'));
@@ -250,14 +251,14 @@ export function createAccessHooks(deps: AccessDeps) {
       if (over) {
         metrics.refused('subscribe');
         // A refused filter may be huge: the log and the audit keep its start.
-        noteRefusal(client, 'subscribe', `${filter.length > 256 ? `${filter.slice(0, 256)}…` : filter} (${over})`);
+        noteRefusal(client, 'subscribe', `${filter.length > 256 ? `${filter.slice(0, 256)}…` : filter} (${over})`, isMqtt5(client) ? ReasonCode.NOT_AUTHORIZED : undefined);
         callback(null, null);
         return;
       }
       if (!decideSubscribe(registry.decisionsOf(client).access, subscription.topic).allowed) {
         metrics.refused('subscribe');
-        noteRefusal(client, 'subscribe', subscription.topic);
-        callback(null, null); // 0x80 for this filter only
+        noteRefusal(client, 'subscribe', subscription.topic, isMqtt5(client) ? ReasonCode.NOT_AUTHORIZED : undefined);
+        callback(null, null); // 0x80 for this filter only (5.0: 0x87)
         return;
       }
       if (!known) {

@@ -88,7 +88,7 @@ export interface PublishRefusal extends Error {
 export interface BrokerAudit {
   authFailed(event: { username: string; clientId: string; address?: string; transport: Transport; reason: AuthFailure }): void;
   /** Sampled as the log is: once per session and topic, at most 20 per session. */
-  refused(event: { action: 'publish' | 'subscribe'; topic: string; username?: string; clientId: string; address?: string; transport: Transport }): void;
+  refused(event: { action: 'publish' | 'subscribe'; topic: string; username?: string; clientId: string; address?: string; transport: Transport; reasonCode?: number }): void;
 }
 
 /** What the broker counts as it goes (see src/metrics.ts). */
