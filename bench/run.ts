@@ -10,6 +10,8 @@
  *   nodes        QoS 1 messages per second across 1 and 2 nodes on Redis
  *   footprint    idle memory, memory per connection, start-up time (bench/footprint.ts)
  *   console      the console with 100,000 clients (bench/console.ts)
+ *   model        the access model with 1,000,000 clients: start, memory, CONNECT (bench/model.ts)
+ *   changes      a change committed, until another node's access model holds it (bench/model.ts)
  *   import       importing 100,000 clients from the console, dry run and real (bench/import.ts)
  *   pipelines    QoS 1 with and without a pipeline, forwarded msg/s with and without batching, a 5xx storm (bench/pipelines.ts)
  * Set BENCH_ROUNDS (default 3), BENCH_SECONDS (default 2) to lengthen it; the
@@ -184,7 +186,7 @@ async function nodesScenario(postgres: Service, redis: Service) {
   );
 }
 
-const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines'];
+const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines', 'model', 'changes'];
 const MESSAGING = ['fanin', 'pairs', 'fanout'];
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const unknown = asked.filter((name) => !ALL.includes(name));
@@ -260,6 +262,18 @@ try {
     postgres ??= await startPostgres();
     const { consoleScenario } = await import('./console');
     await consoleScenario({ databaseUrl: postgres.url, seconds });
+  }
+  if (scenarios.includes('model') || scenarios.includes('changes')) {
+    postgres ??= await startPostgres();
+    const { changesScenario, modelScenario } = await import('./model');
+    if (scenarios.includes('model')) {
+      phase('model');
+      await modelScenario({ databaseUrl: postgres.url, clients: Number(process.env.BENCH_MODEL_CLIENTS ?? 1_000_000), brokerCpu });
+    }
+    if (scenarios.includes('changes')) {
+      phase('changes');
+      await changesScenario({ databaseUrl: postgres.url, changes: Number(process.env.BENCH_CHANGES ?? 200), brokerCpu });
+    }
   }
   if (scenarios.includes('import')) {
     phase('import');
