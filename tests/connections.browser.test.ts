@@ -47,7 +47,7 @@ describe.runIf(browserAvailable)('Connections page in Chromium', { timeout: 120_
       await page.getByText('Nobody is connected right now.').waitFor();
       expect(await accessibilityViolations(page)).toEqual([]);
       await page.getByRole('searchbox', { name: 'Search connections' }).fill('pump-live');
-      await page.waitForURL(`${base}/connections?q=pump-live`);
+      await page.waitForURL(`${base}/connections?q=pump-live&group=any`);
       await page.evaluate(() => ((window as unknown as { marker: boolean }).marker = true));
 
       await device('pump-live-1');

@@ -85,7 +85,8 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     expect(row).toMatch(/<td class="nowrap">(::ffff:)?127\.0\.0\.1<\/td>/);
     expect(row).toContain('<td>WebSocket<br/><small>MQTT 3.1.1</small></td>');
     expect(row).toContain('<td>42 s</td>');
-    expect(row).toContain('<td>1</td>'); // one subscription
+    // One subscription, and its filter.
+    expect(row).toMatch(/<td>1<ul class="compact-list subscription-filters"><li><code class="truncate" title="heat\/set">heat\/set<\/code><\/li><\/ul><\/td>/);
     expect(row).toContain('<ul class="chips"><li><a href="/groups?q=Heating" class="truncate" title="Heating">Heating</a></li></ul>');
     expect(row).toMatch(/<time datetime="\d{4}-\d\d-\d\dT[^"]+Z">\d{4}-\d\d-\d\d \d\d:\d\d UTC<\/time>/);
     expect(html).toContain('1 connection.');

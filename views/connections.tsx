@@ -68,7 +68,8 @@ export function Fingerprint(props: { value: string }) {
 }
 
 /** `/connections`: search, the live table and paging. */
-export function ConnectionsPage(props: { page: SessionPage; names: ClientNames; notice?: string }) {
+export function ConnectionsPage(props: { page: SessionPage; names: ClientNames; notice?: string; groups: string[] }) {
+  const group = props.page.request.group;
   return (
     <Layout title="Connections" section="connections">
       <PageTitle title="Connections">MQTT sessions open now, on every node. The table refreshes itself every {REFRESH_SECONDS} seconds.</PageTitle>
@@ -79,17 +80,33 @@ export function ConnectionsPage(props: { page: SessionPage; names: ClientNames; 
         <form
           method="get"
           action="/connections"
-          role="search"
+          class="search-form"
+          aria-label="Search connections"
           hx-get="/connections"
-          hx-trigger="input changed delay:300ms, submit"
+          hx-trigger="input changed delay:300ms, change, submit"
           hx-target="#connections-results"
           hx-select="#connections-results"
           hx-swap="outerHTML"
           hx-push-url="true"
         >
           {props.page.request.order !== 'newest' ? <input type="hidden" name="order" value={props.page.request.order} /> : null}
-          <input type="search" name="q" value={props.page.request.query} placeholder="Search by MQTT client ID or username" aria-label="Search connections" />
-          <button type="submit">Search</button>
+          <div role="search">
+            <input type="search" name="q" value={props.page.request.query} placeholder="Search by MQTT client ID or username" aria-label="Search connections" />
+            <button type="submit">Search</button>
+          </div>
+          <select name="group" class="group-filter" aria-label="Only the connections of a group">
+            <option value="any" selected={group === undefined}>
+              Any group
+            </option>
+            <option value="none" selected={group === ''}>
+              No group
+            </option>
+            {props.groups.map((name) => (
+              <option value={`g:${name}`} selected={group === name}>
+                {name}
+              </option>
+            ))}
+          </select>
         </form>
       </div>
       <ConnectionsResults page={props.page} names={props.names} />
@@ -97,9 +114,10 @@ export function ConnectionsPage(props: { page: SessionPage; names: ClientNames; 
   );
 }
 
-function connectionsHref(place: { query: string; order: SessionOrder; after?: SessionCursor; before?: SessionCursor; page?: 'last' }): string {
+function connectionsHref(place: { query: string; group?: string; order: SessionOrder; after?: SessionCursor; before?: SessionCursor; page?: 'last' }): string {
   const params = new URLSearchParams();
   if (place.query) params.set('q', place.query);
+  if (place.group !== undefined) params.set('group', place.group === '' ? 'none' : `g:${place.group}`);
   if (place.order !== 'newest') params.set('order', place.order);
   if (place.after) params.set('after', formatSessionCursor(place.after));
   if (place.before) params.set('before', formatSessionCursor(place.before));
@@ -110,8 +128,8 @@ function connectionsHref(place: { query: string; order: SessionOrder; after?: Se
 
 /** Where the page being shown is: what a refresh asks for again. */
 function currentHref(page: SessionPage): string {
-  const { query, order, after, before, last } = page.request;
-  return connectionsHref({ query, order, after, before, page: last ? 'last' : undefined });
+  const { query, group, order, after, before, last } = page.request;
+  return connectionsHref({ query, group, order, after, before, page: last ? 'last' : undefined });
 }
 
 /**
@@ -139,7 +157,7 @@ export function ConnectionsResults(props: { page: SessionPage; names: ClientName
       {page.missing ? <p class="notice">{page.missing}</p> : null}
       {page.sessions.length === 0 ? (
         <div class="empty-state">
-          {page.request.query ? (
+          {page.request.query || page.request.group !== undefined ? (
             <p>
               No connection matches your search. <a href="/connections">Show all connections</a>
             </p>
@@ -163,6 +181,7 @@ export function ConnectionsResults(props: { page: SessionPage; names: ClientName
                 <th scope="col">Keep-Alive</th>
                 <ConnectedAtHeader page={page} />
                 <th scope="col">Subscriptions</th>
+                <th scope="col">Messages in / out</th>
                 <th scope="col">Groups</th>
                 <th scope="col">
                   <span class="visually-hidden">Actions</span>
@@ -185,17 +204,22 @@ export function ConnectionsResults(props: { page: SessionPage; names: ClientName
 function summaryText(page: SessionPage): string {
   const count = formatCount(page.total);
   const query = page.request.query;
+  const group = page.request.group;
+  if (group !== undefined) {
+    const of = group === '' ? 'with no group' : `of group “${group}”`;
+    return `${count} ${page.total === 1 ? 'connection' : 'connections'} ${of}${query ? ` matching “${query}”` : ''}.`;
+  }
   if (!query) return `${count} ${page.total === 1 ? 'connection' : 'connections'}.`;
   return `${count} ${page.total === 1 ? 'connection matches' : 'connections match'} “${query}”.`;
 }
 
 /** The sortable column: its link turns the order round (and goes back to the first page). */
 function ConnectedAtHeader(props: { page: SessionPage }) {
-  const { query, order } = props.page.request;
+  const { query, group, order } = props.page.request;
   const other: SessionOrder = order === 'newest' ? 'oldest' : 'newest';
   return (
     <th scope="col" aria-sort={order === 'newest' ? 'descending' : 'ascending'}>
-      <a href={connectionsHref({ query, order: other })} title={other === 'oldest' ? 'Show the oldest first' : 'Show the newest first'}>
+      <a href={connectionsHref({ query, group, order: other })} title={other === 'oldest' ? 'Show the oldest first' : 'Show the newest first'}>
         Connected At <span aria-hidden="true">{order === 'newest' ? '↓' : '↑'}</span>
         <span class="visually-hidden">{other === 'oldest' ? ', newest first; sort oldest first' : ', oldest first; sort newest first'}</span>
       </a>
@@ -205,18 +229,18 @@ function ConnectedAtHeader(props: { page: SessionPage }) {
 
 function ConnectionsPageLinks(props: { page: SessionPage }) {
   const { page } = props;
-  const { query, order } = page.request;
+  const { query, group, order } = page.request;
   const shown = page.sessions.length;
   const position = shown > 0 ? `${formatCount(page.from)}–${formatCount(page.from + shown - 1)} of ${formatCount(page.total)}` : `0 of ${formatCount(page.total)}`;
   // Less than a page before this one: Previous is the first page, shown full.
-  const previous = page.previous ? (page.from - 1 <= CONNECTIONS_PAGE_SIZE ? connectionsHref({ query, order }) : connectionsHref({ query, order, before: page.previous })) : null;
+  const previous = page.previous ? (page.from - 1 <= CONNECTIONS_PAGE_SIZE ? connectionsHref({ query, group, order }) : connectionsHref({ query, group, order, before: page.previous })) : null;
   return (
     <PageLinks
       position={position}
-      first={page.previous ? connectionsHref({ query, order }) : null}
+      first={page.previous ? connectionsHref({ query, group, order }) : null}
       previous={previous}
-      next={page.next ? connectionsHref({ query, order, after: page.next }) : null}
-      last={page.next ? connectionsHref({ query, order, page: 'last' }) : null}
+      next={page.next ? connectionsHref({ query, group, order, after: page.next }) : null}
+      last={page.next ? connectionsHref({ query, group, order, page: 'last' }) : null}
     />
   );
 }
@@ -250,7 +274,14 @@ export function ConnectionRow(props: { session: LiveSession; name?: string }) {
       <TransportCell session={session} />
       <td>{keepAliveText(session.keepaliveS)}</td>
       <td class="nowrap">{formatTime(new Date(session.connectedAt))}</td>
-      <td>{session.subscriptions}</td>
+      <td>
+        <SubscriptionsCell session={session} />
+      </td>
+      <td class="nowrap">
+        {formatCount(session.messagesIn ?? 0)} in · {formatBytes(session.bytesIn ?? 0)}
+        <br />
+        {formatCount(session.messagesOut ?? 0)} out · {formatBytes(session.bytesOut ?? 0)}
+      </td>
       <td>{session.groups.length ? <GroupChips groups={session.groups} /> : <span class="no-access">No group</span>}</td>
       <td class="row-actions">
         <RowMenu name={session.mqttClientId}>
@@ -269,6 +300,36 @@ export function ConnectionRow(props: { session: LiveSession; name?: string }) {
       </td>
     </tr>
   );
+}
+
+/** Its subscription count, and its first filters. */
+function SubscriptionsCell(props: { session: LiveSession }) {
+  const { session } = props;
+  const filters = session.subscriptionFilters ?? [];
+  const more = session.subscriptions - filters.length;
+  return (
+    <>
+      {session.subscriptions}
+      {filters.length ? (
+        <ul class="compact-list subscription-filters">
+          {filters.map((filter) => (
+            <li>
+              <Truncated text={filter} code />
+            </li>
+          ))}
+          {more > 0 ? <li>{more} more</li> : null}
+        </ul>
+      ) : null}
+    </>
+  );
+}
+
+/** Payload bytes in short: 950 B, 3.4 kB, 12.0 MB. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1_000_000) return `${(bytes / 1000).toFixed(1)} kB`;
+  if (bytes < 1_000_000_000) return `${(bytes / 1_000_000).toFixed(1)} MB`;
+  return `${(bytes / 1_000_000_000).toFixed(1)} GB`;
 }
 
 export function keepAliveText(seconds: number): string {
@@ -337,7 +398,14 @@ export function ClientSessionsTable(props: { page: SessionPage; clientId: number
                 <TransportCell session={session} />
                 <td>{keepAliveText(session.keepaliveS)}</td>
                 <td class="nowrap">{formatTime(new Date(session.connectedAt))}</td>
-                <td>{session.subscriptions}</td>
+                <td>
+        <SubscriptionsCell session={session} />
+      </td>
+      <td class="nowrap">
+        {formatCount(session.messagesIn ?? 0)} in · {formatBytes(session.bytesIn ?? 0)}
+        <br />
+        {formatCount(session.messagesOut ?? 0)} out · {formatBytes(session.bytesOut ?? 0)}
+      </td>
               </tr>
             ))}
           </tbody>

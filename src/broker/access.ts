@@ -59,6 +59,11 @@ export function createAccessHooks(deps: AccessDeps) {
   /** Judges a PUBLISH by the session's permissions; a refused one is acknowledged and dropped. */
   function authorizeNow(client: AedesClient, packet: PublishPacket, callback: (error: Error | null) => void) {
     metrics.received(packet.qos, packet.payload.length);
+    const session = registry.get(client)?.session;
+    if (session) {
+      session.messagesIn = (session.messagesIn ?? 0) + 1;
+      session.bytesIn = (session.bytesIn ?? 0) + packet.payload.length;
+    }
     if (!registry.decisionsOf(client).mayPublish(packet.topic)) {
       metrics.refused('publish');
       noteRefusal(client, 'publish', packet.topic, isMqtt5(client) ? ReasonCode.NOT_AUTHORIZED : undefined);

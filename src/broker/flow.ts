@@ -35,6 +35,11 @@ export function createForwarding(deps: { registry: ConnectionRegistry; limits: P
       state.stalledSince = undefined;
     }
     metrics.sent(packet.qos, packet.payload.length);
+    const session = state?.session;
+    if (session) {
+      session.messagesOut = (session.messagesOut ?? 0) + 1;
+      session.bytesOut = (session.bytesOut ?? 0) + packet.payload.length;
+    }
     return packet;
   };
 }

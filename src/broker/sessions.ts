@@ -2,7 +2,8 @@ import type { Client as AedesClient } from 'aedes';
 import type { LiveSession } from '../domain/connections';
 import { peerCertificateOf } from './access';
 import type { ConnectionRegistry } from './connections';
-import { streamOf, subscriptionCount } from './engine';
+import { SUBSCRIPTION_FILTERS_SHOWN } from '../domain/connections';
+import { streamOf, subscriptionCount, subscriptionFilters } from './engine';
 import { disconnectClient, isMqtt5, protocolVersionOf, ReasonCode, sessionExpiryOf } from './mqtt5';
 import type { BrokerSessions } from './types';
 
@@ -24,6 +25,7 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
     *liveSessions() {
       for (const { client, session } of sessions.values()) {
         session.subscriptions = subscriptionCount(client);
+        session.subscriptionFilters = subscriptionFilters(client, SUBSCRIPTION_FILTERS_SHOWN);
         yield session;
       }
     },
@@ -31,6 +33,7 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
       const open = sessions.get(sessionId);
       if (!open) return undefined;
       open.session.subscriptions = subscriptionCount(open.client);
+      open.session.subscriptionFilters = subscriptionFilters(open.client, SUBSCRIPTION_FILTERS_SHOWN);
       return open.session;
     },
     async endSessions(sessionIds) {
@@ -86,6 +89,11 @@ export function createSessionRegistry(deps: { registry: ConnectionRegistry; node
         keepaliveS: state.keepaliveS ?? 0,
         connectedAt: Date.now(),
         subscriptions: 0,
+        subscriptionFilters: [],
+        messagesIn: 0,
+        bytesIn: 0,
+        messagesOut: 0,
+        bytesOut: 0,
         groups: state.groups ?? [],
         tlsVersion: state.tlsSocket?.getProtocol() ?? null,
         protocolVersion: protocolVersionOf(client) ?? 4,

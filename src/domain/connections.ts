@@ -24,6 +24,14 @@ export interface LiveSession {
   /** Milliseconds since the epoch, when its CONNACK went out. */
   connectedAt: number;
   subscriptions: number;
+  /** Its first SUBSCRIPTION_FILTERS_SHOWN subscription filters, in the order it made them. */
+  subscriptionFilters?: string[];
+  /** PUBLISH packets it sent (allowed or refused) and their payload bytes. */
+  messagesIn?: number;
+  bytesIn?: number;
+  /** Messages delivered to it and their payload bytes. */
+  messagesOut?: number;
+  bytesOut?: number;
   /** The groups its permissions came from, in page order. */
   groups: string[];
   /** Over TLS (MQTTS, WSS): the protocol version, e.g. `TLSv1.3`; null otherwise. */
@@ -37,6 +45,9 @@ export interface LiveSession {
 }
 
 export type SessionOrder = 'newest' | 'oldest';
+
+/** Subscription filters each session row shows; the rest are counted. */
+export const SUBSCRIPTION_FILTERS_SHOWN = 5;
 
 /** Where a page starts or ends: a session's place in the order. */
 export interface SessionCursor {
@@ -52,6 +63,8 @@ export interface SessionRequest {
   query: string;
   /** Only the sessions of this `clients` row. */
   clientRowId?: number;
+  /** Only the sessions whose permissions came (in part) from the group so named; '' : only those with no group. */
+  group?: string;
   /** Only this session (looking one up on every node). */
   sessionId?: string;
   order: SessionOrder;
@@ -129,13 +142,17 @@ export function parseSessionCursor(text: string | undefined): SessionCursor | nu
 const requestSchema = z.object({
   query: z.string().max(200).default(''),
   order: z.enum(['newest', 'oldest']).default('newest'),
+  group: z.string().max(200).optional(),
 });
 
 /** A request from the page's query parameters; anything unreadable falls back to the first page. */
-export function sessionRequestFrom(params: { q?: string; order?: string; after?: string; before?: string; page?: string }): SessionRequest {
-  const parsed = requestSchema.safeParse({ query: params.q?.trim() ?? '', order: params.order || undefined });
-  const { query, order } = parsed.success ? parsed.data : { query: '', order: 'newest' as const };
+export function sessionRequestFrom(params: { q?: string; order?: string; after?: string; before?: string; page?: string; group?: string }): SessionRequest {
+  const parsed = requestSchema.safeParse({ query: params.q?.trim() ?? '', order: params.order || undefined, group: params.group });
+  const { query, order, group } = parsed.success ? parsed.data : { query: '', order: 'newest' as const, group: undefined };
   const request: SessionRequest = { query, order, limit: CONNECTIONS_PAGE_SIZE };
+  // `group`: absent or "any" for every session, "none" for those without a group, else a group's name as `g:<name>`.
+  if (group === 'none') request.group = '';
+  else if (group?.startsWith('g:') && group.length > 2) request.group = group.slice(2);
   const after = parseSessionCursor(params.after);
   const before = parseSessionCursor(params.before);
   if (after) request.after = after;
@@ -155,6 +172,7 @@ function matcher(request: SessionRequest): (session: LiveSession) => boolean {
   return (session) =>
     (request.clientRowId === undefined || session.clientRowId === request.clientRowId) &&
     (request.sessionId === undefined || session.id === request.sessionId) &&
+    (request.group === undefined || (request.group === '' ? session.groups.length === 0 : session.groups.includes(request.group))) &&
     (!needle || session.mqttClientId.toLowerCase().includes(needle) || session.username.toLowerCase().includes(needle));
 }
 

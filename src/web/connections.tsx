@@ -1,5 +1,6 @@
 import { type Context, Hono } from 'hono';
 import { getClientNames } from '../domain/clients';
+import { listGroupChoices } from '../domain/groups';
 import {
   disconnectSession,
   listConnections,
@@ -51,11 +52,13 @@ export function connectionRoutes(options: { log: (message: string) => void }) {
       after: c.req.query('after'),
       before: c.req.query('before'),
       page: c.req.query('page'),
+      group: c.req.query('group'),
     });
     const page = await listConnections(directoryOf(c), request);
     const names = await getClientNames(c.var.db, page.sessions.map((s) => s.clientRowId));
     const notice = c.req.query('disconnected') === '1' ? 'The session was disconnected.' : undefined;
-    return c.html(<ConnectionsPage page={page} names={names} notice={notice} />);
+    const groups = (await listGroupChoices(c.var.db)).map((g) => g.name);
+    return c.html(<ConnectionsPage page={page} names={names} notice={notice} groups={groups} />);
   });
 
   routes.get('/:session/disconnect', async (c) => {

@@ -104,6 +104,14 @@ export function subscriptionCount(client: AedesClient): number {
   return held ? Object.keys(held).length : 0;
 }
 
+/** The first `limit` filters the session subscribes to, in the order it made them. */
+export function subscriptionFilters(client: AedesClient, limit: number): string[] {
+  const held = internals(client).subscriptions;
+  const filters: string[] = [];
+  if (held) for (const filter in held) if (filters.push(filter) >= limit) break;
+  return filters;
+}
+
 /** The client's MQTT parser (mqtt-packet), for parser.ts. */
 export function parserOf(client: AedesClient): object {
   return internals(client)._parser;

@@ -8,7 +8,7 @@ import { fixSessionStore } from './sessionStore';
 import { isBeingTakenOver, isConnectedHere, wipeStoredSession } from './storedSessions';
 import { engineTopics, type EngineTopics } from './topics';
 
-export { connackSent, dropPendingWill, isOwnWill, pendingWill, streamOf, subscriptionCount, type EngineClient, type PendingWill } from './client';
+export { connackSent, dropPendingWill, isOwnWill, pendingWill, streamOf, subscriptionCount, subscriptionFilters, type EngineClient, type PendingWill } from './client';
 export { isRepeatedDelivery } from './delivery';
 export { checkEngine } from './check';
 export { EngineMismatchError } from './packages';
