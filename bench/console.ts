@@ -6,19 +6,18 @@
  * BENCH_CLIENTS (default 100000) change its size.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
-import postgres from 'postgres';
 import { openDatabase, type OpenDatabase } from '../src/db';
 import { createAdministrator } from '../src/domain/administrators';
 import { hashPassword } from '../src/domain/password';
 import { createSession } from '../src/domain/sessions';
 import { SESSION_COOKIE } from '../src/web/session';
+import { createServerDatabase } from './lib/services';
 
 interface AutocannonResult {
   latency: { p50: number; p99: number };
@@ -229,20 +228,9 @@ export async function consoleScenario(options: ConsoleScenarioOptions = {}): Pro
       ...(await onDatabase(
         'PostgreSQL',
         async () => {
-          const name = `gatehouse_bench_console_${randomBytes(4).toString('hex')}`;
-          const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
-          await admin.unsafe(`create database "${name}"`).finally(() => admin.end());
-          const url = new URL(serverUrl);
-          url.pathname = `/${name}`;
-          const database = await openDatabase({ kind: 'postgres', url: url.toString() });
-          return {
-            database,
-            env: { DATABASE_URL: url.toString() },
-            async cleanup() {
-              const dropper = postgres(serverUrl, { max: 1, onnotice: () => {} });
-              await dropper.unsafe(`drop database if exists "${name}" with (force)`).finally(() => dropper.end());
-            },
-          };
+          const { url, drop } = await createServerDatabase(serverUrl, 'gatehouse_bench_console');
+          const database = await openDatabase({ kind: 'postgres', url });
+          return { database, env: { DATABASE_URL: url }, cleanup: drop };
         },
         settings,
       )),

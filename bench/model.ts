@@ -13,10 +13,8 @@
  * other node's model holds it (`changes`): a client inserted by this process,
  * node B's gauge of clients polled until it counts it.
  */
-import { randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import mqtt from 'mqtt';
-import postgres from 'postgres';
 import { openDatabase, schema, type OpenDatabase } from '../src/db';
 import { createGroup } from '../src/domain/groups';
 import { replaceGroupRules } from '../src/domain/groupRules';
@@ -24,6 +22,7 @@ import { generatePassword, hashGeneratedPassword } from '../src/domain/password'
 import { startGatehouse, type RunningBroker } from './lib/brokers';
 import { fmt, table } from './lib/contenders';
 import { usage } from './lib/proc';
+import { createServerDatabase } from './lib/services';
 
 const METRICS_TOKEN = 'bench-metrics-token-of-the-model';
 const PROBES = 1000;
@@ -42,20 +41,8 @@ interface Probe {
 
 /** A database of its own on the server, migrated; dropped by `drop`. */
 async function freshDatabase(serverUrl: string): Promise<{ url: string; database: OpenDatabase; drop(): Promise<void> }> {
-  const name = `gatehouse_bench_model_${randomBytes(4).toString('hex')}`;
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database "${name}"`).finally(() => admin.end());
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const database = await openDatabase({ kind: 'postgres', url: url.toString() });
-  return {
-    url: url.toString(),
-    database,
-    async drop() {
-      const dropper = postgres(serverUrl, { max: 1, onnotice: () => {} });
-      await dropper.unsafe(`drop database if exists "${name}" with (force)`).finally(() => dropper.end());
-    },
-  };
+  const { url, drop } = await createServerDatabase(serverUrl, 'gatehouse_bench_model');
+  return { url, database: await openDatabase({ kind: 'postgres', url }), drop };
 }
 
 /**

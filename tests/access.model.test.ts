@@ -38,6 +38,43 @@ const fingerprint = (seed: number) => Array.from({ length: 32 }, (_, i) => ((i *
 const groupNames = (result: AuthResult) => (result.ok ? result.access.groups.map((group) => group.name) : null);
 const refused = { ok: false, reason: 'bad_credentials' };
 
+/**
+ * Failure counts in memory, holding the first CONNECT for `username` at one
+ * step until released: at `check` (its counts asked, after its lookup and
+ * before its verify) or at `count` (its failure being written, after its
+ * verify). `failures` lists every failure counted, `kind key`.
+ */
+function holdingTrackers(username: string, at: 'check' | 'count') {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let reachedResolve!: () => void;
+  const reached = new Promise<void>((resolve) => (reachedResolve = resolve));
+  let holdNext = true;
+  const hold = async (key: string) => {
+    if (key !== username || !holdNext) return;
+    holdNext = false;
+    reachedResolve();
+    await held;
+  };
+  const failures: string[] = [];
+  const trackers: FailureTrackerFactory = (name, limits) => {
+    const inner = createFailureTracker({ ...limits, now: Date.now });
+    return {
+      ...inner,
+      async retryAfterMs(key) {
+        if (at === 'check') await hold(key);
+        return inner.retryAfterMs(key);
+      },
+      async fail(key) {
+        failures.push(`${name} ${key}`);
+        if (at === 'count') await hold(key);
+        return inner.fail(key);
+      },
+    };
+  };
+  return { trackers, reached, release, failures };
+}
+
 describe.each(drivers)('the access model in memory, on %s', (driver) => {
   let database: OpenDatabase;
   let changes: AccessChanges;
@@ -200,25 +237,7 @@ describe.each(drivers)('the access model in memory, on %s', (driver) => {
     await model.settled();
     // Hold the CONNECT after its lookup, before its verify: the failure
     // counts are asked first, and this tracker answers when released.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let reachedResolve!: () => void;
-    const reached = new Promise<void>((resolve) => (reachedResolve = resolve));
-    let holdNext = true;
-    const trackers: FailureTrackerFactory = (_name, limits) => {
-      const inner = createFailureTracker({ ...limits, now: Date.now });
-      return {
-        ...inner,
-        async retryAfterMs(key) {
-          if (key === 'racer' && holdNext) {
-            holdNext = false;
-            reachedResolve();
-            await held;
-          }
-          return inner.retryAfterMs(key);
-        },
-      };
-    };
+    const { trackers, reached, release } = holdingTrackers('racer', 'check');
     const racing = createAuthenticator(database.db, { model, failureTrackers: trackers });
     const connecting = racing.authenticate(connectAs('racer', 'racer-password-1'));
     await reached;
@@ -233,30 +252,7 @@ describe.each(drivers)('the access model in memory, on %s', (driver) => {
     // The username is unknown at the lookup; the client is created (and
     // applied here) while the CONNECT waits before its verify, so the verify
     // is judged against what is no longer current and decided again.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let reachedResolve!: () => void;
-    const reached = new Promise<void>((resolve) => (reachedResolve = resolve));
-    let holdNext = true;
-    const failures: string[] = [];
-    const trackers: FailureTrackerFactory = (name, limits) => {
-      const inner = createFailureTracker({ ...limits, now: Date.now });
-      return {
-        ...inner,
-        async retryAfterMs(key) {
-          if (key === 'latecomer' && holdNext) {
-            holdNext = false;
-            reachedResolve();
-            await held;
-          }
-          return inner.retryAfterMs(key);
-        },
-        async fail(key) {
-          failures.push(`${name} ${key}`);
-          return inner.fail(key);
-        },
-      };
-    };
+    const { trackers, reached, release, failures } = holdingTrackers('latecomer', 'check');
     const racing = createAuthenticator(database.db, { model, failureTrackers: trackers, failuresBeforeBackoff: 2 });
     const connecting = racing.authenticate({ ...connectAs('latecomer', 'first-guess'), remoteAddress: '192.0.2.7' });
     await reached;
@@ -276,27 +272,7 @@ describe.each(drivers)('the access model in memory, on %s', (driver) => {
     // the shared counts (Redis, on several nodes: a round trip). The failure
     // was counted against what was current when it was verified: the refusal
     // stands, and the same CONNECT is not decided (and counted) again.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let reachedResolve!: () => void;
-    const reached = new Promise<void>((resolve) => (reachedResolve = resolve));
-    let holdNext = true;
-    const failures: string[] = [];
-    const trackers: FailureTrackerFactory = (name, limits) => {
-      const inner = createFailureTracker({ ...limits, now: Date.now });
-      return {
-        ...inner,
-        async fail(key) {
-          failures.push(`${name} ${key}`);
-          if (key === 'counted-once' && holdNext) {
-            holdNext = false;
-            reachedResolve();
-            await held;
-          }
-          return inner.fail(key);
-        },
-      };
-    };
+    const { trackers, reached, release, failures } = holdingTrackers('counted-once', 'count');
     const racing = createAuthenticator(database.db, { model, failureTrackers: trackers, failuresBeforeBackoff: 2 });
     const connecting = racing.authenticate({ ...connectAs('counted-once', 'first-guess'), remoteAddress: '192.0.2.8' });
     await reached;
