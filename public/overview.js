@@ -10,6 +10,11 @@
     { stroke: '#a33b00', dash: [10, 6], fill: '#ffffff', name: 'dashed line' },
   ];
   const HEIGHT = 220;
+  const number = (v) => (v == null ? 'no sample' : Number.isInteger(v) ? String(v) : v.toFixed(2));
+  const latest = (list) => {
+    for (let i = list.length - 1; i >= 0; i--) if (list[i] != null) return list[i];
+    return null;
+  };
   let plots = [];
 
   function readTable(table) {
@@ -56,13 +61,16 @@
         tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
         scales: { x: { time: true }, y: { range: (_u, min, max) => [0, Math.max(1, max * 1.1)] } },
         series: [
-          { label: 'Time (UTC)' },
+          // The legend: the value under the pointer, else the latest one
+          // (uPlot's own reads "--" until the pointer is over the chart).
+          { label: 'Time (UTC)', value: (_u, v, _s, idx) => (idx == null ? 'latest' : new Date(v * 1000).toISOString().slice(0, 16).replace('T', ' ')) },
           ...keys.map((key, i) => ({
             label: keys.length > 1 ? `${labels[key]} (${looks[i].name})` : labels[key],
             stroke: looks[i].stroke,
             width: 2,
             dash: looks[i].dash,
             spanGaps: false,
+            value: (_u, v, _s, idx) => (idx == null ? number(latest(values[key])) : number(v)),
             points: { size: 7, width: 2, stroke: looks[i].stroke, fill: looks[i].fill },
           })),
         ],

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
-import { createClient, type Client } from '../src/domain/clients';
+import { createClient, getClient, type Client } from '../src/domain/clients';
 import type { Gatehouse } from '../src/server';
 import { signInBrowser } from './support/admin';
 import { grantGroup } from './support/acl';
@@ -33,7 +33,20 @@ describe.runIf(browserAvailable)('overview and Try it in Chromium', () => {
     const received = nextMessage(device, 'boiler/temperature');
     await device.publishAsync('boiler/temperature', '21', { qos: 1 });
     await received;
+    // Refused: a topic outside its group (counted in the audit trail's refusals).
+    await device.publishAsync('elsewhere/x', 'no', { qos: 1 });
     await endClient(device);
+    // A client that connects but that no rule gives a group.
+    const stray = await createClient(db, { name: 'Stray sensor', username: 'stray', password: 'stray-password' });
+    await gatehouse.accessModel.settled();
+    await endClient(await connect(brokerUrl(gatehouse, 'tcp'), { username: 'stray', password: 'stray-password', clientId: 'stray-1' }));
+    // Last seen is noted once the broker has seen the session end, and written by a flush.
+    for (let tries = 0; !(await getClient(db, stray.id))?.lastSeenAt; tries++) {
+      if (tries > 100) throw new Error('the stray client was never marked as seen');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await gatehouse.lastSeen.flush();
+    }
+    await gatehouse.audit.flush();
     await gatehouse.sampler.tick();
     browser = await launchBrowser();
   });
@@ -60,6 +73,24 @@ describe.runIf(browserAvailable)('overview and Try it in Chromium', () => {
       expect(await page.locator('[data-charts]').isVisible()).toBe(true);
       // The series are named in the legend, and told apart by their dash pattern, not only by colour.
       expect(await page.locator('[data-chart="messages"] .u-legend').textContent()).toContain('Messages out per second (dashed line)');
+      // With the pointer away from the chart the legend shows the latest values, not uPlot's "--".
+      for (const chart of ['connections', 'messages', 'failures']) {
+        const legend = (await page.locator(`[data-chart="${chart}"] .u-legend`).textContent()) ?? '';
+        expect(legend, chart).not.toContain('--');
+        expect(legend, chart).toContain('latest');
+      }
+      expect(await page.locator('[data-chart="connections"] .u-legend').textContent()).toMatch(/Connections \(most at once\)\s*\d/);
+      // Each chart takes the page's width (they sat three to a row, a third each).
+      const mainWidth = (await page.locator('#overview-history').boundingBox())!.width;
+      for (const chart of ['connections', 'messages', 'failures']) {
+        expect((await page.locator(`[data-chart="${chart}"] canvas`).boundingBox())!.width).toBeGreaterThan(mainWidth * 0.9);
+      }
+      // What to look at: the client seen connecting without access, and who was refused most.
+      expect(await page.locator('#no-access-seen li').allTextContents()).toEqual([expect.stringContaining('Stray sensor')]);
+      await page.locator('#no-access-seen').getByRole('link', { name: 'Stray sensor' }).waitFor();
+      const refused = await page.locator('#top-refused li').allTextContents();
+      expect(refused).toHaveLength(1);
+      expect(refused[0]).toMatch(/^Boiler 1 last/);
       // The table is still there, behind its summary.
       await page.getByText('The numbers, one row per minute').click();
       expect(await page.locator('#history-table tbody tr').count()).toBe(1);
@@ -86,7 +117,7 @@ describe.runIf(browserAvailable)('overview and Try it in Chromium', () => {
       const table = page.locator('#history-table');
       expect(await table.isVisible()).toBe(true);
       expect(await table.locator('tbody tr').count()).toBe(1);
-      expect(await page.locator('#stat-clients .stat-value').textContent()).toBe('1');
+      expect(await page.locator('#stat-clients .stat-value').textContent()).toBe('2');
       await page.getByRole('link', { name: 'Last 24 hours' }).click();
       await page.waitForURL(`${base}/?range=24h`);
       expect(await page.getByText('The numbers, one row per 15 minutes').isVisible()).toBe(true);
@@ -106,7 +137,7 @@ describe.runIf(browserAvailable)('overview and Try it in Chromium', () => {
       expect(await accessibilityViolations(page)).toEqual([]);
 
       // A wrong password is refused and said so.
-      await page.getByLabel('MQTT client ID').first().fill('try-it-browser');
+      await tryIt.getByLabel('MQTT client ID').fill('try-it-browser');
       await page.getByLabel('Password', { exact: true }).fill('not-the-password');
       await page.getByRole('button', { name: 'Connect', exact: true }).click();
       await expect.poll(() => page.locator('#try-status').textContent()).toContain('bad username or password (CONNACK 4)');

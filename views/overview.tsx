@@ -1,14 +1,15 @@
 import type { Child } from 'hono/jsx';
 import { RANGES, type OverviewCounts, type RangeName, type SeriesPoint } from '../src/domain/overview';
-import { Layout, PageTitle, TableRegion } from './layout';
+import type { Attention } from '../src/domain/attention';
+import { formatTime, Layout, PageTitle, TableRegion, Truncated } from './layout';
 
 const integer = new Intl.NumberFormat('en', { maximumFractionDigits: 0 });
 const decimal = new Intl.NumberFormat('en', { maximumFractionDigits: 2 });
 
 /** `/`: the page after sign-in. */
-export function OverviewPage(props: { counts: OverviewCounts; range: RangeName; series: SeriesPoint[]; warnings?: string[] }) {
+export function OverviewPage(props: { counts: OverviewCounts; range: RangeName; series: SeriesPoint[]; warnings?: string[]; attention?: Attention }) {
   return (
-    <Layout title="Overview" section="overview" styles={['/static/uPlot.min.css']} scripts={['/static/uPlot.iife.min.js', '/static/overview.js']}>
+    <Layout title="Overview" section="overview" wide styles={['/static/uPlot.min.css']} scripts={['/static/uPlot.iife.min.js', '/static/overview.js']}>
       <PageTitle title="Overview">The broker at a glance, and over time.</PageTitle>
       {props.warnings?.length ? (
         <section aria-label="Needs attention" class="attention">
@@ -20,8 +21,60 @@ export function OverviewPage(props: { counts: OverviewCounts; range: RangeName; 
         </section>
       ) : null}
       <OverviewCountsSection counts={props.counts} />
+      {props.attention ? <AttentionLists attention={props.attention} /> : null}
       <OverviewHistory range={props.range} series={props.series} />
     </Layout>
+  );
+}
+
+/** What to look at: clients that connect but may do nothing, and who the broker refuses most. */
+function AttentionLists(props: { attention: Attention }) {
+  const { connectedWithoutAccess, topRefused } = props.attention;
+  return (
+    <section id="overview-attention" aria-labelledby="overview-attention-title">
+      <h2 id="overview-attention-title">To look at</h2>
+      <div class="attention-lists">
+        <article id="no-access-seen" aria-labelledby="no-access-seen-title">
+          <h3 id="no-access-seen-title">Connected without access</h3>
+          {connectedWithoutAccess.length === 0 ? (
+            <p>Every client seen connecting has a group.</p>
+          ) : (
+            <>
+              <p class="help">Seen connecting, but no rule gives them a group: they can neither publish nor subscribe.</p>
+              <ul>
+                {connectedWithoutAccess.map((client) => (
+                  <li>
+                    <Truncated text={client.name} href={`/clients/${client.id}`} /> <small>last seen {formatTime(client.lastSeenAt)}</small>
+                  </li>
+                ))}
+              </ul>
+              <a href="/clients?access=none">All clients without access</a>
+            </>
+          )}
+        </article>
+        <article id="top-refused" aria-labelledby="top-refused-title">
+          <h3 id="top-refused-title">Refused most, last 24 hours</h3>
+          {topRefused.length === 0 ? (
+            <p>The broker refused nobody in the last 24 hours.</p>
+          ) : (
+            <>
+              <p class="help">CONNECTs, publishes and subscriptions refused, by username.</p>
+              <ul>
+                {topRefused.map((row) => (
+                  <li>
+                    {row.client ? <Truncated text={row.client.name} href={`/clients/${row.client.id}`} /> : <Truncated text={row.username} code />}{' '}
+                    <strong>{integer.format(row.refusals)}</strong> <small>last {formatTime(row.lastAt)}</small>{' '}
+                    <a href={`/audit?view=refusals&actor=${encodeURIComponent(row.username)}`} aria-label={`Refusals of ${row.username}`}>
+                      refusals
+                    </a>
+                  </li>
+                ))}
+              </ul>
+            </>
+          )}
+        </article>
+      </div>
+    </section>
   );
 }
 

@@ -65,7 +65,7 @@ export function isAuditKind(value: string): value is AuditKind {
   return Object.hasOwn(AUDIT_KINDS, value);
 }
 
-const REFUSAL_KINDS: AuditKind[] = ['mqtt.auth_failed', 'mqtt.publish_refused', 'mqtt.subscribe_refused'];
+export const REFUSAL_KINDS: AuditKind[] = ['mqtt.auth_failed', 'mqtt.publish_refused', 'mqtt.subscribe_refused'];
 
 /**
  * The trail in views, so a device retrying every 30 s does not bury the

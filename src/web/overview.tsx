@@ -6,6 +6,7 @@ import { OverviewCountsSection, OverviewHistory, OverviewPage } from '../../view
 import type { AppEnv } from './env';
 import { isHtmx } from './http';
 import { certificateInUseWarning } from '../domain/certificates';
+import { loadAttention } from '../domain/attention';
 
 /** An unknown range shows the last hour rather than an error: it only chooses a view. */
 const rangeSchema = z.enum(['1h', '24h', '7d']).catch('1h');
@@ -23,7 +24,8 @@ export function overviewRoutes() {
     const counts = await loadOverview(c.var.db, { now, local: await c.var.live.thisNode?.() });
     const tls = c.var.tls?.status();
     const warnings = [tls ? certificateInUseWarning(tls.certificate, tls.source, now) : null].filter((w): w is string => w !== null);
-    return c.html(<OverviewPage counts={counts} range={range} series={series} warnings={warnings} />);
+    const attention = await loadAttention(c.var.db, await c.var.access.rules(), now);
+    return c.html(<OverviewPage counts={counts} range={range} series={series} warnings={warnings} attention={attention} />);
   });
 
   routes.get('/overview/counts', async (c) => {
