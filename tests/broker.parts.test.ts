@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream';
 import type { Client as AedesClient, PublishPacket } from 'aedes';
 import { describe, expect, it } from 'vitest';
 import { SessionDecisions } from '../src/domain/access/acl';
@@ -77,5 +78,32 @@ describe('the broker parts, against a fake client', () => {
     expect(logs[0]).toContain('the client no longer exists');
     exists = true;
     expect((await judged(will())).topic).toBe('wills/a');
+  });
+
+  it('registry: counts connections not past CONNECT per address, and frees a place once one completes CONNECT or closes', async () => {
+    const registry = new ConnectionRegistry(3, 2);
+    const streams = [new PassThrough(), new PassThrough(), new PassThrough()];
+    registry.admit(streams[0]!, 'tcp', '10.0.0.1');
+    registry.admit(streams[1]!, 'tcp', '10.0.0.1');
+    expect(registry.hasRoomFor('10.0.0.1')).toBe(false);
+    // Another address is not held back by the first one's.
+    expect(registry.hasRoomFor('10.0.0.2')).toBe(true);
+    registry.admit(streams[2]!, 'ws', '10.0.0.2');
+    expect(registry.hasRoom()).toBe(false);
+
+    // Past CONNECT: still open, no longer pending; settled twice counts once.
+    registry.settle(streams[0]!);
+    registry.settle(streams[0]!);
+    expect(registry.pendingFrom('10.0.0.1')).toBe(1);
+    expect(registry.hasRoomFor('10.0.0.1')).toBe(true);
+    expect(registry.count()).toBe(3);
+
+    // Closed before CONNECT: neither pending nor open.
+    streams[1]!.destroy();
+    await new Promise((resolve) => streams[1]!.once('close', resolve));
+    expect(registry.pendingFrom('10.0.0.1')).toBe(0);
+    expect(registry.count()).toBe(2);
+    expect(registry.hasRoom()).toBe(true);
+    expect(registry.openByTransport).toMatchObject({ tcp: 1, ws: 1 });
   });
 });
