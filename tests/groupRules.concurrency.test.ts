@@ -5,6 +5,7 @@ import { createClient, deleteClient } from '../src/domain/clients';
 import { ConflictError, ValidationError } from '../src/domain/errors';
 import { listGroupRules, replaceGroupRules } from '../src/domain/groupRules';
 import { createGroup, deleteGroup } from '../src/domain/groups';
+import { generatedPasswordToken, generatePassword } from '../src/domain/password';
 import { createTestDatabase, drivers } from './support/db';
 
 const PAIRS = 20;
@@ -66,7 +67,9 @@ describe.each(drivers)('group rules saved while groups and clients are deleted, 
   it(`lets ${PAIRS} Saves race ${PAIRS} client deletions without an unexpected error`, async () => {
     const group = await createGroup(database.db, { name: 'For clients', permissions: [] });
     for (let i = 0; i < PAIRS; i++) {
-      const client = await createClient(database.db, { name: `Device ${i}`, username: `device-${i}`, password: '12345678' });
+      // A generated password: a typed one is an Argon2id hash per client, and the subject is the race.
+      const secret = generatePassword();
+      const client = await createClient(database.db, { name: `Device ${i}`, username: `device-${i}`, password: secret, password_generated: generatedPasswordToken(secret) });
       const [, deleted] = await Promise.all([
         outcomeOf(replaceGroupRules(database.db, [{ matchBy: 'client', value: client.username, groups: [String(group.id)] }], undefined)),
         deleteClient(database.db, client.id),

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient } from '../src/domain/clients';
+import { generatedPasswordToken, generatePassword } from '../src/domain/password';
 import type { Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { startTestGatehouse } from './support/gatehouse';
@@ -97,7 +98,11 @@ describe('health probes and metrics', () => {
     const bytes = sample(before, 'gatehouse_access_model_credential_bytes')!;
     expect(clients).toBe(gatehouse.accessModel.stats().clients);
     expect(bytes).toBeGreaterThan(0);
-    for (let i = 0; i < 20; i++) await createClient(gatehouse.database.db, { name: `Gauge ${i}`, username: `gauge-${i}`, password: 'gauge-password' });
+    // Generated passwords (typed ones would be 20 Argon2id hashes): the model counts their bytes all the same.
+    for (let i = 0; i < 20; i++) {
+      const secret = generatePassword();
+      await createClient(gatehouse.database.db, { name: `Gauge ${i}`, username: `gauge-${i}`, password: secret, password_generated: generatedPasswordToken(secret) });
+    }
     await gatehouse.accessModel.settled();
     const after = await scrape();
     expect(sample(after, 'gatehouse_access_model_clients')).toBe(clients + 20);
