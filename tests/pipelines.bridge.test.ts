@@ -29,11 +29,17 @@ describe.runIf(mosquittoAvailable)('an MQTT bridge pipeline to Mosquitto', () =>
     subscriber?.end(true);
   });
 
-  async function startService(own: string[] = []) {
+  async function startService(own: string[] = [], allowPrivateNetworks: () => boolean = () => true) {
     service = createPipelineService({
       db: database.db,
       secretKey: SECRET_KEY,
-      destination: { allowPrivateNetworks: true, nodeId: 'test', ownMqttAddresses: () => own },
+      destination: {
+        get allowPrivateNetworks() {
+          return allowPrivateNetworks();
+        },
+        nodeId: 'test',
+        ownMqttAddresses: () => own,
+      },
       options: { pollMs: 30, retryBaseMs: 50, retryMaxMs: 300, janitorMs: 200 },
     });
     await service.reload();
@@ -70,6 +76,33 @@ describe.runIf(mosquittoAvailable)('an MQTT bridge pipeline to Mosquitto', () =>
     await mosquitto.start();
     await expect.poll(() => sub.received.length, { timeout: 20_000 }).toBe(6);
     expect(sub.received.slice(1).map((m) => m.payload)).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+  });
+
+  it('looks the remote broker up through the SSRF guard at every reconnect, so a name whose answer turned internal is not connected to again', async () => {
+    const { pipeline } = await createPipeline(
+      database.db,
+      { name: 'rebind', kind: 'mqtt', enabled: 'on', mqttUrl: mosquitto.url.replace('127.0.0.1', 'localhost'), remoteTopic: 'rebind/{{topic}}', mqttQos: '1', mappings: [{ topicFilter: 'rebind/#' }] },
+      SECRET_KEY,
+    );
+    let allowInternal = true;
+    const pipelines = await startService([], () => allowInternal);
+    const sub = await subscribe('rebind/#');
+    subscriber = sub.client;
+    await pipelines.onPublishAccepted({ topic: 'rebind/t', payload: Buffer.from('first'), qos: 1, retain: false }, who);
+    await expect.poll(() => sub.received.length, { timeout: 10_000 }).toBe(1);
+
+    // From now on the guard refuses what "localhost" resolves to, as it would a
+    // DNS answer that changed to an internal address after the first connect.
+    allowInternal = false;
+    await mosquitto.stop();
+    await mosquitto.start();
+    await pipelines.onPublishAccepted({ topic: 'rebind/t', payload: Buffer.from('second'), qos: 1, retain: false }, who);
+    const figuresOf = () => pipelines.figures().find((f) => f.id === pipeline.id)!;
+    await expect.poll(() => figuresOf().lastError ?? '', { timeout: 15_000 }).toMatch(/resolves to an internal address/);
+    // The subscriber is back (its persistent session queues for it): the bridge is what did not reconnect.
+    await expect.poll(() => sub.client.connected, { timeout: 10_000 }).toBe(true);
+    expect(sub.received.map((m) => m.payload)).toEqual(['first']);
+    expect(figuresOf().queueRows + figuresOf().retried).toBeGreaterThan(0);
   });
 
   it('refuses to forward to its own MQTT listener (a loop)', async () => {

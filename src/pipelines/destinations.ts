@@ -1,5 +1,9 @@
 import { createHash, createHmac } from 'node:crypto';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import net from 'node:net';
+import { Duplex } from 'node:stream';
+import { type IClientOptions, MqttClient } from 'mqtt';
+import buildTlsStream from 'mqtt/lib/connect/tls';
+import { streamBuilder as buildWsStream } from 'mqtt/lib/connect/ws';
 import { Agent, request } from 'undici';
 import type { OutboxRow } from '../domain/pipelines/outbox';
 import type { MqttBridgeSettings, RunnablePipeline, TagoioSettings, WebhookSettings } from '../domain/pipelines/pipelines';
@@ -254,6 +258,40 @@ function tagoioDestination(pipeline: RunnablePipeline, settings: TagoioSettings,
   };
 }
 
+/**
+ * mqtt.js' stream for each connection attempt, with the SSRF guard's lookup on
+ * every one: mqtt.js' own TCP stream takes no \`lookup\`, so a name checked
+ * once at start was resolved again by every reconnect, and a DNS answer that
+ * changed meanwhile (rebinding) reached an internal address. Failover
+ * addresses are taken in turn, as mqtt.js' own \`servers\` option does.
+ */
+function guardedStreamBuilder(first: URL, options: IClientOptions, allowPrivate: () => boolean) {
+  const defaultPort = { mqtt: 1883, mqtts: 8883, ws: 80, wss: 443 } as const;
+  const servers = options.servers?.length
+    ? options.servers.map((server) => ({ host: server.host, port: server.port, protocol: server.protocol ?? 'mqtt' }))
+    : [{ host: first.hostname, port: Number(first.port) || defaultPort[first.protocol.replace(':', '') as keyof typeof defaultPort], protocol: first.protocol.replace(':', '') }];
+  let next = 0;
+  return (client: MqttClient) => {
+    const server = servers[next % servers.length]!;
+    next++;
+    const host = server.host.replace(/^\[|\]$/g, '');
+    const lookup = guardedLookup(allowPrivate());
+    try {
+      // An IP literal is never looked up: judged here, at each attempt too.
+      checkLiteralHost(host, allowPrivate());
+    } catch (error) {
+      // As a connection that failed: mqtt.js reports it and tries again later.
+      const refused = new Duplex({ read() {}, write(_chunk, _encoding, done) { done(); } });
+      process.nextTick(() => refused.destroy(error as Error));
+      return refused;
+    }
+    const opts = { ...options, host, hostname: host, port: server.port, protocol: server.protocol, servers: undefined, lookup } as IClientOptions & { lookup: typeof lookup };
+    if (server.protocol === 'mqtt') return net.createConnection({ host, port: server.port, lookup: lookup as never });
+    if (server.protocol === 'mqtts') return buildTlsStream(client, opts);
+    return buildWsStream(client, { ...opts, path: first.pathname || '/', wsOptions: { ...(opts.wsOptions ?? {}), lookup } as never });
+  };
+}
+
 /** The MQTT 5 user property a bridge puts on what it forwards; a Gatehouse seeing it back knows the message went round. */
 export const BRIDGE_HOP_PROPERTY = 'gatehouse-forwarded-by';
 
@@ -262,11 +300,14 @@ function mqttDestination(pipeline: RunnablePipeline, settings: MqttBridgeSetting
   const timeoutMs = 10_000;
   let client: MqttClient | undefined;
   let blocked: string | undefined;
+  /** Why the last connection attempt failed (a refused address, a refused CONNECT…), until one succeeds. */
+  let connectError: string | undefined;
   let starting: Promise<void> | undefined;
 
   async function start() {
     const urls = [settings.url, ...settings.failover];
-    // The SSRF guard and loop prevention, once per start (mqtt.js resolves names again itself).
+    // Loop prevention and a first SSRF check, so a refused address is said at once; every
+    // connection (each reconnect, each failover address) resolves its name through the guard again.
     for (const address of urls) {
       const url = new URL(address);
       const port = url.port || { 'mqtt:': '1883', 'mqtts:': '8883', 'ws:': '80', 'wss:': '443' }[url.protocol] || '';
@@ -311,8 +352,13 @@ function mqttDestination(pipeline: RunnablePipeline, settings: MqttBridgeSetting
           })
         : undefined,
     };
-    client = mqtt.connect(first.toString(), connectOptions);
-    client.on('error', () => {});
+    client = new MqttClient(guardedStreamBuilder(first, connectOptions, () => options.allowPrivateNetworks), connectOptions);
+    client.on('error', (error) => {
+      connectError = error.message;
+    });
+    client.on('connect', () => {
+      connectError = undefined;
+    });
   }
 
   async function publish(row: OutboxRow): Promise<SendOutcome> {
@@ -323,7 +369,7 @@ function mqttDestination(pipeline: RunnablePipeline, settings: MqttBridgeSetting
     const problem = topicNameProblem(topic);
     if (problem) return { ok: false, status: null, retry: false, answer: `remote topic ${JSON.stringify(topic.slice(0, 200))}: ${problem}` };
     const live = client!;
-    if (!live.connected) return { ok: false, status: null, retry: true, answer: 'not connected to the remote broker' };
+    if (!live.connected) return { ok: false, status: null, retry: true, answer: `not connected to the remote broker${connectError ? `: ${connectError}` : ''}` };
     const retain = settings.retain === 'keep' ? row.retain : settings.retain === 'always';
     const properties = settings.protocolVersion === 5 ? { userProperties: { [BRIDGE_HOP_PROPERTY]: options.nodeId } } : undefined;
     return new Promise<SendOutcome>((resolve) => {
