@@ -29,6 +29,11 @@
       tools.hidden = false;
     });
     root.querySelectorAll('[data-live-stream]').forEach((tail) => startLiveTail(tail));
+    // With JavaScript the filter form opens the live tail instead of collecting for 5 seconds.
+    root.querySelectorAll('form.live-form button[name=collect]').forEach((button) => {
+      button.removeAttribute('name');
+      button.textContent = 'Watch live';
+    });
   }
 
   document.addEventListener('click', async (event) => {

@@ -7,6 +7,7 @@ import { parserExpectations } from './parser';
 import { redisBusExpectations } from './redisBus';
 import { sessionStoreExpectations } from './sessionStore';
 import { storedSessionExpectations } from './storedSessions';
+import { topicsExpectations } from './topics';
 
 /**
  * A patch of patches/aedes+2.0.0-beta.1+*.patch, known by a line it writes
@@ -67,6 +68,7 @@ export function engineExpectations(probe: () => AedesClient, options: { redis?: 
     ...parserExpectations(probe),
     ...sessionStoreExpectations,
     ...storedSessionExpectations(probe),
+    ...topicsExpectations(),
     ...(options.redis ? redisBusExpectations() : []),
   ];
 }

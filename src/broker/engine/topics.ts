@@ -1,5 +1,9 @@
 import type { Readable } from 'node:stream';
 import type { Aedes } from 'aedes';
+import type { Expectation } from './expectation';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { packageDirectory, packageSource } from './packages';
 
 /**
  * What the Topics page reads from the engine: the retained messages (from
@@ -116,4 +120,37 @@ export function engineTopics(aedes: Aedes): EngineTopics {
       });
     },
   };
+}
+
+/**
+ * What this file reaches into: `persistence.createRetainedStream(pattern)`,
+ * a Readable of stored packets, on Aedes' own store and on the two stores
+ * Gatehouse configures (checked in their source: they are made only when used).
+ */
+export function topicsExpectations(): Expectation[] {
+  return [
+    {
+      packageName: 'aedes',
+      what: "its own store (node_modules/aedes-persistence) has no createRetainedStream (pattern) (the Topics page reads retained messages through it)",
+      holds: () => aedesOwnStoreSource().includes('createRetainedStream (pattern)'),
+    },
+    ...(['aedes-persistence-level', 'aedes-persistence-redis'] as const).map((name) => ({
+      packageName: name,
+      what: 'asyncPersistence.js has no createRetainedStream (pattern) (the Topics page reads retained messages through it)',
+      holds: () => packageSource(name, 'asyncPersistence.js').includes('createRetainedStream (pattern)'),
+    })),
+  ];
+}
+
+/** Aedes' own (memory) store: nested under Aedes when the versions differ, else beside it. */
+function aedesOwnStoreSource(): string {
+  const aedes = packageDirectory('aedes');
+  for (const dir of [path.join(aedes, 'node_modules', 'aedes-persistence'), path.join(aedes, '..', 'aedes-persistence')]) {
+    try {
+      return readFileSync(path.join(dir, 'callBackPersistence.js'), 'utf8');
+    } catch {
+      // not installed there
+    }
+  }
+  return '';
 }
