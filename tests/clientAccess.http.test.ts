@@ -83,6 +83,19 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     expect(html).toContain(reason);
   });
 
+  it.each([
+    ['publish', 'sensors/other/temp', '<code>PUBACK</code>/<code>PUBREC</code> reason code <code>0x87</code>'],
+    ['subscribe', '#', '<code>SUBACK</code> reason code <code>0x87</code> (Not authorized) for this filter'],
+  ])('says what a refused %s to %s tells an MQTT 5.0 device, and a 3.1.1 one', async (action, topic, answer) => {
+    const denied = await (await send(app, `/clients/${sensorId}?${new URLSearchParams({ clientId: 'sensor-7', action, topic })}`)).text();
+    expect(denied).toContain('id="check-answer"');
+    expect(denied).toContain(answer);
+    expect(denied).toContain(action === 'publish' ? 'over MQTT 3.1.1, nothing' : 'over MQTT 3.1.1, <code>SUBACK</code> <code>0x80</code>');
+    const allowed = await (await send(app, `/clients/${sensorId}?${new URLSearchParams({ clientId: 'sensor-7', action, topic: 'sensors/sensor-7/temp' })}`)).text();
+    expect(allowed).toContain('<strong>Allowed</strong>');
+    expect(allowed).not.toContain('id="check-answer"');
+  });
+
   it('says which deny rows withhold part of a granted subscription', async () => {
     const query = new URLSearchParams({ clientId: 'sensor-7', action: 'subscribe', topic: 'sensors/#' });
     const html = await (await send(app, `/clients/${sensorId}?${query}`)).text();

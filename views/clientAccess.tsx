@@ -238,6 +238,21 @@ function DecisionResult(props: { decision: Decision; check: CheckValues }) {
                 )
               : null}
       </p>
+      {decision.allowed ? null : (
+        <p id="check-answer">
+          {check.action === 'publish' ? (
+            <>
+              The device is told: over MQTT 5.0, <code>PUBACK</code>/<code>PUBREC</code> reason code <code>0x87</code> (Not authorized; QoS 0 is
+              dropped); over MQTT 3.1.1, nothing (acknowledged as usual, delivered to no one).
+            </>
+          ) : (
+            <>
+              The device is told: over MQTT 5.0, <code>SUBACK</code> reason code <code>0x87</code> (Not authorized) for this filter; over MQTT 3.1.1,{' '}
+              <code>SUBACK</code> <code>0x80</code>.
+            </>
+          )}
+        </p>
+      )}
       {decision.withheld?.length ? (
         <p>
           Messages on topics matching{' '}
