@@ -28,6 +28,8 @@ export interface MessageCase {
    * every message is also written to its queue in the broker's store.
    */
   awaySession?: boolean;
+  /** Every client of the case speaks this version: 4 (MQTT 3.1.1, the default) or 5 (MQTT 5.0). */
+  protocolVersion?: 4 | 5;
 }
 
 /** Deliveries per second in every case. */
@@ -72,6 +74,7 @@ function plan(c: MessageCase, workers: number, seconds: number): Plan {
     clientId: `${key}-${run}`,
     ...BENCH_USER,
     clean: true,
+    protocolVersion: c.protocolVersion,
     subscribe,
   });
   const others = (i: number) => (workers > 1 ? 1 + (i % (workers - 1)) : 0);

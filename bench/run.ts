@@ -6,6 +6,7 @@
  *   fanout       QoS 0 fan-out to 50 subscribers, 1 KB
  *   storm        cold and warm connect storms of 5,000 devices, with a pair's p99 meanwhile
  *   acknowledged what PUBACK once stored (patch 008) costs beside PUBACK first: QoS 1 fan-in, LevelDB and Redis (bench/acknowledged.ts)
+ *   mqtt5        the messaging cases with MQTT 5.0 clients beside MQTT 3.1.1 clients, on Gatehouse (bench/mqtt5.ts)
  *   persistence  broker CPU per QoS 1 message, memory vs LevelDB persistence
  *   nodes        QoS 1 messages per second across 1 and 2 nodes on Redis
  *   footprint    idle memory, memory per connection, start-up time (bench/footprint.ts)
@@ -186,7 +187,7 @@ async function nodesScenario(postgres: Service, redis: Service) {
   );
 }
 
-const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines', 'model', 'changes'];
+const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'mqtt5', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines', 'model', 'changes'];
 const MESSAGING = ['fanin', 'pairs', 'fanout'];
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const unknown = asked.filter((name) => !ALL.includes(name));
@@ -212,7 +213,7 @@ const phase = (name: string) => {
   phaseStarted = now;
 };
 try {
-  if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm' || s === 'acknowledged')) {
+  if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm' || s === 'acknowledged' || s === 'mqtt5')) {
     phase('preparing the fleet (users for every broker)');
     // The typed-password storm's Argon2id hashes take a minute or two to make: BENCH_STORM_TYPED=0 leaves it out.
     const fleet = await prepareFleet(scenarios.includes('storm') ? stormClients : 0, { typed: scenarios.includes('storm') && process.env.BENCH_STORM_TYPED !== '0' });
@@ -230,6 +231,11 @@ try {
       redis ??= await startRedis();
       const { acknowledgedScenario } = await import('./acknowledged');
       await acknowledgedScenario({ fleet, redisUrl: redis.url, rounds, seconds, brokerCpu, workers });
+    }
+    if (scenarios.includes('mqtt5')) {
+      phase('mqtt5');
+      const { mqtt5Scenario } = await import('./mqtt5');
+      await mqtt5Scenario({ fleet, rounds, seconds, brokerCpu, workers });
     }
   }
   if (scenarios.includes('persistence') || scenarios.includes('nodes')) {
