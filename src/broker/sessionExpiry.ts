@@ -22,19 +22,30 @@ export function createSessionExpiry(deps: {
 }) {
   const { store, engine, log } = deps;
   const timers = new Map<string, NodeJS.Timeout>();
-  /** The writes of each client id, in the order their events came (an end, then a new connection). */
-  const chains = new Map<string, Promise<void>>();
-  const inFlight = new Set<Promise<void>>();
+  /**
+   * Every write, one after the other in the order of the events: an end's
+   * row, then the removal a new connection asks for. Removals are gathered
+   * for 100 ms into one statement: a connect storm is not a write per CONNECT.
+   */
+  let writes: Promise<void> = Promise.resolve();
+  const toForget = new Set<string>();
+  let forgetTimer: NodeJS.Timeout | undefined;
 
-  function serial(clientId: string, write: () => Promise<void>): void {
-    const previous = chains.get(clientId) ?? Promise.resolve();
-    const next = previous.then(write).catch((error: Error) => log(`session expiry of client id ${JSON.stringify(clientId)} not written: ${JSON.stringify(error.message)}`));
-    chains.set(clientId, next);
-    inFlight.add(next);
-    void next.finally(() => {
-      inFlight.delete(next);
-      if (chains.get(clientId) === next) chains.delete(clientId);
-    });
+  function enqueue(what: string, write: () => Promise<void>): void {
+    writes = writes.then(write).catch((error: Error) => log(`session expiry ${what} not written: ${JSON.stringify(error.message)}`));
+  }
+
+  function flushForgets(): void {
+    if (forgetTimer) clearTimeout(forgetTimer);
+    forgetTimer = undefined;
+    const ids = [...toForget];
+    toForget.clear();
+    if (ids.length > 0) enqueue(`of ${ids.length} client ids`, () => store!.forget(ids));
+  }
+
+  function forget(clientId: string): void {
+    toForget.add(clientId);
+    forgetTimer ??= setTimeout(flushForgets, 100);
   }
 
   function cancel(clientId: string): void {
@@ -46,7 +57,7 @@ export function createSessionExpiry(deps: {
   async function expire(clientId: string, expiresAt: Date): Promise<void> {
     // A device connected here since: its connection removed the row, or will.
     if (engine.isConnectedHere(clientId)) return;
-    if (!(await store!.claim(clientId, expiresAt))) return;
+    if (toForget.has(clientId) || !(await store!.claim(clientId, expiresAt))) return;
     await engine.wipeStoredSession(clientId);
     log(`session of client id ${JSON.stringify(clientId)} removed: its MQTT 5 session expiry passed while it was away (${expiresAt.toISOString()})`);
   }
@@ -58,7 +69,7 @@ export function createSessionExpiry(deps: {
     const timer = setTimeout(() => {
       timers.delete(clientId);
       if (Date.now() < expiresAt.getTime()) arm(clientId, expiresAt);
-      else serial(clientId, () => expire(clientId, expiresAt));
+      else enqueue(`of client id ${JSON.stringify(clientId)}`, () => expire(clientId, expiresAt));
     }, Math.max(wait, 0));
     timer.unref();
     timers.set(clientId, timer);
@@ -77,7 +88,7 @@ export function createSessionExpiry(deps: {
     opened(client: AedesClient): void {
       if (!store) return;
       cancel(client.id);
-      serial(client.id, () => store.forget(client.id));
+      forget(client.id);
     },
     /** A connection ended: a 5.0 session kept after it gets its expiry written. */
     ended(client: AedesClient): void {
@@ -85,18 +96,21 @@ export function createSessionExpiry(deps: {
       const expiryS = sessionExpiryOf(client);
       if (!expiryS || expiryS >= NEVER_EXPIRES_S || engine.isBeingTakenOver(client.id)) return;
       const expiresAt = new Date(Date.now() + expiryS * 1000);
-      serial(client.id, () => store.record(client.id, expiresAt));
+      // The upsert replaces the row a removal still gathered would have removed.
+      toForget.delete(client.id);
+      enqueue(`of client id ${JSON.stringify(client.id)}`, () => store.record(client.id, expiresAt));
     },
     /** The engine's own timer removed the session. */
     expired(clientId: string): void {
       if (!store) return;
       cancel(clientId);
-      serial(clientId, () => store.forget(clientId));
+      forget(clientId);
     },
     /** After the engine closed (its last connections' ends written): stops the timers, waits for the writes. */
     async close(): Promise<void> {
       for (const clientId of [...timers.keys()]) cancel(clientId);
-      while (inFlight.size > 0) await Promise.all([...inFlight]);
+      flushForgets();
+      await writes;
     },
   };
 }

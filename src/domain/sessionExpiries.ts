@@ -1,4 +1,4 @@
-import { and, eq } from 'drizzle-orm';
+import { and, eq, inArray } from 'drizzle-orm';
 import { type Database, schema } from '../db';
 
 const { sessionExpiries } = schema;
@@ -12,8 +12,8 @@ const { sessionExpiries } = schema;
 export interface SessionExpiryStore {
   /** The session of `mqttClientId` expires at `expiresAt` unless a connection of it opens before. */
   record(mqttClientId: string, expiresAt: Date): Promise<void>;
-  /** A connection of `mqttClientId` opened, or its session is gone. */
-  forget(mqttClientId: string): Promise<void>;
+  /** Connections of these client ids opened, or their sessions are gone. */
+  forget(mqttClientIds: string[]): Promise<void>;
   /** Every session kept, with its expiry. */
   all(): Promise<Array<{ mqttClientId: string; expiresAt: Date }>>;
   /**
@@ -28,8 +28,8 @@ export function createSessionExpiryStore(db: Database): SessionExpiryStore {
     async record(mqttClientId, expiresAt) {
       await db.insert(sessionExpiries).values({ mqttClientId, expiresAt }).onConflictDoUpdate({ target: sessionExpiries.mqttClientId, set: { expiresAt } });
     },
-    async forget(mqttClientId) {
-      await db.delete(sessionExpiries).where(eq(sessionExpiries.mqttClientId, mqttClientId));
+    async forget(mqttClientIds) {
+      if (mqttClientIds.length > 0) await db.delete(sessionExpiries).where(inArray(sessionExpiries.mqttClientId, mqttClientIds));
     },
     async all() {
       return db.select().from(sessionExpiries);
