@@ -79,7 +79,14 @@
     3: 'the broker cannot check credentials now, or this username or address failed too often: wait and retry (CONNACK 3)',
     4: 'bad username or password (CONNACK 4)',
     5: 'not authorized (CONNACK 5)',
+    // MQTT 5.0 reason codes (README, "MQTT 5").
+    0x85: 'client ID not valid (CONNACK 0x85)',
+    0x86: 'bad username or password (CONNACK 0x86)',
+    0x87: 'not authorized (CONNACK 0x87)',
+    0x88: 'the broker cannot check credentials now: wait and retry (CONNACK 0x88)',
+    0x97: 'this username or address failed too often: wait and retry (CONNACK 0x97)',
   };
+  const hex = (code) => `0x${code.toString(16).toUpperCase().padStart(2, '0')}`;
 
   let client = null;
   let connectedAs = null;
@@ -169,6 +176,8 @@
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/mqtt`;
     status.textContent = `Connecting as ${username} with client ID ${clientId}…`;
     let failure = null;
+    const protocolVersion = $('try-protocol').value === '5' ? 5 : 4;
+    const protocolName = protocolVersion === 5 ? 'MQTT 5.0' : 'MQTT 3.1.1';
     // timerVariant native: mqtt.js' default timers run in a Worker made from a
     // blob: URL, which the console's CSP does not allow.
     client = window.mqtt.connect(url, {
@@ -176,7 +185,7 @@
       password,
       clientId,
       clean: true,
-      protocolVersion: 4,
+      protocolVersion,
       reconnectPeriod: 0,
       connectTimeout: 10_000,
       timerVariant: 'native',
@@ -187,12 +196,17 @@
       connectedAs = clientId;
       passwordInput.value = '';
       status.textContent = `Connected as ${username} with client ID ${clientId}.`;
-      entry('info', 'Connected', `CONNACK 0: accepted as ${username}, client ID ${clientId}.`);
+      entry('info', 'Connected', `CONNACK 0: accepted as ${username}, client ID ${clientId}, ${protocolName}.`);
       setConnected(true);
       showPermissionsFor(clientId);
     });
     current.on('error', (error) => {
-      failure = typeof error.code === 'number' && connackText[error.code] ? `Refused: ${connackText[error.code]}.` : `Error: ${error.message}.`;
+      failure =
+        typeof error.code === 'number' && connackText[error.code]
+          ? `Refused: ${connackText[error.code]}.`
+          : typeof error.code === 'number' && error.code >= 0x80
+            ? `Refused: CONNACK ${hex(error.code)}.`
+            : `Error: ${error.message}.`;
       entry('refused', 'Not connected', failure);
     });
     current.on('message', (topic, payload, packet) => {
@@ -201,7 +215,12 @@
         updateNote();
         return;
       }
-      entry('received', 'Received', `on ${topic} (QoS ${packet.qos}${packet.retain ? ', retained' : ''})`, describePayload(payload));
+      // MQTT 5.0: the user properties the publisher attached, as name=value.
+      const properties = Object.entries(packet.properties?.userProperties ?? {}).flatMap(([name, value]) =>
+        (Array.isArray(value) ? value : [value]).map((one) => `${name}=${one}`),
+      );
+      const extra = properties.length ? `, user properties ${properties.join(', ')}` : '';
+      entry('received', 'Received', `on ${topic} (QoS ${packet.qos}${packet.retain ? ', retained' : ''}${extra})`, describePayload(payload));
     });
     current.on('close', () => {
       if (client !== current) return;
@@ -225,10 +244,10 @@
     const qos = Number($('try-subscribe-qos').value);
     if (!client || !filter) return;
     client.subscribe(filter, { qos }, async (error, _granted, packet) => {
-      // mqtt.js reports a SUBACK 0x80 as an error; the SUBACK itself is in packet.
+      // mqtt.js reports a SUBACK 0x80 (5.0: any reason code from 0x80) as an error; the SUBACK itself is in packet.
       const code = packet?.granted?.[0];
-      if (code === 128) {
-        const item = entry('refused', 'Subscription refused', `SUBACK 0x80 for ${filter}: the broker will send nothing on it.`);
+      if (typeof code === 'number' && code >= 0x80) {
+        const item = entry('refused', 'Subscription refused', `SUBACK ${hex(code)} for ${filter}: the broker will send nothing on it.`);
         const decision = await checkAccess('subscribe', filter);
         if (decision) item.append(` Permissions: ${decision.text}`);
       } else if (typeof code === 'number') {
@@ -246,6 +265,13 @@
     const qos = Number($('try-publish-qos').value);
     if (!client || !topic) return;
     client.publish(topic, payload, { qos }, async (error) => {
+      if (error && typeof error.code === 'number' && error.code >= 0x80) {
+        // MQTT 5.0: the broker refused it with a reason code (0x87: the permissions do not allow it).
+        const item = entry('refused', 'Publish refused', `${topic}: ${qos === 2 ? 'PUBREC' : 'PUBACK'} ${hex(error.code)}, delivered to no one.`, payload);
+        const decision = await checkAccess('publish', topic);
+        if (decision) item.append(` Permissions: ${decision.text}`);
+        return;
+      }
       if (error) {
         entry('refused', 'Not published', `${topic}: ${error.message}.`);
         return;
@@ -260,7 +286,9 @@
         item.setAttribute('data-kind', 'refused');
         item.querySelector('.try-log-kind').textContent = 'Publish refused';
         item.append(
-          ` The broker acknowledges a refused publish like any other (MQTT 3.1.1 has no way to refuse one) and delivers it to no one. Permissions: ${decision.text}`,
+          qos === 0
+            ? ` At QoS 0 the broker does not answer, so a refused publish is not told (at QoS 1, MQTT 5.0 gets PUBACK 0x87); it is delivered to no one. Permissions: ${decision.text}`
+            : ` The broker acknowledges a refused publish like any other (MQTT 3.1.1 has no way to refuse one) and delivers it to no one. Permissions: ${decision.text}`,
         );
       }
     });

@@ -135,6 +135,41 @@ describe.runIf(browserAvailable)('Try it in Chromium', { timeout: 180_000 }, () 
     }
   });
 
+  it('connects as MQTT 5.0 and shows the reason codes of a refused subscription and publish, and the user properties of what it receives', async () => {
+    const { context, page, problems } = await openPage();
+    try {
+      await page.goto(`${base}/clients/${meter.id}`);
+      await page.locator('#try-client-id').fill('meter-five');
+      await page.getByLabel('Password', { exact: true }).fill('meter-password');
+      await page.getByLabel('Protocol').selectOption('5');
+      await page.getByRole('button', { name: 'Connect', exact: true }).click();
+      await expect.poll(() => page.locator('#try-status').textContent()).toBe('Connected as meter-user with client ID meter-five.');
+      await page.locator('#try-log li', { hasText: 'client ID meter-five, MQTT 5.0.' }).waitFor();
+
+      await page.getByLabel('Topic filter').fill('meters/other/#');
+      await page.getByRole('button', { name: 'Subscribe', exact: true }).click();
+      await page.locator('#try-log li[data-kind="refused"]', { hasText: 'SUBACK 0x87 for meters/other/#' }).waitFor();
+
+      await page.locator('#try-publish-topic').fill('meters/other/reading');
+      await page.locator('#try-publish-qos').selectOption('1');
+      await page.getByRole('button', { name: 'Publish', exact: true }).click();
+      await page.locator('#try-log li[data-kind="refused"]', { hasText: 'meters/other/reading: PUBACK 0x87, delivered to no one.' }).waitFor();
+
+      await page.getByLabel('Topic filter').fill('meters/meter-five/#');
+      await page.getByRole('button', { name: 'Subscribe', exact: true }).click();
+      await page.locator('#try-it').getByText('meters/meter-five/# (SUBACK granted QoS 1).').waitFor();
+      const sender = await connect(brokerUrl(gatehouse, 'tcp'), { username: 'feeder', password: 'feeder-password', clientId: 'feeder-five', protocolVersion: 5 });
+      open.push(sender);
+      await sender.publishAsync('meters/meter-five/reading', '21.5', { qos: 1, properties: { userProperties: { unit: 'celsius' } } });
+      await page.locator('#try-log li[data-kind="received"]', { hasText: 'on meters/meter-five/reading (QoS 1, user properties unit=celsius)' }).waitFor();
+      expect(await accessibilityViolations(page)).toEqual([]);
+      await page.getByRole('button', { name: 'Disconnect', exact: true }).click();
+      expect(problems()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+
   it('explains a certificate client instead of asking for a password it cannot use', async () => {
     const door = await createClient(gatehouse.database.db, { name: 'Door', username: 'door', authType: 'certificate', fingerprint: 'CD'.repeat(32) });
     const { context, page } = await openPage();

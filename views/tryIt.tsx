@@ -71,6 +71,16 @@ export function TryItPanel(props: { client: Client; context: TryItContext }) {
               Password
               <input id="try-password" type="password" autocomplete="off" />
             </label>
+            <label for="try-protocol">
+              Protocol
+              <select id="try-protocol" aria-describedby="try-protocol-hint">
+                <option value="4" selected>
+                  MQTT 3.1.1
+                </option>
+                <option value="5">MQTT 5.0</option>
+              </select>
+              <small id="try-protocol-hint">MQTT 5.0 is told why: a refused publish or subscription gets a reason code.</small>
+            </label>
           </fieldset>
           <div class="form-actions">
             <button type="submit" id="try-connect-button">
