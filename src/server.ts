@@ -17,7 +17,7 @@ import { ConfigError, type Config } from './config';
 import { openDatabase, type OpenDatabase } from './db';
 import { listenForAccessChanges, type AccessChanges } from './db/changes';
 import { createSignInGuard } from './domain/administrators';
-import { createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
+import { auditReasonCode, createAuditRecorder, startAuditRetention, type AuditRecorder, type AuditRecorderOptions } from './domain/audit';
 import { createAuthenticator, type Authenticator } from './domain/access/authenticate';
 import { loadAccessModel, type AccessModel } from './domain/access/model';
 import type { SessionDirectory } from './domain/connections';
@@ -198,7 +198,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
             subject: event.topic,
             address: event.address,
             // A 5.0 device's row names the reason code it was answered with.
-            details: { clientId: event.clientId, transport: event.transport, ...(event.reasonCode === undefined ? {} : { reasonCode: `0x${event.reasonCode.toString(16).toUpperCase()}` }) },
+            details: { clientId: event.clientId, transport: event.transport, ...(event.reasonCode === undefined ? {} : { reasonCode: auditReasonCode(event.reasonCode) }) },
           }),
       },
       log,

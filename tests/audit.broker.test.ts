@@ -8,6 +8,7 @@ import { schema } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
+import { signIn } from './support/admin';
 import { createTestDatabase, drivers } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, subscribeCodes, tryConnect } from './support/mqtt';
@@ -102,6 +103,38 @@ describe.each(drivers)('what the broker writes to the audit trail on %s', (drive
     await gatehouse.audit.flush();
     expect((await rowsOf('mqtt.publish_refused')).map((r) => [r.subject, r.details])).toEqual([['valves/close', { clientId: 'meter-5', transport: 'ws', reasonCode: '0x87' }]]);
     expect((await rowsOf('mqtt.subscribe_refused')).map((r) => [r.subject, r.details])).toEqual([['valves/#', { clientId: 'meter-5', transport: 'ws', reasonCode: '0x87' }]]);
+  });
+
+  it("records with a 5.0 device's refused CONNECT the CONNACK reason code it was sent, in a row apart from a 3.1.1 device's, and the Broker refusals page shows it", async () => {
+    const url = brokerUrl(gatehouse, 'tcp');
+    // The same username (no client's), address, reason and minute: 3.1.1, then 5.0 twice.
+    expect(await tryConnect(url, { username: 'keypad', password: 'wrong-311', clientId: 'old-guess' })).toMatchObject({ ok: false, code: 4 });
+    for (let i = 0; i < 2; i++) {
+      expect(await tryConnect(url, { protocolVersion: 5, username: 'keypad', password: `wrong-5-${i}`, clientId: `five-guess-${i}` })).toMatchObject({ ok: false, code: 0x86 });
+    }
+    // A client id holding U+0000 (5.0: 0x85).
+    expect(await tryConnect(url, { protocolVersion: 5, username: 'meter', password: 'meter-password', clientId: 'bad\u0000id' })).toMatchObject({ ok: false, code: 0x85 });
+    await gatehouse.audit.flush();
+    const rows = await rowsOf('mqtt.auth_failed');
+    expect(rows.map((r) => [r.actor, r.count, r.details])).toEqual([
+      ['keypad', 1, { reason: 'bad_credentials', clientId: 'old-guess', transport: 'tcp' }],
+      ['keypad', 2, { reason: 'bad_credentials', clientId: 'five-guess-0', transport: 'tcp', reasonCode: '0x86' }],
+      // (The audit keeps no control character: U+0000 is stored as U+FFFD.)
+      ['meter', 1, { reason: 'bad_client_id', clientId: 'bad\ufffdid', transport: 'tcp', reasonCode: '0x85' }],
+    ]);
+    // A later flush of the same minute adds to the 5.0 row, not to the 3.1.1 one.
+    expect(await tryConnect(url, { protocolVersion: 5, username: 'keypad', password: 'wrong-5-again', clientId: 'five-guess-2' })).toMatchObject({ ok: false, code: 0x86 });
+    await gatehouse.audit.flush();
+    expect((await rowsOf('mqtt.auth_failed')).map((r) => [r.actor, r.count, r.details.reasonCode ?? null])).toEqual([
+      ['keypad', 1, null],
+      ['keypad', 3, '0x86'],
+      ['meter', 1, '0x85'],
+    ]);
+
+    const admin = await signIn(gatehouse.app, gatehouse.database.db);
+    const page = await (await admin.request('/audit?view=refusals&actor=keypad')).text();
+    const cells = [...page.matchAll(/<ul class="audit-details">([\s\S]*?)<\/ul>/g)].map((match) => match[1]!.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim());
+    expect(cells).toEqual(['reason: bad_credentials clientId: five-guess-0 transport: tcp reasonCode: 0x86', 'reason: bad_credentials clientId: old-guess transport: tcp']);
   });
 
   it('writes what is still buffered when it stops', async () => {

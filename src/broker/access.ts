@@ -155,7 +155,8 @@ export function createAccessHooks(deps: AccessDeps) {
     authenticate(client, username, password, done) {
       const origin = registry.get(client);
       function auditAuthFailure(reason: AuthFailure) {
-        audit?.authFailed({ username: username ?? '', clientId: client.id, address: origin?.remoteAddress, transport: origin?.transport ?? 'tcp', reason });
+        const reasonCode = isMqtt5(client) ? connackReasonCodes[reason] : undefined;
+        audit?.authFailed({ username: username ?? '', clientId: client.id, address: origin?.remoteAddress, transport: origin?.transport ?? 'tcp', reason, ...(reasonCode === undefined ? {} : { reasonCode }) });
       }
       // [MQTT-3.1.3-8] 3.1.1: a session that outlives the connection needs
       // the client's own id: an empty one with clean session 0 is refused.

@@ -86,7 +86,8 @@ export interface PublishRefusal extends Error {
  * implementation only buffers (see createAuditRecorder), it never awaits a write.
  */
 export interface BrokerAudit {
-  authFailed(event: { username: string; clientId: string; address?: string; transport: Transport; reason: AuthFailure }): void;
+  /** `reasonCode`: the CONNACK reason code a 5.0 device was answered with. */
+  authFailed(event: { username: string; clientId: string; address?: string; transport: Transport; reason: AuthFailure; reasonCode?: number }): void;
   /** Sampled as the log is: once per session and topic, at most 20 per session. */
   refused(event: { action: 'publish' | 'subscribe'; topic: string; username?: string; clientId: string; address?: string; transport: Transport; reasonCode?: number }): void;
 }

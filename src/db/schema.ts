@@ -270,10 +270,11 @@ export const auditEvents = pgTable(
     index('audit_events_at_idx').on(t.at, t.id),
     index('audit_events_kind_at_idx').on(t.kind, t.at, t.id),
     index('audit_events_actor_at_idx').on(t.actor, t.at, t.id),
-    // One row per minute for each failing username, address and reason: a
-    // flush adds its count to the row another flush (or node) started.
+    // One row per minute for each failing username, address and reason (an
+    // MQTT 5 device's apart, with the reason code it was sent): a flush adds
+    // its count to the row another flush (or node) started.
     uniqueIndex('audit_events_auth_failure_key')
-      .on(t.kind, sql`coalesce(${t.actor}, '')`, sql`coalesce(${t.address}, '')`, t.at, sql`(${t.details} ->> 'reason')`)
+      .on(t.kind, sql`coalesce(${t.actor}, '')`, sql`coalesce(${t.address}, '')`, t.at, sql`(${t.details} ->> 'reason')`, sql`coalesce(${t.details} ->> 'reasonCode', '')`)
       .where(sql`${t.kind} = 'mqtt.auth_failed'`),
   ],
 );

@@ -195,12 +195,19 @@ export interface AuthFailureEvent {
   reason: string;
   clientId?: string;
   transport?: string;
+  /** The MQTT 5 CONNACK reason code the device was answered with (none: 3.1/3.1.1). */
+  reasonCode?: number;
+}
+
+/** How a reason code sent to a device is written in an audit row's details: `0x87`. */
+export function auditReasonCode(code: number): string {
+  return `0x${code.toString(16).toUpperCase().padStart(2, '0')}`;
 }
 
 export interface AuditRecorder {
   /** Buffers one event; never waits, never throws. */
   record(event: AuditEventInput): void;
-  /** Counts one MQTT authentication failure into its username/address/reason/minute row. */
+  /** Counts one MQTT authentication failure into its username/address/reason/minute row (a 5.0 device's apart, with its reason code). */
   authFailure(event: AuthFailureEvent): void;
   /** Writes what is buffered now. */
   flush(): Promise<void>;
@@ -298,7 +305,7 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
               else drop();
               continue;
             }
-            const key = failureKey(row.at.getTime(), row.actor ?? '', row.address ?? '', String(row.details.reason));
+            const key = failureKey(row.at.getTime(), row.actor ?? '', row.address ?? '', String(row.details.reason), row.details.reasonCode);
             const counter = failures.get(key);
             if (counter) counter.count += row.count;
             else if (failures.size < maxBuffered) failures.set(key, row);
@@ -334,9 +341,10 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
         address: auditText(input.address),
         reason: auditText(input.reason),
         clientId: auditText(input.clientId),
+        reasonCode: input.reasonCode === undefined ? undefined : auditReasonCode(input.reasonCode),
       };
       const minute = Math.floor(now() / MINUTE_MS) * MINUTE_MS;
-      const key = failureKey(minute, event.username, event.address ?? '', event.reason);
+      const key = failureKey(minute, event.username, event.address ?? '', event.reason, event.reasonCode);
       const row = failures.get(key);
       if (row) {
         row.count++;
@@ -349,7 +357,12 @@ export function createAuditRecorder(db: Database, options: AuditRecorderOptions 
         actor: event.username,
         subject: null,
         // The first client id and transport of the minute, as a sample.
-        details: { reason: event.reason, ...(event.clientId !== undefined ? { clientId: event.clientId } : {}), ...(event.transport ? { transport: event.transport } : {}) },
+        details: {
+          reason: event.reason,
+          ...(event.clientId !== undefined ? { clientId: event.clientId } : {}),
+          ...(event.transport ? { transport: event.transport } : {}),
+          ...(event.reasonCode !== undefined ? { reasonCode: event.reasonCode } : {}),
+        },
         address: event.address ?? null,
         count: 1,
       });
@@ -370,14 +383,15 @@ function isDataError(error: unknown): boolean {
   return typeof code === 'string' && code.startsWith('22');
 }
 
-function failureKey(minute: number, username: string, address: string, reason: string): string {
-  return `${minute}\u0000${username}\u0000${address}\u0000${reason}`;
+/** A 5.0 device's failures (with a reason code) count apart from a 3.1.1 device's of the same reason. */
+function failureKey(minute: number, username: string, address: string, reason: string, reasonCode: unknown): string {
+  return `${minute}\u0000${username}\u0000${address}\u0000${reason}\u0000${typeof reasonCode === 'string' ? reasonCode : ''}`;
 }
 
 /**
  * One multi-row INSERT. A failure counter whose row another flush (or
  * another node) already started that minute adds its count to it (the unique
- * index of migration 0008 on kind, actor, address, minute and reason).
+ * index of migration 0017 on kind, actor, address, minute, reason and reason code).
  */
 async function insertRows(db: Database, rows: Row[]): Promise<void> {
   if (rows.length === 0) return;
@@ -386,7 +400,7 @@ async function insertRows(db: Database, rows: Row[]): Promise<void> {
   await db.execute(sql`insert into ${auditEvents} (at, kind, actor, subject, details, address, count)
     select at, kind, actor, subject, details, address, count
     from jsonb_to_recordset(${json}::jsonb) as r(at timestamptz, kind text, actor text, subject text, details jsonb, address text, count integer)
-    on conflict (kind, coalesce(actor, ''), coalesce(address, ''), at, (details ->> 'reason')) where kind = 'mqtt.auth_failed'
+    on conflict (kind, coalesce(actor, ''), coalesce(address, ''), at, (details ->> 'reason'), coalesce(details ->> 'reasonCode', '')) where kind = 'mqtt.auth_failed'
     do update set count = ${auditEvents}.count + excluded.count`);
 }
 
@@ -670,7 +684,8 @@ export interface AuditGroupPage {
 export const AUDIT_GROUP_SCAN = 2000;
 
 function groupKey(event: AuditEvent): string {
-  return JSON.stringify([event.kind, event.actor, event.subject, event.address, typeof event.details.reason === 'string' ? event.details.reason : null]);
+  const text = (value: unknown) => (typeof value === 'string' ? value : null);
+  return JSON.stringify([event.kind, event.actor, event.subject, event.address, text(event.details.reason), text(event.details.reasonCode)]);
 }
 
 /**

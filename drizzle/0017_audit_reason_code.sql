@@ -1,0 +1,2 @@
+DROP INDEX "audit_events_auth_failure_key";--> statement-breakpoint
+CREATE UNIQUE INDEX "audit_events_auth_failure_key" ON "audit_events" USING btree ("kind",coalesce("actor", ''),coalesce("address", ''),"at",("details" ->> 'reason'),coalesce("details" ->> 'reasonCode', '')) WHERE "audit_events"."kind" = 'mqtt.auth_failed';
