@@ -106,6 +106,18 @@ describe.runIf(haveBoth)('Connections across two nodes', { timeout: 120_000 }, (
     expect(html).not.toContain('did not answer');
   });
 
+  it("judges on A's clients list the Access of a client connected to B by B's live session's client id", async () => {
+    const wanderer = await createClient(a.database.db, { name: 'Wanderer', username: 'wanderer', password: 'wanderer-password' });
+    await grantGroup(a.database.db, { name: 'Wanderers', permissions: [['allow', 'publish', 'wander/#']], clientIds: ['wander-*'] });
+    const access = async () => tableRows(await pageOnA('/clients?q=wanderer')).find((row) => row.Name === 'Wanderer')?.Access;
+    expect(await access()).toBe('No access never seen: rules by client ID match once it connects');
+    const onB = await connect(brokerUrl(b, 'tcp'), { username: 'wanderer', password: 'wanderer-password', clientId: 'wander-b-1' });
+    open.push(onB);
+    // A knows of it through B's count in Redis, then asks B for its client id.
+    await expect.poll(access, { timeout: 10_000 }).toBe('Wanderers by live client ID wander-b-1');
+    expect(a.broker.sessionsByClient().get(wanderer.id) ?? 0).toBe(0);
+  });
+
   it('disconnects from A a session held by B, and only that one', async () => {
     const target = await device(b, 'kick-me-b');
     const stays = await device(b, 'keep-me-b');

@@ -14,6 +14,7 @@ import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
 import { countQueries, createTestDatabase } from './support/db';
 import { htmx, noticeOf, postForm } from './support/http';
+import { tableRows, textOf } from './support/html';
 import { brokerUrl, connect, endClient } from './support/mqtt';
 
 /** True once `client` has lost its connection (the broker closed it). */
@@ -349,6 +350,30 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     gatehouse.lastSeen.note(fresh.id, new Date(0), 'ancient');
     await gatehouse.lastSeen.flush();
     expect((await getClient(database.db, fresh.id))?.lastClientId).toBe('seen-2');
+  });
+
+  it("judges a connected client's Access in the clients list and on its page by its live session's client id, not the id it was last seen with", async () => {
+    const rover = await createClient(database.db, { name: 'Rover', username: 'rover', password: 'rover-password' });
+    await grantGroup(database.db, { name: 'Rovers', permissions: [['allow', 'publish', 'rover/%c']], clientIds: ['rover-live-*'] });
+    // Last seen under an id no rule matches: judged by it while not connected.
+    gatehouse.lastSeen.note(rover.id, new Date(), 'rover-old');
+    await gatehouse.lastSeen.flush();
+    const listed = async () => tableRows(await page('/clients?q=rover')).find((row) => row.Name === 'Rover')!.Access;
+    expect(await listed()).toBe('No access can connect, cannot publish or subscribe');
+
+    const live = await device('tcp', { username: 'rover', password: 'rover-password', clientId: 'rover-live-7' });
+    expect(await listed()).toBe('Rovers by live client ID rover-live-7');
+    const row = await (await operator.request(`/clients/${rover.id}/row`, { headers: htmx })).text();
+    expect(textOf(row)).toContain('Rovers by live client ID rover-live-7');
+    const own = textOf(await page(`/clients/${rover.id}`));
+    expect(own).toContain('Judged with the client ID of its live session, rover-live-7');
+    expect(own).not.toContain('No access');
+
+    // Ended and written: judged again by the id it was last seen with, now that one.
+    await endClient(live);
+    await expect.poll(() => gatehouse.lastSeen.pending(), { timeout: 10_000 }).toBeGreaterThan(0);
+    await gatehouse.lastSeen.flush();
+    expect(await listed()).toBe('Rovers by client ID rover-live-7');
   });
 
   it('writes the sessions of a storm in statements of 200 clients, the event loop let in between', async () => {

@@ -28,22 +28,30 @@ export type GroupChoices = Array<{ id: number; name: string }>;
 
 const COLUMNS = 8;
 
-/** What the Access column knows about one client, judged as it was last seen (see access/lastSeen.ts). */
+/**
+ * What the Access column knows about one client, judged with the client id
+ * of its newest live session when it is connected, else as it was last seen
+ * (see access/lastSeen.ts).
+ */
 export interface ClientAccessCell {
   /** Its groups, and whether each came only through a rule by MQTT client ID. */
   groups: Array<{ id: number; name: string; byClientId: boolean }>;
-  /** The client id it was judged with (its last session's); null: never seen. */
+  /** The client id it was judged with (its live session's, else its last session's); null: never seen. */
   clientId: string | null;
+  /** The client id is its live session's. */
+  live: boolean;
   /** Some rule by client id exists: a client never seen may still match one. */
   clientIdRules: boolean;
 }
 
-/** The Access column of `client` under `model`. */
-export function accessCellFor(model: RuleModel, client: SeenClient): ClientAccessCell {
-  const access = accessFor(model, lastSeenWho(client));
+/** The Access column of `client` under `model`; `liveClientId`: its newest live session's client id, when connected. */
+export function accessCellFor(model: RuleModel, client: SeenClient, liveClientId?: string): ClientAccessCell {
+  const judged = liveClientId === undefined ? client : { ...client, lastClientId: liveClientId };
+  const access = accessFor(model, lastSeenWho(judged));
   return {
     groups: access.groups.map((group) => ({ id: group.id, name: group.name, byClientId: group.via.every((rule) => rule.matchBy === 'client_id') })),
-    clientId: client.lastClientId,
+    clientId: judged.lastClientId,
+    live: liveClientId !== undefined,
     clientIdRules: model.allByClientId.length > 0,
   };
 }
@@ -54,6 +62,8 @@ export function ClientsPage(props: {
   /** The rules the Access column is judged by. */
   rules: RuleModel;
   sessions: ReadonlyMap<number, number>;
+  /** The client id of each connected client's newest live session. */
+  liveClientIds: ReadonlyMap<number, string>;
   notice?: string;
   ruleChange?: RuleChange | null;
 }) {
@@ -95,13 +105,13 @@ export function ClientsPage(props: {
           New client
         </a>
       </div>
-      <ClientsResults result={props.result} rules={props.rules} sessions={props.sessions} />
+      <ClientsResults result={props.result} rules={props.rules} sessions={props.sessions} liveClientIds={props.liveClientIds} />
     </Layout>
   );
 }
 
 /** The part of the page a search replaces. */
-export function ClientsResults(props: { result: ClientPage; rules: RuleModel; sessions: ReadonlyMap<number, number> }) {
+export function ClientsResults(props: { result: ClientPage; rules: RuleModel; sessions: ReadonlyMap<number, number>; liveClientIds: ReadonlyMap<number, string> }) {
   const { result } = props;
   return (
     <section id="clients-results" aria-label="Clients">
@@ -143,7 +153,7 @@ export function ClientsResults(props: { result: ClientPage; rules: RuleModel; se
               {result.clients.map((client) => (
                 <ClientRow
                   client={client}
-                  access={accessCellFor(props.rules, client)}
+                  access={accessCellFor(props.rules, client, props.liveClientIds.get(client.id))}
                   sessions={props.sessions.get(client.id) ?? 0}
                 />
               ))}
@@ -171,7 +181,7 @@ function ClientsSummary(props: { result: ClientPage }) {
   return (
     <p id="clients-count">
       {text}
-      {noAccess ? <span class="help"> Judged as each was last seen: rules by client, by certificate, and by the client ID of its last session.</span> : null}
+      {noAccess ? <span class="help"> Judged as each was last seen: rules by client, by certificate, and by the client ID of its last session (a connected client's Access column shows its live session's).</span> : null}
     </p>
   );
 }
@@ -262,9 +272,10 @@ export function ClientRow(props: { client: ListedClient; sessions: number; acces
 }
 
 /**
- * The client's groups, judged as it was last seen: through rules by client
- * or certificate, and rules by MQTT client ID that match the id its last
- * session used. With none, it can connect but do nothing.
+ * The client's groups, judged with its live session's client id when it is
+ * connected, else as it was last seen: through rules by client or
+ * certificate, and rules by MQTT client ID that match that id. With none, it
+ * can connect but do nothing.
  */
 function AccessCell(props: { client: ListedClient; access: ClientAccessCell }) {
   const { client, access } = props;
@@ -283,7 +294,7 @@ function AccessCell(props: { client: ListedClient; access: ClientAccessCell }) {
         {byClientId && access.clientId !== null ? (
           <small class="access-note">
             {' '}
-            by client ID <Truncated text={access.clientId} code />
+            by {access.live ? 'live ' : ''}client ID <Truncated text={access.clientId} code />
           </small>
         ) : null}
       </>
@@ -295,7 +306,11 @@ function AccessCell(props: { client: ListedClient; access: ClientAccessCell }) {
         No access
       </a>
       <small class="access-note">
-        {access.clientId === null && access.clientIdRules ? ' never seen: rules by client ID match once it connects' : ' can connect, cannot publish or subscribe'}
+        {access.clientId === null && access.clientIdRules
+          ? ' never seen: rules by client ID match once it connects'
+          : access.live
+            ? ' connected, cannot publish or subscribe'
+            : ' can connect, cannot publish or subscribe'}
       </small>
     </>
   );

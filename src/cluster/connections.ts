@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
+  MAX_CLIENT_ROWS_ASKED,
   mergeSessionWindows,
+  newestSessionsOf,
+  type NewestSession,
   sessionWindow,
   type LiveSession,
   type SessionDirectory,
@@ -34,14 +37,19 @@ export function createLocalDirectory(local: LocalSessions): SessionDirectory {
       for (const session of local.liveSessions()) if (session.groups.includes(groupName)) ids.push(session.id);
       return local.endSessions(ids);
     },
+    newestClientIds: async (clientRowIds) => newestSessionsOf(local.liveSessions(), clientRowIds),
   };
 }
+
+/** A node's answer to `newestClientIds`, as it travels. */
+type NewestAnswer = Array<NewestSession & { clientRowId: number }>;
 
 type Ask =
   | { op: 'window'; request: SessionRequest }
   | { op: 'disconnect'; sessionId: string }
   | { op: 'disconnectClient'; clientRowId: number }
-  | { op: 'disconnectGroup'; groupName: string };
+  | { op: 'disconnectGroup'; groupName: string }
+  | { op: 'newestClientIds'; clientRowIds: number[] };
 
 interface AskMessage {
   id: string;
@@ -138,6 +146,10 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
         return localDirectory.disconnectClient(ask.clientRowId);
       case 'disconnectGroup':
         return localDirectory.disconnectGroup(ask.groupName);
+      case 'newestClientIds': {
+        const rows = Array.isArray(ask.clientRowIds) ? ask.clientRowIds.filter(Number.isInteger) : [];
+        return [...newestSessionsOf(local.liveSessions(), rows)].map(([clientRowId, session]) => ({ clientRowId, ...session })) satisfies NewestAnswer;
+      }
     }
   }
 
@@ -220,6 +232,24 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
 
     disconnectGroup(groupName) {
       return disconnectEverywhere(() => localDirectory.disconnectGroup(groupName), { op: 'disconnectGroup', groupName }, `the sessions of group ${JSON.stringify(groupName)}`);
+    },
+
+    // Every node is asked at once; each scans its own sessions and answers
+    // with at most one id per row asked for. A node that cannot answer leaves
+    // its clients judged by what else is known (their last-seen id).
+    async newestClientIds(clientRowIds) {
+      const rows = clientRowIds.slice(0, MAX_CLIENT_ROWS_ASKED);
+      const own = newestSessionsOf(local.liveSessions(), rows);
+      if (rows.length === 0) return own;
+      let asked;
+      try {
+        asked = await askNodes(everyNode, { op: 'newestClientIds', clientRowIds: [...rows] }, 1);
+      } catch (error) {
+        log(`could not ask the other nodes for their sessions' client ids: ${(error as Error).message}`);
+        return own;
+      }
+      const answers = asked.results.flatMap((answer) => (Array.isArray(answer.result) ? (answer.result as NewestAnswer) : []));
+      return newestSessionsOf([...[...own].map(([clientRowId, session]) => ({ clientRowId, ...session })), ...answers], rows);
     },
 
     async close() {

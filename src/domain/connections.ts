@@ -109,6 +109,38 @@ export interface SessionDirectory {
   disconnectClient(clientRowId: number): Promise<LiveSession[]>;
   /** Ends every session whose permissions came (in part) from the group so named, on every node. */
   disconnectGroup(groupName: string): Promise<LiveSession[]>;
+  /**
+   * The MQTT client id of the newest live session of each client row asked
+   * for (at most MAX_CLIENT_ROWS_ASKED), on every node; rows with no live
+   * session are absent.
+   */
+  newestClientIds(clientRowIds: readonly number[]): Promise<ReadonlyMap<number, NewestSession>>;
+}
+
+/** A client's newest live session, as far as the access it is judged by needs it. */
+export interface NewestSession {
+  mqttClientId: string;
+  connectedAt: number;
+}
+
+/** Client rows one `newestClientIds` question may name (a page of clients is 50). */
+export const MAX_CLIENT_ROWS_ASKED = 100;
+
+/**
+ * The newest of `sessions` for each of `clientRowIds`: one pass over the
+ * sessions, an answer no larger than the rows asked for. Merging several
+ * nodes' answers is the same reduction over them.
+ */
+export function newestSessionsOf(sessions: Iterable<LiveSession | (NewestSession & { clientRowId: number })>, clientRowIds: readonly number[]): Map<number, NewestSession> {
+  const wanted = new Set(clientRowIds.slice(0, MAX_CLIENT_ROWS_ASKED));
+  const newest = new Map<number, NewestSession>();
+  if (wanted.size === 0) return newest;
+  for (const session of sessions) {
+    if (!wanted.has(session.clientRowId)) continue;
+    const known = newest.get(session.clientRowId);
+    if (!known || known.connectedAt < session.connectedAt) newest.set(session.clientRowId, { mqttClientId: session.mqttClientId, connectedAt: session.connectedAt });
+  }
+  return newest;
 }
 
 /** A directory that knows no session (no broker runs: some tests). */
@@ -117,6 +149,7 @@ export const noSessions: SessionDirectory = {
   disconnect: async () => null,
   disconnectClient: async () => [],
   disconnectGroup: async () => [],
+  newestClientIds: async () => new Map(),
 };
 
 const SESSION_ID = /^[0-9A-Za-z-]{1,64}\.[1-9][0-9]{0,15}$/;
