@@ -1,9 +1,13 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import mqtt, { type IClientOptions } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
 import { configSchema } from '../src/config';
+import { schema } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
@@ -319,3 +323,62 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
     });
   },
 );
+
+/**
+ * Holds every thread of libuv's pool (where Argon2id verifies run) in a
+ * blocking open of a FIFO no one writes to, until `release`: verifies that
+ * started wait, holding their slots, and those after them wait for a slot.
+ */
+async function holdThreadPool(): Promise<{ release(): Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gatehouse-pool-'));
+  const fifo = path.join(dir, 'held');
+  execFileSync('mkfifo', [fifo]);
+  const threads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  const opened = Array.from({ length: threads }, () => new Promise<number>((resolve, reject) => fs.open(fifo, 'r', (error, fd) => (error ? reject(error) : resolve(fd)))));
+  return {
+    async release() {
+      // A writer lets every blocked open return; kept open until they all have.
+      const writer = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      for (const fd of await Promise.all(opened)) fs.closeSync(fd);
+      fs.closeSync(writer);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('MQTT 5 when too many password checks wait', { timeout: 60_000 }, () => {
+  let gatehouse: Awaited<ReturnType<typeof startTestGatehouse>>;
+  const crowd = { username: 'crowd', password: 'crowd-password' };
+  beforeAll(async () => {
+    // More CONNECTs from this one address than the default 256 may be pending.
+    gatehouse = await startTestGatehouse('pglite', { MQTT_MAX_PENDING_PER_ADDRESS: '1000' });
+    // A typed password: each check is an Argon2id verify on the thread pool.
+    await createClient(gatehouse.database.db, { name: 'Crowd', ...crowd });
+  });
+  afterAll(async () => {
+    await gatehouse?.close();
+  });
+
+  it('answers CONNACK 0x88 (Server unavailable) once the waiting line is full, and a 3.1.1 device return code 3', async () => {
+    const url = brokerUrl(gatehouse, 'tcp');
+    const pool = await holdThreadPool();
+    const waiting: mqtt.MqttClient[] = [];
+    try {
+      // Two verify at once here (one per core, one pool thread kept for the store), 256 wait.
+      for (let i = 0; i < 258; i++) waiting.push(mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 30_000, clientId: `crowd-${i}`, ...crowd, password: `wrong-${i}` }));
+      await expect.poll(() => gatehouse.authenticator.stats().waitingVerifies, { timeout: 30_000 }).toBe(256);
+      expect(await tryConnect(url, { protocolVersion: 5, clientId: 'crowd-five', ...crowd })).toMatchObject({ ok: false, code: 0x88 });
+      expect(await tryConnect(url, { clientId: 'crowd-311', ...crowd })).toMatchObject({ ok: false, code: 3 });
+    } finally {
+      await pool.release();
+      for (const client of waiting) client.end(true);
+    }
+    // Audited as the server being unavailable, not as the device's back-off.
+    await gatehouse.audit.flush();
+    const refused = await gatehouse.database.db.select().from(schema.auditEvents).where(eq(schema.auditEvents.kind, 'mqtt.auth_failed'));
+    expect(refused.filter((row) => row.details.reason === 'unavailable').map((row) => [row.details.clientId, row.details.reasonCode ?? null])).toEqual([
+      ['crowd-five', '0x88'],
+      ['crowd-311', null],
+    ]);
+  });
+});

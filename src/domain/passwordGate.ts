@@ -27,7 +27,12 @@ export interface PasswordGateOptions {
   now?: () => number;
 }
 
-export type GateResult = { ok: true } | { ok: false; reason: 'bad_credentials' } | { ok: false; reason: 'throttled'; retryAfterMs: number };
+/**
+ * `busy`: not this username's or address's back-off but the waiting line
+ * being full (too many verifies wait): the server is overloaded, the caller
+ * did nothing wrong (an MQTT 5 device is told 0x88, not 0x97).
+ */
+export type GateResult = { ok: true } | { ok: false; reason: 'bad_credentials' } | { ok: false; reason: 'throttled'; retryAfterMs: number; busy?: true };
 
 /** How long a full waiting line asks a caller to wait. */
 const BUSY_RETRY_AFTER_MS = 1000;
@@ -84,7 +89,7 @@ export function createPasswordGate(options: PasswordGateOptions) {
      * and that decision is counted: one wrong password, one failure.
      */
     async verify(username: string, address: string | undefined, hash: string | undefined, password: string, stale: () => boolean = () => false): Promise<GateResult> {
-      const throttled = (wait: number): GateResult => ({ ok: false, reason: 'throttled', retryAfterMs: wait });
+      const throttled = (wait: number, busy?: true): GateResult => ({ ok: false, reason: 'throttled', retryAfterMs: wait, ...(busy ? { busy } : {}) });
       const waitBefore = await retryAfterMs(username, address);
       if (waitBefore > 0) return throttled(waitBefore);
       // A right generated password is known in microseconds: it does not
@@ -110,7 +115,7 @@ export function createPasswordGate(options: PasswordGateOptions) {
         if (typeof outcome === 'number') return throttled(outcome);
         valid = outcome;
       } catch (error) {
-        if (error instanceof BusyError) return throttled(BUSY_RETRY_AFTER_MS);
+        if (error instanceof BusyError) return throttled(BUSY_RETRY_AFTER_MS, true);
         throw error;
       }
       return valid ? { ok: true } : { ok: false, reason: 'bad_credentials' };

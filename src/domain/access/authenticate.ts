@@ -1,6 +1,6 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Database } from '../../db';
-import { createPasswordGate, type FailureTrackerFactory } from '../passwordGate';
+import { createPasswordGate, type FailureTrackerFactory, type GateResult } from '../passwordGate';
 import { replaceForeignPasswordHash } from '../rehash';
 import { accessFor, type RuleModel } from './acl';
 import { createAccessLookup, type Found, type LookupStats } from './lookup';
@@ -126,7 +126,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       }
     }
     const checked = await gate.verify(username, address, row?.passwordHash, password.toString('utf8'), stale);
-    if (!checked.ok) return checked;
+    if (!checked.ok) return { ok: false as const, reason: failureOf(checked) };
     if (!row) throw new Error('a password verified without a client row');
     // An imported hash (Mosquitto, EMQX…) is replaced by our own at its first
     // success; the row changes, so there is nothing to remember.
@@ -158,7 +158,7 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
       // counts no more memory than short ones.
       const key = `sha256:${createHash('sha256').update(username).digest('base64')}`;
       const checked = await gate.verify(key, input.remoteAddress, undefined, password.toString('utf8'));
-      return { ok: false, reason: checked.ok ? 'bad_credentials' : checked.reason };
+      return { ok: false, reason: checked.ok ? 'bad_credentials' : failureOf(checked) };
     }
 
     return decide(
@@ -280,6 +280,11 @@ export function createAuthenticator(db: Database, options: AuthenticatorOptions 
     },
     stats: () => ({ verifies: gate.verifies(), cacheHits, waitingVerifies: gate.waiting(), ...lookup.stats() }),
   };
+}
+
+/** Why the password gate refused: a full waiting line is the server's state (unavailable), not the device's back-off. */
+function failureOf(checked: Exclude<GateResult, { ok: true }>): AuthFailure {
+  return checked.reason === 'throttled' && checked.busy ? 'unavailable' : checked.reason;
 }
 
 /** The principal of an authenticated CONNECT, and what the rules give it. */
