@@ -1,10 +1,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { and, eq, isNotNull } from 'drizzle-orm';
 import { Redis } from 'ioredis';
+import postgres from 'postgres';
 import type { IClientOptions } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config';
+import { schema } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
@@ -136,6 +139,62 @@ describe.runIf(haveBoth)('MQTT 5 on two nodes (Redis and PostgreSQL)', { timeout
     expect(back.connack.sessionPresent).toBe(true);
     expect((await waitFor(heard, 'fleet/mover')).payload).toBe('kept');
     await endClient(back.client);
+  });
+
+  it("leaves no expiry on a session live on B when the end of its old connection on A reaches the database after B's reconnect", async () => {
+    const durable = (clientId: string) => v5(clientId, { clean: false, properties: { sessionExpiryInterval: 60 } });
+    const expiringRows = (clientId: string) =>
+      a.database.db
+        .select()
+        .from(schema.sessionExpiries)
+        .where(and(eq(schema.sessionExpiries.mqttClientId, clientId), isNotNull(schema.sessionExpiries.expiresAt)));
+    // A session whose row the test holds locked below: A's writes wait behind the one about it.
+    await endClient(await connect(brokerUrl(a, 'tcp'), durable('five-blocker')));
+    const racer = await connect(brokerUrl(a, 'tcp'), durable('five-racer'));
+    await racer.subscribeAsync('fleet/racer', { qos: 1 });
+    await a.broker.sessionExpiriesWritten();
+    expect(await expiringRows('five-blocker')).toHaveLength(1);
+
+    const sql = postgres(database.url, { max: 2, onnotice: () => {} });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const holder = sql.begin(async (tx) => {
+      await tx`select 1 from session_expiries where mqtt_client_id = 'five-blocker' for update`;
+      locked();
+      await released;
+    });
+    let blocker: Awaited<ReturnType<typeof connect>> | undefined;
+    try {
+      await isLocked;
+      blocker = await connect(brokerUrl(a, 'tcp'), durable('five-blocker'));
+      await expect.poll(async () => (await sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)[0]!.n).toBeGreaterThan(0);
+      // The racer's connection to A ends: A's write of its expiry waits in line.
+      await endClient(racer);
+      await expect.poll(() => [...a.broker.liveSessions()].some((s) => s.mqttClientId === 'five-racer')).toBe(false);
+      // Back on B, whose write goes through first.
+      const moved = await connectWithConnack(brokerUrl(b, 'tcp'), durable('five-racer'));
+      expect(moved.connack.sessionPresent).toBe(true);
+      await b.broker.sessionExpiriesWritten();
+      await endClient(blocker);
+      blocker = undefined;
+      release();
+      await holder;
+      // Now A's held writes: the blocker's, then the racer's end, older than B's connection.
+      await a.broker.sessionExpiriesWritten();
+      expect(await expiringRows('five-racer')).toEqual([]);
+      await endClient(moved.client);
+      await expect.poll(() => [...b.broker.liveSessions()].some((s) => s.mqttClientId === 'five-racer')).toBe(false);
+      // Its end on B is newer: written.
+      await b.broker.sessionExpiriesWritten();
+      expect(await expiringRows('five-racer')).toHaveLength(1);
+    } finally {
+      release();
+      await holder;
+      if (blocker) await endClient(blocker);
+      await sql.end();
+    }
   });
 
   it('tells a connection on A taken over by the same client id on B so with DISCONNECT 0x8E', async () => {

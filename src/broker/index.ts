@@ -115,6 +115,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     topics: engine.topics,
     ...listeners,
     ...sessions.api,
+    sessionExpiriesWritten: () => expiry?.written() ?? Promise.resolve(),
     async close() {
       await sessions.tellShutdown();
       await listeners.close();

@@ -5,15 +5,22 @@ import { sessionExpiryOf } from './mqtt5';
 /** Session Expiry Interval meaning "never" ([MQTT-3.1.2-11]): no row, kept until taken over. */
 const NEVER_EXPIRES_S = 0xffffffff;
 
+/** How long a row saying "in use" is kept: an old connection's end written later than that is not guarded against. */
+const IN_USE_KEPT_MS = 60 * 60 * 1000;
+
 /**
  * MQTT 5 session expiry across restarts. The engine times a session's expiry
  * in memory, so a node that stops forgets it: the session stayed stored until
  * its device came back. Each MQTT 5 connection that ends with a session kept
  * writes when that session expires (`session_expiries`); a connection of the
- * client id opening removes the row. A node that starts, before its
- * listeners open, removes the stored sessions whose expiry passed and times
- * the others; of several nodes, the one that claims the row removes the
- * session. While a node runs, the engine's own timer is the one that acts.
+ * client id opening writes that the session is in use. Each write names when
+ * its connection opened, and the database keeps the newest connection's
+ * (src/domain/sessionExpiries.ts): an old connection's end on one node that
+ * reaches it after the reconnect on another changes nothing. A node that
+ * starts, before its listeners open, removes the stored sessions whose expiry
+ * passed and times the others; of several nodes, the one that claims the row
+ * removes the session. While a node runs, the engine's own timer is the one
+ * that acts.
  */
 export function createSessionExpiry(deps: {
   store: SessionExpiryStore | undefined;
@@ -22,30 +29,38 @@ export function createSessionExpiry(deps: {
 }) {
   const { store, engine, log } = deps;
   const timers = new Map<string, NodeJS.Timeout>();
+  /** When each connection opened: what its writes are ordered by. */
+  const openedAt = new WeakMap<AedesClient, Date>();
   /**
-   * Every write, one after the other in the order of the events: an end's
-   * row, then the removal a new connection asks for. Removals are gathered
-   * for 100 ms into one statement: a connect storm is not a write per CONNECT.
+   * Every write of this node, one after the other in the order of the
+   * events. The "in use" rows of connections that open are gathered for
+   * 100 ms into one statement: a connect storm is not a write per CONNECT.
    */
   let writes: Promise<void> = Promise.resolve();
-  const toForget = new Set<string>();
-  let forgetTimer: NodeJS.Timeout | undefined;
+  const opening = new Map<string, Date>();
+  let openTimer: NodeJS.Timeout | undefined;
+  let pruneTimer: NodeJS.Timeout | undefined;
 
   function enqueue(what: string, write: () => Promise<void>): void {
     writes = writes.then(write).catch((error: Error) => log(`session expiry ${what} not written: ${JSON.stringify(error.message)}`));
   }
 
-  function flushForgets(): void {
-    if (forgetTimer) clearTimeout(forgetTimer);
-    forgetTimer = undefined;
-    const ids = [...toForget];
-    toForget.clear();
-    if (ids.length > 0) enqueue(`of ${ids.length} client ids`, () => store!.forget(ids));
+  function flushOpened(): void {
+    if (openTimer) clearTimeout(openTimer);
+    openTimer = undefined;
+    const connections = [...opening].map(([mqttClientId, connectedAt]) => ({ mqttClientId, connectedAt }));
+    opening.clear();
+    if (connections.length > 0) enqueue(`of ${connections.length} client ids`, () => store!.opened(connections));
   }
 
-  function forget(clientId: string): void {
-    toForget.add(clientId);
-    forgetTimer ??= setTimeout(flushForgets, 100);
+  /** Writes what is gathered now; resolves once every write asked for until now is done. */
+  async function written(): Promise<void> {
+    flushOpened();
+    await writes;
+  }
+
+  function prune(): void {
+    enqueue('clean-up', () => store!.prune(new Date(Date.now() - IN_USE_KEPT_MS)));
   }
 
   function cancel(clientId: string): void {
@@ -57,7 +72,7 @@ export function createSessionExpiry(deps: {
   async function expire(clientId: string, expiresAt: Date): Promise<void> {
     // A device connected here since: its connection removed the row, or will.
     if (engine.isConnectedHere(clientId)) return;
-    if (toForget.has(clientId) || !(await store!.claim(clientId, expiresAt))) return;
+    if (opening.has(clientId) || !(await store!.claim(clientId, expiresAt))) return;
     await engine.wipeStoredSession(clientId);
     log(`session of client id ${JSON.stringify(clientId)} removed: its MQTT 5 session expiry passed while it was away (${expiresAt.toISOString()})`);
   }
@@ -79,6 +94,9 @@ export function createSessionExpiry(deps: {
     /** Before the listeners open: removes the sessions whose expiry passed, times the others. */
     async start(): Promise<void> {
       if (!store) return;
+      await store.prune(new Date(Date.now() - IN_USE_KEPT_MS));
+      pruneTimer = setInterval(prune, IN_USE_KEPT_MS / 6);
+      pruneTimer.unref();
       for (const { mqttClientId, expiresAt } of await store.all()) {
         if (expiresAt.getTime() <= Date.now()) await expire(mqttClientId, expiresAt);
         else arm(mqttClientId, expiresAt);
@@ -87,8 +105,11 @@ export function createSessionExpiry(deps: {
     /** A connection of the client id opened (any protocol version): its session is in use again. */
     opened(client: AedesClient): void {
       if (!store) return;
+      const at = new Date();
+      openedAt.set(client, at);
       cancel(client.id);
-      forget(client.id);
+      opening.set(client.id, at);
+      openTimer ??= setTimeout(flushOpened, 100);
     },
     /** A connection ended: a 5.0 session kept after it gets its expiry written. */
     ended(client: AedesClient): void {
@@ -96,21 +117,23 @@ export function createSessionExpiry(deps: {
       const expiryS = sessionExpiryOf(client);
       if (!expiryS || expiryS >= NEVER_EXPIRES_S || engine.isBeingTakenOver(client.id)) return;
       const expiresAt = new Date(Date.now() + expiryS * 1000);
-      // The upsert replaces the row a removal still gathered would have removed.
-      toForget.delete(client.id);
-      enqueue(`of client id ${JSON.stringify(client.id)}`, () => store.record(client.id, expiresAt));
+      const connectedAt = openedAt.get(client) ?? new Date();
+      // Its own "in use" row, still gathered, need not be written first.
+      if (opening.get(client.id)?.getTime() === connectedAt.getTime()) opening.delete(client.id);
+      enqueue(`of client id ${JSON.stringify(client.id)}`, () => store.record(client.id, expiresAt, connectedAt));
     },
     /** The engine's own timer removed the session. */
     expired(clientId: string): void {
       if (!store) return;
       cancel(clientId);
-      forget(clientId);
+      enqueue(`of client id ${JSON.stringify(clientId)}`, () => store.expired([clientId]));
     },
+    written,
     /** After the engine closed (its last connections' ends written): stops the timers, waits for the writes. */
     async close(): Promise<void> {
       for (const clientId of [...timers.keys()]) cancel(clientId);
-      flushForgets();
-      await writes;
+      if (pruneTimer) clearInterval(pruneTimer);
+      await written();
     },
   };
 }

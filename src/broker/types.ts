@@ -115,6 +115,8 @@ export interface Broker extends BrokerListeners, BrokerSessions {
   topics: EngineTopics;
   /** The engine itself, for tests that listen to its events; Gatehouse's own code uses `nodeId`. */
   aedes: Aedes;
+  /** Writes the MQTT 5 session-expiry changes gathered so far; resolves once every one asked for until now is done. */
+  sessionExpiriesWritten(): Promise<void>;
   /** This node's id (in session ids, and on the bus). */
   nodeId: string;
   /** Stops accepting, closes every connection and the broker. */

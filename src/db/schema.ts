@@ -463,9 +463,16 @@ export const pipelineDeadLetters = pgTable(
  * Session Expiry Interval from that end). The engine times expiry in memory
  * only; this row is what a node that starts reads, so a session whose expiry
  * fell while no node was up is removed then (src/broker/sessionExpiry.ts).
- * Removed when a connection of the client id opens, or the session expires.
+ * A row is about the connection of the client id that opened at
+ * `connected_at`: a connection that opens later writes over it with no
+ * expiry (the session is in use), and a write about an older connection is
+ * ignored, so events of two nodes reaching the database out of order cannot
+ * leave a live session marked as expiring. Rows without expiry go an hour
+ * after their connection opened; a row goes when its session expires.
  */
 export const sessionExpiries = pgTable('session_expiries', {
   mqttClientId: text('mqtt_client_id').primaryKey(),
-  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+  /** Null: a connection that opened at `connected_at` uses the session. */
+  expiresAt: timestamp('expires_at', { withTimezone: true }),
+  connectedAt: timestamp('connected_at', { withTimezone: true }).notNull().defaultNow(),
 });

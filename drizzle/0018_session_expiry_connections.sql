@@ -1,0 +1,2 @@
+ALTER TABLE "session_expiries" ALTER COLUMN "expires_at" DROP NOT NULL;--> statement-breakpoint
+ALTER TABLE "session_expiries" ADD COLUMN "connected_at" timestamp with time zone DEFAULT now() NOT NULL;
