@@ -14,7 +14,8 @@ import { grantGroup } from './support/acl';
 import { createPostgresTestDatabase } from './support/db';
 import { requireOrSkip } from './support/env';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes } from './support/mqtt';
-import { connectWithConnack, recordMessages, serverDisconnect, waitFor } from './support/mqtt5';
+import { certificateFactory, type Issued } from './support/certs';
+import { connectWithConnack, listenerOf, recordMessages, serverDisconnect, waitFor } from './support/mqtt5';
 import { useRedisDatabase } from './support/redis';
 
 /**
@@ -38,6 +39,14 @@ describe.runIf(haveBoth)('MQTT 5 on two nodes (Redis and PostgreSQL)', { timeout
   let dataDir: string;
   let a: Gatehouse;
   let b: Gatehouse;
+  const certs = certificateFactory();
+  let ca: Issued;
+  let server: Issued;
+  /** A 5.0 device's options on `node` over TLS or WSS (trusting this run's CA). */
+  const secure = (node: Gatehouse, transport: 'tls' | 'wss', clientId: string, options: IClientOptions = {}) => {
+    const listener = listenerOf(node, transport, ca);
+    return { url: listener.url, options: { ...listener.options, ...v5(clientId, options) } };
+  };
 
   const startNode = (name: string) =>
     startGatehouse({
@@ -49,11 +58,18 @@ describe.runIf(haveBoth)('MQTT 5 on two nodes (Redis and PostgreSQL)', { timeout
         REDIS_URL: redisDatabase.url,
         DATA_DIR: path.join(dataDir, name),
         NODE_HEARTBEAT_MS: '300',
+        // TLS and WSS listeners too, with a certificate made for this run.
+        MQTTS_PORT: '0',
+        HTTPS_PORT: '0',
+        TLS_CERT_FILE: server.certFile,
+        TLS_KEY_FILE: server.keyFile,
       }),
       log: () => {},
     });
 
   beforeAll(async () => {
+    ca = certs.ca('MQTT 5 cluster CA');
+    server = certs.server(ca, 'mqtt5-cluster');
     const redis = new Redis(redisDatabase.url);
     await redis.flushdb();
     redis.disconnect();
@@ -77,6 +93,7 @@ describe.runIf(haveBoth)('MQTT 5 on two nodes (Redis and PostgreSQL)', { timeout
   afterAll(async () => {
     await a?.close();
     await b?.close();
+    certs.remove();
     await database?.drop();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
@@ -195,6 +212,31 @@ describe.runIf(haveBoth)('MQTT 5 on two nodes (Redis and PostgreSQL)', { timeout
       if (blocker) await endClient(blocker);
       await sql.end();
     }
+  });
+
+  it('moves a session between nodes over TLS and WSS: the connection on A told 0x8E, the queue kept for the device back on A', async () => {
+    const durable = { clean: false, properties: { sessionExpiryInterval: 60 } };
+    const onA = secure(a, 'tls', 'five-secure', durable);
+    const first = await connect(onA.url, onA.options);
+    await first.subscribeAsync('fleet/secure', { qos: 1 });
+    const told = serverDisconnect(first);
+    const onB = secure(b, 'wss', 'five-secure', durable);
+    const moved = await connectWithConnack(onB.url, onB.options);
+    expect(await told).toBe(0x8e);
+    expect(moved.connack.sessionPresent).toBe(true);
+    await endClient(moved.client);
+    await expect.poll(() => [...b.broker.liveSessions()].some((s) => s.mqttClientId === 'five-secure')).toBe(false);
+    // Published on B while the device is away; it comes back over TLS on A.
+    const publisher = await connect(brokerUrl(b, 'tcp'), v5('five-secure-pub'));
+    await publisher.publishAsync('fleet/secure', 'kept over TLS', { qos: 1 });
+    await endClient(publisher);
+    let heard: ReturnType<typeof recordMessages> = [];
+    const back = await connectWithConnack(onA.url, onA.options, (client) => {
+      heard = recordMessages(client);
+    });
+    expect(back.connack.sessionPresent).toBe(true);
+    expect((await waitFor(heard, 'fleet/secure')).payload).toBe('kept over TLS');
+    await endClient(back.client);
   });
 
   it('tells a connection on A taken over by the same client id on B so with DISCONNECT 0x8E', async () => {
