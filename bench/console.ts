@@ -3,7 +3,10 @@
  * URL with autocannon, on the embedded database and on PostgreSQL
  * (BENCH_DATABASE_URL; skipped with a notice when unset). Runs alone with
  * `node --import tsx bench/console.ts`; BENCH_SECONDS (default 10) and
- * BENCH_CLIENTS (default 100000) change its size.
+ * BENCH_CLIENTS (default 100000) change its size. BENCH_BEFORE=DIR (a
+ * checkout of an earlier commit with its own node_modules, e.g. `git archive`
+ * of it beside a link to this one's) measures that build too, on the same
+ * data, just before this one: a before/after in one run.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -41,6 +44,8 @@ export interface ConsoleScenarioOptions {
   clients?: number;
   seconds?: number;
   connections?: number;
+  /** Another checkout to measure first on the same data (rows labelled "before"/"after"). */
+  before?: string;
 }
 
 interface Row {
@@ -99,10 +104,12 @@ function pinning(): { server: string[]; pinSelf(): void } {
   return pinned;
 }
 
-export function startConsole(env: Record<string, string>): Promise<{ child: ChildProcess; base: string }> {
-  const [command, ...args] = [...pinning().server, process.execPath, '--import', 'tsx', 'src/main.ts'];
+export function startConsole(env: Record<string, string>, cwd = root): Promise<{ child: ChildProcess; base: string }> {
+  // BENCH_NODE_ARGS, as for the brokers (bench/lib/brokers.ts): e.g. `--cpu-prof --cpu-prof-dir=DIR`.
+  const extra = process.env.BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
+  const [command, ...args] = [...pinning().server, process.execPath, ...extra, '--import', 'tsx', 'src/main.ts'];
   const child = spawn(command!, args, {
-    cwd: root,
+    cwd,
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATABASE_URL: '', REDIS_URL: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -159,7 +166,9 @@ async function consoleUrls(base: string, cookie: string, clients: number) {
   return urls;
 }
 
-async function measure(database: string, base: string, cookie: string, options: Required<Omit<ConsoleScenarioOptions, 'databaseUrl'>>): Promise<Row[]> {
+type Settings = Required<Omit<ConsoleScenarioOptions, 'databaseUrl' | 'before'>> & { before?: string };
+
+async function measure(database: string, base: string, cookie: string, options: Settings): Promise<Row[]> {
   const rows: Row[] = [];
   for (const url of await consoleUrls(base, cookie, options.clients)) {
     const target = { url: base + url.path, connections: options.connections, headers: { cookie } };
@@ -175,7 +184,7 @@ async function measure(database: string, base: string, cookie: string, options: 
 async function onDatabase(
   label: string,
   open: (dataDir: string) => Promise<{ database: OpenDatabase; env: Record<string, string>; cleanup(): Promise<void> }>,
-  options: Required<Omit<ConsoleScenarioOptions, 'databaseUrl'>>,
+  options: Settings,
 ): Promise<Row[]> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-console-'));
   const { database, env, cleanup } = await open(dataDir);
@@ -192,12 +201,17 @@ async function onDatabase(
     console.log(`${label}: ${fmt(options.clients)} clients inserted in ${fmt((performance.now() - started) / 1000, 1)} s`);
     await database.close();
     closed = true;
-    const { child, base } = await startConsole({ DATA_DIR: dataDir, ...env });
-    try {
-      return await measure(label, base, cookie, options);
-    } finally {
-      await stopConsole(child);
+    const builds = options.before ? [{ name: `${label}, before`, cwd: options.before }, { name: `${label}, after`, cwd: root }] : [{ name: label, cwd: root }];
+    const rows: Row[] = [];
+    for (const build of builds) {
+      const { child, base } = await startConsole({ DATA_DIR: dataDir, ...env }, build.cwd);
+      try {
+        rows.push(...(await measure(build.name, base, cookie, options)));
+      } finally {
+        await stopConsole(child);
+      }
     }
+    return rows;
   } finally {
     if (!closed) await database.close();
     await cleanup();
@@ -212,6 +226,7 @@ export async function consoleScenario(options: ConsoleScenarioOptions = {}): Pro
     clients: options.clients ?? 100_000,
     seconds: options.seconds ?? 10,
     connections: options.connections ?? 10,
+    before: options.before,
   };
   const rows: Row[] = [];
   rows.push(
@@ -242,6 +257,7 @@ export async function consoleScenario(options: ConsoleScenarioOptions = {}): Pro
   console.log(`\n### The console with ${fmt(settings.clients)} clients\n`);
   const cores = pinning().server.length ? ', autocannon and Gatehouse each on a core of its own' : '';
   console.log(`${settings.connections} concurrent requests per URL for ${settings.seconds} s (after 2 s of warm-up)${cores}; latency in ms.\n`);
+  if (settings.before) console.log(`"before": the checkout in ${settings.before}; "after": this one; each on the same data, one after the other.\n`);
   console.log('| database | request | URL | p50 | p99 | requests/s |');
   console.log('| --- | --- | --- | --- | --- | --- |');
   for (const row of rows) {
@@ -255,6 +271,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     databaseUrl: process.env.BENCH_DATABASE_URL,
     clients: process.env.BENCH_CLIENTS ? Number(process.env.BENCH_CLIENTS) : undefined,
     seconds: process.env.BENCH_SECONDS ? Number(process.env.BENCH_SECONDS) : undefined,
+    before: process.env.BENCH_BEFORE,
   }).catch((error: unknown) => {
     console.error(error);
     process.exit(1);

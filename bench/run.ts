@@ -267,7 +267,7 @@ try {
     phase('console');
     postgres ??= await startPostgres();
     const { consoleScenario } = await import('./console');
-    await consoleScenario({ databaseUrl: postgres.url, seconds });
+    await consoleScenario({ databaseUrl: postgres.url, seconds, before: process.env.BENCH_BEFORE });
   }
   if (scenarios.includes('model') || scenarios.includes('changes')) {
     postgres ??= await startPostgres();
