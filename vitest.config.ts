@@ -17,6 +17,7 @@ const projects = {
     'tests/connections.paging.test.ts',
     'tests/engine.check.test.ts',
     'tests/logs.quoting.test.ts',
+    'tests/pageCache.test.ts',
     'tests/persistence.test.ts',
     'tests/topics.test.ts',
   ],

@@ -231,7 +231,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     let consoleServer: HttpServer | undefined;
     const app = createApp({
       db: database.db,
-      access: { accessOf: authenticator.accessOf, rules: authenticator.ruleModel, settled: accessModel.settled },
+      access: {
+        accessOf: authenticator.accessOf,
+        rules: authenticator.ruleModel,
+        settled: accessModel.settled,
+        listVersion: () => (accessModel.current() ? `${accessModel.changesHeard()}:${recorder.writes()}` : null),
+      },
       pipelines: { service: openPipelines, secretKey: config.SECRET_KEY },
       audit,
       signIn: createSignInGuard(database.db, { failureTrackers }),

@@ -436,6 +436,32 @@ describe.runIf(drivers.includes('postgres'))('two nodes on one PostgreSQL, and a
     }
   });
 
+  it('shows in the clients list of the other node what was changed on one, once heard, and a last-seen time written on it (pages are kept until then)', async () => {
+    const operator = await signIn(nodeB.app, nodeB.database.db);
+    const listed = async () => {
+      const page = await operator.request('/clients?q=listed-from-a');
+      expect(page.status).toBe(200);
+      return page.text();
+    };
+    expect(await listed()).not.toContain('listed-from-a-1');
+    // The same page again: kept (nothing changed).
+    expect(await listed()).not.toContain('listed-from-a-1');
+    const created = await createClient(nodeA.database.db, { name: 'Listed from A', username: 'listed-from-a-1', password: 'listed-from-a-password' });
+    await nodeB.accessModel.settled();
+    const afterCreate = await listed();
+    expect(afterCreate).toContain('listed-from-a-1');
+    expect(afterCreate).toContain('>never<');
+
+    await updateClient(nodeA.database.db, created.id, { name: 'Renamed on A', username: 'listed-from-a-1', authType: 'password', version: String(created.version) });
+    await nodeB.accessModel.settled();
+    expect(await listed()).toContain('Renamed on A');
+
+    // Last seen times are not announced by the feed: a write of this node's makes the page read again.
+    nodeB.lastSeen.note(created.id, new Date(), 'listed-device');
+    await nodeB.lastSeen.flush();
+    expect(await listed()).not.toContain('>never<');
+  });
+
   it('applies a change made on one node to the other (latency measured, not asserted)', async () => {
     const latencies: number[] = [];
     for (let i = 0; i < 40; i++) {

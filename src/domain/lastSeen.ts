@@ -29,6 +29,8 @@ export interface LastSeenRecorder {
   flush(): Promise<void>;
   /** Clients noted and not yet written. */
   pending(): number;
+  /** Counts the flushes that wrote something: a page showing last seen times read before the count changed may be out of date. */
+  writes(): number;
   /** Stops the timer and writes what is left. */
   close(): Promise<void>;
 }
@@ -46,6 +48,7 @@ export function createLastSeenRecorder(db: Database, options: { flushMs?: number
   let noted = new Map<number, Seen>();
   let flushing: Promise<void> | null = null;
   let warned = false;
+  let writes = 0;
 
   const keepLatest = (into: Map<number, Seen>, id: number, seen: Seen) => {
     const known = into.get(id);
@@ -76,9 +79,12 @@ export function createLastSeenRecorder(db: Database, options: { flushMs?: number
     noted = new Map();
     flushing = write(batch).then(
       () => {
+        writes++;
         warned = false;
       },
       (error: Error) => {
+        // Part of it may have been written.
+        writes++;
         for (const [id, seen] of batch) keepLatest(noted, id, seen);
         if (!warned) log(`last seen times could not be written (kept for the next try): ${error.message}`);
         warned = true;
@@ -102,6 +108,7 @@ export function createLastSeenRecorder(db: Database, options: { flushMs?: number
     },
     flush,
     pending: () => noted.size,
+    writes: () => writes,
     async close() {
       clearInterval(timer);
       await flush().catch(() => {});

@@ -7,6 +7,7 @@ import {
   parseClientCursor,
   updateClient,
   type ClientInput,
+  type ClientPage,
 } from '../domain/clients';
 import { CONNECTIONS_PAGE_SIZE, disconnectClientSessions, listConnections } from '../domain/connections';
 import { ConflictError, ValidationError } from '../domain/errors';
@@ -29,22 +30,31 @@ import { ClientSessionsSection, DisconnectClientPage } from '../../views/connect
 import { NoticePartial, NotFoundPage, Notice } from '../../views/layout';
 import { actorOf, directoryOf, disconnectDeps } from './connections';
 import type { AppEnv } from './env';
+import { createPageCache } from './pageCache';
 import { flash, isHtmx, parseId, readForm, readFormAll, readFormFile, redirectAfterPost } from './http';
 
 /** `/clients`: the clients console. */
 export function clientRoutes(options: { log: (message: string) => void }) {
   const clients = new Hono<AppEnv>();
 
+  // Pages as read, while nothing they show changed (see pageCache.ts): an
+  // operator paging back and forth, or many looking at once, reads each once.
+  const pages = createPageCache<ClientPage>();
+
   clients.get('/', async (c) => {
     const rules = await c.var.access.rules();
-    const result = await listClients(c.var.db, {
+    const version = c.var.access.listVersion?.() ?? null;
+    const options = {
       query: c.req.query('q') ?? '',
-      noAccess: c.req.query('access') === 'none' ? rules : undefined,
+      noAccess: c.req.query('access') === 'none',
       after: parseClientCursor(c.req.query('after')) ?? undefined,
       before: parseClientCursor(c.req.query('before')) ?? undefined,
       page: parsePage(c.req.query('page')),
       at: parsePositive(c.req.query('at')),
-    });
+    };
+    const result = await pages.get(JSON.stringify(options), version, () =>
+      listClients(c.var.db, { ...options, noAccess: options.noAccess ? rules : undefined }),
+    );
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);
     const notice = disconnectedNotice(c.req.query('disconnected'));

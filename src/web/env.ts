@@ -39,6 +39,13 @@ export interface AccessControl {
   rules(): Promise<RuleModel>;
   /** Resolves once every change committed so far applies to this node's CONNECTs. */
   settled(): Promise<void>;
+  /**
+   * Changes whenever what the clients list shows may have changed (a change
+   * heard from the feed, a last-seen write of this node); null when that
+   * cannot be told (the feed is not heard). Read after `rules()`, before the
+   * list: see web/pageCache.ts.
+   */
+  listVersion?(): string | null;
 }
 
 /** What every route can read from `c.var`. */

@@ -42,6 +42,11 @@ export interface AccessModel {
   byUsername(username: string): ClientCredentials | null;
   byFingerprint(fingerprint: string): ClientCredentials | null;
   rules(): RuleModel;
+  /**
+   * Counts the changes heard: what was read from the database while it had
+   * one value (and the model was current) still holds while it keeps it.
+   */
+  changesHeard(): number;
   stats(): AccessModelStats;
   /** Stops applying changes. */
   close(): void;
@@ -257,6 +262,7 @@ export async function loadAccessModel(db: Database, changes: AccessChanges, opti
     byUsername: (username) => table.getByUsername(username),
     byFingerprint: (fingerprint) => table.getByFingerprint(fingerprint),
     rules: () => rules,
+    changesHeard: () => heardSeq,
     stats: () => ({ clients: table.size, credentialBytes: table.memoryBytes(), loadMs, reloads, rowsApplied }),
     close() {
       closed = true;
