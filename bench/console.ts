@@ -20,6 +20,7 @@ import { createAdministrator } from '../src/domain/administrators';
 import { hashPassword } from '../src/domain/password';
 import { createSession } from '../src/domain/sessions';
 import { SESSION_COOKIE } from '../src/web/session';
+import { processTree, usage } from './lib/proc';
 import { createServerDatabase } from './lib/services';
 
 interface AutocannonResult {
@@ -55,6 +56,8 @@ interface Row {
   p50: number;
   p99: number;
   rps: number;
+  /** The server's CPU (its process tree, user + system) per request answered. */
+  cpuMs: number;
 }
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -168,15 +171,17 @@ async function consoleUrls(base: string, cookie: string, clients: number) {
 
 type Settings = Required<Omit<ConsoleScenarioOptions, 'databaseUrl' | 'before'>> & { before?: string };
 
-async function measure(database: string, base: string, cookie: string, options: Settings): Promise<Row[]> {
+async function measure(database: string, base: string, cookie: string, options: Settings, serverPid: number): Promise<Row[]> {
   const rows: Row[] = [];
   for (const url of await consoleUrls(base, cookie, options.clients)) {
     const target = { url: base + url.path, connections: options.connections, headers: { cookie } };
     await autocannon({ ...target, duration: 2 }); // warm-up: JIT, caches
+    const before = usage(processTree(serverPid)).cpuSeconds;
     const result = await autocannon({ ...target, duration: options.seconds });
+    const cpuSeconds = usage(processTree(serverPid)).cpuSeconds - before;
     if (result.errors || result.timeouts) console.warn(`  ${url.path}: ${result.errors} errors, ${result.timeouts} timeouts`);
     if (result.non2xx) console.warn(`  ${url.path}: ${result.non2xx} answers were not 2xx`);
-    rows.push({ database, what: url.what, url: url.path, p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average });
+    rows.push({ database, what: url.what, url: url.path, p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average, cpuMs: (cpuSeconds * 1000) / Math.max(1, result.requests.average * options.seconds) });
   }
   return rows;
 }
@@ -206,7 +211,7 @@ async function onDatabase(
     for (const build of builds) {
       const { child, base } = await startConsole({ DATA_DIR: dataDir, ...env }, build.cwd);
       try {
-        rows.push(...(await measure(build.name, base, cookie, options)));
+        rows.push(...(await measure(build.name, base, cookie, options, child.pid!)));
       } finally {
         await stopConsole(child);
       }
@@ -258,10 +263,10 @@ export async function consoleScenario(options: ConsoleScenarioOptions = {}): Pro
   const cores = pinning().server.length ? ', autocannon and Gatehouse each on a core of its own' : '';
   console.log(`${settings.connections} concurrent requests per URL for ${settings.seconds} s (after 2 s of warm-up)${cores}; latency in ms.\n`);
   if (settings.before) console.log(`"before": the checkout in ${settings.before}; "after": this one; each on the same data, one after the other.\n`);
-  console.log('| database | request | URL | p50 | p99 | requests/s |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
+  console.log('| database | request | URL | p50 | p99 | requests/s | server CPU per request (ms) |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
   for (const row of rows) {
-    console.log(`| ${row.database} | ${row.what} | \`${row.url}\` | ${fmt(row.p50)} | ${fmt(row.p99)} | ${fmt(row.rps)} |`);
+    console.log(`| ${row.database} | ${row.what} | \`${row.url}\` | ${fmt(row.p50)} | ${fmt(row.p99)} | ${fmt(row.rps)} | ${fmt(row.cpuMs, 1)} |`);
   }
   return rows;
 }

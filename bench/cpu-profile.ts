@@ -6,7 +6,10 @@
  * own code; the garbage collector and idle time apart), the functions with
  * the most self time, and the functions with the most inclusive time (each
  * function counted once per sample, so recursion does not count twice).
- * `--from`/`--to` keep the samples between those milliseconds of the profile;
+ * `--from`/`--to` keep the samples between those milliseconds of the profile,
+ * `--window START:END` those between two instants on CLOCK_MONOTONIC in µs
+ * (the profile's own clock: `process.hrtime.bigint() / 1000n` of any process
+ * on the machine; the storm bench prints each storm's window);
  * `--callers TEXT` prints the stacks (up to 12 frames) above every function
  * whose name contains TEXT, with their time.
  */
@@ -183,16 +186,19 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     return value === undefined ? undefined : Number(value);
   };
   const top = option('--top');
-  const fromMs = option('--from');
-  const toMs = option('--to');
+  let fromMs = option('--from');
+  let toMs = option('--to');
+  const windowIndex = args.indexOf('--window');
+  const window = windowIndex === -1 ? undefined : args.splice(windowIndex, 2)[1]?.split(':').map(Number);
   const callersIndex = args.indexOf('--callers');
   const callers = callersIndex === -1 ? undefined : args.splice(callersIndex, 2)[1];
   if (args.length === 0) {
-    console.error('usage: node --import tsx bench/cpu-profile.ts FILE.cpuprofile [FILE…] [--top N] [--from MS] [--to MS] [--callers TEXT]');
+    console.error('usage: node --import tsx bench/cpu-profile.ts FILE.cpuprofile [FILE…] [--top N] [--from MS] [--to MS] [--window START_US:END_US] [--callers TEXT]');
     process.exit(2);
   }
   for (const file of args) {
     const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+    if (window) [fromMs, toMs] = [(window[0]! - profile.startTime) / 1000, (window[1]! - profile.startTime) / 1000];
     printSummary(summarise(profile, { top, fromMs, toMs, callers }), path.basename(file));
   }
 }

@@ -28,6 +28,8 @@ interface Phase {
   p99: number;
   max: number;
   generatorCores: number;
+  /** When it ran, on CLOCK_MONOTONIC in µs (the clock of a `.cpuprofile`): `bench/cpu-profile.ts --window`. */
+  window: string;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -45,6 +47,7 @@ async function stormPhase(
   const before = usage(pids());
   const generatorBefore = usage(generator.pids());
   const started = performance.now();
+  const startedUs = process.hrtime.bigint() / 1000n;
   const parts = await generator.all<StormResult>((i) =>
     i === 0
       ? undefined
@@ -57,6 +60,7 @@ async function stormPhase(
         },
   );
   const elapsed = (performance.now() - started) / 1000;
+  const window = `${startedUs}:${process.hrtime.bigint() / 1000n}`;
   const after = usage(pids());
   const generatorAfter = usage(generator.pids());
   const { histogram } = await generator.stats(true);
@@ -71,6 +75,7 @@ async function stormPhase(
     p99: histogram.getValueAtPercentile(99) / 1000,
     max: histogram.maxValue / 1000,
     generatorCores: (generatorAfter.cpuSeconds - generatorBefore.cpuSeconds) / elapsed,
+    window,
   };
   histogram.destroy();
   const codes = parts.flatMap((p) => Object.entries(p.refused)).reduce<Record<string, number>>((all, [code, n]) => ({ ...all, [code]: (all[code] ?? 0) + n }), {});
@@ -141,7 +146,7 @@ export async function stormScenario(options: { fleet: Fleet; rounds: number; bro
           const first = await stormPhase(generator, broker.mqttUrl, broker.pids, credentials, timeoutMs);
           rows.push({ map: cold, phase: first });
           console.error(
-            `  round ${round}: ${contender.name}, cold: ${first.connected} connected in ${fmt(first.seconds)} s, ${first.refused} refused, ${first.failed} failed, pair p99 ${fmt(first.p99)} ms, generator ${fmt(first.generatorCores, 2)} cores`,
+            `  round ${round}: ${contender.name}, cold: ${first.connected} connected in ${fmt(first.seconds)} s, ${first.refused} refused, ${first.failed} failed, pair p99 ${fmt(first.p99)} ms, generator ${fmt(first.generatorCores, 2)} cores, window ${first.window}, pid ${broker.pid}`,
           );
           if (first.connected < credentials.length) {
             note(contender.name, `stopped after ${timeoutFor(contender.name)} s`);
@@ -155,7 +160,7 @@ export async function stormScenario(options: { fleet: Fleet; rounds: number; bro
             const second = await stormPhase(generator, broker.mqttUrl, broker.pids, 'again', timeoutMs);
             rows.push({ map: warm, phase: second });
             console.error(
-              `  round ${round}: ${contender.name}, warm: ${second.connected} connected in ${fmt(second.seconds, 2)} s, pair p99 ${fmt(second.p99)} ms, generator ${fmt(second.generatorCores, 2)} cores`,
+              `  round ${round}: ${contender.name}, warm: ${second.connected} connected in ${fmt(second.seconds, 2)} s, pair p99 ${fmt(second.p99)} ms, generator ${fmt(second.generatorCores, 2)} cores, window ${second.window}`,
             );
             if (second.connected < first.connected) warmNote(contender.name, `${fmt(second.connected, 0)} of ${fmt(first.connected, 0)} in ${timeoutFor(contender.name)} s`);
           }
