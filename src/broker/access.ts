@@ -3,7 +3,7 @@ import type { AedesOptions, Client as AedesClient, PublishPacket } from 'aedes';
 import { decideSubscribe, SessionDecisions } from '../domain/access/acl';
 import type { AuthFailure, ClientCertificate } from '../domain/access/types';
 import type { ConnectionRegistry } from './connections';
-import { streamOf } from './engine';
+import { firstCopy, streamOf } from './engine';
 import { MAX_PUBLISH_DELAY_MS, type BrokerLimits } from './limits';
 import { REFUSED_PUBLISH_TOPIC, type AcceptedMessage, type BrokerAudit, type BrokerDeps, type BrokerMetrics } from './types';
 import type { Wills } from './wills';
@@ -82,7 +82,12 @@ export function createAccessHooks(deps: AccessDeps) {
     offerAccepted(client, packet, callback);
   }
 
-  /** Hands an allowed PUBLISH to `onPublishAccepted`; QoS 1/2 wait for its answer. */
+  /**
+   * Hands an allowed PUBLISH to `onPublishAccepted`; QoS 1/2 wait for its
+   * answer. A QoS 2 message the device sends again (DUP, same packet id) is
+   * handed over once: a copy of one already accepted goes straight on to
+   * Aedes, which answers PUBREC and publishes nothing (engine/incoming.ts).
+   */
   function offerAccepted(client: AedesClient, packet: PublishPacket, callback: (error: Error | null) => void) {
     const hook = deps.onPublishAccepted;
     const state = registry.get(client);
@@ -93,10 +98,30 @@ export function createAccessHooks(deps: AccessDeps) {
     const message: AcceptedMessage = { topic: packet.topic, payload: packet.payload as Buffer, qos: packet.qos, retain: packet.retain };
     const properties = (packet as { properties?: Record<string, unknown> }).properties;
     if (properties) message.properties = properties;
-    state.publishing ??= { ...state.principal, groups: state.groups ?? [] };
+    const session = (state.publishing ??= { ...state.principal, groups: state.groups ?? [] });
+    if (packet.qos !== 2) {
+      offer(client, packet, () => hook(message, session), callback);
+      return;
+    }
+    void firstCopy(client, packet).then((first) => {
+      if (!first) {
+        callback(null);
+        return;
+      }
+      offer(client, packet, () => hook(message, session), (error) => {
+        if (error) {
+          first.refuse();
+          callback(error);
+        } else first.accept(callback);
+      });
+    });
+  }
+
+  /** Runs `hand` (the hook on the message) and answers `callback` as the hook decides. */
+  function offer(client: AedesClient, packet: PublishPacket, hand: () => Promise<void> | void, callback: (error: Error | null) => void) {
     let answer: Promise<void> | void;
     try {
-      answer = hook(message, state.publishing);
+      answer = hand();
     } catch (error) {
       answer = Promise.reject(error);
     }

@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream';
 import { Aedes, type Client as AedesClient } from 'aedes';
 import { clientExpectations } from './client';
 import type { Expectation } from './expectation';
+import { incomingExpectations } from './incoming';
 import { EngineMismatchError, installedVersion, packageSource } from './packages';
 import { parserExpectations } from './parser';
 import { redisBusExpectations } from './redisBus';
@@ -67,6 +68,7 @@ export function engineExpectations(probe: () => AedesClient, options: { redis?: 
     ...clientExpectations(probe),
     ...parserExpectations(probe),
     ...sessionStoreExpectations,
+    ...incomingExpectations,
     ...storedSessionExpectations(probe),
     ...topicsExpectations(),
     ...(options.redis ? redisBusExpectations() : []),

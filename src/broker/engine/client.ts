@@ -40,9 +40,16 @@ interface ClientInternals {
   sessionExpiryInterval: number;
   /** Aedes 2: DISCONNECT with a reason code to a 5.0 client, then close; a bare close otherwise. */
   disconnect: (options: { reasonCode: number }, done?: () => void) => void;
+  /** The Aedes instance the client is connected to (its `persistence` is the wrapped store). */
+  broker: { persistence: unknown };
 }
 
 const internals = (client: AedesClient) => client as unknown as ClientInternals;
+
+/** The broker the client is connected to. */
+export function brokerOf(client: AedesClient): ClientInternals['broker'] {
+  return internals(client).broker;
+}
 
 /** The will the client's CONNECT carries, until Aedes stores it after authentication. */
 export function pendingWill(client: AedesClient): PendingWill | null {
@@ -153,6 +160,7 @@ export function clientExpectations(probe: () => AedesClient): Expectation[] {
     field('conn', 'stream'),
     field('subscriptions', 'object'),
     field('duplicates', 'object'),
+    field('broker', 'object'),
     field('deliver0', 'function'),
     field('deliverQoS', 'function'),
     field('_parser', 'object'),

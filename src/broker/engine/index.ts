@@ -10,6 +10,7 @@ import { engineTopics, type EngineTopics } from './topics';
 
 export { connackSent, dropPendingWill, isOwnWill, pendingWill, streamOf, subscriptionCount, subscriptionFilters, type EngineClient, type PendingWill } from './client';
 export { isRepeatedDelivery } from './delivery';
+export { firstCopy, type FirstCopy } from './incoming';
 export { checkEngine } from './check';
 export { EngineMismatchError } from './packages';
 export type { EngineTopics, RetainedMessage, TappedMessage } from './topics';

@@ -1,6 +1,7 @@
-import type { AedesOptions, Client as AedesClient } from 'aedes';
+import type { AedesOptions, Client as AedesClient, PublishPacket } from 'aedes';
 import { claimQueuedDelivery, isRepeatedDelivery } from './delivery';
 import type { Expectation } from './expectation';
+import { incomingLookup, incomingWrite } from './incoming';
 import { packageSource } from './packages';
 
 type Persistence = NonNullable<AedesOptions['persistence']>;
@@ -14,6 +15,8 @@ interface SessionStoreMethods {
   outgoingEnqueueCombi(subs: Subscription[], packet: QueuedPacket): Promise<unknown>;
   outgoingUpdate(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
   outgoingClearMessageId(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
+  incomingGetPacket(client: SessionClient, packet: PublishPacket): Promise<unknown>;
+  incomingStorePacket(client: SessionClient, packet: PublishPacket): Promise<unknown>;
 }
 
 /**
@@ -40,6 +43,9 @@ interface SessionStoreMethods {
  * - **PUBREC always gets its PUBREL** ([MQTT-4.3.3-8]): for a packet id the
  *   store no longer knows, PUBREL is still sent rather than an error
  *   disconnecting the session.
+ * - **A QoS 2 message sent again is accepted once** (incoming.ts): the
+ *   incoming store's lookup and write of a first copy tell when Aedes has
+ *   stored it.
  */
 export function fixSessionStore(persistence: Persistence): Persistence {
   const store = persistence as unknown as SessionStoreMethods;
@@ -74,6 +80,12 @@ export function fixSessionStore(persistence: Persistence): Persistence {
       // Its packet id was never stored; the entry belongs to the copy sent live.
       if (isRepeatedDelivery(client, packet)) return undefined;
       return store.outgoingClearMessageId(client, packet);
+    },
+    incomingGetPacket(client, packet) {
+      return incomingLookup(client, packet, store.incomingGetPacket(client, packet));
+    },
+    incomingStorePacket(client, packet) {
+      return incomingWrite(client, packet, () => store.incomingStorePacket(client, packet));
     },
   };
 
