@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { asc } from 'drizzle-orm';
+import { asc, eq } from 'drizzle-orm';
 import { schema, type OpenDatabase } from '../src/db';
 import { createClient } from '../src/domain/clients';
 import { loadOverview, loadSeries, recordSample, type NodeSample } from '../src/domain/overview';
@@ -11,6 +11,7 @@ import { grantGroup } from './support/acl';
 import { createTestDatabase, drivers } from './support/db';
 import { startTestGatehouse } from './support/gatehouse';
 import { htmx } from './support/http';
+import { textOf } from './support/html';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
 
 /** The number shown in the overview's stat `id` (tags and thousands separators removed). */
@@ -109,6 +110,29 @@ describe.each(drivers)('the overview with a broker (%s)', (driver) => {
     }
     // The connection closed: the live count follows at once.
     await expect.poll(async () => stat(await (await app.request('/')).text(), 'connections')).toBe('0');
+  });
+
+  it('lists the clients whose CONNECT was refused, with their attempts, and counts the usernames no client has', async () => {
+    const url = brokerUrl(gatehouse, 'tcp');
+    for (let i = 0; i < 2; i++) expect(await tryConnect(url, { username: 'pump', password: 'not-the-pump-password' })).toMatchObject({ ok: false, code: 4 });
+    expect(await tryConnect(url, { username: 'ghost', password: 'whatever' })).toMatchObject({ ok: false, code: 4 });
+    expect(await tryConnect(url, { username: 'phantom', password: 'whatever' })).toMatchObject({ ok: false, code: 4 });
+    // Connected without a group: not refused at CONNECT, so not in the list.
+    await endClient(await connect(url, { username: 'fan', password: 'fan-password', clientId: 'fan-1' }));
+    await gatehouse.audit.flush();
+
+    const html = await (await app.request('/')).text();
+    const list = /<article id="refused-connects"[\s\S]*?<\/article>/.exec(html)?.[0] ?? '';
+    const items = [...list.matchAll(/<li>([\s\S]*?)<\/li>/g)].map((m) => textOf(m[1]!));
+    expect(items).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^Pump 2 wrong password, last \d{4}-\d\d-\d\d \d\d:\d\d UTC refusals$/), expect.stringMatching(/^Boiler 1 wrong password, last /)]),
+    );
+    expect(items).toHaveLength(2);
+    expect(list).not.toContain('Fan');
+    const pump = await gatehouse.database.db.select().from(schema.clients).where(eq(schema.clients.username, 'pump'));
+    expect(list).toContain(`<a href="/clients/${pump[0]!.id}" class="truncate" title="Pump">Pump</a>`);
+    expect(list).toContain('href="/audit?view=refusals&amp;kind=mqtt.auth_failed&amp;actor=pump"');
+    expect(textOf(/<p id="refused-unknown">([\s\S]*?)<\/p>/.exec(list)?.[1] ?? '')).toBe('2 usernames no client has: 2 attempts. All refused CONNECTs');
   });
 
   it('refreshes the numbers as an htmx fragment, and the history per range', async () => {

@@ -27,28 +27,63 @@ export function OverviewPage(props: { counts: OverviewCounts; range: RangeName; 
   );
 }
 
-/** What to look at: clients that connect but may do nothing, and who the broker refuses most. */
+/** How a refused CONNECT's reason (audit details) reads. */
+const CONNECT_REFUSED_REASONS: Record<string, string> = {
+  missing_credentials: 'no username or password',
+  bad_credentials: 'wrong password',
+  throttled: 'too many failures',
+  unavailable: 'database unavailable',
+  bad_client_id: 'client ID refused',
+  certificate_refused: 'certificate refused',
+};
+
+const countOf = (n: number, one: string, many: string) => `${integer.format(n)} ${n === 1 ? one : many}`;
+
+/** What to look at: devices refused at CONNECT, and who the broker refuses most. */
 function AttentionLists(props: { attention: Attention }) {
-  const { connectedWithoutAccess, topRefused } = props.attention;
+  const { refusedConnects, topRefused } = props.attention;
+  const { unknown } = refusedConnects;
+  const refusedAuditLink = '/audit?view=refusals&kind=mqtt.auth_failed';
   return (
     <section id="overview-attention" aria-labelledby="overview-attention-title">
       <h2 id="overview-attention-title">To look at</h2>
       <div class="attention-lists">
-        <article id="no-access-seen" aria-labelledby="no-access-seen-title">
-          <h3 id="no-access-seen-title">Connected without access</h3>
-          {connectedWithoutAccess.length === 0 ? (
-            <p>Every client seen connecting has a group.</p>
+        <article id="refused-connects" aria-labelledby="refused-connects-title">
+          <h3 id="refused-connects-title">Refused at CONNECT, last 24 hours</h3>
+          {refusedConnects.clients.length === 0 && unknown.usernames === 0 ? (
+            <p>No device was refused at CONNECT in the last 24 hours.</p>
           ) : (
             <>
-              <p class="help">Seen connecting, but no rule gives them a group: they can neither publish nor subscribe.</p>
-              <ul>
-                {connectedWithoutAccess.map((client) => (
-                  <li>
-                    <Truncated text={client.name} href={`/clients/${client.id}`} /> <small>last seen {formatTime(client.lastSeenAt)}</small>
-                  </li>
-                ))}
-              </ul>
-              <a href="/clients?access=none">All clients without access</a>
+              <p class="help">Devices that tried to connect and could not: they have no access until what they send or their client is fixed.</p>
+              {refusedConnects.clients.length > 0 ? (
+                <ul>
+                  {refusedConnects.clients.map((client) => (
+                    <li>
+                      <Truncated text={client.name} href={`/clients/${client.id}`} /> <strong>{integer.format(client.attempts)}</strong>{' '}
+                      <small>
+                        {CONNECT_REFUSED_REASONS[client.reason] ?? client.reason}, last {formatTime(client.lastAt)}
+                      </small>{' '}
+                      <a href={`${refusedAuditLink}&actor=${encodeURIComponent(client.username)}`} aria-label={`Refused CONNECTs of ${client.name}`}>
+                        refusals
+                      </a>
+                    </li>
+                  ))}
+                </ul>
+              ) : null}
+              {refusedConnects.clientCount > refusedConnects.clients.length ? (
+                <p>
+                  <small>And {countOf(refusedConnects.clientCount - refusedConnects.clients.length, 'other client', 'other clients')}.</small>
+                </p>
+              ) : null}
+              {unknown.usernames > 0 ? (
+                <p id="refused-unknown">
+                  {countOf(unknown.usernames, 'username', 'usernames')} no client has: {countOf(unknown.attempts, 'attempt', 'attempts')}.{' '}
+                  <a href={refusedAuditLink}>All refused CONNECTs</a>
+                </p>
+              ) : (
+                <a href={refusedAuditLink}>All refused CONNECTs</a>
+              )}
+              {refusedConnects.partial ? <p class="help">Counted over the latest refusals only: there were more.</p> : null}
             </>
           )}
         </article>

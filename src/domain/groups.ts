@@ -275,7 +275,7 @@ async function withTopicsAndHolders(db: Database, rows: GroupSummary[]): Promise
 }
 
 /** The rows of `db.execute`: an array on postgres.js, `{ rows }` on PGlite. */
-function rowsOf<T>(result: unknown): T[] {
+export function rowsOf<T>(result: unknown): T[] {
   return Array.isArray(result) ? (result as T[]) : ((result as { rows: T[] }).rows ?? []);
 }
 

@@ -24,7 +24,7 @@ export function overviewRoutes() {
     const counts = await loadOverview(c.var.db, { now, local: await c.var.live.thisNode?.() });
     const tls = c.var.tls?.status();
     const warnings = [tls ? certificateInUseWarning(tls.certificate, tls.source, now) : null].filter((w): w is string => w !== null);
-    const attention = await loadAttention(c.var.db, await c.var.access.rules(), now);
+    const attention = await loadAttention(c.var.db, now);
     return c.html(<OverviewPage counts={counts} range={range} series={series} warnings={warnings} attention={attention} />);
   });
 
