@@ -87,6 +87,37 @@ describe('the Topics page with a broker', () => {
     expect(html).toMatch(/4 B · QoS 1 · \d+ s old/);
   });
 
+  it('shows payloads as text or hex when asked (?payload=, no JavaScript needed), in the tree, the live stream and a collect, never as markup', async () => {
+    const asHex = await (await app.request('/topics?payload=hex')).text();
+    expect(asHex).toContain('<code class="payload payload-hex" data-kind="hex">hex 32 31 2e 35</code>'); // "21.5"
+    expect(asHex).toContain('hex 3c 73 63 72'); // "<scr…"
+    expect(asHex).toContain('Payloads show as hex,');
+    expect(asHex).toContain('<a href="/topics?payload=hex" aria-current="true">Hex</a>');
+    expect(asHex).toContain('<a href="/topics">Automatic</a>');
+
+    const asText = await (await app.request('/topics?payload=text')).text();
+    // Binary as text: control characters as their symbols, a byte that is not UTF-8 as U+FFFD.
+    expect(asText).toContain('<code class="payload payload-text" data-kind="text">\u2400\u2401\u2402\ufffd</code>');
+    expect(asText).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    expect(asText).not.toContain('<script>alert(1)');
+    // Anything else is the automatic view.
+    expect(await (await app.request('/topics?payload=%3Cb%3E')).text()).toContain('<code class="payload payload-hex" data-kind="hex">hex 00 01 02 ff</code>');
+
+    // The filter keeps the view: in its form, its links and the live stream's address.
+    const watching = await (await app.request('/topics?filter=plant%2Flive%2F%23&payload=hex')).text();
+    expect(watching).toContain('<input type="hidden" name="payload" value="hex"/>');
+    expect(watching).toContain('data-live-stream="/topics/live?filter=plant%2Flive%2F%23&amp;payload=hex"');
+    expect(watching).toContain('<a href="/topics?filter=plant%2Flive%2F%23&amp;payload=text">Text</a>');
+    const events = eventReader(await app.request('/topics/live?filter=plant%2Fview%2F%23&payload=hex'));
+    try {
+      expect((await events.next()).event).toBe('ready');
+      await publish(device, 'plant/view/one', 'ok');
+      expect((await events.next()).data).toMatchObject({ topic: 'plant/view/one', kind: 'hex', text: '6f 6b' });
+    } finally {
+      await events.cancel();
+    }
+  });
+
   it('clears a retained message after a confirmation, and records it', async () => {
     const confirm = await app.request('/topics/clear?topic=plant%2Fa%2Ftemp');
     expect(confirm.status).toBe(200);

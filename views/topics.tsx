@@ -1,5 +1,5 @@
 import type { FieldErrors } from '../src/domain/errors';
-import { PAYLOAD_PREVIEW_BYTES, previewPayload, type TopicNode } from '../src/domain/retained';
+import { PAYLOAD_PREVIEW_BYTES, previewPayload, type PayloadView, type TopicNode } from '../src/domain/retained';
 import type { RetainedMessage, TappedMessage } from '../src/broker/engine';
 import { ConfirmFooter, ConfirmPage, Field, Layout, Notice, PageTitle, TableRegion } from './layout';
 
@@ -12,6 +12,8 @@ export interface TopicsPageProps {
   now: number;
   notice?: string;
   live: LiveProps;
+  /** How payloads are shown (`?payload=`): automatically, as text or as hex. */
+  view: PayloadView;
 }
 
 export interface LiveProps {
@@ -19,6 +21,7 @@ export interface LiveProps {
   errors?: FieldErrors;
   /** The messages collected without JavaScript (null: nothing collected yet). */
   collected?: { messages: TappedMessage[]; skipped: number; seconds: number } | null;
+  view: PayloadView;
 }
 
 /** `/topics`: the retained messages as a tree, and the live tail of a filter. */
@@ -27,6 +30,7 @@ export function TopicsPage(props: TopicsPageProps) {
     <Layout title="Topics" section="topics" wide>
       <PageTitle title="Topics">Retained messages by topic, and the messages of a filter as they pass through the broker.</PageTitle>
       <Notice message={props.notice} />
+      <PayloadViewLinks view={props.view} filter={props.live.errors?.filter ? '' : props.live.filter} />
       <LiveSection {...props.live} />
       <section aria-labelledby="retained-title" id="retained">
         <h2 id="retained-title">Retained messages</h2>
@@ -34,12 +38,12 @@ export function TopicsPage(props: TopicsPageProps) {
           {props.total === 0
             ? 'No retained messages.'
             : `${props.total}${props.more ? '+' : ''} retained ${props.total === 1 ? 'message' : 'messages'}${props.more ? ` (the first ${props.total} read)` : ''}.`}{' '}
-          Payloads show as text when they are readable, else as hex, their first {PAYLOAD_PREVIEW_BYTES} bytes.
+          {VIEW_SENTENCES[props.view]}, their first {PAYLOAD_PREVIEW_BYTES} bytes.
         </p>
         {props.tree.length ? (
           <ul class="topic-tree">
             {props.tree.map((node) => (
-              <TopicBranch node={node} now={props.now} />
+              <TopicBranch node={node} now={props.now} view={props.view} />
             ))}
           </ul>
         ) : null}
@@ -48,7 +52,40 @@ export function TopicsPage(props: TopicsPageProps) {
   );
 }
 
-function TopicBranch(props: { node: TopicNode<RetainedMessage>; now: number }) {
+const VIEW_SENTENCES: Record<PayloadView, string> = {
+  auto: 'Payloads show as text when they are readable, else as hex',
+  text: 'Payloads show as text (bytes that are not UTF-8 as �, control characters as their symbols)',
+  hex: 'Payloads show as hex',
+};
+
+const VIEW_LABELS: Record<PayloadView, string> = { auto: 'Automatic', text: 'Text', hex: 'Hex' };
+
+/** Links that choose how payloads show (a query parameter: no JavaScript needed), keeping the filter. */
+function PayloadViewLinks(props: { view: PayloadView; filter: string }) {
+  const href = (view: PayloadView) => {
+    const params = new URLSearchParams();
+    if (props.filter) params.set('filter', props.filter);
+    if (view !== 'auto') params.set('payload', view);
+    const search = params.toString();
+    return search ? `/topics?${search}` : '/topics';
+  };
+  return (
+    <nav aria-label="Show payloads as" class="payload-views">
+      <span>Show payloads as:</span>
+      <ul>
+        {(Object.keys(VIEW_LABELS) as PayloadView[]).map((view) => (
+          <li>
+            <a href={href(view)} aria-current={view === props.view ? 'true' : undefined}>
+              {VIEW_LABELS[view]}
+            </a>
+          </li>
+        ))}
+      </ul>
+    </nav>
+  );
+}
+
+function TopicBranch(props: { node: TopicNode<RetainedMessage>; now: number; view: PayloadView }) {
   const { node } = props;
   const label = (
     <>
@@ -56,7 +93,7 @@ function TopicBranch(props: { node: TopicNode<RetainedMessage>; now: number }) {
       <span class="topic-count">{node.count === 1 ? '1 message' : `${node.count} messages`}</span>
     </>
   );
-  const message = node.message ? <RetainedEntry message={node.message} now={props.now} /> : null;
+  const message = node.message ? <RetainedEntry message={node.message} now={props.now} view={props.view} /> : null;
   if (node.children.length === 0) {
     return (
       <li>
@@ -72,7 +109,7 @@ function TopicBranch(props: { node: TopicNode<RetainedMessage>; now: number }) {
         {message}
         <ul>
           {node.children.map((child) => (
-            <TopicBranch node={child} now={props.now} />
+            <TopicBranch node={child} now={props.now} view={props.view} />
           ))}
         </ul>
       </details>
@@ -80,11 +117,11 @@ function TopicBranch(props: { node: TopicNode<RetainedMessage>; now: number }) {
   );
 }
 
-function RetainedEntry(props: { message: RetainedMessage; now: number }) {
+function RetainedEntry(props: { message: RetainedMessage; now: number; view: PayloadView }) {
   const { message } = props;
   return (
     <div class="retained-entry" data-topic={message.topic}>
-      <Payload payload={message.payload} />
+      <Payload payload={message.payload} view={props.view} />
       <small class="retained-meta">
         {message.payload.length} B · QoS {message.qos} · {message.at === undefined ? 'age unknown (kept from before this node saw it)' : `${formatAge(props.now - message.at)} old`}
       </small>
@@ -96,8 +133,8 @@ function RetainedEntry(props: { message: RetainedMessage; now: number }) {
 }
 
 /** A payload as text or hex, in text nodes only. */
-export function Payload(props: { payload: Uint8Array }) {
-  const preview = previewPayload(props.payload);
+export function Payload(props: { payload: Uint8Array; view?: PayloadView }) {
+  const preview = previewPayload(props.payload, PAYLOAD_PREVIEW_BYTES, props.view);
   if (preview.kind === 'empty') return <span class="payload payload-empty">(empty)</span>;
   return (
     <code class={`payload payload-${preview.kind}`} data-kind={preview.kind}>
@@ -127,6 +164,7 @@ function LiveSection(props: LiveProps) {
     <section aria-labelledby="live-title" id="live">
       <h2 id="live-title">Live messages</h2>
       <form method="get" action="/topics" class="live-form">
+        {props.view !== 'auto' ? <input type="hidden" name="payload" value={props.view} /> : null}
         <Field
           label="Topic filter"
           name="filter"
@@ -143,7 +181,7 @@ function LiveSection(props: LiveProps) {
         </div>
       </form>
       {ready ? (
-        <div class="live-tail" data-live-stream={`/topics/live?filter=${encodeURIComponent(props.filter)}`} hidden>
+        <div class="live-tail" data-live-stream={`/topics/live?filter=${encodeURIComponent(props.filter)}${props.view === 'auto' ? '' : `&payload=${props.view}`}`} hidden>
           <div class="try-log-head">
             <span class="live-status" role="status">
               Watching <code>{props.filter}</code>
@@ -170,12 +208,12 @@ function LiveSection(props: LiveProps) {
           </TableRegion>
         </div>
       ) : null}
-      {props.collected ? <Collected {...props.collected} /> : null}
+      {props.collected ? <Collected {...props.collected} view={props.view} /> : null}
     </section>
   );
 }
 
-function Collected(props: { messages: TappedMessage[]; skipped: number; seconds: number }) {
+function Collected(props: { messages: TappedMessage[]; skipped: number; seconds: number; view: PayloadView }) {
   return (
     <div id="collected">
       <p role="status">
@@ -202,7 +240,7 @@ function Collected(props: { messages: TappedMessage[]; skipped: number; seconds:
                     {m.retain ? ' (retained)' : ''}
                   </td>
                   <td>
-                    <Payload payload={m.payload} />
+                    <Payload payload={m.payload} view={props.view} />
                   </td>
                   <td>{m.payload.length} B</td>
                 </tr>

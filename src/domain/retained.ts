@@ -19,23 +19,46 @@ export interface PayloadPreview {
   cut: boolean;
 }
 
+/**
+ * How payloads are shown: `auto` as text when they are printable UTF-8, else
+ * as hex; `text` always as text (bytes that are not UTF-8 as U+FFFD, control
+ * characters as their visible symbols, ␀ for NUL); `hex` always as hex.
+ */
+export const PAYLOAD_VIEWS = ['auto', 'text', 'hex'] as const;
+export type PayloadView = (typeof PAYLOAD_VIEWS)[number];
+
+/** The view a query parameter asks for; anything else is `auto`. */
+export function parsePayloadView(value: string | undefined): PayloadView {
+  return (PAYLOAD_VIEWS as readonly string[]).includes(value ?? '') ? (value as PayloadView) : 'auto';
+}
+
 const decoder = new TextDecoder('utf-8', { fatal: true });
+const lenientDecoder = new TextDecoder('utf-8');
 // Control characters other than tab, line feed and carriage return make a payload binary.
 const BINARY = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/;
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
 
-export function previewPayload(payload: Uint8Array, limit = PAYLOAD_PREVIEW_BYTES): PayloadPreview {
+export function previewPayload(payload: Uint8Array, limit = PAYLOAD_PREVIEW_BYTES, view: PayloadView = 'auto'): PayloadPreview {
   if (payload.length === 0) return { kind: 'empty', text: '', size: 0, cut: false };
   const cut = payload.length > limit;
   const head = payload.subarray(0, limit);
+  const hex = () => ({ kind: 'hex' as const, text: Buffer.from(head).toString('hex').replace(/(..)(?!$)/g, '$1 '), size: payload.length, cut });
+  if (view === 'hex') return hex();
+  // Cut inside a character: what decodes up to the last whole one.
+  const whole = cut ? trimPartialCharacter(head) : head;
+  if (view === 'text') {
+    // U+2400-U+241F picture the C0 controls, U+2421 DEL.
+    const text = lenientDecoder.decode(whole).replace(CONTROL, (ch) => String.fromCharCode(ch === '\u007F' ? 0x2421 : 0x2400 + ch.charCodeAt(0)));
+    return { kind: 'text', text, size: payload.length, cut };
+  }
   let text: string | null = null;
   try {
-    // Cut inside a character: what decodes up to the last whole one.
-    text = decoder.decode(cut ? trimPartialCharacter(head) : head);
+    text = decoder.decode(whole);
   } catch {
     text = null;
   }
   if (text !== null && !BINARY.test(text)) return { kind: 'text', text, size: payload.length, cut };
-  return { kind: 'hex', text: Buffer.from(head).toString('hex').replace(/(..)(?!$)/g, '$1 '), size: payload.length, cut };
+  return hex();
 }
 
 /** `bytes` without a UTF-8 sequence left incomplete at its end. */

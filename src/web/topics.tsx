@@ -2,7 +2,7 @@ import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { EngineTopics, TappedMessage } from '../broker/engine';
 import { recordChange } from '../domain/audit';
-import { previewPayload, RETAINED_LIMIT, topicTree } from '../domain/retained';
+import { parsePayloadView, PAYLOAD_PREVIEW_BYTES, previewPayload, RETAINED_LIMIT, topicTree, type PayloadView } from '../domain/retained';
 import { topicFilterProblem, topicNameProblem } from '../domain/topics';
 import { NotFoundPage } from '../../views/layout';
 import { ClearRetainedPage, TopicsPage, type LiveProps } from '../../views/topics';
@@ -41,8 +41,8 @@ export async function watch(topics: EngineTopics, filter: string, deliver: (mess
 }
 
 /** A message as the live tail sends it: text or hex, never markup (app.js puts it in text nodes). */
-function liveEvent(message: TappedMessage) {
-  const preview = previewPayload(message.payload);
+function liveEvent(message: TappedMessage, view: PayloadView) {
+  const preview = previewPayload(message.payload, PAYLOAD_PREVIEW_BYTES, view);
   return { at: message.at, topic: message.topic, retain: message.retain, qos: message.qos, size: preview.size, kind: preview.kind, text: preview.text, cut: preview.cut };
 }
 
@@ -54,7 +54,8 @@ export function topicRoutes() {
     const topics = c.var.live.topics;
     const filter = (c.req.query('filter') ?? '').slice(0, 1024);
     const problem = filter === '' ? null : topicFilterProblem(filter);
-    const live: LiveProps = { filter, errors: problem ? { filter: problem } : undefined, collected: null };
+    const view = parsePayloadView(c.req.query('payload'));
+    const live: LiveProps = { filter, errors: problem ? { filter: problem } : undefined, collected: null, view };
     if (topics && filter && !problem && c.req.query('collect')) {
       noteWatching(c, filter, 'collected for 5 seconds');
       const messages: TappedMessage[] = [];
@@ -65,13 +66,14 @@ export function topicRoutes() {
       live.collected = { messages, skipped, seconds: COLLECT_SECONDS };
     }
     const { messages, more } = topics ? await topics.retained(RETAINED_LIMIT) : { messages: [], more: false };
-    return c.html(<TopicsPage tree={topicTree(messages)} total={messages.length} more={more} now={Date.now()} live={live} />, problem ? 422 : 200);
+    return c.html(<TopicsPage tree={topicTree(messages)} total={messages.length} more={more} now={Date.now()} live={live} view={view} />, problem ? 422 : 200);
   });
 
   // Server-sent events: `message` per message shown, `skipped` with how many were not.
   routes.get('/live', async (c) => {
     const topics = c.var.live.topics;
     const filter = c.req.query('filter') ?? '';
+    const view = parsePayloadView(c.req.query('payload'));
     const problem = topicFilterProblem(filter);
     if (!topics || problem) return c.text(problem ?? 'No broker runs here.', problem ? 422 : 404);
     noteWatching(c, filter, 'watched live');
@@ -89,7 +91,7 @@ export function topicRoutes() {
       const stop = await watch(
         topics,
         filter,
-        (message) => (backlog < LIVE_BACKLOG ? send('message', liveEvent(message)) : skipped++),
+        (message) => (backlog < LIVE_BACKLOG ? send('message', liveEvent(message, view)) : skipped++),
         () => skipped++,
       );
       const tell = setInterval(() => {
