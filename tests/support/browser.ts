@@ -45,3 +45,50 @@ export async function axeViolations(page: Page): Promise<Array<{ id: string; hel
   const results = await new AxeBuilder({ page }).analyze();
   return results.violations.map((v) => ({ id: v.id, help: v.help, targets: v.nodes.map((n) => n.target.join(' ')) }));
 }
+
+/**
+ * Where text on the page sits over a form control or is cut off, inside
+ * `within`: a label's, hint's or error's text box that intersects an input,
+ * select, textarea or button (other than its own control), and a label or
+ * hint whose text is wider than its box (clipped). Empty when the form is laid out cleanly.
+ */
+export async function formLayoutProblems(page: Page, within = 'main'): Promise<string[]> {
+  return page.evaluate((selector) => {
+    const root = document.querySelector(selector);
+    if (!root) return [`no ${selector}`];
+    const visible = (el: Element) => {
+      const style = getComputedStyle(el);
+      const r = el.getBoundingClientRect();
+      return style.visibility !== 'hidden' && style.display !== 'none' && r.width > 0 && r.height > 0;
+    };
+    const describe = (el: Element) => `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}${el.getAttribute('name') ? `[name=${el.getAttribute('name')}]` : ''} “${(el.textContent ?? '').trim().slice(0, 40)}”`;
+    const controls = [...root.querySelectorAll('input:not([type=hidden]), select, textarea, button')].filter(visible);
+    // Text boxes: each text node of labels, hints and errors (not the controls' own text).
+    const texts: Array<{ owner: Element; rect: DOMRect }> = [];
+    for (const owner of root.querySelectorAll('label, small, .field-error, legend')) {
+      if (!visible(owner)) continue;
+      for (const node of owner.childNodes) {
+        if (node.nodeType !== Node.TEXT_NODE || !node.textContent?.trim()) continue;
+        const range = document.createRange();
+        range.selectNodeContents(node);
+        for (const rect of range.getClientRects()) if (rect.width > 0 && rect.height > 0) texts.push({ owner, rect });
+      }
+    }
+    const problems: string[] = [];
+    const overlap = (a: DOMRect, b: DOMRect) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1 && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+    for (const control of controls) {
+      const box = control.getBoundingClientRect();
+      for (const text of texts) {
+        if (control.contains(text.owner)) continue;
+        if (overlap(box, text.rect)) problems.push(`${describe(text.owner)} is drawn over ${describe(control)}`);
+      }
+    }
+    for (const el of root.querySelectorAll('label, small, .field-error')) {
+      if (!visible(el)) continue;
+      const style = getComputedStyle(el);
+      const clips = style.overflowX !== 'visible' || style.textOverflow === 'ellipsis';
+      if (clips && el.scrollWidth > el.clientWidth + 1) problems.push(`${describe(el)} is cut off`);
+    }
+    return [...new Set(problems)];
+  }, within);
+}
