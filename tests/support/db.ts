@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import { openDatabase, type Database, type OpenDatabase } from '../../src/db';
 import { requireOrSkip } from './env';
 import { pgliteTemplateDump } from './pgliteTemplate';
+import { postgresTemplate } from './postgresTemplate';
 
 export type DriverName = 'pglite' | 'postgres';
 
@@ -22,11 +23,12 @@ export const drivers: DriverName[] = [
 /**
  * A fresh, migrated database. PGlite: in memory, loaded from the migrated
  * template (tests/support/pgliteTemplate.ts). On PostgreSQL each call creates
- * its own database (dropped again on close), so test files never share state.
+ * its own database (dropped again on close) as a copy of the migrated
+ * template (tests/support/postgresTemplate.ts), so test files never share state.
  */
 export async function createTestDatabase(driver: DriverName): Promise<OpenDatabase> {
   if (driver === 'pglite') return openDatabase({ kind: 'pglite-memory', loadDataDir: await pgliteTemplateDump() });
-  const created = await createPostgresTestDatabase();
+  const created = await createPostgresTestDatabase({ migrated: true });
   try {
     const database = await openDatabase({ kind: 'postgres', url: created.url, maxConnections: 5 });
     return {
@@ -43,15 +45,18 @@ export async function createTestDatabase(driver: DriverName): Promise<OpenDataba
 }
 
 /**
- * An empty PostgreSQL database of its own (on TEST_DATABASE_URL's server),
- * for tests that start several nodes on one database: each opens its own pool.
+ * A PostgreSQL database of its own (on TEST_DATABASE_URL's server), for tests
+ * that start several nodes on one database: each opens its own pool. Empty
+ * (the nodes' first start migrates it) unless `migrated`: then a copy of the
+ * migrated template.
  */
-export async function createPostgresTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+export async function createPostgresTestDatabase({ migrated = false } = {}): Promise<{ url: string; drop(): Promise<void> }> {
   if (!testDatabaseUrl) throw new Error('TEST_DATABASE_URL is not set');
   const name = `gatehouse_test_${randomBytes(6).toString('hex')}`;
+  const template = migrated ? ` template "${await postgresTemplate(testDatabaseUrl)}"` : '';
   const admin = postgres(testDatabaseUrl, { max: 1, onnotice: () => {} });
   try {
-    await admin.unsafe(`create database "${name}"`);
+    await admin.unsafe(`create database "${name}"${template}`);
   } finally {
     await admin.end();
   }

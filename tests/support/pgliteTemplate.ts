@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
-import { existsSync, openAsBlob, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, openAsBlob, readFileSync } from 'node:fs';
 import { cp, mkdir, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import { migrationsFolder, openDatabase } from '../../src/db';
 import { isAlive } from './process';
+import { contentKey, filesUnder } from './templateKey';
 
 /**
  * One embedded database, created and migrated once, that every test starts
@@ -33,21 +33,13 @@ const PREFIX = 'pglite-';
 /** Templates of other keys untouched this long are removed (another run may still use a recent one). */
 const STALE_MS = 60 * 60 * 1000;
 
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((entry) => entry.isFile())
-    .map((entry) => path.join(entry.parentPath, entry.name))
-    .sort();
-}
-
 /** What the template's content depends on. */
 function templateKey(): string {
-  const hash = createHash('sha256');
   const pglitePackage = path.join(root, 'node_modules', '@electric-sql', 'pglite', 'package.json');
-  const inputs = [...filesUnder(migrationsFolder), path.join(root, 'src', 'db', 'index.ts'), import.meta.filename];
-  hash.update(`pglite ${JSON.parse(readFileSync(pglitePackage, 'utf8')).version}\n`);
-  for (const file of inputs) hash.update(`${path.relative(root, file)}\n`).update(readFileSync(file)).update('\n');
-  return hash.digest('hex').slice(0, 16);
+  return contentKey(
+    [...filesUnder(migrationsFolder), path.join(root, 'src', 'db', 'index.ts'), import.meta.filename],
+    `pglite ${JSON.parse(readFileSync(pglitePackage, 'utf8')).version}`,
+  );
 }
 
 const made = new Map<string, Promise<PgliteTemplate>>();
