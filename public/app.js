@@ -212,9 +212,8 @@
 
   // Group rules: the closed group picker shows the groups checked.
   function syncGroupPicker(picker) {
-    const summary = picker.querySelector('summary');
-    const label = summary && summary.lastChild;
-    if (!label || label.nodeType !== Node.TEXT_NODE) return;
+    const label = picker.querySelector('summary [data-chosen]');
+    if (!label) return;
     const names = [...picker.querySelectorAll('input[type=checkbox]:checked')].map((box) => box.parentElement.textContent.trim());
     label.textContent = names.length ? names.join(', ') : 'Choose groups';
   }
@@ -258,42 +257,32 @@
     });
   }
 
-  // Group rules: the search narrows the rows as it is typed (without
-  // JavaScript, Search asks the page again with them narrowed). Hidden rows
-  // stay in the form and are saved as they are.
-  document.addEventListener('input', (event) => {
-    const input = event.target instanceof HTMLInputElement && event.target.matches('[data-filter-rules]') ? event.target : null;
-    if (!input) return;
-    const form = document.querySelector(input.getAttribute('data-filter-rules'));
-    if (!form) return;
-    const q = input.value.trim().toLowerCase();
-    for (const row of form.querySelectorAll('tr[data-rule-text]')) {
-      const value = row.querySelector('input[type=text]');
-      row.hidden = q !== '' && value && value.value.trim() !== '' && !row.getAttribute('data-rule-text').includes(q);
-    }
-    const kept = form.querySelector('input[type=hidden][name=q]');
-    if (kept) kept.value = input.value;
+  // Group rules: a search (or a change) that swaps the table keeps the rows
+  // open for editing as they are: their ids go with the request, the server
+  // answers placeholders marked hx-preserve, and htmx keeps the rows in place.
+  document.addEventListener('htmx:config:request', (event) => {
+    const request = event.detail && event.detail.ctx && event.detail.ctx.request;
+    if (!request || !request.headers || !document.getElementById('rule-results')) return;
+    const ids = [...document.querySelectorAll('#rule-rows tr.editing[id^="rule-"]')].map((row) => row.id.slice('rule-'.length));
+    if (ids.length) request.headers['X-Rules-Editing'] = ids.join(',');
   });
 
-  // Group rules: leaving the page with changes not saved asks first. The form
-  // is unsaved once anything in it changes, or when it came back from New
-  // rule or Delete (data-unsaved); Save rules and Discard changes leave freely.
+  // Group rules: leaving the page with a rule form changed and not saved (the
+  // add form, or a row open for editing) asks first. A form is unsaved once
+  // anything in it changes, or when it came back refused (data-unsaved);
+  // submitting it leaves freely.
   let leavingOnPurpose = false;
-  document.addEventListener('change', (event) => {
-    const form = event.target instanceof Element ? event.target.closest('#rules-form') : null;
+  const markUnsaved = (event) => {
+    const form = event.target instanceof Element ? event.target.closest('form[data-rule-form]') : null;
     if (form) form.setAttribute('data-unsaved', 'true');
-  });
+  };
+  document.addEventListener('change', markUnsaved);
+  document.addEventListener('input', markUnsaved);
   document.addEventListener('submit', (event) => {
-    const submitter = event.submitter;
-    if (event.target instanceof Element && event.target.id === 'rules-form' && submitter && submitter.value === 'save') leavingOnPurpose = true;
+    if (event.target instanceof Element && event.target.matches('form[data-rule-form]')) leavingOnPurpose = true;
   }, true);
-  document.addEventListener('click', (event) => {
-    const link = event.target instanceof Element ? event.target.closest('#rules-form a[href="/group-rules"]') : null;
-    if (link) leavingOnPurpose = true;
-  });
   window.addEventListener('beforeunload', (event) => {
-    const form = document.getElementById('rules-form');
-    if (leavingOnPurpose || !form || form.getAttribute('data-unsaved') !== 'true') return;
+    if (leavingOnPurpose || !document.querySelector('form[data-rule-form][data-unsaved="true"]')) return;
     event.preventDefault();
     event.returnValue = '';
   });
@@ -366,7 +355,7 @@
 
   document.addEventListener('DOMContentLoaded', () => enhance(document));
   document.addEventListener('htmx:after:swap', (event) => {
-    // A Save that came back refused: leaving asks again.
+    // A rule form that came back (refused, or done): leaving asks again if one is still unsaved.
     leavingOnPurpose = false;
     const target = event.target instanceof Element ? event.target : document;
     enhance(target.isConnected ? target : document);

@@ -14,7 +14,6 @@ import {
   type AuditRecorder,
 } from '../src/domain/audit';
 import { createClient } from '../src/domain/clients';
-import { listGroupRules, rulesRevision } from '../src/domain/groupRules';
 import { createApp } from '../src/web/app';
 import { signIn, TEST_ORIGIN, type SignedInApp } from './support/admin';
 import { createTestDatabase, drivers } from './support/db';
@@ -163,16 +162,14 @@ describe.each(drivers)('audit trail on %s', (driver) => {
     expect(updated!.details.after).toMatchObject({ description: 'read only', permissions: ['allow subscribe sensors/+/temp'] });
 
     const rules = await postForm(admin, '/group-rules', [
-      ['revision', rulesRevision(await listGroupRules(database.db))],
-      ['rule', '0'],
-      ['rule-0-matchBy', 'client_id'],
-      ['rule-0-value', 'sensor-*'],
-      ['rule-0-groups', String(groupId)],
+      ['matchBy', 'client_id'],
+      ['value', 'sensor-*'],
+      ['groups', String(groupId)],
     ]);
     expect(rules.status).toBe(303);
-    const [saved] = await eventsOfKind(database, 'group_rules.saved');
-    expect(saved).toMatchObject({ actor: 'auditor', subject: 'group rules' });
-    expect(saved!.details).toEqual({ before: [], after: [{ matchBy: 'MQTT Client ID', value: 'sensor-*', groups: ['Sensors'] }] });
+    const [added] = await eventsOfKind(database, 'group_rule.created');
+    expect(added).toMatchObject({ actor: 'auditor', subject: 'MQTT Client ID sensor-*' });
+    expect(added!.details).toEqual({ after: { matchBy: 'MQTT Client ID', value: 'sensor-*', groups: ['Sensors'] } });
 
     const removed = await postForm(admin, `/groups/${groupId}/delete`, {});
     expect(removed.status).toBe(303);

@@ -6,7 +6,6 @@ import type { Gatehouse } from '../src/server';
 import { signIn } from './support/admin';
 import { countQueries, drivers, readsOnly } from './support/db';
 import { appendRules, grantGroup } from './support/acl';
-import { listGroupRules, rulesRevision } from '../src/domain/groupRules';
 import { startTestGatehouse } from './support/gatehouse';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect, type Transport } from './support/mqtt';
 import { tableRows } from './support/html';
@@ -148,22 +147,14 @@ describe.each(drivers)('broker authentication on %s', (driver) => {
     if (!before.result.ok) return;
     expect(await subscribeCodes(before.result.client, { 'once/a': { qos: 1 } })).toEqual({ 'once/a': 128 });
 
-    const existing = await listGroupRules(gatehouse.database.db);
-    const current = existing.map((rule) => ({
-      matchBy: rule.matchBy,
-      value: rule.matchBy === 'client' ? (rule.clientUsername ?? '') : rule.value,
-      groups: rule.groups.map((g) => String(g.id)),
-    }));
-    const rows = [...current, { matchBy: 'client_id', value: 'once-*', groups: [String(group.id)] }];
     const saved = await operator.request('/group-rules', {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(
-        [
-          ['revision', rulesRevision(existing)],
-          ...rows.flatMap((row, i) => [['rule', String(i)], [`rule-${i}-matchBy`, row.matchBy], [`rule-${i}-value`, row.value], ...row.groups.map((g) => [`rule-${i}-groups`, g])]),
-        ],
-      ),
+      body: new URLSearchParams([
+        ['matchBy', 'client_id'],
+        ['value', 'once-*'],
+        ['groups', String(group.id)],
+      ]),
     });
     expect(saved.status).toBe(303);
     // The live session keeps its snapshot; the very next CONNECT gets the rule, still without a read.

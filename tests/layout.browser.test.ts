@@ -23,6 +23,7 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
   let long: Client;
   let group: GroupWithPermissions;
   let pipelineId: number;
+  let certificateRuleId: number;
   const devices: MqttClient[] = [];
   const fingerprint = 'AB'.repeat(32);
 
@@ -47,7 +48,8 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
       usernames: [long.username],
       clientIds: ['gw-*'],
     });
-    await appendRules(db, [{ matchBy: 'certificate', value: fingerprint, groups: [String(group.id)] }]);
+    const rules = await appendRules(db, [{ matchBy: 'certificate', value: fingerprint, groups: [String(group.id)] }]);
+    certificateRuleId = rules.find((rule) => rule.matchBy === 'certificate')!.id;
     const { pipeline } = await createPipeline(
       db,
       {
@@ -87,7 +89,7 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
     await gatehouse?.close();
   });
 
-  /** Every page, `:client`, `:group` and `:pipeline` standing for the ids made above. */
+  /** Every page, `:client`, `:group`, `:pipeline` and `:rule` standing for the ids made above. */
   const pages = [
     '/',
     '/clients',
@@ -105,6 +107,8 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
     '/groups/:group/edit',
     '/groups/:group/delete',
     '/group-rules',
+    '/group-rules?edit=:rule',
+    '/group-rules/:rule/delete',
     '/administrators',
     '/administrators/new',
     '/administrators/password',
@@ -123,7 +127,7 @@ describe.runIf(browserAvailable)('the console at 1280 and 390 px', { timeout: 24
     '/api/v1/reference',
   ];
   const resolve = (path: string) =>
-    path.replace(':client', String(long.id)).replace(':group', String(group.id)).replace(':pipeline', String(pipelineId));
+    path.replace(':client', String(long.id)).replace(':group', String(group.id)).replace(':pipeline', String(pipelineId)).replace(':rule', String(certificateRuleId));
 
   async function sidewaysScroll(page: Page): Promise<number> {
     return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -1,74 +1,120 @@
 import type { FieldErrors } from '../src/domain/errors';
-import { MATCH_BY_LABELS, type RuleChange } from '../src/domain/groupRules';
+import { MATCH_BY_LABELS, ruleRevision, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { ErrorText } from './groups';
-import { FormAlert, formatTime, Layout, Notice, PageTitle, TableRegion } from './layout';
+import { ConfirmFooter, ConfirmPage, DangerMenuItem, FormAlert, formatTime, GroupChips, Layout, NoticePartial, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
-/** One rule as typed on the page. */
-export interface RuleFormRow {
+/** One rule as typed in a form (the add form, or a row being edited). */
+export interface RuleFormValues {
   matchBy: string;
-  /** The client's username (by client) or the client id / pattern. */
+  /** The client's username (by client), the client id or pattern, or the fingerprint. */
   value: string;
   /** Group ids, as strings. */
   groups: string[];
 }
 
-export interface RulesPageProps {
-  rows: RuleFormRow[];
-  groups: Array<{ id: number; name: string }>;
-  clients: Array<{ name: string; username: string }>;
+export type GroupChoice = { id: number; name: string };
+export type ClientChoice = { name: string; username: string };
+
+/** A row of the table open for editing: the rule, what was typed, and what is wrong with it. */
+export interface RuleEditing {
+  rule: GroupRule;
+  values: RuleFormValues;
+  /** The revision the form carries: the rule's own, or the current one after a conflict. */
   revision: string;
   errors?: FieldErrors;
-  focus?: string;
-  notice?: string;
+}
+
+export interface RulesPageProps {
+  /** Every rule (the search narrows what the table shows, not the counts). */
+  rules: GroupRule[];
+  groups: GroupChoice[];
+  clients: ClientChoice[];
   changes: RuleChange[];
-  /** Text the rows are narrowed to (the others stay in the form, hidden, and are saved as they are). */
-  query?: string;
-  /** The form holds changes not saved yet (it came back from New rule, Delete or a refused Save). */
-  unsaved?: boolean;
+  query: string;
+  /** A row open for editing (without JavaScript: `?edit=ID`, or a refused Save). */
+  editing?: RuleEditing;
+  /** Rows open for editing in the browser, kept as they are by a search (htmx `hx-preserve`). */
+  keep?: ReadonlySet<number>;
+  /** The add form as typed, and what is wrong with it. */
+  adding?: { values: RuleFormValues; errors?: FieldErrors };
 }
 
-/** Whether a rule row shows for `query`: found in its value, its client's name, or its groups' names (any case). */
-export function ruleRowMatches(row: RuleFormRow, query: string, groups: RulesPageProps['groups'], clients: RulesPageProps['clients']): boolean {
+export const BLANK_RULE: RuleFormValues = { matchBy: 'client', value: '', groups: [] };
+
+/** The values of a saved rule, as its edit form shows them. */
+export function ruleValues(rule: GroupRule): RuleFormValues {
+  return { matchBy: rule.matchBy, value: rule.matchBy === 'client' ? (rule.clientUsername ?? '') : rule.value, groups: rule.groups.map((g) => String(g.id)) };
+}
+
+/** Whether `rule` shows for `query`: found in its value, its client's name or username, or its groups' names (any case). */
+export function ruleMatches(rule: GroupRule, query: string): boolean {
   const q = query.trim().toLowerCase();
-  // A new row (nothing typed yet) always shows.
-  if (!q || row.value.trim() === '') return true;
-  const names = [
-    row.value,
-    row.matchBy === 'client' ? (clients.find((c) => c.username === row.value.trim())?.name ?? '') : '',
-    ...groups.filter((g) => row.groups.includes(String(g.id))).map((g) => g.name),
-  ];
-  return names.some((text) => text.toLowerCase().includes(q));
+  if (!q) return true;
+  return [rule.value, rule.clientName ?? '', rule.clientUsername ?? '', ...rule.groups.map((g) => g.name)].some((text) => text.toLowerCase().includes(q));
 }
 
-/** How many rows of the form give each group. */
-function ruleCounts(rows: RuleFormRow[], groups: RulesPageProps['groups']): Map<number, number> {
+/** How many rules give each group. */
+export function ruleCounts(rules: readonly GroupRule[], groups: readonly GroupChoice[]): Map<number, number> {
   const counts = new Map(groups.map((g) => [g.id, 0]));
-  for (const row of rows) for (const id of new Set(row.groups)) if (counts.has(Number(id))) counts.set(Number(id), counts.get(Number(id))! + 1);
+  for (const rule of rules) for (const g of rule.groups) if (counts.has(g.id)) counts.set(g.id, counts.get(g.id)! + 1);
   return counts;
 }
 
-/** `/group-rules`: every rule on one form, saved all at once. */
+const rulesHref = (query: string, extra?: Record<string, string>) => {
+  const params = new URLSearchParams({ ...(query ? { q: query } : {}), ...extra });
+  const search = params.toString();
+  return search ? `/group-rules?${search}` : '/group-rules';
+};
+
+/** `/group-rules`: the rules as a searchable table, each row edited or deleted on its own, and a form to add one. */
 export function GroupRulesPage(props: RulesPageProps) {
   return (
     <Layout title="Group rules" section="group-rules">
       <PageTitle title="Group rules">Which clients get which groups. A connection gets the groups of every rule it matches.</PageTitle>
-      <Notice message={props.notice} />
       <RuleChanges changes={props.changes} />
-      <form method="get" action="/group-rules" class="search-form rules-search" aria-label="Search the group rules">
-        <div role="search">
-          <input
-            type="search"
-            name="q"
-            value={props.query ?? ''}
-            placeholder="Search by client, client ID or group"
-            aria-label="Search the group rules"
-            data-filter-rules="#rules-form"
-            autocomplete="off"
-          />
-          <button type="submit">Search</button>
-        </div>
-      </form>
-      <GroupRulesForm {...props} />
+      <div class="toolbar">
+        <form
+          method="get"
+          action="/group-rules"
+          class="search-form rules-search"
+          aria-label="Search the group rules"
+          hx-get="/group-rules"
+          hx-trigger="input changed delay:300ms, submit"
+          hx-target="#rule-results"
+          hx-select="#rule-results"
+          hx-swap="outerHTML"
+          hx-push-url="true"
+        >
+          <div role="search">
+            <input type="search" name="q" value={props.query} placeholder="Search by client, client ID or group" aria-label="Search the group rules" autocomplete="off" />
+            <button type="submit">Search</button>
+          </div>
+        </form>
+        <a href="#add-rule" role="button" class="secondary outline">
+          New rule
+        </a>
+      </div>
+      <RuleCounts counts={ruleCounts(props.rules, props.groups)} groups={props.groups} />
+      {props.groups.length === 0 ? (
+        <p class="notice">
+          There are no groups yet. <a href="/groups/new">Create a group</a> first: a rule gives groups to clients.
+        </p>
+      ) : null}
+      <RuleResults {...props} />
+      <section id="add-rule" aria-labelledby="add-rule-title">
+        <h2 id="add-rule-title">Add a rule</h2>
+        <AddRuleForm values={props.adding?.values ?? BLANK_RULE} errors={props.adding?.errors} groups={props.groups} query={props.query} />
+      </section>
+      <datalist id="client-usernames">
+        {props.clients.map((client) => (
+          <option value={client.username}>{client.name}</option>
+        ))}
+      </datalist>
+      <p id="rule-help" class="help">
+        <strong>Client</strong>: the username of a client. <strong>MQTT Client ID</strong>: the client ID a device sends, exactly, or a pattern where{' '}
+        <code>*</code> stands for any characters (<code>sensor-*</code>). <strong>Certificate fingerprint</strong>: the SHA-256 fingerprint of a
+        client certificate. Changes apply to devices as they next connect.
+      </p>
     </Layout>
   );
 }
@@ -99,201 +145,319 @@ function RuleChanges(props: { changes: RuleChange[] }) {
   );
 }
 
+/** "Rules per group: Office 10 · Plant 20", over every rule whatever the search. */
+export function RuleCounts(props: { counts: Map<number, number>; groups: GroupChoice[] }) {
+  return (
+    <p id="rule-counts" class="help rule-counts">
+      {props.groups.length ? (
+        <>
+          Rules per group:{' '}
+          {props.groups.map((g, i) => (
+            <>
+              {i > 0 ? ' · ' : ''}
+              <a href={`/groups/${g.id}/edit`}>{g.name}</a> {props.counts.get(g.id) ?? 0}
+            </>
+          ))}
+        </>
+      ) : null}
+    </p>
+  );
+}
+
+/** "3 of 30 rules match “line”." above the table. */
+export function RuleSummary(props: { shown: number; total: number; query: string }) {
+  const { shown, total, query } = props;
+  return (
+    <p id="rule-summary">
+      {query ? (
+        <>
+          {`${shown} of ${total} ${total === 1 ? 'rule matches' : 'rules match'} “${query}”. `}
+          <a href="/group-rules">Show all</a>
+        </>
+      ) : (
+        `${total} ${total === 1 ? 'rule' : 'rules'}.`
+      )}
+    </p>
+  );
+}
+
+/** The part of the page a search replaces: the summary and the table. */
+export function RuleResults(props: RulesPageProps) {
+  const { editing, keep } = props;
+  const rows = props.rules.filter((rule) => rule.id === editing?.rule.id || keep?.has(rule.id) || ruleMatches(rule, props.query));
+  const shown = props.rules.filter((rule) => ruleMatches(rule, props.query)).length;
+  return (
+    <section id="rule-results" aria-label="Group rules">
+      <RuleSummary shown={shown} total={props.rules.length} query={props.query} />
+      <TableRegion label="Group rules table">
+        <table class="rule-table">
+          <thead>
+            <tr>
+              <th scope="col">Match by</th>
+              <th scope="col">Client, client ID or fingerprint</th>
+              <th scope="col">Groups</th>
+              <th scope="col">
+                <span class="visually-hidden">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody id="rule-rows">
+            {rows.map((rule) =>
+              rule.id === editing?.rule.id ? (
+                <RuleEditRow editing={editing} groups={props.groups} query={props.query} />
+              ) : keep?.has(rule.id) ? (
+                <tr id={`rule-${rule.id}`} class="editing" hx-preserve="true"></tr>
+              ) : (
+                <RuleRow rule={rule} query={props.query} />
+              ),
+            )}
+            <tr class="empty-row">
+              <td colspan={RULE_COLUMNS}>{props.query ? `No rule matches “${props.query}”.` : 'No rules: every client can connect, and no client can publish or subscribe.'}</td>
+            </tr>
+          </tbody>
+        </table>
+      </TableRegion>
+    </section>
+  );
+}
+
+const RULE_COLUMNS = 4;
+
+/** A rule's match in a few words, naming its row's actions: "line-4-*", "front-door". */
+export function ruleName(rule: GroupRule): string {
+  return rule.matchBy === 'client' ? (rule.clientUsername ?? '?') : rule.value;
+}
+
+/** One rule; Edit swaps it for its edit row, Delete asks first and removes it. */
+export function RuleRow(props: { rule: GroupRule; query?: string; focus?: boolean }) {
+  const { rule } = props;
+  const query = props.query ?? '';
+  return (
+    <tr id={`rule-${rule.id}`}>
+      <td class="nowrap">{MATCH_BY_LABELS[rule.matchBy]}</td>
+      {/* Back from the edit row (saved or cancelled), focus returns to the row. */}
+      <th scope="row" tabindex={props.focus ? -1 : undefined} autofocus={props.focus}>
+        {rule.matchBy === 'client' ? (
+          <>
+            <a href={`/clients/${rule.clientRowId}`} class="truncate" title={rule.clientName ?? ''}>
+              {rule.clientName}
+            </a>{' '}
+            <Truncated text={rule.clientUsername ?? ''} code />
+          </>
+        ) : (
+          <Truncated text={rule.value} code class={rule.matchBy === 'certificate' ? 'fingerprint-short' : undefined} />
+        )}
+      </th>
+      <td>
+        <GroupChips groups={rule.groups} />
+      </td>
+      <td class="row-actions">
+        <RowMenu name={`rule ${ruleName(rule)}`}>
+          <li>
+            <a
+              href={`${rulesHref(query, { edit: String(rule.id) })}#rule-${rule.id}`}
+              hx-get={`/group-rules/${rule.id}/edit`}
+              hx-target={`#rule-${rule.id}`}
+              hx-swap="outerHTML"
+            >
+              Edit
+            </a>
+          </li>
+          <DangerMenuItem
+            label="Delete"
+            href={`/group-rules/${rule.id}/delete`}
+            action={`/group-rules/${rule.id}?revision=${ruleRevision(rule)}`}
+            confirm={`Delete the rule for ${MATCH_BY_LABELS[rule.matchBy] === 'Client' ? 'client' : MATCH_BY_LABELS[rule.matchBy]} “${ruleName(rule)}”? Devices it matches lose ${rule.groups.length === 1 ? `the group “${rule.groups[0]!.name}”` : `its ${rule.groups.length} groups`} at their next connection, unless another rule gives ${rule.groups.length === 1 ? 'it' : 'them'}.`}
+            confirmLabel="Delete rule"
+            target={`#rule-${rule.id}`}
+          />
+        </RowMenu>
+      </td>
+    </tr>
+  );
+}
+
 /**
- * The rules form. Add and Remove post the form back without saving (htmx
- * swaps it in place; without JavaScript the page reloads); Save applies every
- * row or, if one is wrong, none.
+ * A row open for editing: a form in the row. With htmx Save and Cancel swap
+ * the row back; without JavaScript Save posts and the page comes back, and
+ * Cancel is a link to the page.
  */
-export function GroupRulesForm(props: RulesPageProps) {
+export function RuleEditRow(props: { editing: RuleEditing; groups: GroupChoice[]; query?: string }) {
+  const { rule, values, errors } = props.editing;
+  const id = `rule-${rule.id}`;
+  const query = props.query ?? '';
+  const dirty = errors && Object.keys(errors).length > 0;
+  return (
+    <tr id={id} class="editing">
+      <td colspan={RULE_COLUMNS}>
+        <form
+          method="post"
+          action={`/group-rules/${rule.id}`}
+          hx-post={`/group-rules/${rule.id}`}
+          hx-target={`#${id}`}
+          hx-swap="outerHTML"
+          aria-label={`Edit the rule for ${ruleName(rule)}`}
+          data-rule-form=""
+          data-unsaved={dirty ? 'true' : undefined}
+          novalidate
+        >
+          <input type="hidden" name="revision" value={props.editing.revision} />
+          <input type="hidden" name="q" value={query} />
+          <RuleFields idPrefix={`${id}-`} values={values} errors={errors} groups={props.groups} autofocus />
+          <div class="form-actions">
+            <button type="submit">Save</button>
+            <a
+              href={`${rulesHref(query)}#${id}`}
+              role="button"
+              class="secondary outline"
+              hx-get={`/group-rules/${rule.id}/row`}
+              hx-target={`#${id}`}
+              hx-swap="outerHTML"
+              data-discard=""
+            >
+              Cancel
+            </a>
+          </div>
+        </form>
+      </td>
+    </tr>
+  );
+}
+
+/** The form that adds a rule; with htmx it comes back blank after each rule added (or as typed, with what is wrong). */
+export function AddRuleForm(props: { values: RuleFormValues; errors?: FieldErrors; groups: GroupChoice[]; query?: string; focus?: boolean }) {
   const errors = props.errors ?? {};
-  const rowErrors = Object.keys(errors).some((key) => key.startsWith('rules.'));
-  const query = props.query?.trim() ?? '';
-  const counts = ruleCounts(props.rows, props.groups);
-  const shown = props.rows.filter((row) => ruleRowMatches(row, query, props.groups, props.clients)).length;
+  const dirty = Object.keys(errors).length > 0;
   return (
     <form
-      id="rules-form"
+      id="add-rule-form"
       method="post"
       action="/group-rules"
       hx-post="/group-rules"
       hx-target="this"
       hx-swap="outerHTML"
+      aria-labelledby="add-rule-title"
+      data-rule-form=""
+      data-unsaved={dirty ? 'true' : undefined}
       novalidate
-      data-unsaved={props.unsaved ? 'true' : undefined}
     >
-      {/* First in the form: Enter in a field saves instead of pressing the first Remove. */}
-      <button type="submit" name="_action" value="save" hidden tabindex={-1}>
-        Save
-      </button>
-      <input type="hidden" name="revision" value={props.revision} />
-      <input type="hidden" name="q" value={query} />
-      {props.unsaved ? (
-        <p class="notice" role="status">
-          Not saved yet: Save rules applies these rows.
-        </p>
-      ) : null}
-      {props.groups.length ? (
-        <p class="help rule-counts">
-          Rules per group:{' '}
-          {props.groups.map((g, i) => (
-            <>
-              {i > 0 ? ' · ' : ''}
-              <a href={`/groups/${g.id}/edit`}>{g.name}</a> {counts.get(g.id) ?? 0}
-            </>
-          ))}
-        </p>
-      ) : null}
-      {query ? (
-        <p class="help" id="rules-shown">
-          {shown} of {props.rows.length} rules match “{query}”; the others are kept as they are. <a href="/group-rules">Show all</a>
-        </p>
-      ) : null}
-      <FormAlert message={errors.form ?? (rowErrors ? 'Nothing was saved: some rules need attention (see the messages below).' : undefined)} />
-      {props.groups.length === 0 ? (
-        <p class="notice">
-          There are no groups yet. <a href="/groups/new">Create a group</a> first: a rule gives groups to clients.
-        </p>
-      ) : null}
-      {props.rows.length === 0 ? (
-        <p class="empty-state">No rules: every client can connect, and no client can publish or subscribe.</p>
-      ) : (
-        <TableRegion label="Group rules">
-          <table class="rule-rows">
-            <thead>
-              <tr>
-                <th scope="col">#</th>
-                <th scope="col">Match By</th>
-                <th scope="col">Value</th>
-                <th scope="col">Groups</th>
-                <th scope="col">
-                  <span class="visually-hidden">Remove</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {props.rows.map((row, index) => (
-                <RuleRowFields
-                  row={row}
-                  index={index}
-                  errors={errors}
-                  groups={props.groups}
-                  clients={props.clients}
-                  focus={props.focus}
-                  hidden={!ruleRowMatches(row, query, props.groups, props.clients) && !Object.keys(errors).some((key) => key.startsWith(`rules.${index}.`))}
-                />
-              ))}
-            </tbody>
-          </table>
-        </TableRegion>
-      )}
-      <datalist id="client-usernames">
-        {props.clients.map((client) => (
-          <option value={client.username}>{client.name}</option>
-        ))}
-      </datalist>
-      <p id="rule-help" class="help">
-        <strong>Client</strong>: the username of a client. <strong>MQTT Client ID</strong>: the client ID a device sends, exactly, or a
-        pattern where <code>*</code> stands for any characters (<code>sensor-*</code>). Changes apply to devices as they next connect.
-      </p>
-      <div class="form-actions sticky-actions">
-        <button type="submit" name="_action" value="add" class="secondary outline" autofocus={props.focus === 'add'}>
-          New rule
-        </button>
-        <button type="submit" name="_action" value="save">
-          Save rules
-        </button>
-        <a href="/group-rules" role="button" class="secondary outline">
-          Discard changes
-        </a>
+      <input type="hidden" name="q" value={props.query ?? ''} />
+      <RuleFields idPrefix="new-rule-" values={props.values} errors={errors} groups={props.groups} autofocus={props.focus || dirty} />
+      <div class="form-actions">
+        <button type="submit">Add rule</button>
       </div>
     </form>
   );
 }
 
-function RuleRowFields(props: {
-  row: RuleFormRow;
-  index: number;
-  errors: FieldErrors;
-  groups: Array<{ id: number; name: string }>;
-  clients: Array<{ name: string; username: string }>;
-  focus?: string;
-  /** Left out by the search: kept in the form, not shown. */
-  hidden?: boolean;
-}) {
-  const { row, index, errors } = props;
-  const n = index + 1;
-  const id = (field: string) => `rule-${index}-${field}`;
-  const error = (field: string) => errors[`rules.${index}.${field}`];
-  const describedBy = (field: string, extra?: string) => [error(field) ? `${id(field)}-error` : '', extra ?? ''].filter(Boolean).join(' ') || undefined;
-  const byClient = row.matchBy === 'client';
-  const clientName = byClient ? props.clients.find((c) => c.username === row.value.trim())?.name : undefined;
-  const chosen = props.groups.filter((g) => row.groups.includes(String(g.id)));
-  const invalid = error('matchBy') || error('value') || error('groups');
+/** Match by, value and groups, shared by the add form and the edit row. */
+function RuleFields(props: { idPrefix: string; values: RuleFormValues; errors?: FieldErrors; groups: GroupChoice[]; autofocus?: boolean }) {
+  const { values } = props;
+  const errors = props.errors ?? {};
+  const id = (field: string) => `${props.idPrefix}${field}`;
+  const describedBy = (field: string, extra?: string) => [errors[field] ? `${id(field)}-error` : '', extra ?? ''].filter(Boolean).join(' ') || undefined;
+  const focused = props.autofocus ? (['matchBy', 'value', 'groups'].find((f) => errors[f]) ?? 'matchBy') : undefined;
+  const byClient = values.matchBy === 'client';
+  const chosen = props.groups.filter((g) => values.groups.includes(String(g.id)));
   return (
-    <tr id={`rule-${index}`} class={invalid ? 'invalid' : undefined} hidden={props.hidden} data-rule-text={[row.value, clientName ?? '', ...chosen.map((g) => g.name)].join('\n').toLowerCase()}>
-      <td>
-        {n}
-        <input type="hidden" name="rule" value={String(index)} />
-      </td>
-      <td>
-        <select
-          name={id('matchBy')}
-          id={id('matchBy')}
-          aria-label={`Match by, rule ${n}`}
-          aria-invalid={error('matchBy') ? 'true' : undefined}
-          aria-describedby={describedBy('matchBy')}
-          data-match-by={id('value')}
-          autofocus={props.focus === `row:${index}`}
-        >
-          {Object.entries(MATCH_BY_LABELS).map(([value, label]) => (
-            <option value={value} selected={row.matchBy === value}>
-              {label}
-            </option>
-          ))}
-        </select>
-        <ErrorText id={`${id('matchBy')}-error`} message={error('matchBy')} />
-      </td>
-      <td>
-        <input
-          type="text"
-          name={id('value')}
-          id={id('value')}
-          value={row.value}
-          list={byClient ? 'client-usernames' : undefined}
-          placeholder={byClient ? 'client username' : row.matchBy === 'certificate' ? 'SHA-256 fingerprint' : 'sensor-*'}
-          aria-label={`Value, rule ${n}`}
-          aria-invalid={error('value') ? 'true' : undefined}
-          aria-describedby={describedBy('value', clientName ? `${id('client')}-name` : 'rule-help')}
-          autocomplete="off"
-          spellcheck={false}
-        />
-        {clientName ? <small id={`${id('client')}-name`}>{`Client “${clientName}”`}</small> : null}
-        <ErrorText id={`${id('value')}-error`} message={error('value')} />
-      </td>
-      <td>
-        <details class="dropdown group-picker">
-          <summary aria-describedby={error('groups') ? `${id('groups')}-error` : undefined} aria-invalid={error('groups') ? 'true' : undefined}>
-            <span class="visually-hidden">{`Groups for rule ${n}: `}</span>
-            {chosen.length ? chosen.map((g) => g.name).join(', ') : 'Choose groups'}
-          </summary>
-          <ul>
-            {props.groups.map((group) => (
-              <li>
-                <label>
-                  <input type="checkbox" name={id('groups')} value={String(group.id)} checked={row.groups.includes(String(group.id))} />
-                  {group.name}
-                </label>
-              </li>
+    <>
+      <FormAlert message={errors.form} />
+      <div class="rule-fields">
+        <div class="select-field">
+          <label for={id('matchBy')}>Match by</label>
+          <select
+            name="matchBy"
+            id={id('matchBy')}
+            aria-invalid={errors.matchBy ? 'true' : undefined}
+            aria-describedby={describedBy('matchBy')}
+            data-match-by={id('value')}
+            autofocus={focused === 'matchBy'}
+          >
+            {Object.entries(MATCH_BY_LABELS).map(([value, label]) => (
+              <option value={value} selected={values.matchBy === value}>
+                {label}
+              </option>
             ))}
-          </ul>
-        </details>
-        <ErrorText id={`${id('groups')}-error`} message={error('groups')} />
-      </td>
-      <td>
-        <button type="submit" name="_action" value={`remove:${index}`} class="secondary outline danger-outline" aria-label={`Delete rule ${n}`}>
-          Delete
-        </button>
-      </td>
-    </tr>
+          </select>
+          <ErrorText id={`${id('matchBy')}-error`} message={errors.matchBy} />
+        </div>
+        <div>
+          <label for={id('value')}>Username, client ID or fingerprint</label>
+          <input
+            type="text"
+            name="value"
+            id={id('value')}
+            value={values.value}
+            list={byClient ? 'client-usernames' : undefined}
+            placeholder={byClient ? 'client username' : values.matchBy === 'certificate' ? 'SHA-256 fingerprint' : 'sensor-*'}
+            aria-invalid={errors.value ? 'true' : undefined}
+            aria-describedby={describedBy('value', 'rule-help')}
+            autocomplete="off"
+            spellcheck={false}
+            maxlength={4096}
+            autofocus={focused === 'value'}
+          />
+          <ErrorText id={`${id('value')}-error`} message={errors.value} />
+        </div>
+        <div>
+          <span class="field-label" id={id('groups-label')}>
+            Groups
+          </span>
+          <details class="dropdown group-picker">
+            <summary
+              aria-labelledby={`${id('groups-label')} ${id('groups-chosen')}`}
+              aria-describedby={errors.groups ? `${id('groups')}-error` : undefined}
+              aria-invalid={errors.groups ? 'true' : undefined}
+              autofocus={focused === 'groups'}
+            >
+              <span id={id('groups-chosen')} data-chosen="">{chosen.length ? chosen.map((g) => g.name).join(', ') : 'Choose groups'}</span>
+            </summary>
+            <ul>
+              {props.groups.map((group) => (
+                <li>
+                  <label>
+                    <input type="checkbox" name="groups" value={String(group.id)} checked={values.groups.includes(String(group.id))} />
+                    {group.name}
+                  </label>
+                </li>
+              ))}
+            </ul>
+          </details>
+          <ErrorText id={`${id('groups')}-error`} message={errors.groups} />
+        </div>
+      </div>
+    </>
+  );
+}
+
+/** The no-JavaScript delete confirmation. */
+export function DeleteRulePage(props: { rule: GroupRule; message?: string }) {
+  const { rule } = props;
+  return (
+    <ConfirmPage title="Delete rule" section="group-rules" heading={`Delete the rule for ${rule.matchBy === 'client' ? 'client' : MATCH_BY_LABELS[rule.matchBy]} “${ruleName(rule)}”?`}>
+      <FormAlert message={props.message} />
+      <p>
+        It gives {rule.groups.map((g) => `“${g.name}”`).join(', ')}. Devices it matches lose {rule.groups.length === 1 ? 'this group' : 'these groups'} at their
+        next connection, unless another rule gives {rule.groups.length === 1 ? 'it' : 'them'}.
+      </p>
+      <ConfirmFooter action={`/group-rules/${rule.id}/delete`} confirmLabel="Delete rule" cancelHref="/group-rules" cancelLabel="Keep it">
+        <input type="hidden" name="revision" value={ruleRevision(rule)} />
+      </ConfirmFooter>
+    </ConfirmPage>
+  );
+}
+
+/** What an htmx change sends with its row: the counts and summary up to date, and a notice. */
+export function RuleTotalsPartials(props: { rules: GroupRule[]; groups: GroupChoice[]; query: string; notice: string }) {
+  return (
+    <>
+      <hx-partial hx-target="#rule-counts" hx-swap="outerHTML">
+        <RuleCounts counts={ruleCounts(props.rules, props.groups)} groups={props.groups} />
+      </hx-partial>
+      <hx-partial hx-target="#rule-summary" hx-swap="outerHTML">
+        <RuleSummary shown={props.rules.filter((rule) => ruleMatches(rule, props.query)).length} total={props.rules.length} query={props.query} />
+      </hx-partial>
+      <NoticePartial message={props.notice} />
+    </>
   );
 }

@@ -6,6 +6,8 @@ import type { MatchBy } from './access/types';
 import { normalizeFingerprint } from './certificates';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError, ValidationError, type FieldErrors } from './errors';
+import { parseInput } from './validation';
+import { z } from 'zod';
 
 const { clients, groups, groupPermissions, groupRules, groupRuleGroups, groupRuleChanges } = schema;
 
@@ -169,51 +171,7 @@ function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevi
         'Someone else changed the group rules since this page was loaded. Your rows are shown below; Save again to replace their changes, or reload the page to see them.',
       );
     }
-
-    const usernames = inputs.flatMap((input) => (input.matchBy === 'client' && typeof input.value === 'string' ? [input.value.trim()] : []));
-    const clientsByUsername = new Map<string, number>();
-    if (usernames.length > 0) {
-      const found = await tx.select({ id: clients.id, username: clients.username }).from(clients).where(inArray(clients.username, usernames));
-      for (const c of found) clientsByUsername.set(c.username, c.id);
-    }
-    const existingGroups = new Set((await tx.select({ id: groups.id }).from(groups)).map((g) => g.id));
-
-    const errors: FieldErrors = {};
-    const rows: Array<{ matchBy: MatchBy; clientId: number | null; value: string; groupIds: number[] }> = [];
-    inputs.forEach((input, index) => {
-      const at = (field: string) => `rules.${index}.${field}`;
-      const value = typeof input.value === 'string' ? input.value : '';
-      let matchBy: MatchBy | undefined;
-      let clientId: number | null = null;
-      let storedValue = '';
-      if (input.matchBy === 'client') {
-        matchBy = 'client';
-        const username = value.trim();
-        if (!username) errors[at('value')] = 'Enter the username of a client.';
-        else if (!clientsByUsername.has(username)) errors[at('value')] = 'No client has this username.';
-        else clientId = clientsByUsername.get(username)!;
-      } else if (input.matchBy === 'certificate') {
-        matchBy = 'certificate';
-        const fingerprint = normalizeFingerprint(value);
-        if (!fingerprint) errors[at('value')] = 'Enter a SHA-256 certificate fingerprint: 64 hexadecimal digits, colons allowed.';
-        storedValue = fingerprint ?? value;
-      } else if (input.matchBy === 'client_id') {
-        matchBy = 'client_id';
-        const problem = clientIdPatternProblem(value);
-        if (problem) errors[at('value')] = problem;
-        storedValue = value;
-      } else {
-        errors[at('matchBy')] = 'Choose Client, MQTT Client ID or Certificate fingerprint.';
-      }
-
-      const rawGroups = Array.isArray(input.groups) ? input.groups : input.groups === undefined ? [] : [input.groups];
-      const groupIds = [...new Set(rawGroups.map((g) => (typeof g === 'string' && /^[1-9][0-9]{0,9}$/.test(g) ? Number(g) : NaN)))];
-      if (groupIds.length === 0) errors[at('groups')] = 'Choose at least one group.';
-      else if (groupIds.some((id) => !existingGroups.has(id))) errors[at('groups')] = 'A chosen group no longer exists; choose again.';
-
-      if (matchBy) rows.push({ matchBy, clientId, value: storedValue, groupIds });
-    });
-    if (Object.keys(errors).length > 0) throw new ValidationError(errors);
+    const rows = await checkRuleInputs(tx, inputs, (index, field) => `rules.${index}.${field}`);
 
     await tx.delete(groupRules);
     for (const [position, row] of rows.entries()) {
@@ -231,6 +189,211 @@ function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevi
     });
     return after;
   });
+}
+
+/** A rule as it will be stored: the client resolved, the fingerprint normalised. */
+interface CheckedRule {
+  matchBy: MatchBy;
+  clientId: number | null;
+  value: string;
+  groupIds: number[];
+}
+
+/**
+ * Checks rows as typed against the clients and groups that exist now (inside
+ * the rules lock); throws ValidationError with messages keyed by `at(index, field)`.
+ */
+async function checkRuleInputs(tx: Tx, inputs: readonly RuleInput[], at: (index: number, field: 'matchBy' | 'value' | 'groups') => string): Promise<CheckedRule[]> {
+  const usernames = inputs.flatMap((input) => (input.matchBy === 'client' && typeof input.value === 'string' ? [input.value.trim()] : []));
+  const clientsByUsername = new Map<string, number>();
+  if (usernames.length > 0) {
+    const found = await tx.select({ id: clients.id, username: clients.username }).from(clients).where(inArray(clients.username, usernames));
+    for (const c of found) clientsByUsername.set(c.username, c.id);
+  }
+  const existingGroups = new Set((await tx.select({ id: groups.id }).from(groups)).map((g) => g.id));
+
+  const errors: FieldErrors = {};
+  const rows: CheckedRule[] = [];
+  inputs.forEach((input, index) => {
+    const value = typeof input.value === 'string' ? input.value : '';
+    let matchBy: MatchBy | undefined;
+    let clientId: number | null = null;
+    let storedValue = '';
+    if (input.matchBy === 'client') {
+      matchBy = 'client';
+      const username = value.trim();
+      if (!username) errors[at(index, 'value')] = 'Enter the username of a client.';
+      else if (!clientsByUsername.has(username)) errors[at(index, 'value')] = 'No client has this username.';
+      else clientId = clientsByUsername.get(username)!;
+    } else if (input.matchBy === 'certificate') {
+      matchBy = 'certificate';
+      const fingerprint = normalizeFingerprint(value);
+      if (!fingerprint) errors[at(index, 'value')] = 'Enter a SHA-256 certificate fingerprint: 64 hexadecimal digits, colons allowed.';
+      storedValue = fingerprint ?? value;
+    } else if (input.matchBy === 'client_id') {
+      matchBy = 'client_id';
+      const problem = clientIdPatternProblem(value);
+      if (problem) errors[at(index, 'value')] = problem;
+      storedValue = value;
+    } else {
+      errors[at(index, 'matchBy')] = 'Choose Client, MQTT Client ID or Certificate fingerprint.';
+    }
+
+    const rawGroups = Array.isArray(input.groups) ? input.groups : input.groups === undefined ? [] : [input.groups];
+    const groupIds = [...new Set(rawGroups.map((g) => (typeof g === 'string' && /^[1-9][0-9]{0,9}$/.test(g) ? Number(g) : NaN)))];
+    if (groupIds.length === 0) errors[at(index, 'groups')] = 'Choose at least one group.';
+    else if (groupIds.some((id) => !existingGroups.has(id))) errors[at(index, 'groups')] = 'A chosen group no longer exists; choose again.';
+
+    if (matchBy) rows.push({ matchBy, clientId, value: storedValue, groupIds });
+  });
+  if (Object.keys(errors).length > 0) throw new ValidationError(errors);
+  return rows;
+}
+
+/**
+ * A fingerprint of one rule as saved (its id, how it matches, its groups): an
+ * edit or a deletion made from an older page is refused instead of silently
+ * undoing someone else's change to that rule.
+ */
+export function ruleRevision(rule: GroupRule): string {
+  const canonical = [rule.id, rule.matchBy, rule.clientRowId, rule.value, rule.groups.map((g) => g.id).sort((a, b) => a - b)];
+  return createHash('sha256').update(JSON.stringify(canonical)).digest('base64url').slice(0, 22);
+}
+
+/** One rule with its client and groups; null when there is none with this id. */
+export async function getGroupRule(db: Queryable, id: number): Promise<GroupRule | null> {
+  const rules = await db.select(ruleColumns).from(groupRules).leftJoin(clients, eq(clients.id, groupRules.clientId)).where(eq(groupRules.id, id));
+  const [rule] = await attachGroups(db, rules);
+  return rule ?? null;
+}
+
+/** Bounds on one rule's fields as a form sends them, before they are checked against clients and groups. */
+const ruleFormSchema = z.object({
+  matchBy: z.string().max(32).optional(),
+  value: z.string().max(4096, 'This is far too long for a username, client ID or fingerprint.').optional(),
+  groups: z.array(z.string().max(16)).max(MAX_GROUP_RULES, 'Choose fewer groups.').optional(),
+});
+
+/** Runs `change` in a transaction holding the rules lock; a group or client deleted under it is a conflict, not a crash. */
+async function changeOneRule<T>(db: Database, change: (tx: Tx) => Promise<T>): Promise<T> {
+  try {
+    return await db.transaction(async (tx) => {
+      await lockGroupRules(tx);
+      return change(tx);
+    });
+  } catch (error) {
+    if (isForeignKeyViolation(error)) throw new ConflictError('form', ONE_RULE_DELETED_MEANWHILE);
+    throw error;
+  }
+}
+
+const ONE_RULE_DELETED_MEANWHILE = 'A group or client this rule uses was deleted meanwhile, so nothing was saved. Check the rule and save again.';
+
+/** "someone else" changed or deleted a rule: what the operator is told, and what it is now. */
+export class RuleChangedError extends ConflictError {
+  constructor(
+    message: string,
+    /** The rule as it is now; null when it was deleted. */
+    readonly current: GroupRule | null,
+  ) {
+    super('form', message);
+  }
+}
+
+async function replaceRuleGroups(tx: Tx, ruleId: number, groupIds: readonly number[]): Promise<void> {
+  await tx.delete(groupRuleGroups).where(eq(groupRuleGroups.ruleId, ruleId));
+  await tx.insert(groupRuleGroups).values(groupIds.map((groupId) => ({ ruleId, groupId })));
+}
+
+/**
+ * Adds one rule after the others. A bad field throws ValidationError keyed
+ * `matchBy`, `value` or `groups`. Audited as `group_rule.created`; like any
+ * change to the rule tables, the access model of every node hears of it
+ * through the change feed.
+ */
+export async function addGroupRule(db: Database, input: RuleInput, by?: AuditActor): Promise<GroupRule> {
+  const parsed = parseInput(ruleFormSchema, input);
+  return changeOneRule(db, async (tx) => {
+    const [checked] = await checkRuleInputs(tx, [parsed], (_, field) => field);
+    const [{ count, last }] = (await tx
+      .select({ count: sql<number>`count(*)::int`, last: sql<number | null>`max(${groupRules.position})` })
+      .from(groupRules)) as [{ count: number; last: number | null }];
+    if (count >= MAX_GROUP_RULES) throw new ValidationError({ form: `There can be at most ${MAX_GROUP_RULES} group rules: delete one first.` });
+    const [saved] = await tx
+      .insert(groupRules)
+      .values({ position: (last ?? -1) + 1, matchBy: checked!.matchBy, clientId: checked!.clientId, value: checked!.value })
+      .returning({ id: groupRules.id });
+    await tx.insert(groupRuleGroups).values(checked!.groupIds.map((groupId) => ({ ruleId: saved!.id, groupId })));
+    const rule = (await getGroupRule(tx, saved!.id))!;
+    await recordChange(tx, by, { kind: 'group_rule.created', subject: ruleSubject(rule), details: { after: auditSnapshot(rule) } });
+    return rule;
+  });
+}
+
+/**
+ * Changes rule `id` in place (it keeps its position). `expectedRevision` is
+ * the `ruleRevision` the operator's form was made from: when the rule changed
+ * since, or was deleted, RuleChangedError says so and nothing is written.
+ * Audited as `group_rule.updated`, before and after; nothing is written when
+ * nothing changed.
+ */
+export async function updateGroupRule(db: Database, id: number, input: RuleInput, expectedRevision: string | undefined, by?: AuditActor): Promise<GroupRule> {
+  const parsed = parseInput(ruleFormSchema, input);
+  return changeOneRule(db, async (tx) => {
+    const before = await getGroupRule(tx, id);
+    if (!before) throw new RuleChangedError('Someone else deleted this rule meanwhile, so your change was not saved. Add it again as a new rule if it is still needed.', null);
+    if (expectedRevision !== undefined && ruleRevision(before) !== expectedRevision) {
+      throw new RuleChangedError(
+        `Someone else changed this rule since you opened it: it now ${describeMatch(before)}. Your version is kept below: Save again to replace theirs, or Cancel to keep it.`,
+        before,
+      );
+    }
+    const [checked] = await checkRuleInputs(tx, [parsed], (_, field) => field);
+    const same =
+      checked!.matchBy === before.matchBy &&
+      checked!.clientId === before.clientRowId &&
+      checked!.value === before.value &&
+      checked!.groupIds.length === before.groups.length &&
+      before.groups.every((g) => checked!.groupIds.includes(g.id));
+    if (same) return before;
+    await tx.update(groupRules).set({ matchBy: checked!.matchBy, clientId: checked!.clientId, value: checked!.value }).where(eq(groupRules.id, id));
+    await replaceRuleGroups(tx, id, checked!.groupIds);
+    const after = (await getGroupRule(tx, id))!;
+    await recordChange(tx, by, { kind: 'group_rule.updated', subject: ruleSubject(after), details: { before: auditSnapshot(before), after: auditSnapshot(after) } });
+    return after;
+  });
+}
+
+/**
+ * Deletes rule `id`; null when there is none. When `expectedRevision` is given
+ * and the rule changed since, RuleChangedError (holding the rule as it is now)
+ * and nothing is deleted. Audited as `group_rule.deleted`.
+ */
+export async function deleteGroupRule(db: Database, id: number, expectedRevision: string | undefined, by?: AuditActor): Promise<GroupRule | null> {
+  return changeOneRule(db, async (tx) => {
+    const before = await getGroupRule(tx, id);
+    if (!before) return null;
+    if (expectedRevision !== undefined && ruleRevision(before) !== expectedRevision) {
+      throw new RuleChangedError(`Someone else changed this rule since the page was loaded, so it was not deleted: it now ${describeMatch(before)}. Delete it again if it should still go.`, before);
+    }
+    await tx.delete(groupRules).where(eq(groupRules.id, id));
+    await recordChange(tx, by, { kind: 'group_rule.deleted', subject: ruleSubject(before), details: { before: auditSnapshot(before) } });
+    return before;
+  });
+}
+
+/** A rule in a few words, for the audit trail's subject: "MQTT client ID sensor-*". */
+function ruleSubject(rule: GroupRule): string {
+  if (rule.matchBy === 'client') return `client ${rule.clientUsername ?? '?'}`;
+  return `${MATCH_BY_LABELS[rule.matchBy]} ${rule.value}`;
+}
+
+/** "gives “Sensors” to MQTT client IDs matching “sensor-*”", for messages about a rule's current state. */
+function describeMatch(rule: GroupRule): string {
+  const groupNames = rule.groups.map((g) => `“${g.name}”`).join(', ') || 'no group';
+  if (rule.matchBy === 'client') return `gives ${groupNames} to client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
+  if (rule.matchBy === 'certificate') return `gives ${groupNames} to certificate fingerprint ${rule.value}`;
+  return `gives ${groupNames} to MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
 }
 
 /** What the audit trail keeps of a rule: how it matches, and the names of its groups. */
