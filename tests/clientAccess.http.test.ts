@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OpenDatabase } from '../src/db';
 import { createClient, getClient } from '../src/domain/clients';
 import { listGroupRules } from '../src/domain/groupRules';
+import { listGroups } from '../src/domain/groups';
 import { createApp } from '../src/web/app';
 import { signIn, type SignedInApp } from './support/admin';
 import { appendRules, grantGroup } from './support/acl';
@@ -48,6 +49,22 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     // A client never seen: rules by client id are judged once it connects, and it is not said to have access through them.
     expect(access.get('Lonely')).toBe('No access never seen: rules by client ID match once it connects');
     expect(html).toContain(`<a href="/clients/${sensor.id}">Permissions</a>`);
+    // Names are links: the client to its page, its group to the group.
+    const [base] = (await listGroups(database.db, { query: 'Base' })).groups;
+    expect(html).toContain(`<a href="/groups/${base!.id}/edit" class="badge">Base</a>`);
+    expect(html).toContain(`<a href="/clients/${sensor.id}" class="truncate" title="Sensor">Sensor</a>`);
+  });
+
+  it('filters the clients list to those with no access ("No access only"), with and without a search', async () => {
+    const list = await (await send(app, '/clients')).text();
+    expect(list).toMatch(/<input type="checkbox" name="access" value="none"\/> No access only/);
+    const none = await (await send(app, '/clients?access=none')).text();
+    expect(tableRows(none).map((row) => row.Name).sort()).toEqual(['Lonely']);
+    expect(none).toContain('1 client has no access.');
+    expect(none).toMatch(/<input type="checkbox" name="access" value="none" checked=""\/> No access only/);
+    const searched = await (await send(app, '/clients?access=none&q=sens')).text();
+    expect(tableRows(searched)).toEqual([]);
+    expect(searched).toContain('No client matches your search.');
   });
 
   it("shows a client's groups, the rules that gave them, and the merged rows", async () => {

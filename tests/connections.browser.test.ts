@@ -76,6 +76,9 @@ describe.runIf(browserAvailable)('Connections page in Chromium', { timeout: 120_
       await page.getByRole('row', { name: /pump-kick/ }).getByRole('link', { name: 'Disconnect' }).click();
       const dialog = page.getByRole('dialog', { name: /Disconnect the session “pump-kick”/ });
       expect(await accessibilityViolations(page)).toEqual([]);
+      // One confirmation style: the dialog's buttons as a confirmation page's footer, the way back first, the action last and marked.
+      expect(await dialog.getByRole('button').allTextContents()).toEqual(['Cancel', 'Disconnect']);
+      expect(await dialog.getByRole('button', { name: 'Disconnect' }).getAttribute('class')).toBe('danger');
       await dialog.getByRole('button', { name: 'Cancel' }).click();
       await dialog.waitFor({ state: 'hidden' });
       expect(target.connected).toBe(true);

@@ -9,6 +9,8 @@ import { auditEvents } from '../src/db/schema';
 import type { OpenDatabase } from '../src/db';
 import { createClient, getClient, type Client } from '../src/domain/clients';
 import { getGroup, listGroups } from '../src/domain/groups';
+import { createAdministrator } from '../src/domain/administrators';
+import { createApiToken } from '../src/domain/apiTokens';
 import { startGatehouse, type Gatehouse } from '../src/server';
 import { grantGroup } from './support/acl';
 import { signIn, type SignedInApp } from './support/admin';
@@ -374,6 +376,50 @@ describe('Connections page, Disconnect and Last seen (one node)', { timeout: 120
     await expect.poll(() => gatehouse.lastSeen.pending(), { timeout: 10_000 }).toBeGreaterThan(0);
     await gatehouse.lastSeen.flush();
     expect(await listed()).toBe('Rovers by client ID rover-live-7');
+  });
+
+  it('marks every destructive action of a row menu as dangerous, and confirms each on a page whose footer is the way back, then the danger button', async () => {
+    const marked = await createClient(database.db, { name: 'Marked', username: 'marked', password: 'marked-password' });
+    await device('tcp', { username: 'marked', password: 'marked-password', clientId: 'marked-1' });
+    const other = await createAdministrator(database.db, { username: 'other-admin', password: 'other-admin-password' });
+    const token = await createApiToken(database.db, { name: 'Danger test', preset: 'viewer' });
+    const [group] = (await listGroups(database.db, { query: 'Heating' })).groups;
+    const connections = await page('/connections?q=marked-1');
+    const sessionId = /hx-delete="\/connections\/([^"]+)"/.exec(connections)?.[1];
+    expect(sessionId).toBeDefined();
+
+    /** The items of every row menu on `html` whose text is one of `labels`, with whether they are marked. */
+    const destructive = (html: string, labels: string[]) =>
+      [...html.matchAll(/<details class="dropdown">[\s\S]*?<\/details>/g)].flatMap((menu) =>
+        [...menu[0].matchAll(/<li( class="[^"]*")?>\s*<a ([^>]*)>\s*([^<]+?)\s*<\/a>/g)]
+          .filter((item) => labels.includes(item[3]!))
+          .map((item) => ({ label: item[3], marked: item[1] === ' class="danger-item"' && /class="danger"/.test(item[2]!) })),
+      );
+    const menus = [
+      { path: '/clients?q=marked', labels: ['Delete', 'Disconnect all sessions'], count: 2 },
+      { path: '/connections?q=marked-1', labels: ['Disconnect'], count: 1 },
+      { path: '/groups?q=Heating', labels: ['Delete'], count: 1 },
+      { path: '/administrators', labels: ['Remove'], count: 2 }, // another, and oneself
+      { path: '/tokens', labels: ['Revoke'], count: 1 },
+    ];
+    for (const { path, labels, count } of menus) {
+      const items = destructive(await page(path), labels);
+      expect(items, path).toHaveLength(count);
+      expect(items.filter((item) => !item.marked), path).toEqual([]);
+    }
+
+    const confirmations = [
+      `/clients/${marked.id}/delete`,
+      `/clients/${marked.id}/disconnect`,
+      `/connections/${sessionId}/disconnect`,
+      `/groups/${group!.id}/delete`,
+      `/administrators/${other.id}/remove`,
+      `/tokens/${token.token.id}/revoke`,
+    ];
+    for (const path of confirmations) {
+      const footer = /<div class="form-actions confirm-actions">([\s\S]*?)<\/div>/.exec(await page(path))?.[1];
+      expect(footer, path).toMatch(/^<a href="[^"]+" role="button" class="secondary outline">[^<]+<\/a><button type="submit" class="danger">[^<]+<\/button>$/);
+    }
   });
 
   it('writes the sessions of a storm in statements of 200 clients, the event loop let in between', async () => {

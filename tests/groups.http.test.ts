@@ -179,6 +179,7 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
     expect(page).toContain(`action="/groups/${group.id}"`);
     const res = await postForm(app, `/groups/${group.id}`, groupForm('Edited', [['deny', 'publish', 'new/+'], ['allow', 'subscribe', 'new/#']]));
     expect(res.status).toBe(303);
+    expect(noticeOf(res)).toBe('Group “Edited” saved.');
     expect(await getGroup(database.db, group.id)).toMatchObject({
       name: 'Edited',
       permissions: [
@@ -278,6 +279,7 @@ describe.each(drivers)('groups console over HTTP on %s', (driver) => {
       expect.objectContaining({ Name: 'Big', Topics: 'pub big/0 deny sub big/1 pub big/2 2 more rows', 'Held by': 'Holder A client ID big-* Holder B 1 more rule' }),
     ]);
     expect(html).toContain(`<a href="/clients/${holders[0]!.id}" class="truncate" title="Holder A">Holder A</a>`);
+    expect(html).toContain(`<a href="/groups/${big.id}/edit" class="truncate" title="Big">Big</a>`);
     expect(html).toContain('<li class="deny">deny sub <code class="truncate" title="big/1">big/1</code></li>');
   });
 });
