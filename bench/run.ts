@@ -7,6 +7,7 @@
  *   storm        cold and warm connect storms of 5,000 devices, with a pair's p99 meanwhile
  *   acknowledged what PUBACK once stored (patch 008) costs beside PUBACK first: QoS 1 fan-in, LevelDB and Redis (bench/acknowledged.ts)
  *   mqtt5        the messaging cases with MQTT 5.0 clients beside MQTT 3.1.1 clients, on Gatehouse (bench/mqtt5.ts)
+ *   mqtt5connect the warm reconnect storm with MQTT 5.0 beside MQTT 3.1.1, on one Gatehouse start (bench/mqtt5.ts)
  *   persistence  broker CPU per QoS 1 message, memory vs LevelDB persistence
  *   nodes        QoS 1 messages per second across 1 and 2 nodes on Redis
  *   footprint    idle memory, memory per connection, start-up time (bench/footprint.ts)
@@ -187,7 +188,7 @@ async function nodesScenario(postgres: Service, redis: Service) {
   );
 }
 
-const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'mqtt5', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines', 'model', 'changes'];
+const ALL = ['fanin', 'pairs', 'fanout', 'storm', 'acknowledged', 'mqtt5', 'mqtt5connect', 'persistence', 'nodes', 'footprint', 'console', 'import', 'pipelines', 'model', 'changes'];
 const MESSAGING = ['fanin', 'pairs', 'fanout'];
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
 const unknown = asked.filter((name) => !ALL.includes(name));
@@ -213,10 +214,11 @@ const phase = (name: string) => {
   phaseStarted = now;
 };
 try {
-  if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm' || s === 'acknowledged' || s === 'mqtt5')) {
+  if (scenarios.some((s) => MESSAGING.includes(s) || s === 'storm' || s === 'acknowledged' || s === 'mqtt5' || s === 'mqtt5connect')) {
     phase('preparing the fleet (users for every broker)');
     // The typed-password storm's Argon2id hashes take a minute or two to make: BENCH_STORM_TYPED=0 leaves it out.
-    const fleet = await prepareFleet(scenarios.includes('storm') ? stormClients : 0, { typed: scenarios.includes('storm') && process.env.BENCH_STORM_TYPED !== '0' });
+    const storms = scenarios.includes('storm') || scenarios.includes('mqtt5connect');
+    const fleet = await prepareFleet(storms ? stormClients : 0, { typed: scenarios.includes('storm') && process.env.BENCH_STORM_TYPED !== '0' });
     const cases = CASES.filter((c) => scenarios.includes(c.shape));
     if (cases.length) {
       phase([...new Set(cases.map((c) => c.shape))].join(', '));
@@ -236,6 +238,11 @@ try {
       phase('mqtt5');
       const { mqtt5Scenario } = await import('./mqtt5');
       await mqtt5Scenario({ fleet, rounds, seconds, brokerCpu, workers });
+    }
+    if (scenarios.includes('mqtt5connect')) {
+      phase('mqtt5connect');
+      const { mqtt5ConnectScenario } = await import('./mqtt5');
+      await mqtt5ConnectScenario({ fleet, rounds, brokerCpu, workers, timeoutSeconds: stormTimeout });
     }
   }
   if (scenarios.includes('persistence') || scenarios.includes('nodes')) {

@@ -19,7 +19,7 @@ import type { StormCredential, StormResult } from './lib/worker';
 const IN_FLIGHT = 200;
 const PROBE_RATE = 100;
 
-interface Phase {
+export interface Phase {
   seconds: number;
   connected: number;
   refused: number;
@@ -34,12 +34,14 @@ interface Phase {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function stormPhase(
+/** One storm: `credentials` (or the devices the last storm let in) connect, over MQTT `protocolVersion` (3.1.1 by default). */
+export async function stormPhase(
   generator: Generator,
   url: string,
   pids: () => number[],
   credentials: StormCredential[] | 'again',
   timeoutMs: number,
+  protocolVersion: 4 | 5 = 4,
 ): Promise<Phase> {
   const stormWorkers = generator.size - 1;
   const share = credentials === 'again' ? 0 : Math.ceil(credentials.length / stormWorkers);
@@ -57,6 +59,7 @@ async function stormPhase(
           credentials: credentials === 'again' ? 'again' : credentials.slice((i - 1) * share, i * share),
           inFlight: Math.ceil(IN_FLIGHT / stormWorkers),
           timeoutMs,
+          protocolVersion,
         },
   );
   const elapsed = (performance.now() - started) / 1000;

@@ -63,7 +63,7 @@ export type Request =
   | { op: 'count' }
   | { op: 'closeAll' }
   /** `credentials: 'again'`: the devices the last storm connected. */
-  | { op: 'storm'; url: string; credentials: StormCredential[] | 'again'; inFlight: number; timeoutMs: number }
+  | { op: 'storm'; url: string; credentials: StormCredential[] | 'again'; inFlight: number; timeoutMs: number; protocolVersion?: 4 | 5 }
   | { op: 'stormClose' }
   | { op: 'exit' };
 
@@ -206,12 +206,17 @@ function attempt(host: string, port: number, packet: Buffer): Promise<{ socket: 
     const onData = (chunk: Buffer) => {
       buffer = Buffer.concat([buffer, chunk]);
       if (buffer.length < 4) return;
-      socket.off('data', onData);
       if (buffer[0] !== 0x20) {
+        socket.off('data', onData);
         socket.destroy();
         return settle({ socket: undefined, code: -1 });
       }
-      const code = buffer[3]!;
+      // After the remaining length (1–4 bytes): the flags, then the return code (5.0: the reason code).
+      let at = 1;
+      while (buffer[at]! & 0x80 && at < 4) at++;
+      if (buffer.length < at + 3) return;
+      socket.off('data', onData);
+      const code = buffer[at + 2]!;
       if (code !== 0) socket.destroy();
       settle({ socket, code });
     };
@@ -226,7 +231,7 @@ function attempt(host: string, port: number, packet: Buffer): Promise<{ socket: 
  * the next device starts; a refused or broken attempt is tried again after
  * 1–2 s, as a device's reconnect back-off would.
  */
-async function storm(url: string, credentials: StormCredential[], inFlight: number, timeoutMs: number): Promise<StormResult> {
+async function storm(url: string, credentials: StormCredential[], inFlight: number, timeoutMs: number, protocolVersion: 4 | 5 = 4): Promise<StormResult> {
   const { hostname, port } = new URL(url);
   lastConnected = [];
   const pending = credentials.map((c) => ({
@@ -234,7 +239,7 @@ async function storm(url: string, credentials: StormCredential[], inFlight: numb
     packet: mqttPacket.generate({
       cmd: 'connect',
       protocolId: 'MQTT',
-      protocolVersion: 4,
+      protocolVersion,
       clean: true,
       clientId: c.clientId,
       keepalive: 0,
@@ -335,7 +340,7 @@ async function handle(request: Request): Promise<unknown> {
       return {};
     }
     case 'storm':
-      return storm(request.url, request.credentials === 'again' ? lastConnected : request.credentials, request.inFlight, request.timeoutMs);
+      return storm(request.url, request.credentials === 'again' ? lastConnected : request.credentials, request.inFlight, request.timeoutMs, request.protocolVersion);
     case 'stormClose':
       await stormClose();
       return {};
