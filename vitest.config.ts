@@ -72,6 +72,7 @@ const projects = {
     'tests/overview.http.test.ts',
     'tests/password.generated.test.ts',
     'tests/pipelines.http.test.ts',
+    'tests/pipelines.mtls.test.ts',
     'tests/tls.test.ts',
   ],
   /** Other programs: Gatehouse's built bundle, its admin command, Mosquitto and its tools, redis-server. */

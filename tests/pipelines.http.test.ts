@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAuditEvents } from '../src/domain/audit';
 import { listPipelines } from '../src/domain/pipelines/pipelines';
 import { signIn, type SignedInApp } from './support/admin';
+import { certificateFactory } from './support/certs';
 import { startTestGatehouse } from './support/gatehouse';
 import { htmx, postForm } from './support/http';
 import { startReceiver, type Receiver } from './support/receiver';
@@ -83,5 +84,37 @@ describe('the pipelines console', () => {
     await receiver.waitFor(2);
     expect(receiver.received).toHaveLength(2);
     for (const request of receiver.received) expect(request.headers.authorization).toBe('Bearer the-bearer-token-42');
+  });
+
+  it('takes a client certificate and a CA to trust for a webhook: a bad CA is named and what was typed kept, the key never shown again', async () => {
+    const certs = certificateFactory();
+    try {
+      const ca = certs.ca('endpoint-ca');
+      const client = certs.client(certs.ca('clients-ca'), 'lab-client');
+      const keyBody = client.key.split('\n')[1]!;
+      const mtls = (webhookCa: string) =>
+        fields().map(([k, v]) => [k, k === 'auth' ? 'certificate' : k === 'name' ? 'over mTLS' : v] as [string, string]).concat([
+          ['certSource', 'upload'],
+          ['clientCert', client.cert],
+          ['clientKey', client.key],
+          ['webhookCa', webhookCa],
+        ]);
+      const refused = await postForm(admin, '/pipelines', mtls('-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----'));
+      expect(refused.status).toBe(422);
+      const form = await refused.text();
+      expect(form).toContain('Paste the CA certificate (PEM)');
+      expect(form).toContain('not base64');
+      expect(form).toContain(client.cert.split('\n')[1]!);
+      expect(form).not.toContain(keyBody);
+
+      expect((await postForm(admin, '/pipelines', mtls(ca.cert))).status).toBe(201);
+      const pipeline = (await listPipelines(gatehouse.database.db)).find((p) => p.name === 'over mTLS')!;
+      expect(pipeline.settings).toMatchObject({ webhook: { auth: 'certificate', caPem: ca.cert.trim() } });
+      const edit = await (await admin.request(`/pipelines/${pipeline.id}/edit`)).text();
+      expect(edit).toContain(ca.cert.split('\n')[1]!);
+      expect(edit).not.toContain(keyBody);
+    } finally {
+      certs.remove();
+    }
   });
 });

@@ -21,6 +21,7 @@ export interface PipelineFormValues {
   basicUsername: string;
   certSource: string;
   clientCert: string;
+  webhookCa: string;
   bodyTemplate: string;
   batchMode: string;
   batchMaxMessages: string;
@@ -45,6 +46,8 @@ export interface PipelineFormValues {
 }
 
 export const BLANK_MAPPING = { topicFilter: '', narrowBy: 'any', narrowValue: '' };
+
+const WEBHOOK_CA_HINT = 'For an https:// endpoint whose certificate a private CA signed (or its own self-signed certificate): trusted instead of the system’s CAs. Empty: the system’s.';
 
 const KIND_LABELS: Record<string, string> = { webhook: 'Webhook', tagoio: 'TagoIO', mqtt: 'MQTT bridge' };
 const STATE_LABELS: Record<string, string> = { healthy: 'Healthy', degraded: 'Degraded', failing: 'Failing', paused: 'Paused' };
@@ -538,6 +541,7 @@ export function PipelineForm(props: { action: string; pipeline?: Pipeline; value
         />
         <TextArea label="Client certificate (PEM)" name="clientCert" value={v.clientCert} error={errors.clientCert} rows={2} />
         <SecretField label="Its private key (PEM)" name="clientKey" stored={stored('clientKeyPem')} error={errors.clientKey} />
+        <TextArea label="CA certificate to trust (PEM)" name="webhookCa" value={v.webhookCa} error={errors.webhookCa} rows={2} hint={WEBHOOK_CA_HINT} />
         <TextArea
           label="Body template"
           name="bodyTemplate"

@@ -98,14 +98,21 @@ function networkOutcome(error: unknown): SendOutcome {
   return { ok: false, status: null, retry: true, answer: `${code ? `${code}: ` : ''}${e.message}`.slice(0, ANSWER_SNIPPET) };
 }
 
-/** One pooled HTTP client per pipeline: keep-alive connections, timeouts, the SSRF guard and an optional client certificate. */
-function httpAgent(timeoutMs: number, allowPrivate: boolean, certificate?: { cert: string; key: string }) {
+/** What a connection to the endpoint presents and trusts: a client certificate (mTLS), CA certificates instead of the system's. */
+interface TlsChoices {
+  cert?: string;
+  key?: string;
+  ca?: string;
+}
+
+/** One pooled HTTP client per pipeline: keep-alive connections, timeouts, the SSRF guard and the pipeline's TLS choices. */
+function httpAgent(timeoutMs: number, allowPrivate: boolean, tls: TlsChoices = {}) {
   return new Agent({
     connections: 16,
     keepAliveTimeout: 30_000,
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
-    connect: { timeout: Math.min(timeoutMs, 10_000), lookup: guardedLookup(allowPrivate) as never, ...(certificate ?? {}) },
+    connect: { timeout: Math.min(timeoutMs, 10_000), lookup: guardedLookup(allowPrivate) as never, ...tls },
   });
 }
 
@@ -168,16 +175,16 @@ function webhookDestination(pipeline: RunnablePipeline, settings: WebhookSetting
   let agent: Promise<Agent> | undefined;
   const agentOf = () =>
     (agent ??= (async () => {
-      let certificate: { cert: string; key: string } | undefined;
+      const tls: TlsChoices = settings.caPem ? { ca: settings.caPem } : {};
       if (settings.auth === 'certificate') {
         if (settings.certSource === 'store') {
           const stored = await options.storedCertificate?.();
-          if (stored) certificate = { cert: stored.certPem, key: stored.keyPem };
+          if (stored) Object.assign(tls, { cert: stored.certPem, key: stored.keyPem });
         } else if (secrets.clientKeyPem) {
-          certificate = { cert: settings.clientCertPem, key: secrets.clientKeyPem };
+          Object.assign(tls, { cert: settings.clientCertPem, key: secrets.clientKeyPem });
         }
       }
-      return httpAgent(settings.timeoutMs, options.allowPrivateNetworks, certificate);
+      return httpAgent(settings.timeoutMs, options.allowPrivateNetworks, tls);
     })());
   const batching = settings.batch.mode !== 'off';
 

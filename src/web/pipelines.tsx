@@ -201,7 +201,7 @@ async function submit(c: Context<AppEnv>, pipeline: Pipeline | null, control: Pi
     ...Object.fromEntries(
       [
         'version', 'name', 'description', 'enabled', 'kind', 'method', 'url', 'headers', 'auth', 'bearerToken', 'basicUsername', 'basicPassword', 'certSource',
-        'clientCert', 'clientKey', 'bodyTemplate', 'batchMode', 'batchMaxMessages', 'batchMaxWaitMs', 'batchMaxBytes', 'timeoutMs', 'tagoApiUrl', 'networkToken',
+        'clientCert', 'clientKey', 'webhookCa', 'bodyTemplate', 'batchMode', 'batchMaxMessages', 'batchMaxWaitMs', 'batchMaxBytes', 'timeoutMs', 'tagoApiUrl', 'networkToken',
         'authorizationToken', 'mqttUrl', 'mqttFailover', 'mqttUsername', 'mqttPassword', 'mqttClientId', 'mqttCa', 'mqttClientCert', 'mqttClientKey',
         'remoteTopic', 'mqttQos', 'mqttRetain', 'mqttProtocolVersion', 'maxOutboxMb', 'maxAgeHours', 'overflow',
       ].map((name) => [name, form.first(name) ?? '']),
@@ -257,6 +257,7 @@ function formValues(form: FormValues): PipelineFormValues {
     basicUsername: text('basicUsername'),
     certSource: text('certSource'),
     clientCert: text('clientCert'),
+    webhookCa: text('webhookCa'),
     bodyTemplate: text('bodyTemplate'),
     batchMode: text('batchMode'),
     batchMaxMessages: text('batchMaxMessages'),
@@ -294,6 +295,7 @@ function blankValues(): PipelineFormValues {
     basicUsername: '',
     certSource: 'upload',
     clientCert: '',
+    webhookCa: '',
     bodyTemplate: '',
     batchMode: 'off',
     batchMaxMessages: '100',
@@ -341,6 +343,7 @@ function valuesOf(pipeline: Pipeline): PipelineFormValues {
       basicUsername: w.basicUsername,
       certSource: w.certSource,
       clientCert: w.clientCertPem,
+      webhookCa: w.caPem ?? '',
       bodyTemplate: w.bodyTemplate,
       batchMode: w.batch.mode,
       batchMaxMessages: String(w.batch.maxMessages),
