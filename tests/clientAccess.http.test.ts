@@ -55,6 +55,20 @@ describe.each(drivers)("a client's permissions over HTTP on %s", (driver) => {
     expect(html).toContain(`<a href="/clients/${sensor.id}" class="truncate" title="Sensor">Sensor</a>`);
   });
 
+  it("shows first on a client's page what it may do and why, the no-access warning above its sessions and Try it", async () => {
+    const lonely = (await (await send(app, '/clients?access=none')).text()).match(/<a href="\/clients\/(\d+)" class="badge no-access">/)![1];
+    const html = await (await send(app, `/clients/${lonely}`)).text();
+    const at = (needle: string) => {
+      const index = html.indexOf(needle);
+      expect(index, needle).toBeGreaterThan(0);
+      return index;
+    };
+    expect(at('<h2 id="access-title">What it may do</h2>')).toBeLessThan(at('id="no-access"'));
+    expect(at('id="no-access"')).toBeLessThan(at('id="live-sessions"'));
+    expect(at('id="live-sessions"')).toBeLessThan(at('id="try-it"'));
+    expect(html).toMatch(/<p class="warning" id="no-access" role="note"><strong>No access\.<\/strong> Judged with its username as client ID \(it has not connected yet\), <code>lonely<\/code>: no rule gives it a group/);
+  });
+
   it('filters the clients list to those with no access ("No access only"), with and without a search', async () => {
     const list = await (await send(app, '/clients')).text();
     expect(list).toMatch(/<input type="checkbox" name="access" value="none"\/> No access only/);
