@@ -210,6 +210,11 @@ describe.each(drivers)('group rules table over HTTP on %s', (driver) => {
     const inRow = await postForm(app, `/group-rules/${rule.id}`, fields, htmx);
     expect(inRow.status).toBe(409);
     expect(await inRow.text()).toContain('Someone else deleted this rule meanwhile, so your change was not saved.');
+    // The row open for editing goes: there is nothing left to edit.
+    expect(inRow.headers.get('hx-reswap')).toBe('outerHTML swapEmpty:true');
+    const cancel = await send(app, `/group-rules/${rule.id}/row`, { headers: htmx });
+    expect(cancel.headers.get('hx-reswap')).toBe('outerHTML swapEmpty:true');
+    expect(await cancel.text()).toContain('This rule does not exist any more: someone else may have deleted it.');
     const onPage = await postForm(app, `/group-rules/${rule.id}`, fields);
     expect(onPage.status).toBe(303);
     expect(noticeOf(onPage)).toContain('Someone else deleted this rule meanwhile');

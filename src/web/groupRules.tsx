@@ -35,6 +35,8 @@ import { flash, isHtmx, parseId, readFormAll, redirectAfterPost } from './http';
 /** Rows open for editing in the browser that a search or a change keeps as they are (sent by public/app.js). */
 const KEEP_HEADER = 'x-rules-editing';
 const MAX_KEPT = 50;
+/** An answer of notices only that still removes the row that asked (htmx skips an empty swap beside partials otherwise). */
+const REMOVE_ROW = 'outerHTML swapEmpty:true';
 
 /**
  * `/group-rules`: the rules as a table. Each rule is added, edited (in its
@@ -124,7 +126,10 @@ export function groupRuleRoutes() {
       const current = error instanceof RuleChangedError ? error.current : await getGroupRule(c.var.db, id);
       if (!current) {
         const message = errors.form ?? 'Someone else deleted this rule meanwhile, so your change was not saved.';
-        if (isHtmx(c)) return c.html(<NoticePartial message={message} />, 409);
+        if (isHtmx(c)) {
+          c.header('HX-Reswap', REMOVE_ROW);
+          return c.html(<NoticePartial message={message} />, 409);
+        }
         flash(c, message);
         return redirectAfterPost(c, '/group-rules');
       }
@@ -230,6 +235,7 @@ function ruleGone(c: Context<AppEnv>) {
   const message = 'This rule does not exist any more: someone else may have deleted it.';
   if (isHtmx(c)) {
     // The row that asked disappears; the notice says why.
+    c.header('HX-Reswap', REMOVE_ROW);
     return c.html(<NoticePartial message={message} />);
   }
   return c.html(<NotFoundPage message={message} section="group-rules" />, 404);
