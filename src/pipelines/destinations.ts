@@ -269,14 +269,17 @@ function tagoioDestination(pipeline: RunnablePipeline, settings: TagoioSettings,
  * mqtt.js' stream for each connection attempt, with the SSRF guard's lookup on
  * every one: mqtt.js' own TCP stream takes no \`lookup\`, so a name checked
  * once at start was resolved again by every reconnect, and a DNS answer that
- * changed meanwhile (rebinding) reached an internal address. Failover
- * addresses are taken in turn, as mqtt.js' own \`servers\` option does.
+ * changed meanwhile (rebinding) reached an internal address. The addresses
+ * (the first, then the failover ones) are taken in turn, each with its own
+ * scheme and, over WebSocket, its own path: a connection that drops or fails
+ * goes on to the next address, and after the last to the first again.
  */
-function guardedStreamBuilder(first: URL, options: IClientOptions, allowPrivate: () => boolean) {
+function guardedStreamBuilder(addresses: URL[], options: IClientOptions, allowPrivate: () => boolean) {
   const defaultPort = { mqtt: 1883, mqtts: 8883, ws: 80, wss: 443 } as const;
-  const servers = options.servers?.length
-    ? options.servers.map((server) => ({ host: server.host, port: server.port, protocol: server.protocol ?? 'mqtt' }))
-    : [{ host: first.hostname, port: Number(first.port) || defaultPort[first.protocol.replace(':', '') as keyof typeof defaultPort], protocol: first.protocol.replace(':', '') }];
+  const servers = addresses.map((url) => {
+    const protocol = url.protocol.replace(':', '') as keyof typeof defaultPort;
+    return { host: url.hostname, port: Number(url.port) || defaultPort[protocol], protocol, path: url.pathname || '/' };
+  });
   let next = 0;
   return (client: MqttClient) => {
     const server = servers[next % servers.length]!;
@@ -295,7 +298,9 @@ function guardedStreamBuilder(first: URL, options: IClientOptions, allowPrivate:
     const opts = { ...options, host, hostname: host, port: server.port, protocol: server.protocol, servers: undefined, lookup } as IClientOptions & { lookup: typeof lookup };
     if (server.protocol === 'mqtt') return net.createConnection({ host, port: server.port, lookup: lookup as never });
     if (server.protocol === 'mqtts') return buildTlsStream(client, opts);
-    return buildWsStream(client, { ...opts, path: first.pathname || '/', wsOptions: { ...(opts.wsOptions ?? {}), lookup } as never });
+    // mqtt.js writes the hostname into the URL as it is: an IPv6 literal needs its brackets there.
+    const hostname = net.isIPv6(host) ? `[${host}]` : host;
+    return buildWsStream(client, { ...opts, hostname, path: server.path, wsOptions: { ...(opts.wsOptions ?? {}), lookup } as never });
   };
 }
 
@@ -337,7 +342,6 @@ function mqttDestination(pipeline: RunnablePipeline, settings: MqttBridgeSetting
         // A name that does not resolve now may later: mqtt.js keeps trying.
       }
     }
-    const first = new URL(settings.url);
     const connectOptions: IClientOptions = {
       clientId: settings.clientId || `gatehouse-bridge-${pipeline.id}-${options.nodeId}`.slice(0, 128),
       username: settings.username || undefined,
@@ -351,15 +355,9 @@ function mqttDestination(pipeline: RunnablePipeline, settings: MqttBridgeSetting
       ca: settings.caPem || undefined,
       cert: settings.clientCertPem || undefined,
       key: settings.clientCertPem ? pipeline.secrets.clientKeyPem : undefined,
-      servers: settings.failover.length
-        ? [settings.url, ...settings.failover].map((address) => {
-            const url = new URL(address);
-            const protocol = url.protocol.replace(':', '') as 'mqtt' | 'mqtts' | 'ws' | 'wss';
-            return { host: url.hostname, port: Number(url.port) || { mqtt: 1883, mqtts: 8883, ws: 80, wss: 443 }[protocol], protocol };
-          })
-        : undefined,
     };
-    client = new MqttClient(guardedStreamBuilder(first, connectOptions, () => options.allowPrivateNetworks), connectOptions);
+    const addresses = [settings.url, ...settings.failover].map((address) => new URL(address));
+    client = new MqttClient(guardedStreamBuilder(addresses, connectOptions, () => options.allowPrivateNetworks), connectOptions);
     client.on('error', (error) => {
       connectError = error.message;
     });
