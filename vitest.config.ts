@@ -29,6 +29,7 @@ const projects = {
     'tests/access.rules.test.ts',
     'tests/admin.http.test.ts',
     'tests/api.answers.test.ts',
+    'tests/api.pipelines.test.ts',
     'tests/api.scopes.test.ts',
     'tests/audit.test.ts',
     'tests/authenticate.test.ts',

@@ -208,6 +208,24 @@ describe('every documented route, over HTTP and through app.request()', () => {
           ['GET /export', () => api('/export'), 200],
           ['GET /export/clients.csv', () => api('/export/clients.csv'), 200],
           ['POST /import', () => api('/import?format=csv', { method: 'POST', headers: { 'content-type': 'text/csv' }, body: `username,password\nimported-${suffix},imported-secret\n` }), 200],
+          ['POST /pipelines', () => api('/pipelines', { method: 'POST', body: pipelineBody(`pipeline-${suffix}`) }), 201],
+          ['GET /pipelines', () => api('/pipelines'), 200],
+          ['GET /pipelines/{id}', () => api(`/pipelines/${state.pipeline}`), 200],
+          ['PUT /pipelines/{id}', () => api(`/pipelines/${state.pipeline}`, { method: 'PUT', body: pipelineBody(`pipeline-${suffix}`) }), 200],
+          ['GET /pipelines/{id}/mappings', () => api(`/pipelines/${state.pipeline}/mappings`), 200],
+          ['PUT /pipelines/{id}/mappings', () => api(`/pipelines/${state.pipeline}/mappings`, { method: 'PUT', body: { mappings: [{ topicFilter: 'api/#' }] } }), 200],
+          ['POST /pipelines/{id}/pause', () => api(`/pipelines/${state.pipeline}/pause`, { method: 'POST' }), 200],
+          ['POST /pipelines/{id}/resume', () => api(`/pipelines/${state.pipeline}/resume`, { method: 'POST' }), 200],
+          ['GET /pipelines/{id}/state', () => api(`/pipelines/${state.pipeline}/state`), 200],
+          // Nothing has reached it yet: the answer says so.
+          ['POST /pipelines/{id}/test', () => api(`/pipelines/${state.pipeline}/test`, { method: 'POST' }), 409],
+          ['POST /pipelines/{id}/signing-secrets', () => api(`/pipelines/${state.pipeline}/signing-secrets`, { method: 'POST', body: { secret: `whsec_${Buffer.alloc(32, 3).toString('base64')}` } }), 200],
+          ['DELETE /pipelines/{id}/signing-secrets/previous', () => api(`/pipelines/${state.pipeline}/signing-secrets/previous`, { method: 'DELETE' }), 200],
+          ['GET /pipelines/{id}/dead-letters', () => api(`/pipelines/${state.pipeline}/dead-letters`), 200],
+          ['POST /pipelines/{id}/dead-letters/replay', () => api(`/pipelines/${state.pipeline}/dead-letters/replay`, { method: 'POST' }), 200],
+          ['POST /pipelines/{id}/dead-letters/{letter}/replay', () => api(`/pipelines/${state.pipeline}/dead-letters/1/replay`, { method: 'POST' }), 404],
+          ['DELETE /pipelines/{id}/dead-letters', () => api(`/pipelines/${state.pipeline}/dead-letters`, { method: 'DELETE' }), 200],
+          ['DELETE /pipelines/{id}', () => api(`/pipelines/${state.pipeline}`, { method: 'DELETE' }), 200],
           ['DELETE /groups/{id}', () => api(`/groups/${state.group}`, { method: 'DELETE' }), 200],
           ['DELETE /clients/{id}', () => api(`/clients/${state.client}`, { method: 'DELETE' }), 200],
         ];
@@ -237,6 +255,7 @@ describe('every documented route, over HTTP and through app.request()', () => {
           expect(res.status, `${via} ${operation}: ${res.status === expected ? '' : await res.clone().text()}`).toBe(expected);
           if (operation === 'POST /clients') state.client = String((await res.json()).id);
           if (operation === 'POST /groups') state.group = String((await res.json()).id);
+          if (operation === 'POST /pipelines') state.pipeline = String((await res.json()).id);
           if (operation === 'POST /import') expect((await res.json()).counts.create).toBe(1);
           if (operation === 'GET /audit.csv') expect(await res.text()).toMatch(/^time,kind,actor,subject,address,count,details\r\n/);
           if (operation === 'POST /certificates/{action}') expect((await res.json()).source).toBe('console');
@@ -253,7 +272,8 @@ describe('every documented route, over HTTP and through app.request()', () => {
 function argsOf(operation: string, state: Record<string, string>): [string, { method: string; body?: unknown }] {
   const [method, path] = operation.split(' ') as [string, string];
   const filled = path
-    .replace('{id}', path.startsWith('/groups') ? (state.group ?? '1') : (state.client ?? '1'))
+    .replace('{id}', path.startsWith('/groups') ? (state.group ?? '1') : path.startsWith('/pipelines') ? (state.pipeline ?? '1') : (state.client ?? '1'))
+    .replace('{letter}', '1')
     .replace('{session}', state.session ?? 'node.1')
     .replace('{action}', 'disable')
     .replace(/^\/import$/, '/import?format=csv');
@@ -265,6 +285,15 @@ function argsOf(operation: string, state: Record<string, string>): [string, { me
     'PUT /group-rules': { rules: [] },
     'PUT /certificates': { ca: 'x' },
     'POST /import': { format: 'x' },
+    'POST /pipelines': pipelineBody('x-pipeline'),
+    'PUT /pipelines/{id}': pipelineBody('x-pipeline'),
+    'PUT /pipelines/{id}/mappings': { mappings: [] },
+    'POST /pipelines/{id}/signing-secrets': { secret: 'x' },
   };
   return [filled, { method, body: bodies[operation] }];
+}
+
+/** A webhook pipeline to an address nothing is sent to (no message is published in these tests). */
+function pipelineBody(name: string) {
+  return { name, destination: { kind: 'webhook', url: 'https://hooks.example/in', auth: 'bearer', bearerToken: 'a-bearer-token' }, mappings: [{ topicFilter: 'api/#' }] };
 }

@@ -52,7 +52,7 @@ export function TransferPage(props: { values: ImportFormValues; errors?: Record<
           </a>
         </p>
         <p>
-          <small>With password hashes; never the server’s private key, administrators or API tokens.</small>
+          <small>With password hashes; never the server’s private key, administrators or API tokens, nor pipelines (their secrets never leave in clear).</small>
         </p>
       </section>
       <section id="import">

@@ -16,8 +16,11 @@ const { apiTokens, apiIdempotencyKeys } = schema;
  * reaches administrators or tokens (the API has no route for them).
  */
 
-/** What a token's scope is about. `groups` covers groups, their permissions and the group rules. */
-export const TOKEN_RESOURCES = ['clients', 'groups', 'connections', 'certificates', 'audit'] as const;
+/**
+ * What a token's scope is about. `groups` covers groups, their permissions and
+ * the group rules; `pipelines` the pipelines, their mappings and dead letters.
+ */
+export const TOKEN_RESOURCES = ['clients', 'groups', 'connections', 'certificates', 'audit', 'pipelines'] as const;
 export type TokenResource = (typeof TOKEN_RESOURCES)[number];
 export type TokenAccess = 'read' | 'write';
 export type TokenScopes = Partial<Record<TokenResource, TokenAccess>>;
@@ -28,21 +31,22 @@ export const TOKEN_RESOURCE_LABELS: Record<TokenResource, string> = {
   connections: 'Connections',
   certificates: 'Certificates',
   audit: 'Audit trail',
+  pipelines: 'Pipelines and mappings',
 };
 
 /** The audit trail is read only: there is nothing to write to it. */
 export const READ_ONLY_RESOURCES: ReadonlySet<TokenResource> = new Set(['audit']);
 
 export const TOKEN_PRESETS = {
-  viewer: { clients: 'read', groups: 'read', connections: 'read', certificates: 'read', audit: 'read' },
-  editor: { clients: 'write', groups: 'write', connections: 'write', certificates: 'read', audit: 'read' },
-  administrator: { clients: 'write', groups: 'write', connections: 'write', certificates: 'write', audit: 'read' },
+  viewer: { clients: 'read', groups: 'read', connections: 'read', certificates: 'read', audit: 'read', pipelines: 'read' },
+  editor: { clients: 'write', groups: 'write', connections: 'write', certificates: 'read', audit: 'read', pipelines: 'read' },
+  administrator: { clients: 'write', groups: 'write', connections: 'write', certificates: 'write', audit: 'read', pipelines: 'write' },
 } as const satisfies Record<string, TokenScopes>;
 export type TokenPreset = keyof typeof TOKEN_PRESETS;
 
 export const TOKEN_PRESET_LABELS: Record<TokenPreset, string> = {
   viewer: 'Viewer: reads everything, changes nothing',
-  editor: 'Editor: changes clients, groups, rules and connections; reads certificates and the audit trail',
+  editor: 'Editor: changes clients, groups, rules and connections; reads certificates, the audit trail and pipelines',
   administrator: 'Administrator: changes everything a token may (never administrators or tokens)',
 };
 

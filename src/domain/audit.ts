@@ -487,7 +487,8 @@ export interface AuditFilters {
 
 /**
  * Kinds a token never sees: sign-ins, administrators and tokens (a token may
- * never see administrators or other tokens), and pipelines (no scope reaches them).
+ * never see administrators or other tokens), and pipelines (their rows hold
+ * endpoints and headers, which only the pipelines scope may read).
  */
 const HIDDEN_FROM_TOKENS = ['administrator.', 'console.', 'token.', 'pipeline.'];
 export const TOKEN_VISIBLE_KINDS = (Object.keys(AUDIT_KINDS) as AuditKind[]).filter((kind) => !HIDDEN_FROM_TOKENS.some((prefix) => kind.startsWith(prefix)));

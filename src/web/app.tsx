@@ -167,7 +167,7 @@ export function createApp(deps: AppDeps) {
   // applies to it, so it is mounted before them.
   const apiTokenFailures =
     deps.apiTokenFailures ?? createFailureTracker({ threshold: TOKEN_FAILURES_BEFORE_BACKOFF, maxBackoffMs: TOKEN_MAX_BACKOFF_MS, now: Date.now });
-  app.route(API_BASE, apiRoutes({ failures: apiTokenFailures, trustProxy, log, tls: deps.tls }));
+  app.route(API_BASE, apiRoutes({ failures: apiTokenFailures, trustProxy, log, tls: deps.tls, pipelines: deps.pipelines }));
   app.use(
     sameOriginGuard({
       trustProxy,

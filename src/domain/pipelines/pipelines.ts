@@ -196,6 +196,8 @@ export interface PipelineInput {
   maxAgeHours?: unknown;
   overflow?: unknown;
   mappings?: unknown;
+  /** A webhook's first signing secret (`whsec_…`), when the caller brings its own; empty: one is generated. */
+  signingSecret?: unknown;
 }
 
 const str = (value: unknown) => (typeof value === 'string' ? value : value === undefined || value === null ? '' : String(value));
@@ -291,7 +293,13 @@ function validate(input: PipelineInput, stored: { secrets: PipelineSecrets; kind
     const maxBytes = take('batchMaxBytes', intIn(1024, 16 * 1024 * 1024, 'Enter 1024 to 16777216 bytes.'), str(input.batchMaxBytes) || String(1024 * 1024));
     const timeoutMs = take('timeoutMs', intIn(100, 120_000, 'Enter 100 to 120000 ms.'), str(input.timeoutMs) || '10000');
     // The signing secrets stay as they are; a new webhook gets one (shown once).
-    secrets.signingSecrets = kept.signingSecrets?.length ? kept.signingSecrets : [generateSigningSecret()];
+    const givenSigningSecret = str(input.signingSecret).trim();
+    if (givenSigningSecret && kept.signingSecrets?.length) errors.signingSecret = 'This webhook already has a signing secret: rotate it instead.';
+    else if (givenSigningSecret) {
+      const problem = signingSecretProblem(givenSigningSecret);
+      if (problem) errors.signingSecret = problem;
+    }
+    secrets.signingSecrets = kept.signingSecrets?.length ? kept.signingSecrets : [givenSigningSecret || generateSigningSecret()];
     if (url && method && auth && batchMode && maxMessages && maxWaitMs !== undefined && maxBytes && timeoutMs) {
       settings = {
         kind,
@@ -432,6 +440,13 @@ function parseHeaders(textValue: string, errors: FieldErrors): Array<[string, st
   return headers;
 }
 
+/** Why `value` is not a Standard Webhooks secret (`whsec_` and base64 of 24 to 64 bytes), or null. */
+export function signingSecretProblem(value: string): string | null {
+  const match = /^whsec_([A-Za-z0-9+/]{32,88}={0,2})$/.exec(value);
+  const bytes = match ? Buffer.from(match[1]!, 'base64').length : 0;
+  return bytes >= 24 && bytes <= 64 ? null : 'Give a Standard Webhooks secret: “whsec_” and the base64 of 24 to 64 random bytes.';
+}
+
 /** A Standard Webhooks secret: `whsec_` and base64 of 32 random bytes. */
 export function generateSigningSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`;
@@ -474,6 +489,7 @@ export class PipelineSecretError extends Error {
 }
 
 const NAME_TAKEN = 'A pipeline with this name already exists.';
+const STALE = 'Another operator changed this pipeline while you were editing it. Nothing was saved: check the fields and save again to keep your version.';
 
 /** What the audit trail keeps of a pipeline: settings without secrets (scrubSecrets drops any key that looks like one, too). */
 function auditSnapshot(pipeline: Pick<Pipeline, 'id' | 'name' | 'description' | 'enabled' | 'kind' | 'settings' | 'maxOutboxBytes' | 'maxAgeSeconds' | 'overflow' | 'mappings'>) {
@@ -580,8 +596,9 @@ export async function updatePipeline(db: Database, id: number, input: PipelineIn
     throw error;
   }
   if (result !== 'stale') return result;
-  throw new ConflictError('form', 'Another operator changed this pipeline while you were editing it. Nothing was saved: check the fields and save again to keep your version.');
+  throw new ConflictError('form', STALE);
 }
+
 
 /** Pauses or resumes delivery; null when the pipeline does not exist. */
 export async function setPipelineEnabled(db: Database, id: number, enabled: boolean, by?: AuditActor): Promise<Pipeline | null> {
@@ -604,13 +621,12 @@ export async function setPipelineEnabled(db: Database, id: number, enabled: bool
  * `finishSigningSecretRotation`, so the receiver can switch at its pace.
  * Returns the new secret: the one time it is shown.
  */
-export async function rotateSigningSecret(db: Database, id: number, secretKey: string | undefined, by?: AuditActor): Promise<string | null> {
+export async function rotateSigningSecret(db: Database, id: number, secretKey: string | undefined, by?: AuditActor, fresh = generateSigningSecret()): Promise<string | null> {
   if (!secretKey) throw new ValidationError({ form: 'Set SECRET_KEY in the environment and restart Gatehouse before rotating a signing secret.' });
   return db.transaction(async (tx) => {
     const [row] = await tx.select().from(pipelines).where(eq(pipelines.id, id)).for('update');
     if (!row || row.kind !== 'webhook') return null;
     const secrets = openSecrets(row, secretKey) ?? {};
-    const fresh = generateSigningSecret();
     secrets.signingSecrets = [fresh, ...(secrets.signingSecrets ?? []).slice(0, 1)];
     await tx
       .update(pipelines)
@@ -639,11 +655,16 @@ export async function finishSigningSecretRotation(db: Database, id: number, secr
   });
 }
 
-/** Deletes a pipeline with its mappings, outbox and dead letters; null when it does not exist. */
-export async function deletePipeline(db: Database, id: number, by?: AuditActor): Promise<Pipeline | null> {
+/**
+ * Deletes a pipeline with its mappings, outbox and dead letters; null when it
+ * does not exist. With `expectedVersion`, a pipeline changed meanwhile is kept
+ * (ConflictError on `form`).
+ */
+export async function deletePipeline(db: Database, id: number, by?: AuditActor, expectedVersion?: number): Promise<Pipeline | null> {
   return db.transaction(async (tx) => {
     const [row] = await tx.select().from(pipelines).where(eq(pipelines.id, id)).for('update');
     if (!row) return null;
+    if (expectedVersion !== undefined && row.version !== expectedVersion) throw new ConflictError('form', STALE);
     const pipeline = publicOf(row, await readMappings(tx, id), null);
     await tx.delete(pipelines).where(eq(pipelines.id, id));
     await recordChange(tx, by, { kind: 'pipeline.deleted', subject: pipeline.name, details: { before: auditSnapshot(pipeline) } });
@@ -748,4 +769,35 @@ export function narrowingAllows(mapping: PipelineMapping, who: Publisher): boole
     case 'group':
       return who.groups.includes(mapping.narrowValue);
   }
+}
+
+/**
+ * Replaces a pipeline's mappings alone (its destination and secrets as they
+ * are), validated as a save validates them; null when it does not exist.
+ * With `expectedVersion`, a pipeline changed meanwhile is kept (ConflictError on `form`).
+ */
+export async function replacePipelineMappings(db: Database, id: number, input: unknown, expectedVersion: number | undefined, by?: AuditActor): Promise<Pipeline | null> {
+  const parsed = z.array(mappingSchema).max(MAX_MAPPINGS_PER_PIPELINE, `A pipeline has at most ${MAX_MAPPINGS_PER_PIPELINE} mappings.`).safeParse(input);
+  if (!parsed.success) {
+    const errors: FieldErrors = {};
+    for (const issue of parsed.error.issues) errors[['mappings', ...issue.path.map(String)].join('.')] ??= issue.message;
+    throw new ValidationError(errors);
+  }
+  const mappings = parsed.data;
+  return db.transaction(async (tx) => {
+    const [row] = await tx.select().from(pipelines).where(eq(pipelines.id, id)).for('update');
+    if (!row) return null;
+    if (expectedVersion !== undefined && row.version !== expectedVersion) throw new ConflictError('form', STALE);
+    const before = publicOf(row, await readMappings(tx, id), null);
+    const [updated] = await tx
+      .update(pipelines)
+      .set({ version: sql`${pipelines.version} + 1`, updatedAt: new Date() })
+      .where(eq(pipelines.id, id))
+      .returning();
+    await tx.delete(pipelineMappings).where(eq(pipelineMappings.pipelineId, id));
+    await insertMappings(tx, id, mappings);
+    const after = publicOf(updated!, mappings, null);
+    await recordChange(tx, by, { kind: 'pipeline.updated', subject: after.name, details: { before: auditSnapshot(before), after: auditSnapshot(after) } });
+    return after;
+  });
 }

@@ -3,10 +3,12 @@ import { HTTPException } from 'hono/http-exception';
 import type { FailureTracker } from '../../domain/passwordGate';
 import { ApiReferencePage } from '../../../views/apiReference';
 import type { TlsControl } from '../env';
+import type { PipelineControl } from '../pipelines';
 import { bearerToken, jsonBodiesOnly, type ApiEnv } from './auth';
 import { registerClientRoutes } from './clients';
 import { registerGroupRoutes } from './groups';
 import { registerLiveRoutes } from './live';
+import { registerPipelineRoutes } from './pipelines';
 import { registerRecordRoutes } from './records';
 import { IMPORT_BODY_TYPES, registerTransferRoutes } from './transfer';
 import { problemFromError, problemResponse, zodFieldErrors } from './problems';
@@ -17,6 +19,8 @@ export interface ApiDeps {
   trustProxy: boolean;
   log: (message: string) => void;
   tls?: TlsControl;
+  /** Pipelines at run time and SECRET_KEY for their secrets, as the console has them. */
+  pipelines?: PipelineControl;
 }
 
 /** Where the API lives: fixed, operators' scripts use it. */
@@ -52,12 +56,13 @@ export function apiRoutes(deps: ApiDeps) {
   api.openAPIRegistry.registerComponent('securitySchemes', 'bearerToken', {
     type: 'http',
     scheme: 'bearer',
-    description: 'An API token from the console’s API tokens page (`gat_…`). Each operation names the scope it needs (`clients:read`, `groups:write`…); write includes read.',
+    description: 'An API token from the console’s API tokens page (`gat_…`). Each operation names the scope it needs (`clients:read`, `groups:write`, `pipelines:read`…); write includes read.',
   });
   registerClientRoutes(api, deps);
   registerGroupRoutes(api, deps);
   registerLiveRoutes(api, deps);
   registerRecordRoutes(api, deps);
+  registerPipelineRoutes(api, deps);
   registerTransferRoutes(api);
 
   const config = {

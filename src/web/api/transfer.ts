@@ -88,6 +88,7 @@ export function registerTransferRoutes(api: Api) {
       path: '/export',
       tags: ['Import and export'],
       summary: 'Everything to rebuild these grants elsewhere: clients with their password hashes, groups, permissions, rules (never keys, administrators or tokens)',
+      description: 'Pipelines are not exported: their secrets never leave in clear. Copy them with GET /pipelines and POST /pipelines, giving the secrets again.',
       security: scope('clients', 'write', 'groups:read'),
       responses: {
         200: { description: 'The versioned bundle (`format`: gatehouse-export, `version`: 1).', content: { 'application/json': { schema: z.record(z.string(), z.unknown()).openapi('ExportBundle') } } },
