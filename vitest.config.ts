@@ -136,6 +136,11 @@ export default defineConfig({
         name,
         include,
         ...shared,
+        // unit and database files start no server and leave nothing running
+        // (each closes the databases it opens): a worker runs one file after
+        // another without a new process each, so the modules under test and
+        // PGlite (its compiled WebAssembly too) load once per worker, not per file.
+        ...(name === 'unit' || name === 'database' ? { isolate: false } : {}),
         // Once per run when process tests run: the built bundle they start.
         ...(name === 'process' ? { globalSetup: ['tests/support/bundleSetup.ts'] } : {}),
       },
