@@ -18,6 +18,7 @@ const projects = {
     'tests/engine.check.test.ts',
     'tests/logs.quoting.test.ts',
     'tests/pageCache.test.ts',
+    'tests/sessionStore.test.ts',
     'tests/persistence.test.ts',
     'tests/topics.test.ts',
   ],

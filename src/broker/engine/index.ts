@@ -78,7 +78,8 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
   const aedes = await Aedes.createBroker({
     id: options.id,
     mq: options.mq,
-    persistence: options.persistence && fixSessionStore(options.persistence),
+    // Without a bus of its own, the broker is the only node: its store is its alone.
+    persistence: options.persistence && fixSessionStore(options.persistence, { onlyNode: !options.mq }),
     drainTimeout: options.drainTimeoutMs,
     concurrency: options.concurrency,
     connectTimeout: options.connectTimeoutMs,

@@ -17,7 +17,12 @@ interface SessionStoreMethods {
   outgoingClearMessageId(client: SessionClient, packet: OutgoingPacket): Promise<unknown>;
   incomingGetPacket(client: SessionClient, packet: PublishPacket): Promise<unknown>;
   incomingStorePacket(client: SessionClient, packet: PublishPacket): Promise<unknown>;
+  /** Absent from the in-memory store; Aedes checks for it. */
+  cleanIncoming?(client: SessionClient): Promise<unknown>;
 }
+
+/** Client ids remembered with an empty incoming store (about 100 bytes each); beyond, the memory starts over. */
+const MAX_KNOWN_EMPTY = 100_000;
 
 /**
  * Aedes' persistence (LevelDB, Redis or in memory) with what Aedes 1.2 asks of
@@ -46,10 +51,24 @@ interface SessionStoreMethods {
  * - **A QoS 2 message sent again is accepted once** (incoming.ts): the
  *   incoming store's lookup and write of a first copy tell when Aedes has
  *   stored it.
+ * - **An incoming store known empty is not cleared again** (`onlyNode`: the
+ *   store is this process's alone). Aedes clears a session's incoming QoS 2
+ *   messages at every clean connect and at every disconnect (patch 003,
+ *   `cleanIncoming`), nearly always an empty range. LevelDB has no range
+ *   delete: each clear walks the range with an iterator over every table,
+ *   mostly on the event loop's thread, about 30 % of a reconnect storm's CPU
+ *   (bench/README.md, "Where a CONNECT's CPU goes"). A client id whose
+ *   incoming store was cleared here, with nothing stored since, is known
+ *   empty and its next clear is skipped; the first clear of each client id
+ *   after a start still goes to the store (it may hold messages from before).
+ *   With several nodes the store is shared and every clear goes to it.
  */
-export function fixSessionStore(persistence: Persistence): Persistence {
+export function fixSessionStore(persistence: Persistence, options: { onlyNode?: boolean } = {}): Persistence {
   const store = persistence as unknown as SessionStoreMethods;
   const subscribing = new WeakMap<Subscription[], Promise<unknown>>();
+  let knownEmpty = new Set<string>();
+  /** Incoming messages stored so far: a clear during which one was stored proves nothing. */
+  let incomingStores = 0;
 
   const overrides: SessionStoreMethods = {
     addSubscriptions(client, subs) {
@@ -85,9 +104,25 @@ export function fixSessionStore(persistence: Persistence): Persistence {
       return incomingLookup(client, packet, store.incomingGetPacket(client, packet));
     },
     incomingStorePacket(client, packet) {
+      incomingStores++;
+      knownEmpty.delete(client.id);
       return incomingWrite(client, packet, () => store.incomingStorePacket(client, packet));
     },
   };
+  const cleanIncoming = store.cleanIncoming?.bind(store);
+  if (cleanIncoming && options.onlyNode) {
+    overrides.cleanIncoming = async (client) => {
+      const id = client.id;
+      if (knownEmpty.has(id)) return undefined;
+      const storesBefore = incomingStores;
+      const cleared = await cleanIncoming(client);
+      if (incomingStores === storesBefore) {
+        if (knownEmpty.size >= MAX_KNOWN_EMPTY) knownEmpty = new Set();
+        knownEmpty.add(id);
+      }
+      return cleared;
+    };
+  }
 
   return new Proxy(persistence, {
     get(target, key, receiver) {
@@ -105,6 +140,14 @@ const UNKNOWN_PACKET_ID = /^(no such packet|unknown key)$/;
 
 /** What the stores must still say and have for the fixes above. */
 export const sessionStoreExpectations: Expectation[] = [
+  {
+    packageName: 'aedes-persistence-level',
+    what: 'it no longer clears incoming messages with cleanIncoming, or stores them otherwise than with incomingStorePacket (an incoming store known empty would not be)',
+    holds: () => {
+      const source = packageSource('aedes-persistence-level', 'asyncPersistence.js');
+      return source.includes('async cleanIncoming (client)') && (source.match(/incomingKey\(/g) ?? []).length === 3 && source.includes('async incomingStorePacket (client, packet)');
+    },
+  },
   {
     packageName: 'aedes-persistence-level',
     what: "its error for an unknown packet id is no longer 'no such packet' (PUBREC would lose its PUBREL)",
