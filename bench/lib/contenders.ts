@@ -34,6 +34,9 @@ export function contenders(fleet: Fleet, brokerCpu: string | undefined, options:
     console.warn(`\n${line}\n!! Mosquitto is not installed (${MOSQUITTO}): its rows are skipped.\n!! apt-get install mosquitto, then run again to compare with it.\n${line}\n`);
   }
   list.push({ name: BARE_AEDES, start: () => startBareAedes('level', brokerCpu, fleet.aedesUsersFile) });
+  // BENCH_BEFORE=DIR: an earlier checkout (its own node_modules) just before this one, on the same data.
+  const before = process.env.BENCH_BEFORE;
+  if (before) list.push({ name: `${GATEHOUSE}, before (${before})`, start: () => startGatehouse({}, { template: fleet.gatehouseTemplate, cpus: brokerCpu, root: before }) });
   list.push({ name: GATEHOUSE, start: () => startGatehouse({}, { template: fleet.gatehouseTemplate, cpus: brokerCpu }) });
   const typedTemplate = fleet.typedTemplate;
   if (options.typed && typedTemplate) list.push({ name: GATEHOUSE_TYPED, start: () => startGatehouse({}, { template: typedTemplate, cpus: brokerCpu }) });
