@@ -160,7 +160,7 @@ describe.each(drivers)('the pipelines API on %s', (driver) => {
     const readOnly = await send(reader, '/pipelines', { method: 'POST', body: webhook() });
     expect(readOnly.status).toBe(403);
     expect((await documented(readOnly, 'post', '/pipelines')).detail).toContain('pipelines:write');
-    expect(await listPipelines(database.db)).toHaveLength(0);
+    expect(await listPipelines(database.db, SECRET_KEY)).toHaveLength(0);
     const list = await send(reader, '/pipelines');
     expect(list.status).toBe(200);
     expect(await documented(list, 'get', '/pipelines')).toEqual({ items: [], total: 0, page: 1, pageCount: 1 });
@@ -204,7 +204,7 @@ describe.each(drivers)('the pipelines API on %s', (driver) => {
     const split = await send(writer, '/pipelines', { method: 'POST', body: webhook({ headers: [{ name: 'X-A', value: 'a\r\nAuthorization: Bearer x' }] }) });
     expect(split.status).toBe(422);
     expect((await split.json()).errors[0].field).toBe('destination.headers.0.value');
-    expect(await listPipelines(database.db)).toHaveLength(0);
+    expect(await listPipelines(database.db, SECRET_KEY)).toHaveLength(0);
   });
 
   let id: number;

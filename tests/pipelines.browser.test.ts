@@ -6,6 +6,8 @@ import { axeViolations, browserAvailable, launchBrowser } from './support/browse
 import { startTestGatehouse } from './support/gatehouse';
 import { startReceiver, type Receiver } from './support/receiver';
 
+const SECRET_KEY = 'a-secret-key-for-the-tests';
+
 type Gatehouse = Awaited<ReturnType<typeof startTestGatehouse>>;
 
 describe.skipIf(!browserAvailable)('the pipelines pages in Chromium', { timeout: 120_000 }, () => {
@@ -16,7 +18,7 @@ describe.skipIf(!browserAvailable)('the pipelines pages in Chromium', { timeout:
 
   beforeAll(async () => {
     receiver = await startReceiver();
-    gatehouse = await startTestGatehouse('pglite', { SECRET_KEY: 'a-secret-key-for-the-tests', PIPELINES_ALLOW_PRIVATE_NETWORKS: '1' });
+    gatehouse = await startTestGatehouse('pglite', { SECRET_KEY, PIPELINES_ALLOW_PRIVATE_NETWORKS: '1' });
     base = `http://127.0.0.1:${gatehouse.httpPort}`;
     browser = await launchBrowser();
   });
@@ -67,7 +69,7 @@ describe.skipIf(!browserAvailable)('the pipelines pages in Chromium', { timeout:
         await page.getByText('The signing secret, shown this once').waitFor();
         expect(await page.locator('code.secret').textContent()).toMatch(/^whsec_/);
         await audit();
-        const pipeline = (await listPipelines(gatehouse.database.db)).find((p) => p.name === name)!;
+        const pipeline = (await listPipelines(gatehouse.database.db, SECRET_KEY)).find((p) => p.name === name)!;
         await gatehouse.pipelines.onPublishAccepted({ topic: 'sensors/a', payload: Buffer.from('1'), qos: 1, retain: false }, { username: 'u', mqttClientId: 'c', groups: [] });
         await page.goto(`${base}/pipelines/${pipeline.id}`);
         await page.getByRole('button', { name: 'Send a test' }).click();

@@ -1,3 +1,4 @@
+import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAuditEvents } from '../src/domain/audit';
 import { listPipelines } from '../src/domain/pipelines/pipelines';
@@ -7,6 +8,8 @@ import { startTestGatehouse } from './support/gatehouse';
 import { htmx, postForm } from './support/http';
 import { startReceiver, type Receiver } from './support/receiver';
 
+const SECRET_KEY = 'a-secret-key-for-the-tests';
+
 type Gatehouse = Awaited<ReturnType<typeof startTestGatehouse>>;
 
 describe('the pipelines console', () => {
@@ -15,7 +18,7 @@ describe('the pipelines console', () => {
   let receiver: Receiver;
 
   beforeAll(async () => {
-    gatehouse = await startTestGatehouse('pglite', { SECRET_KEY: 'a-secret-key-for-the-tests', PIPELINES_ALLOW_PRIVATE_NETWORKS: '1' });
+    gatehouse = await startTestGatehouse('pglite', { SECRET_KEY, PIPELINES_ALLOW_PRIVATE_NETWORKS: '1' });
     admin = await signIn(gatehouse.app, gatehouse.database.db);
     receiver = await startReceiver();
   });
@@ -46,7 +49,7 @@ describe('the pipelines console', () => {
     expect(html).toContain('{{tpoic}} is not a variable');
     expect(html).toContain('value="to the lab"');
     expect(html).not.toContain('the-bearer-token-42');
-    expect(await listPipelines(gatehouse.database.db)).toHaveLength(0);
+    expect(await listPipelines(gatehouse.database.db, SECRET_KEY)).toHaveLength(0);
   });
 
   it('creates a webhook pipeline, shows its signing secret once, lists it and audits it without secrets', async () => {
@@ -56,7 +59,7 @@ describe('the pipelines console', () => {
     const html = await response.text();
     const secret = /whsec_[A-Za-z0-9+/=]+/.exec(html)?.[0];
     expect(secret).toBeDefined();
-    const [pipeline] = await listPipelines(gatehouse.database.db);
+    const [pipeline] = await listPipelines(gatehouse.database.db, SECRET_KEY);
     const page = await (await admin.request(`/pipelines/${pipeline!.id}`)).text();
     expect(page).not.toContain(secret!);
     const edit = await (await admin.request(`/pipelines/${pipeline!.id}/edit`)).text();
@@ -71,7 +74,7 @@ describe('the pipelines console', () => {
   });
 
   it('keeps a stored secret when the edit leaves it empty, and the Test button sends a recent real message once', async () => {
-    const [pipeline] = await listPipelines(gatehouse.database.db);
+    const [pipeline] = await listPipelines(gatehouse.database.db, SECRET_KEY);
     const saved = await postForm(admin, `/pipelines/${pipeline!.id}`, fields([['version', String(pipeline!.version)]]).map(([k, v]) => [k, k === 'bearerToken' ? '' : v]) as Array<[string, string]>);
     expect(saved.status).toBe(303);
     const noMessage = await (await postForm(admin, `/pipelines/${pipeline!.id}/test`, {}, htmx)).text();
@@ -108,11 +111,86 @@ describe('the pipelines console', () => {
       expect(form).not.toContain(keyBody);
 
       expect((await postForm(admin, '/pipelines', mtls(ca.cert))).status).toBe(201);
-      const pipeline = (await listPipelines(gatehouse.database.db)).find((p) => p.name === 'over mTLS')!;
+      const pipeline = (await listPipelines(gatehouse.database.db, SECRET_KEY)).find((p) => p.name === 'over mTLS')!;
       expect(pipeline.settings).toMatchObject({ webhook: { auth: 'certificate', caPem: ca.cert.trim() } });
       const edit = await (await admin.request(`/pipelines/${pipeline.id}/edit`)).text();
       expect(edit).toContain(ca.cert.split('\n')[1]!);
       expect(edit).not.toContain(keyBody);
+    } finally {
+      certs.remove();
+    }
+  });
+
+  it('offers "Finish the rotation" after a rotation, and finishing it drops the previous secret', async () => {
+    const hooks = await startReceiver();
+    try {
+      const rotating = (extra: Array<[string, string]> = []) =>
+        fields(extra).map(([k, v]) => [k, k === 'name' ? 'rotating' : k === 'url' ? `${hooks.url}/hook` : k === 'mapping-filter' ? 'meters/#' : v] as [string, string]);
+      const created = await (await postForm(admin, '/pipelines', rotating())).text();
+      const previous = /whsec_[A-Za-z0-9+/=]+/.exec(created)![0];
+      const pipeline = (await listPipelines(gatehouse.database.db, SECRET_KEY)).find((p) => p.name === 'rotating')!;
+      const finish = 'Finish the rotation (drop the old secret)';
+      expect(await (await admin.request(`/pipelines/${pipeline.id}`)).text()).not.toContain(finish);
+
+      const rotated = await postForm(admin, `/pipelines/${pipeline.id}/rotate-secret`, {});
+      expect(rotated.status).toBe(200);
+      const answer = await rotated.text();
+      const fresh = /whsec_[A-Za-z0-9+/=]+/.exec(answer)![0];
+      expect(fresh).not.toBe(previous);
+      expect(answer).toContain(finish);
+      expect(await (await admin.request(`/pipelines/${pipeline.id}`)).text()).toContain(finish);
+      const publish = (topic: string) =>
+        gatehouse.pipelines.onPublishAccepted({ topic, payload: Buffer.from('1'), qos: 1, retain: false }, { clientRowId: 1, username: 'u', mqttClientId: 'c', groups: [] });
+      await publish('meters/1');
+      const [during] = await hooks.waitFor(1);
+      for (const secret of [fresh, previous]) expect(new Webhook(secret).verify(during!.body, during!.headers as Record<string, string>)).toEqual({ t: 'meters/1' });
+
+      const finished = await postForm(admin, `/pipelines/${pipeline.id}/finish-rotation`, {});
+      expect(finished.status).toBe(303);
+      const page = await (await admin.request(finished.headers.get('location')!)).text();
+      expect(page).toContain('Rotation finished');
+      expect(page).not.toContain(finish);
+      await publish('meters/2');
+      const after = (await hooks.waitFor(2))[1]!;
+      expect(new Webhook(fresh).verify(after.body, after.headers as Record<string, string>)).toEqual({ t: 'meters/2' });
+      expect(() => new Webhook(previous).verify(after.body, after.headers as Record<string, string>)).toThrow();
+    } finally {
+      await hooks.close();
+    }
+  });
+
+  it('labels an MQTT bridge password not stored when a username is set without one beside a stored client key', async () => {
+    const certs = certificateFactory();
+    try {
+      const client = certs.client(certs.ca('bridge-ca'), 'bridge-client');
+      const bridge = (password: string): Array<[string, string]> => [
+        ['name', 'bridge'],
+        ['enabled', 'on'],
+        ['kind', 'mqtt'],
+        ['mqttUrl', 'mqtts://broker.example:8883'],
+        ['mqttUsername', 'relay'],
+        ['mqttPassword', password],
+        ['mqttClientCert', client.cert],
+        ['mqttClientKey', client.key],
+        ['remoteTopic', '{{topic}}'],
+        ['mqttQos', '1'],
+        ['mqttRetain', 'keep'],
+        ['mqttProtocolVersion', '4'],
+        ['mapping-filter', 'bridged/#'],
+        ['mapping-narrow-by', 'any'],
+        ['mapping-narrow-value', ''],
+      ];
+      const created = await postForm(admin, '/pipelines', bridge(''));
+      expect(created.status).toBe(303);
+      const pipeline = (await listPipelines(gatehouse.database.db, SECRET_KEY)).find((p) => p.name === 'bridge')!;
+      const hints = async () => {
+        const edit = await (await admin.request(`/pipelines/${pipeline.id}/edit`)).text();
+        return { password: /id="mqttPassword-hint">([^<]*)</.exec(edit)?.[1], key: /id="mqttClientKey-hint">([^<]*)</.exec(edit)?.[1] };
+      };
+      expect(await hints()).toEqual({ password: 'Stored encrypted; never shown again.', key: 'Stored (encrypted). Leave empty to keep it.' });
+      const withPassword = bridge('the-bridge-password').map(([k, v]) => [k, k === 'mqttClientKey' ? '' : v] as [string, string]);
+      expect((await postForm(admin, `/pipelines/${pipeline.id}`, [...withPassword, ['version', String(pipeline.version)]])).status).toBe(303);
+      expect(await hints()).toEqual({ password: 'Stored (encrypted). Leave empty to keep it.', key: 'Stored (encrypted). Leave empty to keep it.' });
     } finally {
       certs.remove();
     }

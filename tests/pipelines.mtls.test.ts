@@ -123,7 +123,7 @@ describe('a webhook over mutual TLS', () => {
     const keyBody = gatehouseClient.key.split('\n')[1]!;
     const [row] = await database.db.select().from(schema.pipelines);
     expect(JSON.stringify(row)).not.toContain(keyBody);
-    const shown = (await getPipeline(database.db, pipeline.id))!;
+    const shown = (await getPipeline(database.db, pipeline.id, SECRET_KEY))!;
     expect(JSON.stringify(shown)).not.toContain(keyBody);
     expect(shown.storedSecrets).toContain('clientKeyPem');
     expect(shown.settings).toMatchObject({ webhook: { caPem: endpointCa.cert.trim() } });
@@ -161,7 +161,7 @@ describe('a webhook over mutual TLS', () => {
     const { pipeline } = await createPipeline(database.db, hook({ auth: 'certificate', clientCert: gatehouseClient.cert, clientKey: gatehouseClient.key }), SECRET_KEY);
     const service = await started();
     expect(await refusedAndRetried(service, pipeline.id, 'untrusted endpoint')).toMatch(/certificate/i);
-    const current = (await getPipeline(database.db, pipeline.id))!;
+    const current = (await getPipeline(database.db, pipeline.id, SECRET_KEY))!;
     // The key is kept from what is stored (an empty field keeps it).
     await updatePipeline(database.db, pipeline.id, hook({ version: current.version, auth: 'certificate', clientCert: gatehouseClient.cert, webhookCa: endpointCa.cert }), SECRET_KEY);
     await service.reload();

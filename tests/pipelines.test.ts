@@ -67,7 +67,7 @@ describe.each(drivers)('pipelines on %s', (driver) => {
     const audit = await listAuditEvents(database.db, { kind: 'pipeline.created' });
     expect(JSON.stringify(audit.events)).not.toContain('tok-very-secret-123');
     expect(JSON.stringify(audit.events)).not.toContain(signingSecret!);
-    expect((await getPipeline(database.db, pipeline.id))!.storedSecrets).toContain('bearerToken');
+    expect((await getPipeline(database.db, pipeline.id, SECRET_KEY))!.storedSecrets).toContain('bearerToken');
   });
 
   it('forwards a mapped message signed per Standard Webhooks, with a stable id, and nothing unmapped', async () => {

@@ -55,7 +55,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   };
 
   routes.get('/', async (c) => {
-    const pipelines = await listPipelines(c.var.db);
+    const pipelines = await listPipelines(c.var.db, control?.secretKey);
     const figures = new Map((control?.service.figures() ?? []).map((f) => [f.id, f]));
     const deadLetters = new Map(await Promise.all(pipelines.map(async (p) => [p.id, await deadLetterCount(c.var.db, p.id)] as const)));
     return c.html(<PipelinesPage pipelines={pipelines} figures={figures} deadLetters={deadLetters} message={notice(c)} />);
@@ -65,7 +65,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   routes.post('/', (c) => submit(c, null, control));
 
   routes.get('/:id', async (c) => {
-    const pipeline = await find(c);
+    const pipeline = await find(c, control);
     if (!pipeline) return notFound(c);
     return c.html(
       <PipelinePage pipeline={pipeline} figures={control?.service.figuresOf(pipeline.id) ?? null} deadLetters={await deadLetterCount(c.var.db, pipeline.id)} message={notice(c)} />,
@@ -73,13 +73,13 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   });
 
   routes.get('/:id/edit', async (c) => {
-    const pipeline = await find(c);
+    const pipeline = await find(c, control);
     if (!pipeline) return notFound(c);
     return c.html(<PipelineFormPage pipeline={pipeline} values={valuesOf(pipeline)} secretKeySet={Boolean(control?.secretKey)} />);
   });
 
   routes.post('/:id', async (c) => {
-    const pipeline = await find(c);
+    const pipeline = await find(c, control);
     if (!pipeline) return notFound(c);
     return submit(c, pipeline, control);
   });
@@ -95,7 +95,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   }
 
   routes.post('/:id/test', async (c) => {
-    const pipeline = await find(c);
+    const pipeline = await find(c, control);
     if (!pipeline) return notFound(c);
     const test = control ? await control.service.test(pipeline.id) : { error: 'Pipelines do not run in this process.' };
     if (isHtmx(c)) return c.html(<TestResult test={test} />);
@@ -106,7 +106,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
     const id = parseId(c.req.param('id'));
     try {
       const secret = id === null ? null : await rotateSigningSecret(c.var.db, id, control?.secretKey, c.var.actor);
-      const pipeline = id === null ? null : await getPipeline(c.var.db, id);
+      const pipeline = id === null ? null : await getPipeline(c.var.db, id, control?.secretKey);
       if (!secret || !pipeline) return notFound(c);
       await control?.service.reload();
       // Shown in this answer only: never put in a URL or stored in the clear.
@@ -114,7 +114,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
       return c.html(<PipelinePage pipeline={pipeline} figures={control?.service.figuresOf(pipeline.id) ?? null} deadLetters={await deadLetterCount(c.var.db, pipeline.id)} secretShown={secret} />);
     } catch (error) {
       if (error instanceof ValidationError) {
-        const pipeline = id === null ? null : await getPipeline(c.var.db, id);
+        const pipeline = id === null ? null : await getPipeline(c.var.db, id, control?.secretKey);
         if (!pipeline) return notFound(c);
         return c.html(<PipelinePage pipeline={pipeline} figures={null} deadLetters={0} message={error.fieldErrors.form} />, 422);
       }
@@ -130,7 +130,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   });
 
   routes.get('/:id/delete', async (c) => {
-    const pipeline = await find(c);
+    const pipeline = await find(c, control);
     if (!pipeline) return notFound(c);
     return c.html(<DeletePipelinePage pipeline={pipeline} waiting={control?.service.figuresOf(pipeline.id)?.queueRows ?? 0} />);
   });
@@ -144,7 +144,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   });
 
   routes.get('/:id/dead-letters', async (c) => {
-    const pipeline = await find(c);
+    const pipeline = await find(c, control);
     if (!pipeline) return notFound(c);
     const page = await listDeadLetters(c.var.db, pipeline.id, Number.parseInt(c.req.query('page') ?? '1', 10));
     return c.html(<DeadLettersPage pipeline={pipeline} {...page} message={notice(c)} />);
@@ -152,14 +152,14 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
 
   routes.post('/:id/dead-letters/replay', async (c) => {
     const id = parseId(c.req.param('id'));
-    if (id === null || !(await getPipeline(c.var.db, id))) return notFound(c);
+    if (id === null || !(await getPipeline(c.var.db, id, control?.secretKey))) return notFound(c);
     const count = await replayDeadLetters(c.var.db, id, 'all', c.var.actor);
     return redirectAfterPost(c, `/pipelines/${id}/dead-letters?done=replayed:${count}`);
   });
 
   routes.post('/:id/dead-letters/purge', async (c) => {
     const id = parseId(c.req.param('id'));
-    if (id === null || !(await getPipeline(c.var.db, id))) return notFound(c);
+    if (id === null || !(await getPipeline(c.var.db, id, control?.secretKey))) return notFound(c);
     await purgeDeadLetters(c.var.db, id, c.var.actor);
     return redirectAfterPost(c, `/pipelines/${id}/dead-letters?done=purged`);
   });
@@ -371,9 +371,9 @@ function valuesOf(pipeline: Pipeline): PipelineFormValues {
   return values;
 }
 
-async function find(c: Context<AppEnv>) {
+async function find(c: Context<AppEnv>, control: PipelineControl | undefined) {
   const id = parseId(c.req.param('id'));
-  return id === null ? null : getPipeline(c.var.db, id);
+  return id === null ? null : getPipeline(c.var.db, id, control?.secretKey);
 }
 
 function notFound(c: Context<AppEnv>) {

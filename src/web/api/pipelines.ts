@@ -9,7 +9,6 @@ import {
   finishSigningSecretRotation,
   getPipeline,
   listPipelines,
-  loadRunnablePipelines,
   MAX_HEADERS,
   MAX_MAPPINGS_PER_PIPELINE,
   replacePipelineMappings,
@@ -433,27 +432,20 @@ function toApiPipeline(pipeline: Pipeline, known: SecretsKnown) {
 }
 
 /**
- * Pipelines (one, or all by name) with which secrets they hold: opened with
- * SECRET_KEY (only their names leave this function); a pipeline whose
- * secrets cannot be opened is told from its settings, as the console does.
+ * Pipelines (one, or all by name) with which secrets they hold: the domain
+ * opens them with SECRET_KEY, as for the console (only their names leave it).
  */
 async function readPipelines(db: Database, secretKey: string | undefined, id?: number): Promise<Array<{ pipeline: Pipeline; known: SecretsKnown }>> {
-  const runnable = (await loadRunnablePipelines(db, secretKey)).filter((p) => id === undefined || p.id === id);
-  const unreadable = runnable.some((p) => p.secretsError);
-  const told = unreadable ? new Map((await listPipelines(db)).map((p) => [p.id, p])) : new Map<number, Pipeline>();
-  const read = runnable.map(({ secrets, secretsError, ...pipeline }) => {
-    const fallback = secretsError ? told.get(pipeline.id) : undefined;
-    const known: SecretsKnown = fallback
-      ? { stored: new Set<string>([...fallback.storedSecrets, ...(fallback.signingSecretCount ? ['signingSecrets'] : [])]), signingSecrets: fallback.signingSecretCount }
-      : { stored: new Set(Object.keys(secrets).filter((key) => key !== 'signingSecrets' || (secrets.signingSecrets?.length ?? 0) > 0)), signingSecrets: secrets.signingSecrets?.length ?? 0 };
-    return { pipeline, known };
-  });
-  return read.sort((a, b) => a.pipeline.name.toLowerCase().localeCompare(b.pipeline.name.toLowerCase()) || a.pipeline.id - b.pipeline.id);
+  const found = id === undefined ? await listPipelines(db, secretKey) : [await getPipeline(db, id, secretKey)].filter((p) => p !== null);
+  return found.map((pipeline) => ({
+    pipeline,
+    known: { stored: new Set<string>([...pipeline.storedSecrets, ...(pipeline.signingSecretCount ? ['signingSecrets'] : [])]), signingSecrets: pipeline.signingSecretCount },
+  }));
 }
 
-/** The pipeline as stored (its secrets' names told from its settings), or 404. */
-async function existing(db: Database, id: number): Promise<Pipeline> {
-  const pipeline = await getPipeline(db, id);
+/** The pipeline as stored, or 404. */
+async function existing(db: Database, id: number, secretKey: string | undefined): Promise<Pipeline> {
+  const pipeline = await getPipeline(db, id, secretKey);
   if (!pipeline) throw new ApiProblem(404, NO_PIPELINE);
   return pipeline;
 }
@@ -602,7 +594,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
       const { id } = c.req.valid('param');
       const version = expectedVersion(c.req.header('if-match'));
       const body = c.req.valid('json');
-      const current = await existing(c.var.db, id);
+      const current = await existing(c.var.db, id, secretKey());
       const saved = await updatePipeline(c.var.db, id, inputOf(body, body.enabled ?? current.enabled, version), secretKey(), c.var.actor).catch(inApiTerms);
       if (!saved) throw new ApiProblem(404, NO_PIPELINE);
       await applied();
@@ -714,7 +706,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'read');
       const { id } = c.req.valid('param');
-      const found = await existing(c.var.db, id);
+      const found = await existing(c.var.db, id, secretKey());
       return c.json(figuresOf(found, control?.service.figuresOf(id) ?? null, await deadLetterCount(c.var.db, id)), 200);
     },
   );
@@ -747,7 +739,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
-      await existing(c.var.db, id);
+      await existing(c.var.db, id, secretKey());
       if (!control) throw new ApiProblem(503, 'Pipelines do not run in this process.');
       const test = await control.service.test(id);
       if ('error' in test) throw new ApiProblem(409, test.error);
@@ -781,7 +773,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
       const { secret } = c.req.valid('json');
-      const found = await existing(c.var.db, id);
+      const found = await existing(c.var.db, id, secretKey());
       if (found.kind !== 'webhook') throw new ApiProblem(409, 'Only a webhook signs its requests.');
       const problem = signingSecretProblem(secret.trim());
       if (problem) throw new ApiProblem(422, 'The request is not valid: see errors.', { secret: problem });
@@ -804,7 +796,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
-      const found = await existing(c.var.db, id);
+      const found = await existing(c.var.db, id, secretKey());
       if (found.kind !== 'webhook') throw new ApiProblem(409, 'Only a webhook signs its requests.');
       if (!(await finishSigningSecretRotation(c.var.db, id, secretKey(), c.var.actor))) throw new ApiProblem(409, 'Set SECRET_KEY to the value the secrets were saved with.');
       await applied();
@@ -831,7 +823,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'read');
       const { id } = c.req.valid('param');
-      await existing(c.var.db, id);
+      await existing(c.var.db, id, secretKey());
       const page = c.req.valid('query').page;
       const result = await listDeadLetters(c.var.db, id, page ? Number(page) : 1);
       return c.json({ items: result.letters.map(toApiLetter), total: result.total, page: result.page, pageCount: result.pageCount }, 200);
@@ -853,7 +845,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
-      await existing(c.var.db, id);
+      await existing(c.var.db, id, secretKey());
       return c.json({ replayed: await replayDeadLetters(c.var.db, id, 'all', c.var.actor) }, 200);
     },
   );
@@ -890,7 +882,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
-      await existing(c.var.db, id);
+      await existing(c.var.db, id, secretKey());
       return c.json({ purged: await purgeDeadLetters(c.var.db, id, c.var.actor) }, 200);
     },
   );
