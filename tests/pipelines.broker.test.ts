@@ -78,9 +78,9 @@ describe.runIf(drivers.includes('postgres'))('a pipeline behind the broker (Post
   });
 
   /** A raw 3.1.1 connection of `clientId` that keeps its session (clean session 0), CONNACK received. */
-  async function rawSession(clientId: string): Promise<RawClient> {
+  async function rawSession(clientId: string, clean = false): Promise<RawClient> {
     const raw = await rawClient(`mqtt://127.0.0.1:${gatehouse.mqttPort}`, {}, 4);
-    raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, clientId, keepalive: 60, username: device.username, password: Buffer.from(device.password) });
+    raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean, clientId, keepalive: 60, username: device.username, password: Buffer.from(device.password) });
     expect(await raw.next('connack')).toMatchObject({ returnCode: 0 });
     return raw;
   }
@@ -138,6 +138,32 @@ describe.runIf(drivers.includes('postgres'))('a pipeline behind the broker (Post
       await outbox.release();
       await complete(again, 8);
       expect(await forwardedOn(again, 'sensors/q2-held')).toEqual(['once', 'last']);
+    } finally {
+      first.close();
+      again?.close();
+      await outbox.close();
+    }
+  });
+
+  it('forwards a new message of a clean session that reuses the packet id of one still being written for its closed connection', async () => {
+    const first = await rawSession('sensor-q2-clean', true);
+    const outbox = await holdOutbox();
+    let again: RawClient | undefined;
+    try {
+      const publish = { cmd: 'publish', topic: 'sensors/q2-clean', qos: 2, messageId: 1, dup: false, retain: false };
+      first.send({ ...publish, payload: Buffer.from('before the restart') });
+      while ((await outbox.locker`select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%insert into pipeline_outbox%'`).length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // The device restarts: a clean session, its packet ids from 1 again, a new message.
+      first.close();
+      again = await rawSession('sensor-q2-clean', true);
+      again.send({ ...publish, payload: Buffer.from('after the restart') });
+      const received = () => [...gatehouse.broker.liveSessions()].some((session) => session.mqttClientId === 'sensor-q2-clean' && (session.messagesIn ?? 0) > 0);
+      while (!received()) await new Promise((resolve) => setTimeout(resolve, 20));
+      await outbox.release();
+      await complete(again, 1);
+      expect(await forwardedOn(again, 'sensors/q2-clean')).toContain('after the restart');
     } finally {
       first.close();
       again?.close();

@@ -38,6 +38,8 @@ export interface FirstCopy {
 }
 
 interface Arrival {
+  /** The connection it came on. */
+  readonly owner: AedesClient;
   /** True once Aedes stored it, false if it did not. */
   readonly stored: Promise<boolean>;
   settle(stored: boolean): void;
@@ -58,10 +60,11 @@ function arrivals(client: AedesClient): Map<string, Arrival> {
 
 const keyOf = (client: AedesClient, packet: PublishPacket) => `${packet.messageId} ${client.id}`;
 
-function remember(map: Map<string, Arrival>, key: string): Arrival {
+function remember(map: Map<string, Arrival>, key: string, owner: AedesClient): Arrival {
   let settle!: (stored: boolean) => void;
   const stored = new Promise<boolean>((resolve) => (settle = resolve));
   const arrival: Arrival = {
+    owner,
     stored,
     phase: 'judged',
     settle(result) {
@@ -82,9 +85,13 @@ export async function firstCopy(client: AedesClient, packet: PublishPacket): Pro
   const map = arrivals(client);
   const key = keyOf(client, packet);
   for (let earlier = map.get(key); earlier; earlier = map.get(key)) {
+    // A clean session numbers its packets afresh: a copy still judged for an
+    // earlier connection of this client id is another message, not this one
+    // sent again. It goes on untracked (the lookups below ask for their owner).
+    if (client.clean && earlier.owner !== client) break;
     if (await earlier.stored) return null;
   }
-  const arrival = remember(map, key);
+  const arrival = remember(map, key, client);
   const store = brokerOf(client).persistence as unknown as IncomingStore;
   // As Aedes asks it: any rejection means "not stored".
   const found = await store.incomingGetPacket(client, packet).then(
@@ -112,8 +119,14 @@ export async function firstCopy(client: AedesClient, packet: PublishPacket): Pro
  * back (sessionStore.ts wraps the store with these): its lookup, which finds
  * nothing, and then its write.
  */
-export function incomingLookup(client: AedesClient, packet: PublishPacket, lookup: Promise<unknown>): Promise<unknown> {
+/** The first copy this connection's call is about, if it is tracked. */
+function arrivalOf(client: AedesClient, packet: PublishPacket): Arrival | undefined {
   const arrival = arrivalsOf.get(brokerOf(client))?.get(keyOf(client, packet));
+  return arrival?.owner === client ? arrival : undefined;
+}
+
+export function incomingLookup(client: AedesClient, packet: PublishPacket, lookup: Promise<unknown>): Promise<unknown> {
+  const arrival = arrivalOf(client, packet);
   if (arrival?.phase !== 'handed') return lookup;
   arrival.phase = 'looked-up';
   lookup.then(
@@ -125,7 +138,7 @@ export function incomingLookup(client: AedesClient, packet: PublishPacket, looku
 }
 
 export function incomingWrite(client: AedesClient, packet: PublishPacket, write: () => Promise<unknown>): Promise<unknown> {
-  const arrival = arrivalsOf.get(brokerOf(client))?.get(keyOf(client, packet));
+  const arrival = arrivalOf(client, packet);
   if (arrival?.phase !== 'looked-up') return write();
   arrival.phase = 'storing';
   const written = write();

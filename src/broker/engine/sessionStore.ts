@@ -104,9 +104,17 @@ export function fixSessionStore(persistence: Persistence, options: { onlyNode?: 
       return incomingLookup(client, packet, store.incomingGetPacket(client, packet));
     },
     incomingStorePacket(client, packet) {
-      incomingStores++;
-      knownEmpty.delete(client.id);
-      return incomingWrite(client, packet, () => store.incomingStorePacket(client, packet));
+      // Counted when issued and again when it lands: a write issued before a
+      // clear began may land after it (LevelDB runs them as separate jobs), so
+      // that clear must not mark the client id empty.
+      const stored = () => {
+        incomingStores++;
+        knownEmpty.delete(client.id);
+      };
+      stored();
+      const written = incomingWrite(client, packet, () => store.incomingStorePacket(client, packet));
+      written.then(stored, stored);
+      return written;
     },
   };
   const cleanIncoming = store.cleanIncoming?.bind(store);
