@@ -1,3 +1,4 @@
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config';
 import { type OpenDatabase, schema } from '../src/db';
@@ -17,8 +18,10 @@ import {
   countSessionsOfAdministrator,
   createSession,
   hashSessionToken,
+  deleteSession,
   SESSION_ABSOLUTE_MS,
   SESSION_IDLE_MS,
+  SESSION_RECHECK_MS,
   validateSession,
 } from '../src/domain/sessions';
 import { createSetupToken, prepareFirstAdministrator } from '../src/domain/setup';
@@ -182,6 +185,28 @@ describe.each(drivers)('administrators and sessions on %s', (driver) => {
         expect(await validateSession(database.db, session.token, at), `at +${(at - t0) / HOUR} h`).not.toBeNull();
       }
       expect(await validateSession(database.db, session.token, t0 + SESSION_ABSOLUTE_MS + 1)).toBeNull();
+    });
+
+    it('trusts a session it has read for SESSION_RECHECK_MS: an end on another node applies within that, one on this node at once', async () => {
+      await clearAdministrators();
+      const admin = await createAdministrator(database.db, { username: 'kept', password: 'kept-password' });
+      const t0 = Date.now();
+      const session = await createSession(database.db, admin.id, t0);
+      expect(await validateSession(database.db, session.token, t0)).toMatchObject({ administrator: { username: 'kept' } });
+      // Another node signs it out: its row goes, and nothing here is told.
+      await database.db.delete(schema.adminSessions).where(eq(schema.adminSessions.tokenHash, session.tokenHash));
+      expect(await validateSession(database.db, session.token, t0 + 10), 'kept without a read').toMatchObject({ administrator: { username: 'kept' } });
+      expect(await validateSession(database.db, session.token, t0 + SESSION_RECHECK_MS), 'read again').toBeNull();
+
+      const other = await createSession(database.db, admin.id, t0);
+      expect(await validateSession(database.db, other.token, t0)).not.toBeNull();
+      await deleteSession(database.db, other.tokenHash);
+      expect(await validateSession(database.db, other.token, t0), 'signed out on this node').toBeNull();
+
+      const third = await createSession(database.db, admin.id, t0);
+      expect(await validateSession(database.db, third.token, t0)).not.toBeNull();
+      await setAdministratorPassword(database.db, admin.id, 'kept-new-password');
+      expect(await validateSession(database.db, third.token, t0), 'password changed on this node').toBeNull();
     });
   });
 

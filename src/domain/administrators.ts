@@ -7,7 +7,7 @@ import { usernameSchema } from './clients';
 import { type AuditActor, recordChange } from './audit';
 import { ConflictError, type FieldErrors, ValidationError } from './errors';
 import { hashPassword } from './password';
-import { deleteSessionsOfAdministrator } from './sessions';
+import { deleteSessionsOfAdministrator, forgetKnownSessions } from './sessions';
 import { parseInput } from './validation';
 
 const { administrators } = schema;
@@ -152,7 +152,8 @@ export class LastAdministratorError extends ConflictError {
  * rather than leave the console without an administrator.
  */
 export async function deleteAdministrator(db: Database, id: number, by?: AuditActor): Promise<Administrator | null> {
-  return db.transaction(async (tx) => {
+  forgetKnownSessions();
+  const removed = await db.transaction(async (tx) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${ADMINISTRATORS_LOCK_KEY})`);
     const [target] = await tx.select(publicColumns).from(administrators).where(eq(administrators.id, id));
     if (!target) return null;
@@ -162,6 +163,8 @@ export async function deleteAdministrator(db: Database, id: number, by?: AuditAc
     await recordChange(tx, by, { kind: 'administrator.deleted', subject: target.username, details: { before: auditSnapshot(target) } });
     return target;
   });
+  forgetKnownSessions();
+  return removed;
 }
 
 /**
@@ -172,7 +175,7 @@ export async function deleteAdministrator(db: Database, id: number, by?: AuditAc
 export async function setAdministratorPassword(db: Database, id: number, newPassword: unknown, by?: AuditActor): Promise<Administrator | null> {
   const password = parseInput(z.object({ password: administratorPasswordSchema }), { password: newPassword }).password;
   const passwordHash = await hashPassword(password);
-  return db.transaction(async (tx) => {
+  const changed = await db.transaction(async (tx) => {
     const [row] = await tx
       .update(administrators)
       .set({ passwordHash, updatedAt: new Date() })
@@ -183,6 +186,8 @@ export async function setAdministratorPassword(db: Database, id: number, newPass
     await recordChange(tx, by, { kind: 'administrator.password_changed', subject: row.username, details: { note: 'password changed; every session ended' } });
     return row;
   });
+  forgetKnownSessions();
+  return changed;
 }
 
 const changePasswordSchema = z.object({

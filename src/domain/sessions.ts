@@ -49,6 +49,41 @@ export async function createSession(db: Database, administratorId: number, now =
 }
 
 /**
+ * How long a session read from the database is trusted without reading it
+ * again. Every console request checks its session: without this, that check
+ * is a query of its own on every page (the largest share of a cached list
+ * page's cost on the embedded database). A sign-out, a password change or a
+ * removal on this node forgets what is kept at once; on another node it
+ * applies within this long.
+ */
+export const SESSION_RECHECK_MS = 1000;
+
+interface KnownSession {
+  db: Database;
+  administrator: { id: number; username: string };
+  expiresAt: number;
+  createdAt: number;
+  /** When it was read (the `now` of that check). */
+  readAt: number;
+}
+
+/** Sessions read lately, by token hash; bounded, the oldest dropped first. */
+const knownSessions = new Map<string, KnownSession>();
+const MAX_KNOWN_SESSIONS = 1000;
+/** Counts forgets, so a read that a forget overtook is not kept. */
+let forgets = 0;
+
+/**
+ * Forgets the sessions read lately: called by whatever ends or changes a
+ * session or its administrator (on this node), after its change and once
+ * more after its transaction commits, so no read of the old row outlives it.
+ */
+export function forgetKnownSessions(): void {
+  forgets++;
+  knownSessions.clear();
+}
+
+/**
  * The session a cookie token stands for, or null (unknown, expired, or its
  * administrator removed). Sliding expiry: once more than half of the idle
  * window has passed, the session is extended by a full window, up to the
@@ -57,6 +92,15 @@ export async function createSession(db: Database, administratorId: number, now =
 export async function validateSession(db: Database, token: string, now = Date.now()): Promise<ValidSession | null> {
   if (!token || token.length > 200) return null;
   const tokenHash = hashSessionToken(token);
+  const known = knownSessions.get(tokenHash);
+  if (known && known.db === db && now >= known.readAt && now - known.readAt < SESSION_RECHECK_MS && known.expiresAt > now) {
+    const remaining = known.expiresAt - now;
+    // Due for renewal: the database path below writes it.
+    if (!(remaining < SESSION_IDLE_MS / 2 && expiryFrom(now, known.createdAt).getTime() > known.expiresAt)) {
+      return { tokenHash, administrator: known.administrator, expiresAt: new Date(known.expiresAt), renewed: false };
+    }
+  }
+  const forgetsBefore = forgets;
   const [row] = await db
     .select({
       expiresAt: adminSessions.expiresAt,
@@ -67,6 +111,7 @@ export async function validateSession(db: Database, token: string, now = Date.no
     .from(adminSessions)
     .innerJoin(administrators, eq(administrators.id, adminSessions.administratorId))
     .where(eq(adminSessions.tokenHash, tokenHash));
+  knownSessions.delete(tokenHash);
   if (!row) return null;
   if (row.expiresAt.getTime() <= now) {
     await db.delete(adminSessions).where(eq(adminSessions.tokenHash, tokenHash));
@@ -75,21 +120,32 @@ export async function validateSession(db: Database, token: string, now = Date.no
   const administrator = { id: row.id, username: row.username };
   const remaining = row.expiresAt.getTime() - now;
   const renewedExpiry = expiryFrom(now, row.createdAt.getTime());
+  let expiresAt = row.expiresAt;
+  let renewed = false;
   if (remaining < SESSION_IDLE_MS / 2 && renewedExpiry.getTime() > row.expiresAt.getTime()) {
     await db.update(adminSessions).set({ expiresAt: renewedExpiry }).where(eq(adminSessions.tokenHash, tokenHash));
-    return { tokenHash, administrator, expiresAt: renewedExpiry, renewed: true };
+    expiresAt = renewedExpiry;
+    renewed = true;
   }
-  return { tokenHash, administrator, expiresAt: row.expiresAt, renewed: false };
+  if (forgets === forgetsBefore) {
+    if (knownSessions.size >= MAX_KNOWN_SESSIONS) knownSessions.delete(knownSessions.keys().next().value!);
+    knownSessions.set(tokenHash, { db, administrator, expiresAt: expiresAt.getTime(), createdAt: row.createdAt.getTime(), readAt: now });
+  }
+  return { tokenHash, administrator, expiresAt, renewed };
 }
 
 /** Ends one session (sign-out). */
 export async function deleteSession(db: Database, tokenHash: string): Promise<void> {
+  forgetKnownSessions();
   await db.delete(adminSessions).where(eq(adminSessions.tokenHash, tokenHash));
+  forgetKnownSessions();
 }
 
-/** Ends every session of an administrator. */
+/** Ends every session of an administrator (inside a transaction: its caller forgets again after the commit). */
 export async function deleteSessionsOfAdministrator(db: Database, administratorId: number): Promise<void> {
+  forgetKnownSessions();
   await db.delete(adminSessions).where(eq(adminSessions.administratorId, administratorId));
+  forgetKnownSessions();
 }
 
 export async function countSessionsOfAdministrator(db: Database, administratorId: number): Promise<number> {
