@@ -295,6 +295,44 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
       }
     });
 
+    it('writes no row when a device with no expiring session connects, and marks in use one that had one, so a restart keeps it', async () => {
+      let gatehouse = await startProvisioned();
+      const rowsOf = async (clientId: string) => {
+        await gatehouse.broker.sessionExpiriesWritten();
+        return gatehouse.database.db.select({ expiresAt: schema.sessionExpiries.expiresAt }).from(schema.sessionExpiries).where(eq(schema.sessionExpiries.mqttClientId, clientId));
+      };
+      const v3Persistent = (clientId: string): IClientOptions => ({ protocolVersion: 4, clientId, clean: false, ...device });
+      try {
+        // The only node knows every row: none for these, so none is written.
+        const plain = await connect(brokerUrl(gatehouse, 'tcp'), v3Persistent('five-plain'));
+        const lasting = await connect(brokerUrl(gatehouse, 'tcp'), v5Options('five-lasting', { clean: false, properties: { sessionExpiryInterval: 0xffffffff } }));
+        expect(await rowsOf('five-plain')).toEqual([]);
+        expect(await rowsOf('five-lasting')).toEqual([]);
+        await endClient(plain);
+        await endClient(lasting);
+
+        // A 5.0 session that expires in 2 s, taken back by a 3.1.1 connection that keeps its session.
+        const expiresAt = await leaveSession(gatehouse, 'five-switch', 2);
+        expect((await rowsOf('five-switch')).map((row) => row.expiresAt?.getTime())).toEqual([expect.any(Number)]);
+        const back = await connect(brokerUrl(gatehouse, 'tcp'), v3Persistent('five-switch'));
+        await back.subscribeAsync('five/five-switch/3', { qos: 1 });
+        expect(await rowsOf('five-switch'), 'in use, not expiring').toEqual([{ expiresAt: null }]);
+        await endClient(back);
+        await gatehouse.close();
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt - Date.now()) + 300));
+        gatehouse = await start();
+        const again = mqtt.connect(brokerUrl(gatehouse, 'tcp'), { reconnectPeriod: 0, ...v3Persistent('five-switch') });
+        const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+          again.once('connect', resolve);
+          again.once('error', reject);
+        });
+        await endClient(again);
+        expect(connack.sessionPresent, 'the 3.1.1 session outlived the 5.0 expiry it replaced').toBe(true);
+      } finally {
+        await gatehouse.close();
+      }
+    });
+
     it('keeps the session it asked for, with what was queued, and tells it 0x8B at shutdown', async () => {
       let gatehouse = await startProvisioned();
       const client = await connect(brokerUrl(gatehouse, 'tcp'), v5Options('five-durable', { clean: false, properties: { sessionExpiryInterval: 600 } }));

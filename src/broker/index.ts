@@ -94,7 +94,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
   });
 
-  expiry = createSessionExpiry({ store: deps.sessionExpiries, engine, log });
+  // Without a bus of its own, the broker is the only node (as the engine judges it for its store).
+  expiry = createSessionExpiry({ store: deps.sessionExpiries, engine, log, onlyNode: !deps.mq });
   // Sessions whose expiry passed while no node was up go before any device connects.
   await expiry.start();
 

@@ -21,13 +21,28 @@ const IN_USE_KEPT_MS = 60 * 60 * 1000;
  * passed and times the others; of several nodes, the one that claims the row
  * removes the session. While a node runs, the engine's own timer is the one
  * that acts.
+ *
+ * The only node (no bus: `onlyNode`) knows every row there is: those it read
+ * at start and those it wrote since. It writes an "in use" row only for a
+ * client id that has one of them, so a device with no expiring session (every
+ * 3.1.1 device, most 5.0 ones) costs no write when it connects; and an older
+ * connection's end that comes after a newer connection of its client id
+ * opened here is not written (with several nodes the rows' `connected_at`
+ * order keeps it from counting).
  */
 export function createSessionExpiry(deps: {
   store: SessionExpiryStore | undefined;
   engine: { wipeStoredSession(clientId: string): Promise<void>; isBeingTakenOver(clientId: string): boolean; isConnectedHere(clientId: string): boolean };
   log: (message: string) => void;
+  /** No other node shares the store and the database rows. */
+  onlyNode?: boolean;
 }) {
   const { store, engine, log } = deps;
+  const onlyNode = deps.onlyNode === true;
+  /** With `onlyNode`: the client ids that have (or may have) a row. */
+  const withRow = new Set<string>();
+  /** With `onlyNode`: the newest connection of each client id open here, by when it opened. */
+  const newest = new Map<string, Date>();
   const timers = new Map<string, NodeJS.Timeout>();
   /** When each connection opened: what its writes are ordered by. */
   const openedAt = new WeakMap<AedesClient, Date>();
@@ -73,6 +88,7 @@ export function createSessionExpiry(deps: {
     // A device connected here since: its connection removed the row, or will.
     if (engine.isConnectedHere(clientId)) return;
     if (opening.has(clientId) || !(await store!.claim(clientId, expiresAt))) return;
+    withRow.delete(clientId);
     await engine.wipeStoredSession(clientId);
     log(`session of client id ${JSON.stringify(clientId)} removed: its MQTT 5 session expiry passed while it was away (${expiresAt.toISOString()})`);
   }
@@ -98,6 +114,7 @@ export function createSessionExpiry(deps: {
       pruneTimer = setInterval(prune, IN_USE_KEPT_MS / 6);
       pruneTimer.unref();
       for (const { mqttClientId, expiresAt } of await store.all()) {
+        if (onlyNode) withRow.add(mqttClientId);
         if (expiresAt.getTime() <= Date.now()) await expire(mqttClientId, expiresAt);
         else arm(mqttClientId, expiresAt);
       }
@@ -108,16 +125,28 @@ export function createSessionExpiry(deps: {
       const at = new Date();
       openedAt.set(client, at);
       cancel(client.id);
+      if (onlyNode) {
+        newest.set(client.id, at);
+        // No row to mark: nothing can expire this session while it is in use.
+        if (!withRow.has(client.id)) return;
+      }
       opening.set(client.id, at);
       openTimer ??= setTimeout(flushOpened, 100);
     },
     /** A connection ended: a 5.0 session kept after it gets its expiry written. */
     ended(client: AedesClient): void {
       if (!store) return;
+      const connectedAt = openedAt.get(client) ?? new Date();
+      if (onlyNode) {
+        const latest = newest.get(client.id);
+        // A newer connection of its client id opened here since (the same Date only for its own).
+        if (latest !== undefined && latest !== connectedAt) return;
+        newest.delete(client.id);
+      }
       const expiryS = sessionExpiryOf(client);
       if (!expiryS || expiryS >= NEVER_EXPIRES_S || engine.isBeingTakenOver(client.id)) return;
       const expiresAt = new Date(Date.now() + expiryS * 1000);
-      const connectedAt = openedAt.get(client) ?? new Date();
+      if (onlyNode) withRow.add(client.id);
       // Its own "in use" row, still gathered, need not be written first.
       if (opening.get(client.id)?.getTime() === connectedAt.getTime()) opening.delete(client.id);
       enqueue(`of client id ${JSON.stringify(client.id)}`, () => store.record(client.id, expiresAt, connectedAt));
@@ -126,6 +155,7 @@ export function createSessionExpiry(deps: {
     expired(clientId: string): void {
       if (!store) return;
       cancel(clientId);
+      withRow.delete(clientId);
       enqueue(`of client id ${JSON.stringify(clientId)}`, () => store.expired([clientId]));
     },
     written,
