@@ -19,6 +19,7 @@ const projects = {
     'tests/logs.quoting.test.ts',
     'tests/pageCache.test.ts',
     'tests/sessionStore.test.ts',
+    'tests/sessionExpiry.test.ts',
     'tests/persistence.test.ts',
     'tests/topics.test.ts',
   ],

@@ -43,6 +43,9 @@ export function createSessionExpiry(deps: {
   const withRow = new Set<string>();
   /** With `onlyNode`: the newest connection of each client id open here, by when it opened. */
   const newest = new Map<string, Date>();
+  /** Client ids whose expired row is being claimed, and those of them a connection opened for meanwhile. */
+  const claiming = new Set<string>();
+  const openedWhileClaiming = new Set<string>();
   const timers = new Map<string, NodeJS.Timeout>();
   /** When each connection opened: what its writes are ordered by. */
   const openedAt = new WeakMap<AedesClient, Date>();
@@ -87,8 +90,20 @@ export function createSessionExpiry(deps: {
   async function expire(clientId: string, expiresAt: Date): Promise<void> {
     // A device connected here since: its connection removed the row, or will.
     if (engine.isConnectedHere(clientId)) return;
-    if (opening.has(clientId) || !(await store!.claim(clientId, expiresAt))) return;
-    withRow.delete(clientId);
+    if (opening.has(clientId)) return;
+    claiming.add(clientId);
+    let claimed = false;
+    let reopened: boolean;
+    try {
+      claimed = await store!.claim(clientId, expiresAt);
+    } finally {
+      claiming.delete(clientId);
+      reopened = openedWhileClaiming.delete(clientId);
+    }
+    // A connection of the client id that opened while the row was claimed
+    // (even one that ended since) owns the session now: its own end writes
+    // when it expires. It stays among `withRow`: that end's row may be queued.
+    if (!claimed || reopened || engine.isConnectedHere(clientId)) return;
     await engine.wipeStoredSession(clientId);
     log(`session of client id ${JSON.stringify(clientId)} removed: its MQTT 5 session expiry passed while it was away (${expiresAt.toISOString()})`);
   }
@@ -125,6 +140,7 @@ export function createSessionExpiry(deps: {
       const at = new Date();
       openedAt.set(client, at);
       cancel(client.id);
+      if (claiming.has(client.id)) openedWhileClaiming.add(client.id);
       if (onlyNode) {
         newest.set(client.id, at);
         // No row to mark: nothing can expire this session while it is in use.
