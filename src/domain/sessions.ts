@@ -59,7 +59,8 @@ export async function createSession(db: Database, administratorId: number, now =
 export const SESSION_RECHECK_MS = 1000;
 
 interface KnownSession {
-  db: Database;
+  /** The count of forgets when it was kept: a forget since makes it unknown. */
+  forgets: number;
   administrator: { id: number; username: string };
   expiresAt: number;
   createdAt: number;
@@ -67,10 +68,10 @@ interface KnownSession {
   readAt: number;
 }
 
-/** Sessions read lately, by token hash; bounded, the oldest dropped first. */
-const knownSessions = new Map<string, KnownSession>();
+/** Sessions read lately, per database (one goes with it when it is closed), by token hash; bounded, the oldest dropped first. */
+const knownSessions = new WeakMap<Database, Map<string, KnownSession>>();
 const MAX_KNOWN_SESSIONS = 1000;
-/** Counts forgets, so a read that a forget overtook is not kept. */
+/** Counts forgets: what was kept before the last one, or read while it happened, is not used. */
 let forgets = 0;
 
 /**
@@ -80,7 +81,6 @@ let forgets = 0;
  */
 export function forgetKnownSessions(): void {
   forgets++;
-  knownSessions.clear();
 }
 
 /**
@@ -92,12 +92,14 @@ export function forgetKnownSessions(): void {
 export async function validateSession(db: Database, token: string, now = Date.now()): Promise<ValidSession | null> {
   if (!token || token.length > 200) return null;
   const tokenHash = hashSessionToken(token);
-  const known = knownSessions.get(tokenHash);
-  if (known && known.db === db && now >= known.readAt && now - known.readAt < SESSION_RECHECK_MS && known.expiresAt > now) {
-    const remaining = known.expiresAt - now;
+  let known = knownSessions.get(db);
+  if (!known) knownSessions.set(db, (known = new Map()));
+  const kept = known.get(tokenHash);
+  if (kept && kept.forgets === forgets && now >= kept.readAt && now - kept.readAt < SESSION_RECHECK_MS && kept.expiresAt > now) {
+    const remaining = kept.expiresAt - now;
     // Due for renewal: the database path below writes it.
-    if (!(remaining < SESSION_IDLE_MS / 2 && expiryFrom(now, known.createdAt).getTime() > known.expiresAt)) {
-      return { tokenHash, administrator: known.administrator, expiresAt: new Date(known.expiresAt), renewed: false };
+    if (!(remaining < SESSION_IDLE_MS / 2 && expiryFrom(now, kept.createdAt).getTime() > kept.expiresAt)) {
+      return { tokenHash, administrator: { ...kept.administrator }, expiresAt: new Date(kept.expiresAt), renewed: false };
     }
   }
   const forgetsBefore = forgets;
@@ -111,7 +113,7 @@ export async function validateSession(db: Database, token: string, now = Date.no
     .from(adminSessions)
     .innerJoin(administrators, eq(administrators.id, adminSessions.administratorId))
     .where(eq(adminSessions.tokenHash, tokenHash));
-  knownSessions.delete(tokenHash);
+  known.delete(tokenHash);
   if (!row) return null;
   if (row.expiresAt.getTime() <= now) {
     await db.delete(adminSessions).where(eq(adminSessions.tokenHash, tokenHash));
@@ -128,8 +130,8 @@ export async function validateSession(db: Database, token: string, now = Date.no
     renewed = true;
   }
   if (forgets === forgetsBefore) {
-    if (knownSessions.size >= MAX_KNOWN_SESSIONS) knownSessions.delete(knownSessions.keys().next().value!);
-    knownSessions.set(tokenHash, { db, administrator, expiresAt: expiresAt.getTime(), createdAt: row.createdAt.getTime(), readAt: now });
+    if (known.size >= MAX_KNOWN_SESSIONS) known.delete(known.keys().next().value!);
+    known.set(tokenHash, { forgets, administrator: { ...administrator }, expiresAt: expiresAt.getTime(), createdAt: row.createdAt.getTime(), readAt: now });
   }
   return { tokenHash, administrator, expiresAt, renewed };
 }
