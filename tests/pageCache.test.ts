@@ -27,6 +27,10 @@ describe('the page cache', () => {
     expect(await cache.get('/clients', 'v', source.read)).toBe(1);
     now = 100;
     expect(await cache.get('/clients', 'v', source.read)).toBe(2);
+    // A version that names every change: no age limit, until the version changes.
+    now = 1_000_000;
+    expect(await cache.get('/clients', 'v', source.read, { maxAgeMs: Infinity })).toBe(2);
+    expect(await cache.get('/clients', 'w', source.read, { maxAgeMs: Infinity })).toBe(3);
   });
 
   it('shares a read in progress, and keeps no failed read', async () => {

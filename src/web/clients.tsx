@@ -52,8 +52,11 @@ export function clientRoutes(options: { log: (message: string) => void }) {
       page: parsePage(c.req.query('page')),
       at: parsePositive(c.req.query('at')),
     };
-    const result = await pages.get(JSON.stringify(options), version, () =>
-      listClients(c.var.db, { ...options, noAccess: options.noAccess ? rules : undefined }),
+    const result = await pages.get(
+      JSON.stringify(options),
+      version,
+      () => listClients(c.var.db, { ...options, noAccess: options.noAccess ? rules : undefined }),
+      c.var.access.listVersionComplete ? { maxAgeMs: Infinity } : undefined,
     );
     const changeId = parseId(c.req.query('change'));
     const ruleChange = changeId === null ? null : await getRuleChange(c.var.db, changeId);

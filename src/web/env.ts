@@ -46,6 +46,12 @@ export interface AccessControl {
    * list: see web/pageCache.ts.
    */
   listVersion?(): string | null;
+  /**
+   * True when `listVersion` names every change a list can show: a single
+   * node, whose last-seen writes are all its own. A page read under it is
+   * good until the version changes, without an age limit.
+   */
+  listVersionComplete?: boolean;
 }
 
 /** What every route can read from `c.var`. */

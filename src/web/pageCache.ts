@@ -4,13 +4,15 @@
  * read under (`AccessControl.listVersion`: the access model's count of changes
  * heard and the last-seen writes of this node) and is used only while the
  * version is the same and it is younger than `maxAgeMs`. What no change
- * announces (another node's last-seen writes) is at most that old. A read in
+ * announces (another node's last-seen writes) is at most that old; where the
+ * version names every change (a single node), the caller lifts the limit. A read in
  * progress is shared by the requests that come meanwhile; a failed read is
  * not kept. Without a version (no access model, or one not hearing changes)
  * every request reads.
  */
 export interface PageCache<T> {
-  get(key: string, version: string | null, read: () => Promise<T>): Promise<T>;
+  /** `maxAgeMs` given here replaces the cache's own for this lookup (Infinity: while the version is the same). */
+  get(key: string, version: string | null, read: () => Promise<T>, options?: { maxAgeMs?: number }): Promise<T>;
 }
 
 export function createPageCache<T>(options: { maxEntries?: number; maxAgeMs?: number; now?: () => number } = {}): PageCache<T> {
@@ -20,11 +22,11 @@ export function createPageCache<T>(options: { maxEntries?: number; maxAgeMs?: nu
   // In the order of last use: the first is the one to drop.
   const entries = new Map<string, { version: string; at: number; value: Promise<T> }>();
   return {
-    get(key, version, read) {
+    get(key, version, read, lookup) {
       if (version === null) return read();
       const known = entries.get(key);
       entries.delete(key);
-      if (known && known.version === version && now() - known.at < maxAgeMs) {
+      if (known && known.version === version && now() - known.at < (lookup?.maxAgeMs ?? maxAgeMs)) {
         entries.set(key, known);
         return known.value;
       }
