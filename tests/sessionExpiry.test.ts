@@ -11,9 +11,10 @@ import type { SessionExpiryStore } from '../src/domain/sessionExpiries';
  */
 type Row = { expiresAt: Date | null; connectedAt: Date };
 
-function memoryStore(rows: Map<string, Row>, hooks: { claim?: () => Promise<void> } = {}): SessionExpiryStore {
+function memoryStore(rows: Map<string, Row>, hooks: { claim?: () => Promise<void>; record?: (id: string) => Promise<void> } = {}): SessionExpiryStore {
   return {
     async record(id, expiresAt, connectedAt) {
+      await hooks.record?.(id);
       const row = rows.get(id);
       if (!row || row.connectedAt.getTime() <= connectedAt.getTime()) rows.set(id, { expiresAt, connectedAt });
     },
@@ -85,5 +86,36 @@ describe.each([true, false])('session expiry (only node: %s)', (onlyNode) => {
     await sleep(1100);
     await createSessionExpiry({ store: memoryStore(rows), engine, log: () => {}, onlyNode }).start();
     expect(wiped, 'a 3.1.1 session that is kept never expires').toEqual([]);
+  });
+
+  it('leaves alone a session a connection opened and left after the expiry came due, while the claim waited its turn', async () => {
+    const rows = new Map<string, Row>([['x', { expiresAt: new Date(Date.now() + 50), connectedAt: new Date(Date.now() - 60_000) }]]);
+    const connected = new Set<string>();
+    const wiped: string[] = [];
+    // Another client id's write holds the queue while the expiry of 'x' comes due behind it.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const store = memoryStore(rows, { record: (id) => (id === 'y' ? held : Promise.resolve()) });
+    const engine = { wipeStoredSession: async (id: string) => void wiped.push(id), isBeingTakenOver: () => false, isConnectedHere: (id: string) => connected.has(id) };
+    const expiry = createSessionExpiry({ store, engine, log: () => {}, onlyNode });
+    await expiry.start();
+    const y = connection('y', 5, 60);
+    expiry.opened(y);
+    await sleep(5);
+    expiry.ended(y);
+    await sleep(100);
+
+    // Due and queued: a 5.0 connection of 'x' opens and ends, keeping its session for 60 s.
+    const b = connection('x', 5, 60);
+    connected.add('x');
+    expiry.opened(b);
+    await sleep(150);
+    connected.delete('x');
+    expiry.ended(b);
+    release();
+    await expiry.written();
+    expect(wiped, 'the session the 5.0 connection left is its own').toEqual([]);
+    expect(rows.get('x')?.expiresAt?.getTime(), "its row says when it expires").toBeGreaterThan(Date.now() + 50_000);
+    await expiry.close();
   });
 });

@@ -43,7 +43,7 @@ export function createSessionExpiry(deps: {
   const withRow = new Set<string>();
   /** With `onlyNode`: the newest connection of each client id open here, by when it opened. */
   const newest = new Map<string, Date>();
-  /** Client ids whose expired row is being claimed, and those of them a connection opened for meanwhile. */
+  /** Client ids whose expired row is due to be claimed (from when its timer fired until the claim is done), and those of them a connection opened for meanwhile. */
   const claiming = new Set<string>();
   const openedWhileClaiming = new Set<string>();
   const timers = new Map<string, NodeJS.Timeout>();
@@ -88,24 +88,21 @@ export function createSessionExpiry(deps: {
   }
 
   async function expire(clientId: string, expiresAt: Date): Promise<void> {
-    // A device connected here since: its connection removed the row, or will.
-    if (engine.isConnectedHere(clientId)) return;
-    if (opening.has(clientId)) return;
     claiming.add(clientId);
-    let claimed = false;
-    let reopened: boolean;
     try {
-      claimed = await store!.claim(clientId, expiresAt);
+      // A device connected here since: its connection removed the row, or will.
+      if (engine.isConnectedHere(clientId) || opening.has(clientId)) return;
+      const claimed = await store!.claim(clientId, expiresAt);
+      // A connection of the client id that opened since the expiry came due
+      // (even one that ended since) owns the session now: its own end writes
+      // when it expires. It stays among `withRow`: that end's row may be queued.
+      if (!claimed || openedWhileClaiming.has(clientId) || engine.isConnectedHere(clientId)) return;
+      await engine.wipeStoredSession(clientId);
+      log(`session of client id ${JSON.stringify(clientId)} removed: its MQTT 5 session expiry passed while it was away (${expiresAt.toISOString()})`);
     } finally {
       claiming.delete(clientId);
-      reopened = openedWhileClaiming.delete(clientId);
+      openedWhileClaiming.delete(clientId);
     }
-    // A connection of the client id that opened while the row was claimed
-    // (even one that ended since) owns the session now: its own end writes
-    // when it expires. It stays among `withRow`: that end's row may be queued.
-    if (!claimed || reopened || engine.isConnectedHere(clientId)) return;
-    await engine.wipeStoredSession(clientId);
-    log(`session of client id ${JSON.stringify(clientId)} removed: its MQTT 5 session expiry passed while it was away (${expiresAt.toISOString()})`);
   }
 
   function arm(clientId: string, expiresAt: Date): void {
@@ -115,7 +112,11 @@ export function createSessionExpiry(deps: {
     const timer = setTimeout(() => {
       timers.delete(clientId);
       if (Date.now() < expiresAt.getTime()) arm(clientId, expiresAt);
-      else enqueue(`of client id ${JSON.stringify(clientId)}`, () => expire(clientId, expiresAt));
+      else {
+        // Due: an open of the client id from now until the claim is done keeps the session.
+        claiming.add(clientId);
+        enqueue(`of client id ${JSON.stringify(clientId)}`, () => expire(clientId, expiresAt));
+      }
     }, Math.max(wait, 0));
     timer.unref();
     timers.set(clientId, timer);
