@@ -42,8 +42,10 @@ export function clientRoutes(options: { log: (message: string) => void }) {
   const pages = createPageCache<ClientPage>();
 
   clients.get('/', async (c) => {
-    const rules = await c.var.access.rules();
+    // The version first: a page is then never kept under a version newer than what it read
+    // (the rules' count goes up when a change is heard, before the rules are read again).
     const version = c.var.access.listVersion?.() ?? null;
+    const rules = await c.var.access.rules();
     const options = {
       query: c.req.query('q') ?? '',
       noAccess: c.req.query('access') === 'none',

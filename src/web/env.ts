@@ -42,8 +42,10 @@ export interface AccessControl {
   /**
    * Changes whenever what the clients list shows may have changed (a change
    * heard from the feed, a last-seen write of this node); null when that
-   * cannot be told (the feed is not heard). Read after `rules()`, before the
-   * list: see web/pageCache.ts.
+   * cannot be told (the feed is not heard). Read before `rules()` and the
+   * list, so a page is never kept under a version newer than what it read (a
+   * change counts as heard before the rules are read again): see
+   * web/pageCache.ts.
    */
   listVersion?(): string | null;
   /**
