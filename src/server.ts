@@ -236,8 +236,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         rules: authenticator.ruleModel,
         settled: accessModel.settled,
         listVersion: () => (accessModel.current() ? `${accessModel.changesHeard()}:${recorder.writes()}` : null),
-        // Without Redis this is the only node: no other node's last-seen writes go unannounced.
-        listVersionComplete: !config.REDIS_URL,
+        // The only node: no other node's last-seen writes go unannounced.
+        listVersionComplete: broker.onlyNode,
       },
       pipelines: { service: openPipelines, secretKey: config.SECRET_KEY },
       audit,

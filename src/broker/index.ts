@@ -94,8 +94,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
   });
 
-  // Without a bus of its own, the broker is the only node (as the engine judges it for its store).
-  expiry = createSessionExpiry({ store: deps.sessionExpiries, engine, log, onlyNode: !deps.mq });
+  expiry = createSessionExpiry({ store: deps.sessionExpiries, engine, log, onlyNode: engine.onlyNode });
   // Sessions whose expiry passed while no node was up go before any device connects.
   await expiry.start();
 
@@ -117,6 +116,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     ...listeners,
     ...sessions.api,
     sessionExpiriesWritten: () => expiry?.written() ?? Promise.resolve(),
+    onlyNode: engine.onlyNode,
     async close() {
       await sessions.tellShutdown();
       await listeners.close();

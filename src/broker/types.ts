@@ -119,6 +119,8 @@ export interface Broker extends BrokerListeners, BrokerSessions {
   sessionExpiriesWritten(): Promise<void>;
   /** This node's id (in session ids, and on the bus). */
   nodeId: string;
+  /** No bus: this node is the only one (what the store, session expiry and the console's kept pages rely on). */
+  onlyNode: boolean;
   /** Stops accepting, closes every connection and the broker. */
   close(): Promise<void>;
 }

@@ -152,7 +152,6 @@ export class LastAdministratorError extends ConflictError {
  * rather than leave the console without an administrator.
  */
 export async function deleteAdministrator(db: Database, id: number, by?: AuditActor): Promise<Administrator | null> {
-  forgetKnownSessions();
   const removed = await db.transaction(async (tx) => {
     await tx.execute(sql`select pg_advisory_xact_lock(${ADMINISTRATORS_LOCK_KEY})`);
     const [target] = await tx.select(publicColumns).from(administrators).where(eq(administrators.id, id));

@@ -76,8 +76,9 @@ let forgets = 0;
 
 /**
  * Forgets the sessions read lately: called by whatever ends or changes a
- * session or its administrator (on this node), after its change and once
- * more after its transaction commits, so no read of the old row outlives it.
+ * session or its administrator (on this node), once its change is committed.
+ * Counting is enough: what was kept before, and every read still running,
+ * is not used or kept.
  */
 export function forgetKnownSessions(): void {
   forgets++;
@@ -138,14 +139,12 @@ export async function validateSession(db: Database, token: string, now = Date.no
 
 /** Ends one session (sign-out). */
 export async function deleteSession(db: Database, tokenHash: string): Promise<void> {
-  forgetKnownSessions();
   await db.delete(adminSessions).where(eq(adminSessions.tokenHash, tokenHash));
   forgetKnownSessions();
 }
 
-/** Ends every session of an administrator (inside a transaction: its caller forgets again after the commit). */
+/** Ends every session of an administrator (inside a transaction, its caller forgets once more after the commit). */
 export async function deleteSessionsOfAdministrator(db: Database, administratorId: number): Promise<void> {
-  forgetKnownSessions();
   await db.delete(adminSessions).where(eq(adminSessions.administratorId, administratorId));
   forgetKnownSessions();
 }

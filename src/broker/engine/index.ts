@@ -71,15 +71,17 @@ export interface Engine {
   isBeingTakenOver(clientId: string): boolean;
   /** True when a connection of `clientId` is open on this node. */
   isConnectedHere(clientId: string): boolean;
+  /** No bus (`mq`): this node is the only one, and its store is its alone. */
+  onlyNode: boolean;
 }
 
 export async function startEngine(options: EngineOptions): Promise<Engine> {
   await checkEngine();
+  const onlyNode = !options.mq;
   const aedes = await Aedes.createBroker({
     id: options.id,
     mq: options.mq,
-    // Without a bus of its own, the broker is the only node: its store is its alone.
-    persistence: options.persistence && fixSessionStore(options.persistence, { onlyNode: !options.mq }),
+    persistence: options.persistence && fixSessionStore(options.persistence, { onlyNode }),
     drainTimeout: options.drainTimeoutMs,
     concurrency: options.concurrency,
     connectTimeout: options.connectTimeoutMs,
@@ -118,5 +120,6 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
     wipeStoredSession: (clientId) => wipeStoredSession(aedes, clientId),
     isBeingTakenOver: (clientId) => isBeingTakenOver(aedes, clientId),
     isConnectedHere: (clientId) => isConnectedHere(aedes, clientId),
+    onlyNode,
   };
 }
