@@ -110,7 +110,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
   clients.get('/:id/row', async (c) => {
     const client = await findClient(c);
     if (!client) return notFound(c);
-    return c.html(<ClientRow client={client} access={await accessCell(c, client)} sessions={(await c.var.live.sessionsByClient()).get(client.id) ?? 0} focus />);
+    return c.html(<ClientRow client={client} {...await rowState(c, client)} focus />);
   });
 
   const update = async (c: Context<AppEnv>) => {
@@ -133,7 +133,7 @@ export function clientRoutes(options: { log: (message: string) => void }) {
       if (inRow) {
         return c.html(
           <>
-            <ClientRow client={updated} access={await accessCell(c, updated)} sessions={(await c.var.live.sessionsByClient()).get(updated.id) ?? 0} focus />
+            <ClientRow client={updated} {...await rowState(c, updated)} focus />
             <NoticePartial message={saved} />
           </>,
         );
@@ -183,10 +183,9 @@ export function clientRoutes(options: { log: (message: string) => void }) {
     if (c.req.query('view') === 'page') {
       return c.html(<ClientSessionsSection client={client} page={await sessionsOf(c, client.id)} notice={notice} />);
     }
-    const sessions = (await c.var.live.sessionsByClient()).get(client.id) ?? 0;
     return c.html(
       <>
-        <ClientRow client={client} access={await accessCell(c, client)} sessions={sessions} />
+        <ClientRow client={client} {...await rowState(c, client)} />
         <hx-partial hx-target="#clients-notice" hx-swap="innerHTML">
           <Notice message={notice} />
         </hx-partial>
@@ -271,10 +270,12 @@ function parsePositive(value: string | undefined): number | undefined {
   return value && /^[1-9][0-9]{0,8}$/.test(value) ? Number(value) : undefined;
 }
 
-async function accessCell(c: Context<AppEnv>, client: SeenClient) {
+/** A table row's live session count and Access cell, from one read of the session counts. */
+async function rowState(c: Context<AppEnv>, client: SeenClient) {
   await c.var.access.settled();
-  const live = await liveClientIdsOf(c, [client], await c.var.live.sessionsByClient());
-  return accessCellFor(await c.var.access.rules(), client, live.get(client.id));
+  const counts = await c.var.live.sessionsByClient();
+  const live = await liveClientIdsOf(c, [client], counts);
+  return { access: accessCellFor(await c.var.access.rules(), client, live.get(client.id)), sessions: counts.get(client.id) ?? 0 };
 }
 
 /**
