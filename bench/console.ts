@@ -18,6 +18,7 @@ import { sql } from 'drizzle-orm';
 import { openDatabase, type OpenDatabase } from '../src/db';
 import { createAdministrator } from '../src/domain/administrators';
 import { hashPassword } from '../src/domain/password';
+import { nodeArgv } from './lib/brokers';
 import { createSession } from '../src/domain/sessions';
 import { SESSION_COOKIE } from '../src/web/session';
 import { processTree, usage } from './lib/proc';
@@ -108,9 +109,8 @@ function pinning(): { server: string[]; pinSelf(): void } {
 }
 
 export function startConsole(env: Record<string, string>, cwd = root): Promise<{ child: ChildProcess; base: string }> {
-  // BENCH_NODE_ARGS, as for the brokers (bench/lib/brokers.ts): e.g. `--cpu-prof --cpu-prof-dir=DIR`.
-  const extra = process.env.BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
-  const [command, ...args] = [...pinning().server, process.execPath, ...extra, '--import', 'tsx', 'src/main.ts'];
+  // BENCH_NODE_ARGS, as for the brokers: e.g. `--cpu-prof --cpu-prof-dir=DIR`.
+  const [command, ...args] = [...pinning().server, ...nodeArgv(['src/main.ts'])];
   const child = spawn(command!, args, {
     cwd,
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATABASE_URL: '', REDIS_URL: '', ...env },

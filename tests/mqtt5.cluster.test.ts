@@ -73,7 +73,7 @@ describe.runIf(haveBoth)('MQTT 5 on two nodes (Redis and PostgreSQL)', { timeout
     const redis = new Redis(redisDatabase.url);
     await redis.flushdb();
     redis.disconnect();
-    database = await createPostgresTestDatabase();
+    database = await createPostgresTestDatabase({ migrated: true });
     dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-mqtt5-cluster-'));
     a = await startNode('a');
     b = await startNode('b');

@@ -17,7 +17,7 @@ import { requireOrSkip } from './support/env';
 import { startTestGatehouse } from './support/gatehouse';
 import { certificateFactory, type Issued } from './support/certs';
 import { brokerUrl, connect, endClient, nextMessage, subscribeCodes, tryConnect } from './support/mqtt';
-import { listenerOf, rawClient, serverDisconnect, type AnyTransport } from './support/mqtt5';
+import { connectWithConnack, listenerOf, rawClient, serverDisconnect, type AnyTransport } from './support/mqtt5';
 
 /**
  * What a 5.0 device is told, where a 3.1.1 device is told nothing: reason
@@ -225,7 +225,7 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
         log: () => {},
       });
     beforeAll(async () => {
-      database = await createPostgresTestDatabase();
+      database = await createPostgresTestDatabase({ migrated: true });
       dataDir = await mkdtemp(path.join(tmpdir(), 'gatehouse-mqtt5-'));
     });
     afterAll(async () => {
@@ -321,11 +321,7 @@ describe.runIf(requireOrSkip('PostgreSQL (TEST_DATABASE_URL)', Boolean(databaseU
         await gatehouse.close();
         await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt - Date.now()) + 300));
         gatehouse = await start();
-        const again = mqtt.connect(brokerUrl(gatehouse, 'tcp'), { reconnectPeriod: 0, ...v3Persistent('five-switch') });
-        const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
-          again.once('connect', resolve);
-          again.once('error', reject);
-        });
+        const { client: again, connack } = await connectWithConnack(brokerUrl(gatehouse, 'tcp'), v3Persistent('five-switch'));
         await endClient(again);
         expect(connack.sessionPresent, 'the 3.1.1 session outlived the 5.0 expiry it replaced').toBe(true);
       } finally {

@@ -46,8 +46,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.each([true, false])('session expiry (only node: %s)', (onlyNode) => {
   it('leaves alone a session a connection opened while its expired row was being claimed, and marks the next one in use', async () => {
-    // A row timed at start, whose expiry comes 50 ms later.
-    const rows = new Map<string, Row>([['x', { expiresAt: new Date(Date.now() + 50), connectedAt: new Date(Date.now() - 60_000) }]]);
+    // A row timed at start, whose expiry comes 300 ms later.
+    const rows = new Map<string, Row>([['x', { expiresAt: new Date(Date.now() + 300), connectedAt: new Date(Date.now() - 60_000) }]]);
     const connected = new Set<string>();
     const wiped: string[] = [];
     let release!: () => void;
@@ -84,8 +84,10 @@ describe.each([true, false])('session expiry (only node: %s)', (onlyNode) => {
 
     // Past the 5.0 connection's expiry, a start removes nothing.
     await sleep(1100);
-    await createSessionExpiry({ store: memoryStore(rows), engine, log: () => {}, onlyNode }).start();
+    const restarted = createSessionExpiry({ store: memoryStore(rows), engine, log: () => {}, onlyNode });
+    await restarted.start();
     expect(wiped, 'a 3.1.1 session that is kept never expires').toEqual([]);
+    await restarted.close();
   });
 
   it('leaves alone a session a connection opened and left after the expiry came due, while the claim waited its turn', async () => {
@@ -98,12 +100,12 @@ describe.each([true, false])('session expiry (only node: %s)', (onlyNode) => {
     const store = memoryStore(rows, { record: (id) => (id === 'y' ? held : Promise.resolve()) });
     const engine = { wipeStoredSession: async (id: string) => void wiped.push(id), isBeingTakenOver: () => false, isConnectedHere: (id: string) => connected.has(id) };
     const expiry = createSessionExpiry({ store, engine, log: () => {}, onlyNode });
-    await expiry.start();
     const y = connection('y', 5, 60);
     expiry.opened(y);
     await sleep(5);
     expiry.ended(y);
-    await sleep(100);
+    await expiry.start();
+    await sleep(300);
 
     // Due and queued: a 5.0 connection of 'x' opens and ends, keeping its session for 60 s.
     const b = connection('x', 5, 60);

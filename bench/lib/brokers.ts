@@ -118,7 +118,7 @@ function running(spawned: { child: ChildProcess; output: () => string }, mqttUrl
  * every broker started (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, which
  * NODE_OPTIONS does not allow); a profile is written when the broker stops.
  */
-function nodeArgv(args: string[]): string[] {
+export function nodeArgv(args: string[]): string[] {
   const extra = process.env.BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
   return [process.execPath, ...extra, '--import', 'tsx', ...args];
 }
