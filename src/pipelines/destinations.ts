@@ -295,7 +295,7 @@ function guardedStreamBuilder(addresses: URL[], options: IClientOptions, allowPr
       process.nextTick(() => refused.destroy(error as Error));
       return refused;
     }
-    const opts = { ...options, host, hostname: host, port: server.port, protocol: server.protocol, servers: undefined, lookup } as IClientOptions & { lookup: typeof lookup };
+    const opts = { ...options, host, hostname: host, port: server.port, protocol: server.protocol, lookup } as IClientOptions & { lookup: typeof lookup };
     if (server.protocol === 'mqtt') return net.createConnection({ host, port: server.port, lookup: lookup as never });
     if (server.protocol === 'mqtts') return buildTlsStream(client, opts);
     // mqtt.js writes the hostname into the URL as it is: an IPv6 literal needs its brackets there.

@@ -1,6 +1,6 @@
 import { type Context, Hono } from 'hono';
 import { ConflictError, ValidationError } from '../domain/errors';
-import { deadLetterCount, listDeadLetters, purgeDeadLetters, replayDeadLetters } from '../domain/pipelines/outbox';
+import { deadLetterCount, deadLetterCounts, listDeadLetters, purgeDeadLetters, replayDeadLetters } from '../domain/pipelines/outbox';
 import {
   createPipeline,
   deletePipeline,
@@ -57,7 +57,7 @@ export function pipelineRoutes(control: PipelineControl | undefined) {
   routes.get('/', async (c) => {
     const pipelines = await listPipelines(c.var.db, control?.secretKey);
     const figures = new Map((control?.service.figures() ?? []).map((f) => [f.id, f]));
-    const deadLetters = new Map(await Promise.all(pipelines.map(async (p) => [p.id, await deadLetterCount(c.var.db, p.id)] as const)));
+    const deadLetters = await deadLetterCounts(c.var.db, pipelines.map((p) => p.id));
     return c.html(<PipelinesPage pipelines={pipelines} figures={figures} deadLetters={deadLetters} message={notice(c)} />);
   });
 

@@ -114,17 +114,17 @@ export async function firstCopy(client: AedesClient, packet: PublishPacket): Pro
   };
 }
 
-/**
- * The incoming store's calls as Aedes makes them for a first copy handed
- * back (sessionStore.ts wraps the store with these): its lookup, which finds
- * nothing, and then its write.
- */
 /** The first copy this connection's call is about, if it is tracked. */
 function arrivalOf(client: AedesClient, packet: PublishPacket): Arrival | undefined {
   const arrival = arrivalsOf.get(brokerOf(client))?.get(keyOf(client, packet));
   return arrival?.owner === client ? arrival : undefined;
 }
 
+/**
+ * The incoming store's calls as Aedes makes them for a first copy handed
+ * back (sessionStore.ts wraps the store with these): its lookup, which finds
+ * nothing, and then its write.
+ */
 export function incomingLookup(client: AedesClient, packet: PublishPacket, lookup: Promise<unknown>): Promise<unknown> {
   const arrival = arrivalOf(client, packet);
   if (arrival?.phase !== 'handed') return lookup;

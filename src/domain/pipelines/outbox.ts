@@ -560,6 +560,19 @@ export async function deadLetterCount(db: Database, pipelineId: number): Promise
   return row?.n ?? 0;
 }
 
+/** The dead letters of each pipeline in `pipelineIds` (0 for one without), in one query: for the lists. */
+export async function deadLetterCounts(db: Database, pipelineIds: number[]): Promise<Map<number, number>> {
+  const counts = new Map(pipelineIds.map((id) => [id, 0]));
+  if (pipelineIds.length === 0) return counts;
+  const rows = await db
+    .select({ pipelineId: pipelineDeadLetters.pipelineId, n: sql<number>`count(*)`.mapWith(Number) })
+    .from(pipelineDeadLetters)
+    .where(inArray(pipelineDeadLetters.pipelineId, pipelineIds))
+    .groupBy(pipelineDeadLetters.pipelineId);
+  for (const row of rows) counts.set(row.pipelineId, row.n);
+  return counts;
+}
+
 /**
  * Puts dead letters back in the outbox (one, or all of the pipeline's), with
  * their message ids: the endpoint can tell a replay from a new message. They

@@ -218,6 +218,9 @@ const mappingSchema = z
   })
   .transform((m) => ({ ...m, narrowValue: m.narrowBy === 'any' ? '' : m.narrowValue.trim() }));
 
+/** A pipeline's mappings, in order: on a save and when they are replaced alone. */
+const mappingsSchema = z.array(mappingSchema).max(MAX_MAPPINGS_PER_PIPELINE, `A pipeline has at most ${MAX_MAPPINGS_PER_PIPELINE} mappings.`);
+
 /**
  * Checks `input` against the kind it names and what is stored (`stored`, when
  * editing); returns the row's values. Throws ValidationError with one message per field.
@@ -239,11 +242,7 @@ function validate(input: PipelineInput, stored: { secrets: PipelineSecrets; kind
   const maxOutboxMb = take('maxOutboxMb', intIn(1, 1_000_000, 'Enter a whole number of megabytes, from 1.'), str(input.maxOutboxMb) || String(DEFAULT_MAX_OUTBOX_MB));
   const maxAgeHours = take('maxAgeHours', intIn(1, 24 * 365, 'Enter a whole number of hours, from 1 to 8760.'), str(input.maxAgeHours) || String(DEFAULT_MAX_AGE_HOURS));
   const overflow = take('overflow', z.enum(['drop_oldest', 'drop_newest', 'refuse'], { error: 'Choose what happens when the outbox is full.' }), str(input.overflow) || DEFAULT_OVERFLOW);
-  const mappings = take(
-    'mappings',
-    z.array(mappingSchema).max(MAX_MAPPINGS_PER_PIPELINE, `A pipeline has at most ${MAX_MAPPINGS_PER_PIPELINE} mappings.`),
-    Array.isArray(input.mappings) ? input.mappings : [],
-  );
+  const mappings = take('mappings', mappingsSchema, Array.isArray(input.mappings) ? input.mappings : []);
 
   // Secrets: typed now, or kept from what is stored (same kind only).
   const kept: PipelineSecrets = stored && stored.kind === kind ? stored.secrets : {};
@@ -599,7 +598,6 @@ export async function updatePipeline(db: Database, id: number, input: PipelineIn
   throw new ConflictError('form', STALE);
 }
 
-
 /** Pauses or resumes delivery; null when the pipeline does not exist. */
 export async function setPipelineEnabled(db: Database, id: number, enabled: boolean, by?: AuditActor): Promise<Pipeline | null> {
   return db.transaction(async (tx) => {
@@ -619,9 +617,12 @@ export async function setPipelineEnabled(db: Database, id: number, enabled: bool
  * A new signing secret becomes the one requests are signed with first; the
  * previous one is still sent beside it (two signatures) until
  * `finishSigningSecretRotation`, so the receiver can switch at its pace.
- * Returns the new secret: the one time it is shown.
+ * Returns the new secret: the one time it is shown. A secret given that is
+ * not a Standard Webhooks one is refused (ValidationError on `secret`).
  */
 export async function rotateSigningSecret(db: Database, id: number, secretKey: string | undefined, by?: AuditActor, fresh = generateSigningSecret()): Promise<string | null> {
+  const problem = signingSecretProblem(fresh);
+  if (problem) throw new ValidationError({ secret: problem });
   if (!secretKey) throw new ValidationError({ form: 'Set SECRET_KEY in the environment and restart Gatehouse before rotating a signing secret.' });
   return db.transaction(async (tx) => {
     const [row] = await tx.select().from(pipelines).where(eq(pipelines.id, id)).for('update');
@@ -796,7 +797,7 @@ export function narrowingAllows(mapping: PipelineMapping, who: Publisher): boole
  * With `expectedVersion`, a pipeline changed meanwhile is kept (ConflictError on `form`).
  */
 export async function replacePipelineMappings(db: Database, id: number, input: unknown, expectedVersion: number | undefined, by?: AuditActor): Promise<Pipeline | null> {
-  const parsed = z.array(mappingSchema).max(MAX_MAPPINGS_PER_PIPELINE, `A pipeline has at most ${MAX_MAPPINGS_PER_PIPELINE} mappings.`).safeParse(input);
+  const parsed = mappingsSchema.safeParse(input);
   if (!parsed.success) {
     const errors: FieldErrors = {};
     for (const issue of parsed.error.issues) errors[['mappings', ...issue.path.map(String)].join('.')] ??= issue.message;

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { Database } from '../../db';
 import { ConflictError, ValidationError, type FieldErrors } from '../../domain/errors';
-import { DROP_REASONS, deadLetterCount, listDeadLetters, purgeDeadLetters, replayDeadLetters, type DeadLetter } from '../../domain/pipelines/outbox';
+import { DROP_REASONS, deadLetterCount, deadLetterCounts, listDeadLetters, purgeDeadLetters, replayDeadLetters, type DeadLetter } from '../../domain/pipelines/outbox';
 import {
   createPipeline,
   deletePipeline,
@@ -14,7 +14,6 @@ import {
   replacePipelineMappings,
   rotateSigningSecret,
   setPipelineEnabled,
-  signingSecretProblem,
   updatePipeline,
   type Pipeline,
   type PipelineInput,
@@ -370,12 +369,6 @@ const SECRETS_OF: Record<Pipeline['kind'], Array<[string, keyof PipelineSecrets]
   ],
 };
 
-/** What the stored secrets are, by name: opened with SECRET_KEY when it can, else told from the settings. */
-interface SecretsKnown {
-  stored: ReadonlySet<string>;
-  signingSecrets: number;
-}
-
 function destinationOf(pipeline: Pipeline) {
   const settings = pipeline.settings;
   if (settings.kind === 'webhook') {
@@ -412,15 +405,20 @@ function destinationOf(pipeline: Pipeline) {
   };
 }
 
-function toApiPipeline(pipeline: Pipeline, known: SecretsKnown) {
+/** Which secrets are stored, by name: the domain opens them with SECRET_KEY when it can, else tells them from the settings (only their names leave it). */
+function isStored(pipeline: Pipeline, stored: keyof PipelineSecrets): boolean {
+  return stored === 'signingSecrets' ? pipeline.signingSecretCount > 0 : pipeline.storedSecrets.includes(stored);
+}
+
+function toApiPipeline(pipeline: Pipeline) {
   return {
     id: pipeline.id,
     name: pipeline.name,
     description: pipeline.description,
     enabled: pipeline.enabled,
     destination: destinationOf(pipeline),
-    secrets: Object.fromEntries(SECRETS_OF[pipeline.kind].map(([name, stored]) => [name, known.stored.has(stored) ? ('set' as const) : ('not set' as const)])),
-    signingSecrets: pipeline.kind === 'webhook' ? known.signingSecrets : 0,
+    secrets: Object.fromEntries(SECRETS_OF[pipeline.kind].map(([name, stored]) => [name, isStored(pipeline, stored) ? ('set' as const) : ('not set' as const)])),
+    signingSecrets: pipeline.kind === 'webhook' ? pipeline.signingSecretCount : 0,
     maxOutboxMb: Math.round(pipeline.maxOutboxBytes / 1024 / 1024),
     maxAgeHours: Math.round(pipeline.maxAgeSeconds / 3600),
     overflow: pipeline.overflow,
@@ -431,18 +429,6 @@ function toApiPipeline(pipeline: Pipeline, known: SecretsKnown) {
   };
 }
 
-/**
- * Pipelines (one, or all by name) with which secrets they hold: the domain
- * opens them with SECRET_KEY, as for the console (only their names leave it).
- */
-async function readPipelines(db: Database, secretKey: string | undefined, id?: number): Promise<Array<{ pipeline: Pipeline; known: SecretsKnown }>> {
-  const found = id === undefined ? await listPipelines(db, secretKey) : [await getPipeline(db, id, secretKey)].filter((p) => p !== null);
-  return found.map((pipeline) => ({
-    pipeline,
-    known: { stored: new Set<string>([...pipeline.storedSecrets, ...(pipeline.signingSecretCount ? ['signingSecrets'] : [])]), signingSecrets: pipeline.signingSecretCount },
-  }));
-}
-
 /** The pipeline as stored, or 404. */
 async function existing(db: Database, id: number, secretKey: string | undefined): Promise<Pipeline> {
   const pipeline = await getPipeline(db, id, secretKey);
@@ -450,11 +436,27 @@ async function existing(db: Database, id: number, secretKey: string | undefined)
   return pipeline;
 }
 
+/** A webhook as stored: 404 when there is none, 409 for another kind (only a webhook signs). */
+async function existingWebhook(db: Database, id: number, secretKey: string | undefined): Promise<Pipeline> {
+  const pipeline = await existing(db, id, secretKey);
+  if (pipeline.kind !== 'webhook') throw new ApiProblem(409, 'Only a webhook signs its requests.');
+  return pipeline;
+}
+
+/** The pipeline as answered, its version as the ETag. */
+function answer(c: Context<ApiEnv>, pipeline: Pipeline) {
+  c.header('ETag', versionTag(pipeline.version));
+  return toApiPipeline(pipeline);
+}
+
 async function readOne(c: Context<ApiEnv>, control: PipelineControl | undefined, id: number) {
-  const [found] = await readPipelines(c.var.db, control?.secretKey, id);
-  if (!found) throw new ApiProblem(404, NO_PIPELINE);
-  c.header('ETag', versionTag(found.pipeline.version));
-  return toApiPipeline(found.pipeline, found.known);
+  return answer(c, await existing(c.var.db, id, control?.secretKey));
+}
+
+/** `If-Match`'s version as a number; none (absent or `*`): undefined. */
+function ifMatchVersion(c: Context<ApiEnv>): number | undefined {
+  const version = expectedVersion(c.req.header('if-match'));
+  return version === undefined ? undefined : Number(version);
 }
 
 /** The pipeline page's figures: this node's counters (none yet: zeros), what waits on every node, the dead letters. */
@@ -494,6 +496,11 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
   const secretKey = () => control?.secretKey;
   /** What the console does after a change: this node reads the pipelines again now (the others hear the change). */
   const applied = () => control?.service.reload();
+  /** After a change whose domain function answers no secrets: applied, then the pipeline read as answered. */
+  const appliedThenRead = async (c: Context<ApiEnv>, id: number) => {
+    await applied();
+    return readOne(c, control, id);
+  };
 
   api.openapi(
     createRoute({
@@ -527,15 +534,15 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
       requireScope(c, 'pipelines', 'read');
       const query = c.req.valid('query');
       const needle = (query.q ?? '').toLowerCase();
-      const all = (await readPipelines(c.var.db, secretKey())).filter(({ pipeline }) => pipeline.name.toLowerCase().includes(needle));
+      const all = (await listPipelines(c.var.db, secretKey())).filter((pipeline) => pipeline.name.toLowerCase().includes(needle));
       const pageCount = Math.max(1, Math.ceil(all.length / PAGE_SIZE));
       const page = Math.min(query.page ? Number(query.page) : 1, pageCount);
-      const items = await Promise.all(
-        all.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE).map(async ({ pipeline, known }) => {
-          const figures = figuresOf(pipeline, control?.service.figuresOf(pipeline.id) ?? null, await deadLetterCount(c.var.db, pipeline.id));
-          return { ...toApiPipeline(pipeline, known), state: figures.state, queueRows: figures.queueRows, deadLetters: figures.deadLetters };
-        }),
-      );
+      const shown = all.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE);
+      const deadLetters = await deadLetterCounts(c.var.db, shown.map((pipeline) => pipeline.id));
+      const items = shown.map((pipeline) => {
+        const figures = figuresOf(pipeline, control?.service.figuresOf(pipeline.id) ?? null, deadLetters.get(pipeline.id) ?? 0);
+        return { ...toApiPipeline(pipeline), state: figures.state, queueRows: figures.queueRows, deadLetters: figures.deadLetters };
+      });
       return c.json({ items, total: all.length, page, pageCount }, 200);
     },
   );
@@ -558,7 +565,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
       return idempotent(c, withSecretsApart(body), deps.log, async () => {
         const created = await createPipeline(c.var.db, inputOf(body, body.enabled ?? true), secretKey(), c.var.actor).catch(inApiTerms);
         await applied();
-        return { body: await readOne(c, control, created.pipeline.id), location: `/api/v1/pipelines/${created.pipeline.id}` };
+        return { body: answer(c, created.pipeline), location: `/api/v1/pipelines/${created.pipeline.id}` };
       }) as never;
     },
   );
@@ -598,7 +605,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
       const saved = await updatePipeline(c.var.db, id, inputOf(body, body.enabled ?? current.enabled, version), secretKey(), c.var.actor).catch(inApiTerms);
       if (!saved) throw new ApiProblem(404, NO_PIPELINE);
       await applied();
-      return c.json(await readOne(c, control, id), 200);
+      return c.json(answer(c, saved), 200);
     },
   );
 
@@ -617,8 +624,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     }),
     async (c) => {
       requireScope(c, 'pipelines', 'write');
-      const version = expectedVersion(c.req.header('if-match'));
-      const deleted = await deletePipeline(c.var.db, c.req.valid('param').id, c.var.actor, version === undefined ? undefined : Number(version));
+      const deleted = await deletePipeline(c.var.db, c.req.valid('param').id, c.var.actor, ifMatchVersion(c));
       if (!deleted) throw new ApiProblem(404, NO_PIPELINE);
       await applied();
       return c.json({ deleted: { id: deleted.id, name: deleted.name, version: deleted.version } }, 200);
@@ -660,8 +666,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
-      const version = expectedVersion(c.req.header('if-match'));
-      const saved = await replacePipelineMappings(c.var.db, id, c.req.valid('json').mappings, version === undefined ? undefined : Number(version), c.var.actor);
+      const saved = await replacePipelineMappings(c.var.db, id, c.req.valid('json').mappings, ifMatchVersion(c), c.var.actor);
       if (!saved) throw new ApiProblem(404, NO_PIPELINE);
       await applied();
       c.header('ETag', versionTag(saved.version));
@@ -687,8 +692,7 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
         requireScope(c, 'pipelines', 'write');
         const { id } = c.req.valid('param');
         if (!(await setPipelineEnabled(c.var.db, id, enabled, c.var.actor))) throw new ApiProblem(404, NO_PIPELINE);
-        await applied();
-        return c.json(await readOne(c, control, id), 200);
+        return c.json(await appliedThenRead(c, id), 200);
       },
     );
   }
@@ -773,13 +777,9 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
       const { secret } = c.req.valid('json');
-      const found = await existing(c.var.db, id, secretKey());
-      if (found.kind !== 'webhook') throw new ApiProblem(409, 'Only a webhook signs its requests.');
-      const problem = signingSecretProblem(secret.trim());
-      if (problem) throw new ApiProblem(422, 'The request is not valid: see errors.', { secret: problem });
+      await existingWebhook(c.var.db, id, secretKey());
       if (!(await rotateSigningSecret(c.var.db, id, secretKey(), c.var.actor, secret.trim()))) throw new ApiProblem(404, NO_PIPELINE);
-      await applied();
-      return c.json(await readOne(c, control, id), 200);
+      return c.json(await appliedThenRead(c, id), 200);
     },
   );
 
@@ -796,11 +796,9 @@ export function registerPipelineRoutes(api: Api, deps: { log: (message: string) 
     async (c) => {
       requireScope(c, 'pipelines', 'write');
       const { id } = c.req.valid('param');
-      const found = await existing(c.var.db, id, secretKey());
-      if (found.kind !== 'webhook') throw new ApiProblem(409, 'Only a webhook signs its requests.');
+      await existingWebhook(c.var.db, id, secretKey());
       if (!(await finishSigningSecretRotation(c.var.db, id, secretKey(), c.var.actor))) throw new ApiProblem(409, 'Set SECRET_KEY to the value the secrets were saved with.');
-      await applied();
-      return c.json(await readOne(c, control, id), 200);
+      return c.json(await appliedThenRead(c, id), 200);
     },
   );
 
