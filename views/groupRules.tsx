@@ -1,5 +1,5 @@
 import type { FieldErrors } from '../src/domain/errors';
-import { MATCH_BY_LABELS, ruleRevision, type GroupRule, type RuleChange } from '../src/domain/groupRules';
+import { MATCH_BY_LABELS, matchByWord, ruleRevision, ruleValueText, type GroupRule, type RuleChange } from '../src/domain/groupRules';
 import { ErrorText } from './groups';
 import { ConfirmFooter, ConfirmPage, DangerMenuItem, FormAlert, formatTime, GroupChips, Layout, NoticePartial, PageTitle, RowMenu, TableRegion, Truncated } from './layout';
 
@@ -43,7 +43,7 @@ export const BLANK_RULE: RuleFormValues = { matchBy: 'client', value: '', groups
 
 /** The values of a saved rule, as its edit form shows them. */
 export function ruleValues(rule: GroupRule): RuleFormValues {
-  return { matchBy: rule.matchBy, value: rule.matchBy === 'client' ? (rule.clientUsername ?? '') : rule.value, groups: rule.groups.map((g) => String(g.id)) };
+  return { matchBy: rule.matchBy, value: ruleValueText(rule), groups: rule.groups.map((g) => String(g.id)) };
 }
 
 /** Whether `rule` shows for `query`: found in its value, its client's name or username, or its groups' names (any case). */
@@ -53,6 +53,11 @@ export function ruleMatches(rule: GroupRule, query: string): boolean {
   return [rule.value, rule.clientName ?? '', rule.clientUsername ?? '', ...rule.groups.map((g) => g.name)].some((text) => text.toLowerCase().includes(q));
 }
 
+/** The rules that show for `query`. */
+function matchingRules(rules: readonly GroupRule[], query: string): GroupRule[] {
+  return rules.filter((rule) => ruleMatches(rule, query));
+}
+
 /** How many rules give each group. */
 export function ruleCounts(rules: readonly GroupRule[], groups: readonly GroupChoice[]): Map<number, number> {
   const counts = new Map(groups.map((g) => [g.id, 0]));
@@ -60,7 +65,8 @@ export function ruleCounts(rules: readonly GroupRule[], groups: readonly GroupCh
   return counts;
 }
 
-const rulesHref = (query: string, extra?: Record<string, string>) => {
+/** `/group-rules` with the search `query` (when there is one) and `extra` parameters. */
+export const rulesHref = (query: string, extra?: Record<string, string>) => {
   const params = new URLSearchParams({ ...(query ? { q: query } : {}), ...extra });
   const search = params.toString();
   return search ? `/group-rules?${search}` : '/group-rules';
@@ -184,11 +190,11 @@ export function RuleSummary(props: { shown: number; total: number; query: string
 /** The part of the page a search replaces: the summary and the table. */
 export function RuleResults(props: RulesPageProps) {
   const { editing, keep } = props;
-  const rows = props.rules.filter((rule) => rule.id === editing?.rule.id || keep?.has(rule.id) || ruleMatches(rule, props.query));
-  const shown = props.rules.filter((rule) => ruleMatches(rule, props.query)).length;
+  const matching = new Set(matchingRules(props.rules, props.query));
+  const rows = props.rules.filter((rule) => rule.id === editing?.rule.id || keep?.has(rule.id) || matching.has(rule));
   return (
     <section id="rule-results" aria-label="Group rules">
-      <RuleSummary shown={shown} total={props.rules.length} query={props.query} />
+      <RuleSummary shown={matching.size} total={props.rules.length} query={props.query} />
       <TableRegion label="Group rules table">
         <table class="rule-table">
           <thead>
@@ -225,7 +231,12 @@ const RULE_COLUMNS = 4;
 
 /** A rule's match in a few words, naming its row's actions: "line-4-*", "front-door". */
 export function ruleName(rule: GroupRule): string {
-  return rule.matchBy === 'client' ? (rule.clientUsername ?? '?') : rule.value;
+  return ruleValueText(rule, '?');
+}
+
+/** "Delete the rule for MQTT Client ID “line-4-*”?": what Delete asks, with JavaScript or without. */
+function deleteQuestion(rule: GroupRule): string {
+  return `Delete the rule for ${matchByWord(rule.matchBy)} “${ruleName(rule)}”?`;
 }
 
 /** One rule; Edit swaps it for its edit row, Delete asks first and removes it. */
@@ -267,7 +278,7 @@ export function RuleRow(props: { rule: GroupRule; query?: string; focus?: boolea
             label="Delete"
             href={`/group-rules/${rule.id}/delete`}
             action={`/group-rules/${rule.id}?revision=${ruleRevision(rule)}`}
-            confirm={`Delete the rule for ${MATCH_BY_LABELS[rule.matchBy] === 'Client' ? 'client' : MATCH_BY_LABELS[rule.matchBy]} “${ruleName(rule)}”? Devices it matches lose ${rule.groups.length === 1 ? `the group “${rule.groups[0]!.name}”` : `its ${rule.groups.length} groups`} at their next connection, unless another rule gives ${rule.groups.length === 1 ? 'it' : 'them'}.`}
+            confirm={`${deleteQuestion(rule)} Devices it matches lose ${rule.groups.length === 1 ? `the group “${rule.groups[0]!.name}”` : `its ${rule.groups.length} groups`} at their next connection, unless another rule gives ${rule.groups.length === 1 ? 'it' : 'them'}.`}
             confirmLabel="Delete rule"
             target={`#rule-${rule.id}`}
           />
@@ -313,7 +324,6 @@ export function RuleEditRow(props: { editing: RuleEditing; groups: GroupChoice[]
               hx-get={`/group-rules/${rule.id}/row`}
               hx-target={`#${id}`}
               hx-swap="outerHTML"
-              data-discard=""
             >
               Cancel
             </a>
@@ -434,7 +444,7 @@ function RuleFields(props: { idPrefix: string; values: RuleFormValues; errors?: 
 export function DeleteRulePage(props: { rule: GroupRule; message?: string }) {
   const { rule } = props;
   return (
-    <ConfirmPage title="Delete rule" section="group-rules" heading={`Delete the rule for ${rule.matchBy === 'client' ? 'client' : MATCH_BY_LABELS[rule.matchBy]} “${ruleName(rule)}”?`}>
+    <ConfirmPage title="Delete rule" section="group-rules" heading={deleteQuestion(rule)}>
       <FormAlert message={props.message} />
       <p>
         It gives {rule.groups.map((g) => `“${g.name}”`).join(', ')}. Devices it matches lose {rule.groups.length === 1 ? 'this group' : 'these groups'} at their
@@ -455,7 +465,7 @@ export function RuleTotalsPartials(props: { rules: GroupRule[]; groups: GroupCho
         <RuleCounts counts={ruleCounts(props.rules, props.groups)} groups={props.groups} />
       </hx-partial>
       <hx-partial hx-target="#rule-summary" hx-swap="outerHTML">
-        <RuleSummary shown={props.rules.filter((rule) => ruleMatches(rule, props.query)).length} total={props.rules.length} query={props.query} />
+        <RuleSummary shown={matchingRules(props.rules, props.query).length} total={props.rules.length} query={props.query} />
       </hx-partial>
       <NoticePartial message={props.notice} />
     </>

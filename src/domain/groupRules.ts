@@ -35,9 +35,24 @@ const CONTROL_CHARACTERS = /\p{Cc}/u;
 
 /** "the rule for client “Front door” (front-door)", for messages about a rule. */
 export function describeRule(rule: Pick<GroupRule, 'matchBy' | 'clientName' | 'clientUsername' | 'value'>): string {
-  if (rule.matchBy === 'client') return `The rule for client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
-  if (rule.matchBy === 'certificate') return `The rule for certificate fingerprint ${rule.value}`;
-  return `The rule for MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
+  return `The rule for ${matchPhrase(rule)}`;
+}
+
+/** What a rule matches, in words: "client “Front door” (front-door)", "MQTT client ID pattern “sensor-*”". */
+function matchPhrase(rule: Pick<GroupRule, 'matchBy' | 'clientName' | 'clientUsername' | 'value'>): string {
+  if (rule.matchBy === 'client') return `client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
+  if (rule.matchBy === 'certificate') return `certificate fingerprint ${rule.value}`;
+  return `MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
+}
+
+/** What a rule matches as typed in its form: the client's username (`fallback` without one), else its value. */
+export function ruleValueText(rule: Pick<GroupRule, 'matchBy' | 'clientUsername' | 'value'>, fallback = ''): string {
+  return rule.matchBy === 'client' ? (rule.clientUsername ?? fallback) : rule.value;
+}
+
+/** How a rule matches, within a sentence: "client", "MQTT Client ID", "Certificate fingerprint". */
+export function matchByWord(matchBy: MatchBy): string {
+  return matchBy === 'client' ? 'client' : MATCH_BY_LABELS[matchBy];
 }
 
 /** A rule as the console lists it (its groups are attached after). */
@@ -105,7 +120,11 @@ async function attachGroups(db: Queryable, rules: Array<Omit<GroupRule, 'groups'
  * refused instead of silently undoing someone else's changes.
  */
 export function rulesRevision(rules: readonly GroupRule[]): string {
-  const canonical = rules.map((r) => [r.matchBy, r.clientRowId, r.value, r.groups.map((g) => g.id).sort((a, b) => a - b)]);
+  return fingerprint(rules.map((r) => [r.matchBy, r.clientRowId, r.value, r.groups.map((g) => g.id).sort((a, b) => a - b)]));
+}
+
+/** A short hash of `canonical` as JSON: the revisions a form carries. */
+function fingerprint(canonical: unknown): string {
   return createHash('sha256').update(JSON.stringify(canonical)).digest('base64url').slice(0, 22);
 }
 
@@ -152,18 +171,7 @@ export async function replaceGroupRules(
   if (inputs.length > MAX_GROUP_RULES) {
     throw new ValidationError({ form: `There can be at most ${MAX_GROUP_RULES} group rules.` });
   }
-  try {
-    return await saveGroupRules(db, inputs, expectedRevision, by);
-  } catch (error) {
-    // Deletions take the rules lock too; this only guards a path that does not.
-    if (isForeignKeyViolation(error)) throw new ConflictError('form', DELETED_MEANWHILE);
-    throw error;
-  }
-}
-
-function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevision: string | undefined, by: AuditActor | undefined): Promise<GroupRule[]> {
-  return db.transaction(async (tx) => {
-    await lockGroupRules(tx);
+  return withRulesLock(db, DELETED_MEANWHILE, async (tx) => {
     const before = await listGroupRules(tx);
     if (expectedRevision !== undefined && rulesRevision(before) !== expectedRevision) {
       throw new ConflictError(
@@ -189,6 +197,23 @@ function saveGroupRules(db: Database, inputs: readonly RuleInput[], expectedRevi
     });
     return after;
   });
+}
+
+/**
+ * Runs `change` in a transaction holding the rules lock; a group or client
+ * deleted under it is a ConflictError saying `deletedMeanwhile`, not a crash.
+ */
+async function withRulesLock<T>(db: Database, deletedMeanwhile: string, change: (tx: Tx) => Promise<T>): Promise<T> {
+  try {
+    return await db.transaction(async (tx) => {
+      await lockGroupRules(tx);
+      return change(tx);
+    });
+  } catch (error) {
+    // Deletions take the rules lock too; this only guards a path that does not.
+    if (isForeignKeyViolation(error)) throw new ConflictError('form', deletedMeanwhile);
+    throw error;
+  }
 }
 
 /** A rule as it will be stored: the client resolved, the fingerprint normalised. */
@@ -256,8 +281,7 @@ async function checkRuleInputs(tx: Tx, inputs: readonly RuleInput[], at: (index:
  * undoing someone else's change to that rule.
  */
 export function ruleRevision(rule: GroupRule): string {
-  const canonical = [rule.id, rule.matchBy, rule.clientRowId, rule.value, rule.groups.map((g) => g.id).sort((a, b) => a - b)];
-  return createHash('sha256').update(JSON.stringify(canonical)).digest('base64url').slice(0, 22);
+  return fingerprint([rule.id, rule.matchBy, rule.clientRowId, rule.value, rule.groups.map((g) => g.id).sort((a, b) => a - b)]);
 }
 
 /** One rule with its client and groups; null when there is none with this id. */
@@ -274,17 +298,9 @@ const ruleFormSchema = z.object({
   groups: z.array(z.string().max(16)).max(MAX_GROUP_RULES, 'Choose fewer groups.').optional(),
 });
 
-/** Runs `change` in a transaction holding the rules lock; a group or client deleted under it is a conflict, not a crash. */
-async function changeOneRule<T>(db: Database, change: (tx: Tx) => Promise<T>): Promise<T> {
-  try {
-    return await db.transaction(async (tx) => {
-      await lockGroupRules(tx);
-      return change(tx);
-    });
-  } catch (error) {
-    if (isForeignKeyViolation(error)) throw new ConflictError('form', ONE_RULE_DELETED_MEANWHILE);
-    throw error;
-  }
+/** Runs `change` under the rules lock, as one rule's add, edit or deletion. */
+function changeOneRule<T>(db: Database, change: (tx: Tx) => Promise<T>): Promise<T> {
+  return withRulesLock(db, ONE_RULE_DELETED_MEANWHILE, change);
 }
 
 const ONE_RULE_DELETED_MEANWHILE = 'A group or client this rule uses was deleted meanwhile, so nothing was saved. Check the rule and save again.';
@@ -349,12 +365,7 @@ export async function updateGroupRule(db: Database, id: number, input: RuleInput
       );
     }
     const [checked] = await checkRuleInputs(tx, [parsed], (_, field) => field);
-    const same =
-      checked!.matchBy === before.matchBy &&
-      checked!.clientId === before.clientRowId &&
-      checked!.value === before.value &&
-      checked!.groupIds.length === before.groups.length &&
-      before.groups.every((g) => checked!.groupIds.includes(g.id));
+    const same = checked!.matchBy === before.matchBy && checked!.clientId === before.clientRowId && checked!.value === before.value && givesExactly(before, checked!.groupIds);
     if (same) return before;
     await tx.update(groupRules).set({ matchBy: checked!.matchBy, clientId: checked!.clientId, value: checked!.value }).where(eq(groupRules.id, id));
     await replaceRuleGroups(tx, id, checked!.groupIds);
@@ -384,25 +395,27 @@ export async function deleteGroupRule(db: Database, id: number, expectedRevision
 
 /** A rule in a few words, for the audit trail's subject: "MQTT client ID sensor-*". */
 function ruleSubject(rule: GroupRule): string {
-  if (rule.matchBy === 'client') return `client ${rule.clientUsername ?? '?'}`;
-  return `${MATCH_BY_LABELS[rule.matchBy]} ${rule.value}`;
+  return `${matchByWord(rule.matchBy)} ${ruleValueText(rule, '?')}`;
 }
 
 /** "gives “Sensors” to MQTT client IDs matching “sensor-*”", for messages about a rule's current state. */
 function describeMatch(rule: GroupRule): string {
   const groupNames = rule.groups.map((g) => `“${g.name}”`).join(', ') || 'no group';
-  if (rule.matchBy === 'client') return `gives ${groupNames} to client “${rule.clientName ?? '?'}” (${rule.clientUsername ?? '?'})`;
-  if (rule.matchBy === 'certificate') return `gives ${groupNames} to certificate fingerprint ${rule.value}`;
-  return `gives ${groupNames} to MQTT client ID ${rule.value.includes('*') ? 'pattern ' : ''}“${rule.value}”`;
+  return `gives ${groupNames} to ${matchPhrase(rule)}`;
 }
 
 /** What the audit trail keeps of a rule: how it matches, and the names of its groups. */
 function auditSnapshot(rule: GroupRule) {
   return {
     matchBy: MATCH_BY_LABELS[rule.matchBy],
-    value: rule.matchBy === 'client' ? (rule.clientUsername ?? '') : rule.value,
+    value: ruleValueText(rule),
     groups: rule.groups.map((g) => g.name),
   };
+}
+
+/** Whether `rule` gives exactly the groups `groupIds` (without repeats). */
+function givesExactly(rule: GroupRule, groupIds: readonly number[]): boolean {
+  return rule.groups.length === groupIds.length && rule.groups.every((g) => groupIds.includes(g.id));
 }
 
 /** Why `value` is not a usable MQTT client id or pattern, or null. */
@@ -525,15 +538,13 @@ export async function setClientGroups(tx: Tx, clientRowId: number, groupIds: rea
   }
   const before = await listGroupRules(tx);
   const naming = before.filter((rule) => rule.matchBy === 'client' && rule.clientRowId === clientRowId);
-  const sameSet = (rule: GroupRule) => rule.groups.length === wanted.length && rule.groups.every((g) => wanted.includes(g.id));
-  if ((naming.length === 0 && wanted.length === 0) || (naming.length === 1 && sameSet(naming[0]!))) return false;
+  if ((naming.length === 0 && wanted.length === 0) || (naming.length === 1 && givesExactly(naming[0]!, wanted))) return false;
   const [kept, ...others] = naming;
   if (others.length) await tx.delete(groupRules).where(inArray(groupRules.id, others.map((rule) => rule.id)));
   if (kept && wanted.length === 0) {
     await tx.delete(groupRules).where(eq(groupRules.id, kept.id));
   } else if (kept) {
-    await tx.delete(groupRuleGroups).where(eq(groupRuleGroups.ruleId, kept.id));
-    await tx.insert(groupRuleGroups).values(wanted.map((groupId) => ({ ruleId: kept.id, groupId })));
+    await replaceRuleGroups(tx, kept.id, wanted);
   } else {
     if (before.length >= MAX_GROUP_RULES) throw new ValidationError({ groups: `There can be at most ${MAX_GROUP_RULES} group rules: remove one on the Group rules page first.` });
     const position = before.reduce((max, rule) => Math.max(max, rule.position), -1) + 1;

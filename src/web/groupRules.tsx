@@ -22,6 +22,7 @@ import {
   RuleEditRow,
   RuleRow,
   ruleName,
+  rulesHref,
   RuleTotalsPartials,
   ruleValues,
   type RuleEditing,
@@ -62,7 +63,7 @@ export function groupRuleRoutes() {
       const notice = `Rule for “${ruleName(rule)}” added. It applies to devices as they next connect.`;
       if (!isHtmx(c)) {
         flash(c, notice);
-        return redirectAfterPost(c, `/group-rules${query ? `?q=${encodeURIComponent(query)}` : ''}#rule-${rule.id}`);
+        return redirectAfterPost(c, `${rulesHref(query)}#rule-${rule.id}`);
       }
       const data = await pageData(c);
       return c.html(
@@ -109,7 +110,7 @@ export function groupRuleRoutes() {
       const notice = `Rule for “${ruleName(rule)}” saved. It applies to devices as they next connect.`;
       if (!isHtmx(c)) {
         flash(c, notice);
-        return redirectAfterPost(c, `/group-rules${query ? `?q=${encodeURIComponent(query)}` : ''}#rule-${rule.id}`);
+        return redirectAfterPost(c, `${rulesHref(query)}#rule-${rule.id}`);
       }
       const data = await pageData(c);
       return c.html(

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { disconnectGroupSessions } from '../../domain/connections';
 import { createGroup, deleteGroup, getGroup, listGroups, MAX_PERMISSIONS_PER_GROUP, permissionSchema, updateGroup, type GroupWithPermissions } from '../../domain/groups';
-import { listGroupRules, MAX_GROUP_RULES, replaceGroupRules, rulesRevision, type GroupRule } from '../../domain/groupRules';
+import { listGroupRules, MAX_GROUP_RULES, replaceGroupRules, rulesRevision, ruleValueText, type GroupRule } from '../../domain/groupRules';
 import { requireScope } from './auth';
 import { dateTime, expectedVersion, idempotencyHeader, idempotent, idParam, ifMatchHeader, scope, versionTag, type Api } from './common';
 import { disconnectDepsOf, sessionSchema } from './live';
@@ -66,7 +66,7 @@ export function toApiGroup(group: GroupWithPermissions) {
 }
 
 function toApiRule(rule: GroupRule) {
-  return { matchBy: rule.matchBy, value: rule.matchBy === 'client' ? (rule.clientUsername ?? '') : rule.value, groups: rule.groups };
+  return { matchBy: rule.matchBy, value: ruleValueText(rule), groups: rule.groups };
 }
 
 const NO_GROUP = 'There is no group with this id (it may have been deleted).';
