@@ -12,8 +12,6 @@ export interface TopicsPageProps {
   now: number;
   notice?: string;
   live: LiveProps;
-  /** How payloads are shown (`?payload=`): automatically, as text or as hex. */
-  view: PayloadView;
 }
 
 export interface LiveProps {
@@ -21,16 +19,18 @@ export interface LiveProps {
   errors?: FieldErrors;
   /** The messages collected without JavaScript (null: nothing collected yet). */
   collected?: { messages: TappedMessage[]; skipped: number; seconds: number } | null;
+  /** How payloads are shown (`?payload=`): automatically, as text or as hex. */
   view: PayloadView;
 }
 
 /** `/topics`: the retained messages as a tree, and the live tail of a filter. */
 export function TopicsPage(props: TopicsPageProps) {
+  const { view } = props.live;
   return (
     <Layout title="Topics" section="topics" wide>
       <PageTitle title="Topics">Retained messages by topic, and the messages of a filter as they pass through the broker.</PageTitle>
       <Notice message={props.notice} />
-      <PayloadViewLinks view={props.view} filter={props.live.errors?.filter ? '' : props.live.filter} />
+      <PayloadViewLinks view={view} filter={props.live.errors?.filter ? '' : props.live.filter} />
       <LiveSection {...props.live} />
       <section aria-labelledby="retained-title" id="retained">
         <h2 id="retained-title">Retained messages</h2>
@@ -38,12 +38,12 @@ export function TopicsPage(props: TopicsPageProps) {
           {props.total === 0
             ? 'No retained messages.'
             : `${props.total}${props.more ? '+' : ''} retained ${props.total === 1 ? 'message' : 'messages'}${props.more ? ` (the first ${props.total} read)` : ''}.`}{' '}
-          {VIEW_SENTENCES[props.view]}, their first {PAYLOAD_PREVIEW_BYTES} bytes.
+          {VIEW_SENTENCES[view]}, their first {PAYLOAD_PREVIEW_BYTES} bytes.
         </p>
         {props.tree.length ? (
           <ul class="topic-tree">
             {props.tree.map((node) => (
-              <TopicBranch node={node} now={props.now} view={props.view} />
+              <TopicBranch node={node} now={props.now} view={view} />
             ))}
           </ul>
         ) : null}

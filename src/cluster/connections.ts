@@ -44,6 +44,11 @@ export function createLocalDirectory(local: LocalSessions): SessionDirectory {
 /** A node's answer to `newestClientIds`, as it travels. */
 type NewestAnswer = Array<NewestSession & { clientRowId: number }>;
 
+/** `newestSessionsOf`'s map as it travels, and as it merges with the other nodes' answers. */
+function newestAnswer(newest: ReadonlyMap<number, NewestSession>): NewestAnswer {
+  return [...newest].map(([clientRowId, session]) => ({ clientRowId, ...session }));
+}
+
 type Ask =
   | { op: 'window'; request: SessionRequest }
   | { op: 'disconnect'; sessionId: string }
@@ -148,7 +153,7 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
         return localDirectory.disconnectGroup(ask.groupName);
       case 'newestClientIds': {
         const rows = Array.isArray(ask.clientRowIds) ? ask.clientRowIds.filter(Number.isInteger) : [];
-        return [...newestSessionsOf(local.liveSessions(), rows)].map(([clientRowId, session]) => ({ clientRowId, ...session })) satisfies NewestAnswer;
+        return newestAnswer(newestSessionsOf(local.liveSessions(), rows));
       }
     }
   }
@@ -249,7 +254,7 @@ export async function startClusterDirectory(options: ClusterDirectoryOptions): P
         return own;
       }
       const answers = asked.results.flatMap((answer) => (Array.isArray(answer.result) ? (answer.result as NewestAnswer) : []));
-      return newestSessionsOf([...[...own].map(([clientRowId, session]) => ({ clientRowId, ...session })), ...answers], rows);
+      return newestSessionsOf([...newestAnswer(own), ...answers], rows);
     },
 
     async close() {

@@ -64,7 +64,7 @@ export async function executeHotInTransaction(db: Database, queries: SQL[]): Pro
 }
 
 /** `db.execute` answers an array (postgres.js) or `{ rows }` (PGlite). */
-export function rowsOf(result: unknown): HotRow[] {
-  if (Array.isArray(result)) return result as HotRow[];
-  return ((result as { rows?: HotRow[] }).rows ?? []) as HotRow[];
+export function rowsOf<T = HotRow>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  return (result as { rows?: T[] }).rows ?? [];
 }

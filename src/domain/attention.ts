@@ -2,7 +2,7 @@ import { and, desc, gte, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Database } from '../db';
 import { auditEvents, clients } from '../db/schema';
 import { REFUSAL_KINDS } from './audit';
-import { rowsOf } from './groups';
+import { rowsOf } from '../db/hot';
 
 /** Rows each of the overview's lists shows. */
 export const ATTENTION_ROWS = 5;
@@ -64,39 +64,58 @@ export async function loadAttention(db: Database, now = new Date()): Promise<Att
 /**
  * Refused CONNECTs since `since`, from the audit trail: the latest
  * REFUSED_CONNECT_ROWS_READ rows of `mqtt.auth_failed` (read by the kind-and-time
- * index), matched to clients by username; two statements over them.
+ * index), matched to clients by username; one statement over them answers
+ * the totals on every row, beside the clients shown (none: one row of totals).
  */
 async function loadRefusedConnects(db: Database, since: Date): Promise<RefusedConnects> {
-  const recent = sql`recent as (
-    select ${auditEvents.actor} as actor, ${auditEvents.count} as count, ${auditEvents.at} as at, ${auditEvents.details} ->> 'reason' as reason
-    from ${auditEvents}
-    where ${auditEvents.kind} = 'mqtt.auth_failed' and ${auditEvents.at} >= ${since.toISOString()}::timestamptz
-    order by ${auditEvents.at} desc, ${auditEvents.id} desc
-    limit ${REFUSED_CONNECT_ROWS_READ})`;
-  const [top, totals] = await Promise.all([
-    db.execute(sql`with ${recent}
-      select c.id, c.name, c.username, sum(r.count)::integer as attempts, max(r.at) as last_at, (array_agg(r.reason order by r.at desc))[1] as reason
-      from recent r join ${clients} c on c.username = r.actor
-      group by c.id, c.name, c.username
-      order by max(r.at) desc, c.id
-      limit ${ATTENTION_ROWS}`),
-    db.execute(sql`with ${recent}
-      select count(distinct c.id)::integer as clients,
-        count(distinct coalesce(r.actor, '')) filter (where c.id is null)::integer as unknown_usernames,
-        coalesce(sum(r.count) filter (where c.id is null), 0)::integer as unknown_attempts,
+  const result = await db.execute(sql`with recent as (
+      select ${auditEvents.actor} as actor, ${auditEvents.count} as count, ${auditEvents.at} as at, ${auditEvents.details} ->> 'reason' as reason
+      from ${auditEvents}
+      where ${auditEvents.kind} = 'mqtt.auth_failed' and ${auditEvents.at} >= ${since.toISOString()}::timestamptz
+      order by ${auditEvents.at} desc, ${auditEvents.id} desc
+      limit ${REFUSED_CONNECT_ROWS_READ}),
+    matched as (
+      select r.actor, r.count, r.at, r.reason, c.id, c.name, c.username
+      from recent r left join ${clients} c on c.username = r.actor),
+    totals as (
+      select count(distinct id)::integer as clients,
+        count(distinct coalesce(actor, '')) filter (where id is null)::integer as unknown_usernames,
+        coalesce(sum(count) filter (where id is null), 0)::integer as unknown_attempts,
         count(*)::integer as rows_read
-      from recent r left join ${clients} c on c.username = r.actor`),
-  ]);
-  const total = rowsOf<{ clients: number; unknown_usernames: number; unknown_attempts: number; rows_read: number }>(totals)[0]!;
+      from matched),
+    top as (
+      select id, name, username, sum(count)::integer as attempts, max(at) as last_at, (array_agg(reason order by at desc))[1] as reason
+      from matched
+      where id is not null
+      group by id, name, username
+      order by max(at) desc, id
+      limit ${ATTENTION_ROWS})
+    select totals.*, top.* from totals left join top on true
+    order by top.last_at desc, top.id`);
+  const rows = rowsOf<{
+    clients: number;
+    unknown_usernames: number;
+    unknown_attempts: number;
+    rows_read: number;
+    id: number | null;
+    name: string;
+    username: string;
+    attempts: number;
+    last_at: string | Date;
+    reason: string | null;
+  }>(result);
+  const total = rows[0]!;
   return {
-    clients: rowsOf<{ id: number; name: string; username: string; attempts: number; last_at: string | Date; reason: string | null }>(top).map((row) => ({
-      id: Number(row.id),
-      name: row.name,
-      username: row.username,
-      attempts: Number(row.attempts),
-      lastAt: new Date(row.last_at),
-      reason: row.reason ?? '',
-    })),
+    clients: rows
+      .filter((row) => row.id !== null)
+      .map((row) => ({
+        id: Number(row.id),
+        name: row.name,
+        username: row.username,
+        attempts: Number(row.attempts),
+        lastAt: new Date(row.last_at),
+        reason: row.reason ?? '',
+      })),
     clientCount: Number(total.clients),
     unknown: { usernames: Number(total.unknown_usernames), attempts: Number(total.unknown_attempts) },
     partial: Number(total.rows_read) >= REFUSED_CONNECT_ROWS_READ,

@@ -1,6 +1,7 @@
 import { and, asc, count, eq, ilike, inArray, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { type Database, isUniqueViolation, schema } from '../db';
+import { rowsOf } from '../db/hot';
 import type { Action, Effect, MatchBy } from './access/types';
 import { likePattern } from './clients';
 import { type AuditActor, recordChange } from './audit';
@@ -272,11 +273,6 @@ async function withTopicsAndHolders(db: Database, rows: GroupSummary[]): Promise
       value: h.value,
     })),
   }));
-}
-
-/** The rows of `db.execute`: an array on postgres.js, `{ rows }` on PGlite. */
-export function rowsOf<T>(result: unknown): T[] {
-  return Array.isArray(result) ? (result as T[]) : ((result as { rows: T[] }).rows ?? []);
 }
 
 /** Every group's id and name, by name: the choices on the group-rules page. */

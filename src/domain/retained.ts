@@ -36,7 +36,7 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 const lenientDecoder = new TextDecoder('utf-8');
 // Control characters other than tab, line feed and carriage return make a payload binary.
 const BINARY = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/;
-const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
+const CONTROL = new RegExp(BINARY.source, 'g');
 
 export function previewPayload(payload: Uint8Array, limit = PAYLOAD_PREVIEW_BYTES, view: PayloadView = 'auto'): PayloadPreview {
   if (payload.length === 0) return { kind: 'empty', text: '', size: 0, cut: false };

@@ -66,7 +66,7 @@ export function topicRoutes() {
       live.collected = { messages, skipped, seconds: COLLECT_SECONDS };
     }
     const { messages, more } = topics ? await topics.retained(RETAINED_LIMIT) : { messages: [], more: false };
-    return c.html(<TopicsPage tree={topicTree(messages)} total={messages.length} more={more} now={Date.now()} live={live} view={view} />, problem ? 422 : 200);
+    return c.html(<TopicsPage tree={topicTree(messages)} total={messages.length} more={more} now={Date.now()} live={live} />, problem ? 422 : 200);
   });
 
   // Server-sent events: `message` per message shown, `skipped` with how many were not.
